@@ -1,0 +1,60 @@
+"""What a decision asks the runtime to do, as data.
+
+The runtime applies effects in the order given. Each effect is idempotent, so
+re-applying a decision after a crash or a conflict is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class AddFinalizer:
+    pass
+
+
+@dataclass(frozen=True)
+class RemoveFinalizer:
+    pass
+
+
+@dataclass(frozen=True)
+class EnsureServices:
+    """Create or repair ``<target>-primary`` and ``<target>-canary`` Services."""
+
+
+@dataclass(frozen=True)
+class EnsurePrimary:
+    """Create ``<target>-primary`` from the target's pod template, or copy the template onto it.
+
+    ``template_hash`` is the revision the primary must end up running.
+    """
+
+    template_hash: str
+
+
+@dataclass(frozen=True)
+class ScaleTarget:
+    """Scale the target (canary) Deployment; ``replicas`` None means: as many as the primary."""
+
+    replicas: int | None
+
+
+@dataclass(frozen=True)
+class SetRouteWeights:
+    """Write the two backendRef weights on every referenced route."""
+
+    primary: int
+    canary: int
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+Effect = AddFinalizer | RemoveFinalizer | EnsureServices | EnsurePrimary | ScaleTarget | SetRouteWeights | RecordEvent

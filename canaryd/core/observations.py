@@ -1,0 +1,117 @@
+"""What the runtime saw of the world before asking the core for a decision.
+
+These are plain, immutable values built by the runtime from its caches and
+from Prometheus. Keeping them apart from the Kubernetes objects means the core
+can be tested exhaustively by constructing observations directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from canaryd.api.constants import Action, Verdict
+
+
+@dataclass(frozen=True)
+class WorkloadState:
+    """A Deployment as far as a decision needs it."""
+
+    name: str
+    template_hash: str
+    desired_replicas: int
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    available_replicas: int = 0
+    generation: int = 0
+    observed_generation: int = 0
+
+    @property
+    def rolled_out(self) -> bool:
+        """The Deployment controller has caught up with the spec and every replica is ready."""
+        return (
+            self.observed_generation >= self.generation
+            and self.updated_replicas >= self.desired_replicas
+            and self.ready_replicas >= self.desired_replicas
+            and self.available_replicas >= self.desired_replicas
+        )
+
+
+@dataclass(frozen=True)
+class RouteState:
+    """One referenced HTTPRoute or GRPCRoute, checked against the routing contract."""
+
+    kind: str
+    name: str
+    exists: bool
+    #: Every rule that names one of our Services names both (and at least one rule does).
+    has_backends: bool = False
+    #: Every parent in status.parents has Accepted=True (for the current generation where set).
+    accepted: bool = False
+    #: What is wrong, in words a person can act on; empty when the route is usable.
+    problem: str = ""
+    #: The weights currently written on the route (None when they differ between rules).
+    primary_weight: int | None = None
+    canary_weight: int | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.exists and self.has_backends and self.accepted
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """The outcome of one metric check in this analysis round."""
+
+    name: str
+    verdict: Verdict
+    value: float | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """A manual action someone asked for; ``id`` makes handling it idempotent."""
+
+    id: str
+    action: Action
+    requested_at: datetime | None = None
+    requested_by: str = ""
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Everything a decision may depend on, besides the Canary itself and ``now``."""
+
+    #: The target Deployment (the one the app team edits); None when it does not exist.
+    target: WorkloadState | None
+    #: ``<target>-primary``; None until canaryd has created it.
+    primary: WorkloadState | None = None
+    #: Both ``-primary`` and ``-canary`` Services exist with the right selectors and port.
+    services_ready: bool = False
+    routes: tuple[RouteState, ...] = ()
+    #: Results of the analysis round run for this decision; None when no round was run.
+    analysis: tuple[MetricResult, ...] | None = None
+    #: Problems with the Canary's references that no retry will fix (missing template, ...).
+    config_problems: tuple[str, ...] = ()
+    #: A pending manual action, not yet acknowledged in status.last_action.
+    action: ActionRequest | None = None
+    #: The max-concurrent-runs limit leaves room for this Canary to start a run.
+    run_slot_available: bool = True
+    #: metadata.deletionTimestamp is set.
+    deleting: bool = False
+    #: canaryd's finalizer is on the object.
+    has_finalizer: bool = True
+
+    @property
+    def routes_usable(self) -> bool:
+        return bool(self.routes) and all(r.usable for r in self.routes)
+
+
+__all__ = [
+    "ActionRequest",
+    "MetricResult",
+    "Observations",
+    "RouteState",
+    "WorkloadState",
+]
