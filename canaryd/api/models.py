@@ -206,6 +206,15 @@ class ActionRecord(_Model):
     at: datetime | None = None
 
 
+class ActionRequestRecord(_Model):
+    """A manual action as a person asked for it (written by ``kubectl canary`` to status)."""
+
+    id: str = Field(min_length=1, max_length=128)
+    action: Action
+    requested_at: datetime | None = None
+    requested_by: str = ""
+
+
 class CanaryStatus(_Model):
     phase: Phase | None = None
     canary_weight: int = 0
@@ -218,6 +227,9 @@ class CanaryStatus(_Model):
     run_started_at: datetime | None = None
     last_progress_time: datetime | None = None
     paused: bool = False
+    #: Written by ``kubectl canary`` through the status subresource; never by the controller.
+    requested_action: ActionRequestRecord | None = None
+    #: The controller's acknowledgement of the last action it handled (same id).
     last_action: ActionRecord | None = None
     metrics: list[MetricStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``canaryd`` (run, sandbox, demo) and ``canaryctl`` / ``kubectl-canary``."""
