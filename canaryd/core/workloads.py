@@ -1,0 +1,207 @@
+"""The workloads canaryd owns, built as manifests from the app team's Deployment.
+
+canaryd keeps ``<target>-primary`` (the stable revision) beside the target
+Deployment (which becomes the canary), and two Services that tell them apart:
+``<target>-primary`` and ``<target>-canary``. Everything here is a pure
+function of the target and the Canary, so what canaryd creates can be checked
+field by field without a cluster. Selectors are rewritten so that the primary's
+pods are never picked by the target's selector and the other way round.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from canaryd.api.constants import (
+    API_VERSION,
+    CANARY_KIND,
+    CANARY_SUFFIX,
+    LABEL_CANARY,
+    LABEL_MANAGED_BY,
+    MANAGER_NAME,
+    PRIMARY_SUFFIX,
+)
+from canaryd.api.models import Canary
+from canaryd.core.observations import WorkloadState
+from canaryd.core.revision import REVISION_ANNOTATION, deployment_template_hash, primary_revision
+
+
+def primary_name(target: str) -> str:
+    return f"{target}{PRIMARY_SUFFIX}"
+
+
+def canary_service_name(target: str) -> str:
+    return f"{target}{CANARY_SUFFIX}"
+
+
+def owner_reference(canary: Canary) -> dict[str, Any]:
+    """An ownerReference that makes the Canary the controller of what canaryd creates."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": CANARY_KIND,
+        "name": canary.metadata.name,
+        "uid": canary.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _managed_labels(canary: Canary) -> dict[str, str]:
+    return {LABEL_MANAGED_BY: MANAGER_NAME, LABEL_CANARY: canary.metadata.name}
+
+
+def target_selector(target: dict[str, Any]) -> dict[str, str]:
+    """The target's ``spec.selector.matchLabels`` (empty when it has none)."""
+    selector = ((target.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {str(k): str(v) for k, v in selector.items()}
+
+
+def primary_selector(target: dict[str, Any]) -> dict[str, str]:
+    """The target's selector with every value renamed to ``<target>-primary``."""
+    name = primary_name(str((target.get("metadata") or {}).get("name", "")))
+    return dict.fromkeys(target_selector(target), name)
+
+
+def target_problem(target: dict[str, Any]) -> str:
+    """Why a target Deployment cannot be progressed, or "" when it can."""
+    name = (target.get("metadata") or {}).get("name", "")
+    if not target_selector(target):
+        return (
+            f"Deployment {name} has no spec.selector.matchLabels; canaryd needs label selectors to split pods"
+        )
+    template = (target.get("spec") or {}).get("template")
+    if not isinstance(template, dict) or not ((template.get("spec") or {}).get("containers")):
+        return f"Deployment {name} has no pod template with containers"
+    labels = ((template.get("metadata") or {}).get("labels")) or {}
+    missing = [k for k, v in target_selector(target).items() if labels.get(k) != v]
+    if missing:
+        return f"Deployment {name}: pod template labels do not match its selector ({', '.join(missing)})"
+    return ""
+
+
+def primary_template(target: dict[str, Any]) -> dict[str, Any]:
+    """The target's pod template with its selector labels pointing at the primary."""
+    template = copy.deepcopy((target.get("spec") or {}).get("template") or {})
+    metadata = template.setdefault("metadata", {})
+    labels = dict(metadata.get("labels") or {})
+    labels.update(primary_selector(target))
+    metadata["labels"] = labels
+    metadata.pop("creationTimestamp", None)
+    return template
+
+
+def target_replicas(target: dict[str, Any]) -> int:
+    replicas = (target.get("spec") or {}).get("replicas")
+    return int(replicas) if isinstance(replicas, int) else 1
+
+
+def primary_deployment(target: dict[str, Any], canary: Canary, replicas: int | None = None) -> dict[str, Any]:
+    """``<target>-primary``: the target's spec with rewritten selectors, owned by the Canary."""
+    meta = target.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    spec = copy.deepcopy(target.get("spec") or {})
+    spec.pop("paused", None)
+    spec["replicas"] = target_replicas(target) if replicas is None else replicas
+    spec["selector"] = {"matchLabels": primary_selector(target)}
+    spec["template"] = primary_template(target)
+    labels = dict(meta.get("labels") or {})
+    labels.update(_managed_labels(canary))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": primary_name(name),
+            "namespace": canary.metadata.namespace,
+            "labels": labels,
+            "annotations": {REVISION_ANNOTATION: deployment_template_hash(target)},
+            "ownerReferences": [owner_reference(canary)],
+        },
+        "spec": spec,
+    }
+
+
+def primary_template_patch(target: dict[str, Any]) -> list[dict[str, Any]]:
+    """A JSON Patch that puts the target's current template (and its revision) onto the primary."""
+    return [
+        {"op": "replace", "path": "/spec/template", "value": primary_template(target)},
+        {
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {REVISION_ANNOTATION: deployment_template_hash(target)},
+        },
+    ]
+
+
+def _service(canary: Canary, name: str, selector: dict[str, str]) -> dict[str, Any]:
+    svc = canary.spec.service
+    port: dict[str, Any] = {
+        "name": svc.port_name,
+        "port": svc.port,
+        "targetPort": svc.target_port if svc.target_port is not None else svc.port,
+        "protocol": "TCP",
+    }
+    if svc.app_protocol:
+        port["appProtocol"] = svc.app_protocol
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": canary.metadata.namespace,
+            "labels": _managed_labels(canary),
+            "ownerReferences": [owner_reference(canary)],
+        },
+        "spec": {"type": "ClusterIP", "selector": selector, "ports": [port]},
+    }
+
+
+def services(target: dict[str, Any], canary: Canary) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``-primary`` Service (selecting the primary's pods) and the ``-canary`` one (the target's)."""
+    name = canary.spec.target_ref.name
+    return (
+        _service(canary, primary_name(name), primary_selector(target)),
+        _service(canary, canary_service_name(name), target_selector(target)),
+    )
+
+
+def service_matches(actual: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    """The Service exists with the selector and port canaryd needs."""
+    if not actual:
+        return False
+    spec = actual.get("spec") or {}
+    if (spec.get("selector") or {}) != wanted["spec"]["selector"]:
+        return False
+    want_port = wanted["spec"]["ports"][0]
+    return any(
+        p.get("port") == want_port["port"] and p.get("targetPort", p.get("port")) == want_port["targetPort"]
+        for p in spec.get("ports") or []
+    )
+
+
+def service_patch(wanted: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch that repairs a Service's selector and ports."""
+    return {"spec": {"selector": wanted["spec"]["selector"], "ports": wanted["spec"]["ports"]}}
+
+
+def workload_state(deployment: dict[str, Any], *, primary: bool = False) -> WorkloadState:
+    """A Deployment as the lifecycle sees it; the primary's revision comes from canaryd's annotation."""
+    meta = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    replicas = spec.get("replicas")
+
+    def count(key: str) -> int:
+        value = status.get(key)
+        return int(value) if isinstance(value, int) else 0
+
+    return WorkloadState(
+        name=str(meta.get("name", "")),
+        template_hash=primary_revision(deployment) if primary else deployment_template_hash(deployment),
+        desired_replicas=int(replicas) if isinstance(replicas, int) else 1,
+        ready_replicas=count("readyReplicas"),
+        updated_replicas=count("updatedReplicas"),
+        available_replicas=count("availableReplicas"),
+        generation=int(meta.get("generation") or 0),
+        observed_generation=count("observedGeneration"),
+    )
