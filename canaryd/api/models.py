@@ -3,19 +3,40 @@
 The controller parses every object it reads through these models, so a
 malformed object becomes a clear validation message instead of a crash deep in
 a reconcile. Field names use the CRD's camelCase through aliases; the same
-rules the CRD enforces with OpenAPI and CEL are enforced here.
+rules the CRD enforces with OpenAPI and CEL are enforced here, and
+``tests/api`` proves that both give every object the same verdict and the same
+defaults.
+
+Two choices keep that agreement exact:
+
+- Unknown fields are ignored, not refused. A real API server prunes fields
+  its schema does not declare, so the controller only ever reads pruned
+  objects; ignoring keeps it working when the installed CRD is newer than the
+  controller, and an object the API server accepts is never one the
+  controller cannot parse.
+- Scalars are read as JSON types, not coerced: ``"5"`` is not an integer and
+  ``"true"`` not a boolean, as in the CRD (whole floats such as ``5.0`` are
+  integers, as the API server's OpenAPI validation accepts them).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from canaryd.api.constants import (
-    API_VERSION,
     CANARY_KIND,
     GATEWAY_GROUP,
     METRIC_TEMPLATE_KIND,
@@ -24,16 +45,73 @@ from canaryd.api.constants import (
     Phase,
     Verdict,
 )
-from canaryd.api.durations import parse_duration
+from canaryd.api.durations import NANOSECONDS_PER_SECOND, parse_duration, parse_duration_ns
+from canaryd.api.timestamps import format_rfc3339, parse_rfc3339
 
 MIN_INTERVAL = timedelta(seconds=1)
+#: The maxWeight a stepWeight schedule climbs to when maxWeight is not given.
+DEFAULT_MAX_WEIGHT: Final = 50
+#: Longest duration string the CRD accepts (bounds the cost of its CEL rules).
+MAX_DURATION_LENGTH: Final = 32
+MAX_QUERY_LENGTH: Final = 8192
+#: A DNS-1123 subdomain (object names) and label (namespaces, metric names).
+DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: An IANA service name, as a Service port name must be.
+PORT_NAME: Final = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+#: metav1.Condition type and reason grammars.
+CONDITION_TYPE: Final = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON: Final = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+
+def _json_integer(value: object) -> object:
+    """Refuse what JSON would not call an integer (strings, booleans, fractions)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be of type integer, not {type(value).__name__}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"must be of type integer, not {value}")
+    return int(value)
+
+
+def _json_number(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be of type number, not {type(value).__name__}")
+    return float(value)
+
+
+def _json_int_or_string(value: object) -> object:
+    if isinstance(value, str):
+        return value
+    return _json_integer(value)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        parsed = parse_rfc3339(value)
+        if parsed is not None:
+            return parsed
+    raise ValueError(f"must be an RFC 3339 date-time such as 2024-05-01T10:00:00Z, not {value!r}")
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+JsonFloat = Annotated[float, BeforeValidator(_json_number)]
+IntOrString = Annotated[int | str, BeforeValidator(_json_int_or_string)]
+#: A time as the CRD stores it: RFC 3339 in, RFC 3339 (UTC, "Z") out; naive times count as UTC.
+Timestamp = Annotated[
+    datetime, BeforeValidator(_rfc3339), PlainSerializer(format_rfc3339, return_type=str, when_used="json")
+]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
-        extra="forbid",
+        extra="ignore",
         frozen=True,
     )
 
@@ -43,9 +121,12 @@ class _Model(BaseModel):
 
 
 def _check_duration(value: str) -> str:
-    if parse_duration(value) < MIN_INTERVAL:
+    if parse_duration_ns(value) < NANOSECONDS_PER_SECOND:
         raise ValueError(f"duration {value!r} is shorter than 1s")
     return value
+
+
+Duration = Annotated[str, Field(max_length=MAX_DURATION_LENGTH)]
 
 
 class ObjectMeta(BaseModel):
@@ -65,33 +146,46 @@ class ObjectMeta(BaseModel):
     creation_timestamp: datetime | None = None
 
 
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+NamespaceName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+
+
 class TargetRef(_Model):
     api_version: Literal["apps/v1"] = "apps/v1"
     kind: Literal["Deployment"] = "Deployment"
-    name: str = Field(min_length=1, max_length=253)
+    name: ObjectName
 
 
 class ServiceSpec(_Model):
-    port: int = Field(ge=1, le=65535)
-    target_port: int | str | None = None
-    port_name: str = "http"
-    app_protocol: str | None = None
+    port: JsonInt = Field(ge=1, le=65535)
+    target_port: IntOrString | None = None
+    port_name: str = Field(default="http", min_length=1, max_length=15, pattern=PORT_NAME)
+    app_protocol: str | None = Field(default=None, min_length=1, max_length=253)
+
+    @field_validator("target_port")
+    @classmethod
+    def _target_port(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and not 1 <= value <= 65535:
+            raise ValueError("targetPort must be a port number within 1..65535 or a port name")
+        if isinstance(value, str) and not 1 <= len(value) <= 15:
+            raise ValueError("targetPort must be a port number within 1..65535 or a port name")
+        return value
 
 
 class RouteRef(_Model):
     group: Literal["gateway.networking.k8s.io"] = GATEWAY_GROUP
     kind: Literal["HTTPRoute", "GRPCRoute"] = "HTTPRoute"
-    name: str = Field(min_length=1, max_length=253)
+    name: ObjectName
 
 
 class TemplateRef(_Model):
-    name: str = Field(min_length=1, max_length=253)
-    namespace: str | None = None
+    name: ObjectName
+    namespace: NamespaceName | None = None
 
 
 class ThresholdRange(_Model):
-    min: float | None = None
-    max: float | None = None
+    min: JsonFloat | None = None
+    max: JsonFloat | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> ThresholdRange:
@@ -103,11 +197,11 @@ class ThresholdRange(_Model):
 
 
 class MetricCheck(_Model):
-    name: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
     template_ref: TemplateRef | None = None
-    query: str | None = Field(default=None, min_length=1)
+    query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_LENGTH)
     threshold_range: ThresholdRange
-    interval: str | None = None
+    interval: Duration | None = None
     variables: dict[str, str] = Field(default_factory=dict)
 
     _interval_ok = field_validator("interval")(lambda v: v if v is None else _check_duration(v))
@@ -120,12 +214,14 @@ class MetricCheck(_Model):
 
 
 class Analysis(_Model):
-    interval: str = "1m"
-    threshold: int = Field(default=5, ge=1)
-    error_threshold: int = Field(default=5, ge=1)
-    step_weight: int | None = Field(default=None, ge=1, le=100)
-    max_weight: int | None = Field(default=None, ge=1, le=100)
-    step_weights: list[int] | None = Field(default=None, min_length=1, max_length=100)
+    interval: Duration = "1m"
+    threshold: JsonInt = Field(default=5, ge=1)
+    error_threshold: JsonInt = Field(default=5, ge=1)
+    step_weight: JsonInt | None = Field(default=None, ge=1, le=100)
+    max_weight: JsonInt | None = Field(default=None, ge=1, le=100)
+    step_weights: list[Annotated[JsonInt, Field(ge=1, le=100)]] | None = Field(
+        default=None, min_length=1, max_length=100
+    )
     no_data_policy: NoDataPolicy = NoDataPolicy.HOLD
     metrics: list[MetricCheck] = Field(default_factory=list, max_length=20)
 
@@ -138,16 +234,12 @@ class Analysis(_Model):
         if self.step_weights is not None:
             if self.max_weight is not None:
                 raise ValueError("maxWeight goes with stepWeight, not with stepWeights")
-            if any(not 1 <= w <= 100 for w in self.step_weights):
-                raise ValueError("stepWeights must each be within 1..100")
             if any(b <= a for a, b in zip(self.step_weights, self.step_weights[1:], strict=False)):
                 raise ValueError("stepWeights must be strictly ascending")
-        if (
-            self.step_weight is not None
-            and self.max_weight is not None
-            and self.max_weight < self.step_weight
-        ):
-            raise ValueError(f"maxWeight ({self.max_weight}) is below stepWeight ({self.step_weight})")
+        if self.step_weight is not None:
+            top = self.max_weight if self.max_weight is not None else DEFAULT_MAX_WEIGHT
+            if top < self.step_weight:
+                raise ValueError(f"maxWeight ({top}) is below stepWeight ({self.step_weight})")
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError("metric names must be unique")
@@ -162,7 +254,7 @@ class Analysis(_Model):
         if self.step_weights is not None:
             return tuple(self.step_weights)
         step = self.step_weight or 10
-        top = self.max_weight if self.max_weight is not None else 50
+        top = self.max_weight if self.max_weight is not None else DEFAULT_MAX_WEIGHT
         weights = list(range(step, top + 1, step))
         if not weights or weights[-1] != top:
             weights.append(top)
@@ -174,66 +266,83 @@ class CanarySpec(_Model):
     service: ServiceSpec
     route_refs: list[RouteRef] = Field(min_length=1, max_length=16)
     analysis: Analysis
-    progress_deadline_seconds: int = Field(default=600, ge=1)
-    suspend: bool = False
+    progress_deadline_seconds: JsonInt = Field(default=600, ge=1)
+    suspend: StrictBool = False
+
+    @model_validator(mode="after")
+    def _distinct_routes(self) -> CanarySpec:
+        keys = [(r.kind, r.name) for r in self.route_refs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("routeRefs must not name the same route twice")
+        return self
 
 
 class Condition(_Model):
     """metav1.Condition."""
 
-    type: str
+    type: str = Field(min_length=1, max_length=316, pattern=CONDITION_TYPE)
     status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: datetime
-    observed_generation: int = 0
+    reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: Timestamp
+    observed_generation: JsonInt = Field(default=0, ge=0)
 
 
 class MetricStatus(_Model):
-    name: str
+    name: str = Field(min_length=1, max_length=63)
     verdict: Verdict
-    value: float | None = None
-    message: str = ""
-    checked_at: datetime | None = None
+    value: JsonFloat | None = None
+    message: str = Field(default="", max_length=32768)
+    checked_at: Timestamp | None = None
+
+
+ActionId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class ActionRecord(_Model):
     """A manual action, as requested and as acknowledged by the controller."""
 
-    id: str
+    id: ActionId
     action: Action
-    result: str = ""
-    at: datetime | None = None
+    result: str = Field(default="", max_length=1024)
+    at: Timestamp | None = None
 
 
 class ActionRequestRecord(_Model):
     """A manual action as a person asked for it (written by ``kubectl canary`` to status)."""
 
-    id: str = Field(min_length=1, max_length=128)
+    id: ActionId
     action: Action
-    requested_at: datetime | None = None
-    requested_by: str = ""
+    requested_at: Timestamp | None = None
+    requested_by: str = Field(default="", max_length=253)
 
 
 class CanaryStatus(_Model):
     phase: Phase | None = None
-    canary_weight: int = 0
-    step: int = 0
-    failed_checks: int = 0
-    analysis_errors: int = 0
-    revision: str | None = None
-    last_promoted_revision: str | None = None
-    last_step_time: datetime | None = None
-    run_started_at: datetime | None = None
-    last_progress_time: datetime | None = None
-    paused: bool = False
+    canary_weight: JsonInt = Field(default=0, ge=0, le=100)
+    step: JsonInt = Field(default=0, ge=0)
+    failed_checks: JsonInt = Field(default=0, ge=0)
+    analysis_errors: JsonInt = Field(default=0, ge=0)
+    revision: str | None = Field(default=None, max_length=253)
+    last_promoted_revision: str | None = Field(default=None, max_length=253)
+    last_step_time: Timestamp | None = None
+    run_started_at: Timestamp | None = None
+    last_progress_time: Timestamp | None = None
+    paused: StrictBool = False
     #: Written by ``kubectl canary`` through the status subresource; never by the controller.
     requested_action: ActionRequestRecord | None = None
     #: The controller's acknowledgement of the last action it handled (same id).
     last_action: ActionRecord | None = None
-    metrics: list[MetricStatus] = Field(default_factory=list)
-    conditions: list[Condition] = Field(default_factory=list)
-    observed_generation: int = 0
+    metrics: list[MetricStatus] = Field(default_factory=list, max_length=64)
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    observed_generation: JsonInt = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _distinct_conditions(self) -> CanaryStatus:
+        types = [c.type for c in self.conditions]
+        if len(set(types)) != len(types):
+            raise ValueError("conditions must not repeat a type")
+        return self
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -242,11 +351,16 @@ class CanaryStatus(_Model):
 class Canary(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
 
-    api_version: Literal["canaryd.io/v1alpha1"] = API_VERSION
+    api_version: Literal["canaryd.io/v1alpha1"] = "canaryd.io/v1alpha1"
     kind: Literal["Canary"] = CANARY_KIND
     metadata: ObjectMeta
     spec: CanarySpec
     status: CanaryStatus = Field(default_factory=CanaryStatus)
+
+
+class SecretRef(_Model):
+    name: ObjectName
+    namespace: NamespaceName | None = None
 
 
 class PrometheusAuth(_Model):
@@ -254,35 +368,27 @@ class PrometheusAuth(_Model):
     kind: Literal["Bearer", "Basic"] = "Bearer"
 
 
-class SecretRef(_Model):
-    name: str = Field(min_length=1)
-    namespace: str | None = None
-
-
 class PrometheusProvider(_Model):
-    address: str | None = Field(default=None, pattern=r"^https?://")
+    address: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s/]+")
     auth: PrometheusAuth | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    insecure_skip_verify: bool = False
-    timeout: str = "10s"
+    insecure_skip_verify: StrictBool = False
+    timeout: Duration = "10s"
 
     _timeout_ok = field_validator("timeout")(_check_duration)
 
 
 class MetricTemplateSpec(_Model):
-    query: str = Field(min_length=1)
+    query: str = Field(min_length=1, max_length=MAX_QUERY_LENGTH)
     provider: PrometheusProvider = Field(default_factory=PrometheusProvider)
     variables: dict[str, str] = Field(default_factory=dict)
-    unit: str | None = None
+    unit: str | None = Field(default=None, max_length=32)
 
 
 class MetricTemplate(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
 
-    api_version: Literal["canaryd.io/v1alpha1"] = API_VERSION
+    api_version: Literal["canaryd.io/v1alpha1"] = "canaryd.io/v1alpha1"
     kind: Literal["MetricTemplate"] = METRIC_TEMPLATE_KIND
     metadata: ObjectMeta
     spec: MetricTemplateSpec
-
-
-PrometheusAuth.model_rebuild()
