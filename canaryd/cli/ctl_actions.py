@@ -1,0 +1,215 @@
+"""Manual actions: ask the controller through status, wait for its answer, judge the outcome.
+
+A request is written as ``status.requestedAction: {id, action, requestedAt,
+requestedBy}`` with a JSON merge patch on the Canary's status subresource; the
+controller answers with ``status.lastAction: {id, action, result, at}`` carrying
+the same id, and an Event naming the action. docs/manual-actions.md explains
+why (GitOps tools ignore status, the request survives a controller restart,
+``patch canaries/status`` is a separate RBAC grant, the id makes it idempotent).
+
+From the user's side:
+- the same action already pending is not written again: the command waits for
+  that request (two people pressing ``pause`` get one pause);
+- a different pending action is replaced (the newest intention wins; the field
+  holds one request) and the command says which request it replaced;
+- ``--request-id ID`` makes a retried script idempotent: an id already
+  acknowledged is reported without writing anything;
+- the controller may answer ``ActionIgnored`` (e.g. ``pause`` while paused);
+  that is success when the state the person asked for already holds, and a
+  refusal (its own exit code) when it does not (``promote`` on a Failed run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from canaryd.adapters.ctl_client import CtlClient
+from canaryd.api.constants import ACTIVE_PHASES, Action, Phase, Reason
+from canaryd.cli import ctl_render as render
+
+
+class Outcome:
+    """How a manual action ended; each maps to an exit code in canaryctl."""
+
+    DONE = "acknowledged"
+    ALREADY_DONE = "already-acknowledged"
+    REFUSED = "refused"
+    NOT_WAITED = "requested"
+    TIMED_OUT = "timed-out"
+    SUPERSEDED = "superseded"
+
+
+@dataclass
+class ActionReport:
+    namespace: str
+    name: str
+    request: dict[str, Any]
+    outcome: str = Outcome.NOT_WAITED
+    acknowledgement: dict[str, Any] | None = None
+    #: Lines for stderr about what happened on the way (reused or replaced requests).
+    notes: list[str] = field(default_factory=list)
+    canary: dict[str, Any] | None = None
+
+    def document(self) -> dict[str, Any]:
+        """What ``-o json|yaml`` prints."""
+        doc: dict[str, Any] = {
+            "canary": {"namespace": self.namespace, "name": self.name},
+            "request": self.request,
+            "outcome": self.outcome,
+            "acknowledgement": self.acknowledgement,
+        }
+        if self.canary is not None:
+            st = render.status(self.canary)
+            doc["state"] = {
+                "phase": st.get("phase"),
+                "canaryWeight": st.get("canaryWeight", 0),
+                "step": st.get("step", 0),
+                "paused": bool(st.get("paused", False)),
+            }
+        return doc
+
+
+def requester() -> str:
+    """Who asks, for people reading status; the API server's audit log has the authenticated identity."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def new_request(action: Action, request_id: str | None, now: datetime) -> dict[str, Any]:
+    return {
+        "id": request_id or uuid.uuid4().hex,
+        "action": action.value,
+        "requestedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "requestedBy": requester(),
+    }
+
+
+def result_reason(result: str) -> str:
+    """The Reason at the head of a result (``"ActionIgnored: already paused"`` -> ``ActionIgnored``)."""
+    return result.split(":", 1)[0].strip()
+
+
+def wanted_state_holds(action: str, canary: dict[str, Any]) -> bool:
+    """Whether the canary is already where the person wanted it, whatever the controller did."""
+    st = render.status(canary)
+    phase = st.get("phase")
+    if action == Action.PAUSE.value:
+        return bool(st.get("paused"))
+    if action == Action.RESUME.value:
+        return not st.get("paused")
+    if action == Action.PROMOTE.value:
+        return phase in (Phase.PROMOTING.value, Phase.FINALISING.value, Phase.SUCCEEDED.value)
+    if action == Action.ABORT.value:
+        return phase not in {p.value for p in ACTIVE_PHASES} and phase != Phase.WAITING.value
+    if action == Action.RETRY.value:
+        return phase in (Phase.PROGRESSING.value, Phase.WAITING.value)
+    return False
+
+
+def judge(action: str, acknowledgement: dict[str, Any], canary: dict[str, Any]) -> str:
+    """DONE unless the controller ignored the action and the wanted state does not hold."""
+    ignored = result_reason(str(acknowledgement.get("result", ""))) == Reason.ACTION_IGNORED.value
+    if ignored and not wanted_state_holds(action, canary):
+        return Outcome.REFUSED
+    return Outcome.DONE
+
+
+async def request_action(
+    ctl: CtlClient,
+    namespace: str,
+    name: str,
+    action: Action,
+    *,
+    wait: bool,
+    timeout: float,
+    request_id: str | None = None,
+) -> ActionReport:
+    """Ask for ``action`` on one canary and, when ``wait``, follow it until the controller answers."""
+    canary = await ctl.get_canary(namespace, name)
+    st = render.status(canary)
+    last = render.as_dict(st.get("lastAction"))
+    pending = render.pending_request(canary)
+    now = datetime.now(UTC)
+
+    if request_id and last.get("id") == request_id:
+        report = ActionReport(namespace, name, dict(st.get("requestedAction") or {"id": request_id}))
+        report.acknowledgement = dict(last)
+        report.canary = canary
+        report.outcome = Outcome.ALREADY_DONE if judge(action.value, last, canary) == Outcome.DONE \
+            else Outcome.REFUSED
+        report.notes.append(f"request {request_id} was already acknowledged; nothing written")
+        return report
+
+    if pending and pending.get("action") == action.value and (request_id in (None, pending.get("id"))):
+        report = ActionReport(namespace, name, dict(pending))
+        report.notes.append(
+            f"{action.value} is already requested (id {pending.get('id')}, by "
+            f"{pending.get('requestedBy') or 'someone'}); waiting for that request instead of adding another"
+        )
+    else:
+        request = new_request(action, request_id, now)
+        report = ActionReport(namespace, name, request)
+        if pending:
+            report.notes.append(
+                f"replacing the pending {pending.get('action')} request (id {pending.get('id')}, by "
+                f"{pending.get('requestedBy') or 'someone'}) that the controller had not acknowledged"
+            )
+        canary = await ctl.patch_canary_status(namespace, name, {"status": {"requestedAction": request}})
+    report.canary = canary
+    if not wait:
+        report.outcome = Outcome.NOT_WAITED
+        return report
+    await _wait_for_acknowledgement(ctl, report, timeout)
+    return report
+
+
+async def _wait_for_acknowledgement(ctl: CtlClient, report: ActionReport, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    updates = ctl.follow_canary(report.namespace, report.name)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                report.outcome = Outcome.TIMED_OUT
+                return
+            try:
+                canary = await asyncio.wait_for(updates.__anext__(), timeout=remaining)
+            except TimeoutError:
+                report.outcome = Outcome.TIMED_OUT
+                return
+            report.canary = canary
+            st = render.status(canary)
+            last = render.as_dict(st.get("lastAction"))
+            requested = render.as_dict(st.get("requestedAction"))
+            our_id = report.request["id"]
+            if last.get("id") == our_id:
+                report.acknowledgement = dict(last)
+                report.outcome = judge(report.request["action"], last, canary)
+                return
+            if requested.get("id") and requested.get("id") != our_id:
+                if requested.get("action") == report.request["action"]:
+                    # Someone asked for the same thing at the same moment: their request is ours.
+                    report.notes.append(
+                        f"an identical request (id {requested['id']}) replaced ours; following it"
+                    )
+                    report.request = dict(requested)
+                    continue
+                report.acknowledgement = dict(last) if last else None
+                report.outcome = Outcome.SUPERSEDED
+                report.notes.append(
+                    f"replaced before the controller handled it by {requested.get('action')} "
+                    f"(id {requested.get('id')}, by {requested.get('requestedBy') or 'someone'})"
+                )
+                return
+    finally:
+        await updates.aclose()

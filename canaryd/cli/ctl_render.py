@@ -1,0 +1,427 @@
+"""What ``kubectl canary`` prints: tables, the status page, the watch line and the progress bar.
+
+Kept apart from the commands and free of I/O so that every line a person reads
+can be checked with a plain function call. It works on the objects exactly as
+the API server returns them (dicts), and reads them leniently: a Canary written
+by an older or newer controller, or a status the controller has not filled yet,
+still prints, with "-" where a value is unknown, instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from canaryd.api.constants import Action, Phase, Verdict
+from canaryd.api.models import Analysis
+
+UNKNOWN = "-"
+PROGRESS_BAR_WIDTH = 30
+#: Phases after which a run is over: ``status --watch`` returns when it sees one.
+FINISHED_PHASES = frozenset({Phase.SUCCEEDED.value, Phase.FAILED.value})
+
+
+# ---- reading a Canary leniently ------------------------------------------
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def meta(canary: dict[str, Any]) -> dict[str, Any]:
+    return as_dict(canary.get("metadata"))
+
+
+def spec(canary: dict[str, Any]) -> dict[str, Any]:
+    return as_dict(canary.get("spec"))
+
+
+def status(canary: dict[str, Any]) -> dict[str, Any]:
+    return as_dict(canary.get("status"))
+
+
+def analysis(canary: dict[str, Any]) -> dict[str, Any]:
+    return as_dict(spec(canary).get("analysis"))
+
+
+def step_weights(canary: dict[str, Any]) -> tuple[int, ...] | None:
+    """The weight of every step, as the controller computes it; None when the spec does not parse."""
+    try:
+        return Analysis.model_validate(analysis(canary)).weights()
+    except ValueError:
+        return None
+
+
+def max_weight(canary: dict[str, Any]) -> int | None:
+    weights = step_weights(canary)
+    return weights[-1] if weights else None
+
+
+def threshold(canary: dict[str, Any]) -> int:
+    value = analysis(canary).get("threshold", 5)
+    return value if isinstance(value, int) else 5
+
+
+def error_threshold(canary: dict[str, Any]) -> int:
+    value = analysis(canary).get("errorThreshold", 5)
+    return value if isinstance(value, int) else 5
+
+
+def phase(canary: dict[str, Any]) -> str:
+    return str(status(canary).get("phase") or "")
+
+
+def weight(canary: dict[str, Any]) -> int:
+    value = status(canary).get("canaryWeight", 0)
+    return value if isinstance(value, int) else 0
+
+
+def target_name(canary: dict[str, Any]) -> str:
+    return str(as_dict(spec(canary).get("targetRef")).get("name") or UNKNOWN)
+
+
+def routes(canary: dict[str, Any]) -> list[str]:
+    refs = spec(canary).get("routeRefs")
+    if not isinstance(refs, list):
+        return []
+    return [f"{as_dict(r).get('kind', 'HTTPRoute')}/{as_dict(r).get('name', '?')}" for r in refs]
+
+
+def pending_request(canary: dict[str, Any]) -> dict[str, Any] | None:
+    """The manual action a person asked for that the controller has not acknowledged yet."""
+    requested = as_dict(status(canary).get("requestedAction"))
+    if not requested.get("id"):
+        return None
+    last = as_dict(status(canary).get("lastAction"))
+    return None if last.get("id") == requested["id"] else requested
+
+
+# ---- small formats --------------------------------------------------------
+
+
+def parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def human_duration(seconds: float) -> str:
+    """kubectl's short age format: 45s, 3m12s, 25m, 5h3m, 20h, 3d4h, 12d, 2y."""
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    days = hours // 24
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    if days < 730:
+        return f"{days}d"
+    return f"{days // 365}y"
+
+
+def age(value: Any, now: datetime) -> str:
+    when = parse_time(value)
+    return UNKNOWN if when is None else human_duration((now - when).total_seconds())
+
+
+def format_number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return UNKNOWN
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_range(threshold_range: dict[str, Any]) -> str:
+    low, high = threshold_range.get("min"), threshold_range.get("max")
+    if low is not None and high is not None:
+        return f"{format_number(low)}..{format_number(high)}"
+    if low is not None:
+        return f">= {format_number(low)}"
+    if high is not None:
+        return f"<= {format_number(high)}"
+    return UNKNOWN
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded like kubectl's: three spaces between, no trailing blanks."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in [list(headers), *[list(r) for r in rows]]:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def progress_bar(current: int, top: int | None, width: int = PROGRESS_BAR_WIDTH) -> str:
+    """``[#########---------------------] 15/50%``: the canary weight toward maxWeight."""
+    if not top or top <= 0:
+        return f"[{'?' * width}] {current}%"
+    filled = max(0, min(width, round(width * current / top)))
+    return f"[{'#' * filled}{'-' * (width - filled)}] {current}/{top}%"
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Pass/fail marks; plain ASCII where the terminal cannot print the check marks."""
+
+    passed: str
+    failed: str
+    no_data: str
+    error: str
+
+    @classmethod
+    def for_encoding(cls, encoding: str | None) -> Marks:
+        try:
+            "\u2713\u2717".encode(encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            return cls(passed="+ pass", failed="x FAIL", no_data="? no data", error="! error")
+        return cls(passed="\u2713 pass", failed="\u2717 FAIL", no_data="? no data", error="! error")
+
+    def verdict(self, value: Any) -> str:
+        return {
+            Verdict.PASS.value: self.passed,
+            Verdict.FAIL.value: self.failed,
+            Verdict.NO_DATA.value: self.no_data,
+            Verdict.ERROR.value: self.error,
+        }.get(str(value), UNKNOWN if not value else str(value))
+
+
+# ---- list -------------------------------------------------------------------
+
+
+def step_of(canary: dict[str, Any]) -> str:
+    """``n/m``: steps taken out of the steps of the schedule."""
+    weights = step_weights(canary)
+    total = len(weights) if weights else None
+    step = status(canary).get("step", 0)
+    step = step if isinstance(step, int) else 0
+    return f"{step}/{total if total is not None else '?'}"
+
+
+def list_table(canaries: Sequence[dict[str, Any]], *, all_namespaces: bool, wide: bool, now: datetime) -> str:
+    headers = ["NAME", "PHASE", "WEIGHT", "FAILED", "REVISION", "AGE"]
+    if all_namespaces:
+        headers.insert(0, "NAMESPACE")
+    if wide:
+        headers += ["STEP", "TARGET", "ROUTES"]
+    rows = []
+    for canary in canaries:
+        row = [
+            str(meta(canary).get("name", "")),
+            phase(canary) or UNKNOWN,
+            f"{weight(canary)}%",
+            f"{status(canary).get('failedChecks', 0)}/{threshold(canary)}",
+            str(status(canary).get("revision") or UNKNOWN),
+            age(meta(canary).get("creationTimestamp"), now),
+        ]
+        if all_namespaces:
+            row.insert(0, str(meta(canary).get("namespace", "")))
+        if wide:
+            row += [step_of(canary), target_name(canary), ",".join(routes(canary)) or UNKNOWN]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def list_document(canaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What ``-o json|yaml`` prints for a list, in kubectl's List shape."""
+    return {"apiVersion": "v1", "kind": "List", "items": list(canaries), "metadata": {"resourceVersion": ""}}
+
+
+def dump(document: Any, output: str) -> str:
+    if output == "yaml":
+        return yaml.safe_dump(document, sort_keys=False, default_flow_style=False).rstrip("\n")
+    return json.dumps(document, indent=4, default=str)
+
+
+# ---- status ---------------------------------------------------------------
+
+
+def describe_action(record: dict[str, Any], now: datetime) -> str:
+    action = record.get("action", "?")
+    when = record.get("at") or record.get("requestedAt")
+    parts = [str(action)]
+    if record.get("result"):
+        parts.append(f"-> {record['result']}")
+    if record.get("requestedBy"):
+        parts.append(f"by {record['requestedBy']}")
+    if when:
+        parts.append(f"{age(when, now)} ago")
+    parts.append(f"(id {record.get('id', '?')})")
+    return " ".join(parts)
+
+
+def status_page(
+    canary: dict[str, Any],
+    events: Sequence[dict[str, Any]],
+    *,
+    now: datetime,
+    marks: Marks,
+    max_events: int = 10,
+) -> str:
+    """Everything about one canary, for a person: the run, the checks, conditions and events."""
+    st = status(canary)
+    weights = step_weights(canary)
+    top = weights[-1] if weights else None
+    lines: list[str] = []
+
+    def field(label: str, value: str) -> None:
+        lines.append(f"{label + ':':<17}{value}")
+
+    field("Name", str(meta(canary).get("name", "")))
+    field("Namespace", str(meta(canary).get("namespace", "")))
+    field("Target", f"Deployment/{target_name(canary)}")
+    field("Routes", ", ".join(routes(canary)) or UNKNOWN)
+    field("Phase", phase(canary) or "(not yet reconciled)")
+    revision = str(st.get("revision") or UNKNOWN)
+    promoted = st.get("lastPromotedRevision")
+    field("Revision", f"{revision} (last promoted: {promoted})" if promoted else revision)
+    step = st.get("step", 0)
+    if weights:
+        field("Step", f"{step} of {len(weights)} (weights {', '.join(str(w) for w in weights)})")
+    else:
+        field("Step", f"{step} (the analysis schedule in spec does not parse)")
+    field("Weight", f"{weight(canary)}% {progress_bar(weight(canary), top)}")
+    field("Failed checks", f"{st.get('failedChecks', 0)}/{threshold(canary)}")
+    field("Analysis errors", f"{st.get('analysisErrors', 0)}/{error_threshold(canary)}")
+    field("Paused", "yes" if st.get("paused") else "no")
+    interval = analysis(canary).get("interval", "1m")
+    last_step = st.get("lastStepTime")
+    field("Last step", f"{age(last_step, now) + ' ago' if last_step else UNKNOWN} (interval {interval})")
+    last_action = as_dict(st.get("lastAction"))
+    if last_action.get("id"):
+        field("Last action", describe_action(last_action, now))
+    pending = pending_request(canary)
+    if pending:
+        field("Pending action", describe_action(pending, now) + ", not yet acknowledged by the controller")
+
+    lines.append("")
+    lines.append("Metrics:")
+    checks = analysis(canary).get("metrics")
+    checks = checks if isinstance(checks, list) else []
+    reported = [m for m in (st.get("metrics") or []) if isinstance(m, dict)]
+    results = {str(m.get("name")): m for m in reported}
+    if not checks and not results:
+        lines.append("  (no metrics: every step passes)")
+    else:
+        rows = []
+        seen: set[str] = set()
+        for check in checks:
+            check = as_dict(check)
+            name = str(check.get("name", "?"))
+            seen.add(name)
+            result = results.get(name, {})
+            range_text = format_range(as_dict(check.get("thresholdRange")))
+            rows.append(_metric_row(name, range_text, result, now, marks))
+        for name, result in results.items():
+            if name not in seen:
+                rows.append(_metric_row(name, UNKNOWN, result, now, marks))
+        body = table(["NAME", "RANGE", "LAST VALUE", "RESULT", "CHECKED", "MESSAGE"], rows)
+        lines.extend("  " + line for line in body.splitlines())
+
+    lines.append("")
+    lines.append("Conditions:")
+    conditions = [c for c in (st.get("conditions") or []) if isinstance(c, dict)]
+    if not conditions:
+        lines.append("  (none yet)")
+    else:
+        rows = [
+            [
+                str(c.get("type", "")), str(c.get("status", "")), str(c.get("reason", "")),
+                age(c.get("lastTransitionTime"), now), str(c.get("message", "")),
+            ]
+            for c in conditions
+        ]
+        body = table(["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows)
+        lines.extend("  " + line for line in body.splitlines())
+
+    lines.append("")
+    lines.append("Events:")
+    recent = list(events)[-max_events:]
+    if not recent:
+        lines.append("  (none)")
+    else:
+        rows = [
+            [
+                age(e.get("time"), now), str(e.get("type", "")), str(e.get("reason", "")),
+                (f"(x{e['count']}) " if int(e.get("count") or 1) > 1 else "") + str(e.get("message", "")),
+            ]
+            for e in recent
+        ]
+        lines.extend("  " + line for line in table(["AGE", "TYPE", "REASON", "MESSAGE"], rows).splitlines())
+    return "\n".join(lines)
+
+
+def _metric_row(name: str, range_text: str, result: dict[str, Any], now: datetime, marks: Marks) -> list[str]:
+    if not result:
+        return [name, range_text, UNKNOWN, "not checked yet", UNKNOWN, ""]
+    checked = result.get("checkedAt")
+    return [
+        name,
+        range_text,
+        format_number(result.get("value")),
+        marks.verdict(result.get("verdict")),
+        f"{age(checked, now)} ago" if checked else UNKNOWN,
+        str(result.get("message", "")),
+    ]
+
+
+def watch_line(canary: dict[str, Any], now: datetime) -> str:
+    """One line per change, for ``status --watch`` when the output is not a terminal (CI logs)."""
+    st = status(canary)
+    weights = step_weights(canary)
+    top = weights[-1] if weights else None
+    parts = [
+        now.strftime("%H:%M:%S"),
+        phase(canary) or UNKNOWN,
+        f"step {step_of(canary)}",
+        progress_bar(weight(canary), top),
+        f"failed {st.get('failedChecks', 0)}/{threshold(canary)}",
+    ]
+    if st.get("paused"):
+        parts.append("paused")
+    pending = pending_request(canary)
+    if pending:
+        parts.append(f"pending {pending.get('action')}")
+    return "  ".join(parts)
+
+
+def watch_signature(canary: dict[str, Any]) -> tuple[Any, ...]:
+    """The parts of a canary whose change is worth a new line in a log."""
+    st = status(canary)
+    pending = pending_request(canary)
+    return (
+        st.get("phase"), st.get("canaryWeight"), st.get("step"), st.get("failedChecks"),
+        st.get("paused"), st.get("revision"), pending.get("id") if pending else None,
+    )
+
+
+ACTION_VERBS = {
+    Action.PROMOTE.value: "promote",
+    Action.PROMOTE_STEP.value: "promote --step",
+    Action.ABORT.value: "abort",
+    Action.PAUSE.value: "pause",
+    Action.RESUME.value: "resume",
+    Action.RETRY.value: "retry",
+}
