@@ -1,0 +1,154 @@
+"""What a person reads from `kubectl canary list` and `status`, checked line by line on fixed objects."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from canaryd.cli import ctl_render as render
+from canaryd.cli.ctl_actions import Outcome, judge, wanted_state_holds
+
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+
+
+def iso(delta_seconds: float) -> str:
+    return (NOW - timedelta(seconds=delta_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def canary(**status: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "canaryd.io/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": "payments-api", "namespace": "payments", "uid": "u-1",
+                     "creationTimestamp": iso(3 * 3600 + 300)},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "payments-api"},
+            "service": {"port": 8080},
+            "routeRefs": [
+                {"kind": "HTTPRoute", "name": "payments-api"},
+                {"kind": "GRPCRoute", "name": "rpc"},
+            ],
+            "analysis": {
+                "interval": "1m",
+                "threshold": 5,
+                "stepWeights": [5, 10, 25, 50],
+                "metrics": [
+                    {"name": "success-rate", "templateRef": {"name": "success-rate"},
+                     "thresholdRange": {"min": 99}},
+                    {"name": "latency-p99", "templateRef": {"name": "latency-p99"},
+                     "thresholdRange": {"max": 500}},
+                    {"name": "saturation", "query": "up", "thresholdRange": {"min": 0.1, "max": 0.8}},
+                ],
+            },
+        },
+        "status": status,
+    }
+
+
+RUNNING = canary(
+    phase="Progressing", canaryWeight=10, step=2, failedChecks=1, analysisErrors=0, revision="7d9f8c6b5",
+    lastPromotedRevision="5b6c4d3e2", lastStepTime=iso(42),
+    metrics=[
+        {"name": "success-rate", "verdict": "Pass", "value": 99.8712, "checkedAt": iso(8)},
+        {"name": "latency-p99", "verdict": "Fail", "value": 612.0, "checkedAt": iso(8),
+         "message": "612 is above 500"},
+    ],
+    conditions=[{"type": "Ready", "status": "True", "reason": "Initialized", "message": "primary ready",
+                 "lastTransitionTime": iso(3600)}],
+)
+MARKS = render.Marks.for_encoding("utf-8")
+
+
+def test_list_table_has_kubectl_columns_and_values() -> None:
+    other = canary(phase="Succeeded", canaryWeight=0, failedChecks=0)
+    other["metadata"] = {**other["metadata"], "name": "checkout", "namespace": "shop"}
+    text = render.list_table([RUNNING, other], all_namespaces=True, wide=False, now=NOW)
+    lines = text.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "WEIGHT", "FAILED", "REVISION", "AGE"]
+    assert lines[1].split() == ["payments", "payments-api", "Progressing", "10%", "1/5", "7d9f8c6b5", "3h5m"]
+    assert lines[2].split() == ["shop", "checkout", "Succeeded", "0%", "0/5", "-", "3h5m"]
+    # Columns line up: every value starts where its header starts.
+    assert lines[1].index("Progressing") == lines[0].index("PHASE")
+
+
+def test_list_wide_adds_step_target_routes_and_namespace_only_with_all() -> None:
+    text = render.list_table([RUNNING], all_namespaces=False, wide=True, now=NOW)
+    header, row = text.splitlines()
+    assert header.split() == [
+        "NAME", "PHASE", "WEIGHT", "FAILED", "REVISION", "AGE", "STEP", "TARGET", "ROUTES",
+    ]
+    assert row.split()[-3:] == ["2/4", "payments-api", "HTTPRoute/payments-api,GRPCRoute/rpc"]
+
+
+def test_status_page_shows_step_weight_metrics_against_ranges_and_conditions() -> None:
+    events = [{"type": "Warning", "reason": "AnalysisFailed", "message": "latency-p99 612 > 500",
+               "time": iso(8), "count": 2}]
+    page = render.status_page(RUNNING, events, now=NOW, marks=MARKS)
+    assert "Phase:           Progressing" in page
+    assert "Step:            2 of 4 (weights 5, 10, 25, 50)" in page
+    assert "Weight:          10% [######------------------------] 10/50%" in page
+    assert "Failed checks:   1/5" in page
+    assert "Revision:        7d9f8c6b5 (last promoted: 5b6c4d3e2)" in page
+    assert "Last step:       42s ago (interval 1m)" in page
+    metric_lines = {line.split()[0]: line for line in page.splitlines() if line.startswith("  ")}
+    assert "99.87" in metric_lines["success-rate"] and ">= 99" in metric_lines["success-rate"]
+    assert "\u2713 pass" in metric_lines["success-rate"]
+    assert "612" in metric_lines["latency-p99"] and "<= 500" in metric_lines["latency-p99"]
+    assert "\u2717 FAIL" in metric_lines["latency-p99"] and "612 is above 500" in metric_lines["latency-p99"]
+    assert "0.1..0.8" in metric_lines["saturation"] and "not checked yet" in metric_lines["saturation"]
+    assert "primary ready" in metric_lines["Ready"]
+    assert "(x2) latency-p99 612 > 500" in page
+
+
+def test_marks_fall_back_to_ascii() -> None:
+    page = render.status_page(RUNNING, [], now=NOW, marks=render.Marks.for_encoding("ascii"))
+    page.encode("ascii")
+    assert "x FAIL" in page and "+ pass" in page
+
+
+def test_status_page_of_an_unreconciled_or_malformed_canary_still_prints() -> None:
+    fresh = canary()
+    fresh["spec"]["analysis"] = {"stepWeights": [50, 10]}  # invalid schedule: not ascending
+    page = render.status_page(fresh, [], now=NOW, marks=MARKS)
+    assert "(not yet reconciled)" in page
+    assert "does not parse" in page
+    assert "(none yet)" in page  # conditions
+
+
+def test_pending_action_is_shown_until_acknowledged() -> None:
+    pending = canary(
+        phase="Progressing",
+        requestedAction={"id": "b", "action": "pause", "requestedBy": "ann@h", "requestedAt": iso(5)},
+        lastAction={"id": "a", "action": "resume", "result": "Resumed", "at": iso(600)},
+    )
+    assert render.pending_request(pending) == pending["status"]["requestedAction"]
+    page = render.status_page(pending, [], now=NOW, marks=MARKS)
+    assert "Pending action:  pause by ann@h 5s ago (id b), not yet acknowledged" in page
+    assert "Last action:     resume -> Resumed 10m ago (id a)" in page
+    done = canary(requestedAction={"id": "b", "action": "pause"}, lastAction={"id": "b", "action": "pause"})
+    assert render.pending_request(done) is None
+
+
+def test_human_durations_match_kubectl() -> None:
+    assert [render.human_duration(s) for s in (5, 119, 130, 600, 3 * 3600 + 300, 9 * 3600, 3 * 86400 + 3600,
+                                                40 * 86400, 800 * 86400)] == [
+        "5s", "119s", "2m10s", "10m", "3h5m", "9h", "3d1h", "40d", "2y"]
+
+
+def test_progress_bar_is_proportional_to_max_weight() -> None:
+    assert render.progress_bar(25, 50, width=10) == "[#####-----] 25/50%"
+    assert render.progress_bar(50, 50, width=10) == "[##########] 50/50%"
+    assert render.progress_bar(0, 50, width=10) == "[----------] 0/50%"
+
+
+def test_ignored_action_is_success_only_when_the_wanted_state_holds() -> None:
+    ignored = {"id": "x", "action": "pause", "result": "ActionIgnored: already paused"}
+    assert judge("pause", ignored, canary(phase="Progressing", paused=True)) == Outcome.DONE
+    assert judge("promote", {**ignored, "result": "ActionIgnored: run failed"},
+                 canary(phase="Failed")) == Outcome.REFUSED
+    promoted = {"id": "x", "result": "PromotedManually"}
+    assert judge("promote", promoted, canary(phase="Promoting")) == Outcome.DONE
+    assert wanted_state_holds("abort", canary(phase="Failed"))
+    assert not wanted_state_holds("abort", canary(phase="Progressing"))
+    assert wanted_state_holds("resume", canary(phase="Progressing", paused=False))
+    assert not wanted_state_holds("promote-step", canary(phase="Progressing"))
