@@ -1,0 +1,392 @@
+"""The sandbox's Deployment controller: moves Deployment status the way kube-controller-manager does.
+
+canaryd waits for Deployments to roll out (primary after a promotion, the
+canary after a scale-up) and gives up when they never become ready. With no
+kubelet and no pods here, this simulator stands in: after a configurable delay
+the pods of the current template count as ready, and status reports
+observedGeneration, replicas, updatedReplicas, readyReplicas,
+availableReplicas, unavailableReplicas and the Available/Progressing
+conditions with the real controller's reasons and messages.
+
+Model (kept simple on purpose):
+
+- A change of pod template starts a rollout: updatedReplicas = spec.replicas
+  at once; the previous template's ready pods keep serving (and count as
+  ready) until the new pods are ready, after `ready_delay` seconds; then only
+  new pods remain.
+- Scaling up the same template makes the extra pods ready after `ready_delay`;
+  scaling down takes effect at once; scaling to 0 leaves no counts at all
+  (zero counts are omitted, as the real API server omits them).
+- A pod template annotated `sandbox.canaryd.io/never-ready: "true"` never
+  becomes ready: its pods are updated but never ready or available, and once
+  `progressDeadlineSeconds` (default 600) times `time_scale` has passed,
+  Progressing turns False with reason ProgressDeadlineExceeded.
+- Available is True when availableReplicas >= replicas - maxUnavailable
+  (RollingUpdate's maxUnavailable, default 25% rounded down; 0 for Recreate).
+
+The status computation is pure (`next_rollout`, `deployment_status`,
+`next_change_at`); `DeploymentSimulator` runs it against the sandbox store and
+writes through the status subresource, so resourceVersion and generation
+behave as on a real cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from canaryd.api.constants import ANNOTATION_NEVER_READY
+
+log = logging.getLogger(__name__)
+
+DEFAULT_READY_DELAY = 1.0
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
+
+AVAILABLE = "Available"
+PROGRESSING = "Progressing"
+REASON_MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
+REASON_MINIMUM_REPLICAS_UNAVAILABLE = "MinimumReplicasUnavailable"
+REASON_NEW_REPLICA_SET_CREATED = "NewReplicaSetCreated"
+REASON_REPLICA_SET_UPDATED = "ReplicaSetUpdated"
+REASON_NEW_REPLICA_SET_AVAILABLE = "NewReplicaSetAvailable"
+REASON_PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+
+Obj = Mapping[str, Any]
+
+# kube's "safe" alphabet for generated names: no vowels, no look-alike characters.
+_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_template_hash(template: Obj | None) -> str:
+    """A 10-character name-safe hash of a pod template (the ReplicaSet name suffix)."""
+    digest = hashlib.sha256(
+        json.dumps(template or {}, sort_keys=True, separators=(",", ":")).encode()
+    ).digest()
+    number = int.from_bytes(digest[:12], "big")
+    chars = []
+    for _ in range(10):
+        number, index = divmod(number, len(_SAFE_ALPHABET))
+        chars.append(_SAFE_ALPHABET[index])
+    return "".join(chars)
+
+
+def never_ready(template: Obj | None) -> bool:
+    annotations = ((template or {}).get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(ANNOTATION_NEVER_READY, "")).strip().lower() == "true"
+
+
+def desired_replicas(deployment: Obj) -> int:
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else max(int(replicas), 0)
+
+
+def max_unavailable(deployment: Obj) -> int:
+    """How many pods may be unavailable while the Deployment still counts as Available."""
+    replicas = desired_replicas(deployment)
+    strategy = (deployment.get("spec") or {}).get("strategy") or {}
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate" or replicas == 0:
+        return 0
+    value = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", "25%")
+    if isinstance(value, str) and value.endswith("%"):
+        return min(math.floor(replicas * float(value[:-1]) / 100), replicas)
+    return min(int(value), replicas)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What the simulator remembers about a Deployment between evaluations."""
+
+    template_hash: str
+    replicas: int
+    #: when the pods of the current template were last asked for (scale-up or new template)
+    started_at: datetime
+    #: pods (of the previous template, or of this one before a scale-up) ready when it started
+    carried_ready: int
+    #: whether the previous template's pods are still around (a template change in flight)
+    template_changed: bool
+    first_rollout: bool
+
+
+def next_rollout(previous: Rollout | None, deployment: Obj, now: datetime, *, ready_delay: float) -> Rollout:
+    """Fold a (possibly changed) Deployment into what the simulator remembers."""
+    template_hash = pod_template_hash((deployment.get("spec") or {}).get("template"))
+    replicas = desired_replicas(deployment)
+    if previous is None:
+        return Rollout(template_hash, replicas, now, 0, False, True)
+    previous_done = rollout_complete(previous, deployment, now, ready_delay=ready_delay)
+    ready_before = previous.replicas if previous_done else previous.carried_ready
+    if template_hash != previous.template_hash:
+        return Rollout(template_hash, replicas, now, ready_before, True, False)
+    if replicas > previous.replicas:
+        if not previous_done:  # a scale-up during a rollout: the new pods keep the rollout's clock
+            return replace(previous, replicas=replicas)
+        return Rollout(template_hash, replicas, now, ready_before, False, False)
+    if replicas < previous.replicas:
+        return replace(previous, replicas=replicas, carried_ready=min(previous.carried_ready, replicas))
+    return previous
+
+
+def rollout_complete(rollout: Rollout, deployment: Obj, now: datetime, *, ready_delay: float) -> bool:
+    if rollout.replicas == 0:
+        return True
+    if never_ready((deployment.get("spec") or {}).get("template")):
+        return False
+    return now - rollout.started_at >= timedelta(seconds=ready_delay)
+
+
+def progress_deadline(deployment: Obj, *, time_scale: float) -> timedelta:
+    seconds = (deployment.get("spec") or {}).get("progressDeadlineSeconds")
+    seconds = DEFAULT_PROGRESS_DEADLINE_SECONDS if seconds is None else int(seconds)
+    return timedelta(seconds=seconds * time_scale)
+
+
+def _condition(
+    type_: str, status: bool, reason: str, message: str, now: datetime, previous: Sequence[Obj]
+) -> dict[str, Any]:
+    status_text = "True" if status else "False"
+    transition = update = rfc3339(now)
+    for old in previous:
+        if old.get("type") != type_:
+            continue
+        if old.get("status") == status_text:
+            transition = str(old.get("lastTransitionTime") or transition)
+            if old.get("reason") == reason and old.get("message") == message:
+                update = str(old.get("lastUpdateTime") or update)
+    return {
+        "type": type_,
+        "status": status_text,
+        "lastUpdateTime": update,
+        "lastTransitionTime": transition,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def deployment_status(
+    deployment: Obj, rollout: Rollout, now: datetime, *, ready_delay: float, time_scale: float
+) -> dict[str, Any]:
+    """The status a real Deployment controller would report now (zero counts omitted)."""
+    metadata = deployment.get("metadata") or {}
+    previous_conditions = (deployment.get("status") or {}).get("conditions") or []
+    replica_set = f"{metadata.get('name', '')}-{rollout.template_hash}"
+    target = rollout.replicas
+    complete = rollout_complete(rollout, deployment, now, ready_delay=ready_delay)
+    if complete:
+        total = updated = ready = target
+    elif rollout.template_changed:
+        updated = target
+        ready = rollout.carried_ready
+        total = updated + ready
+    else:
+        total = updated = target
+        ready = min(rollout.carried_ready, target)
+    available = ready
+    unavailable = max(total - available, 0) if not complete else 0
+    counts = {
+        "replicas": total,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": available,
+        "unavailableReplicas": unavailable,
+    }
+    status: dict[str, Any] = {"observedGeneration": metadata.get("generation", 1)}
+    status.update({key: value for key, value in counts.items() if value})
+
+    if available >= target - max_unavailable(deployment):
+        available_condition = _condition(
+            AVAILABLE,
+            True,
+            REASON_MINIMUM_REPLICAS_AVAILABLE,
+            "Deployment has minimum availability.",
+            now,
+            previous_conditions,
+        )
+    else:
+        available_condition = _condition(
+            AVAILABLE,
+            False,
+            REASON_MINIMUM_REPLICAS_UNAVAILABLE,
+            "Deployment does not have minimum availability.",
+            now,
+            previous_conditions,
+        )
+    if complete:
+        progressing_condition = _condition(
+            PROGRESSING,
+            True,
+            REASON_NEW_REPLICA_SET_AVAILABLE,
+            f'ReplicaSet "{replica_set}" has successfully progressed.',
+            now,
+            previous_conditions,
+        )
+    elif now - rollout.started_at > progress_deadline(deployment, time_scale=time_scale):
+        progressing_condition = _condition(
+            PROGRESSING,
+            False,
+            REASON_PROGRESS_DEADLINE_EXCEEDED,
+            f'ReplicaSet "{replica_set}" has timed out progressing.',
+            now,
+            previous_conditions,
+        )
+    elif rollout.first_rollout:
+        progressing_condition = _condition(
+            PROGRESSING,
+            True,
+            REASON_NEW_REPLICA_SET_CREATED,
+            f'Created new replica set "{replica_set}"',
+            now,
+            previous_conditions,
+        )
+    else:
+        progressing_condition = _condition(
+            PROGRESSING,
+            True,
+            REASON_REPLICA_SET_UPDATED,
+            f'ReplicaSet "{replica_set}" is progressing.',
+            now,
+            previous_conditions,
+        )
+    status["conditions"] = [available_condition, progressing_condition]
+    return status
+
+
+def next_change_at(
+    deployment: Obj, rollout: Rollout, now: datetime, *, ready_delay: float, time_scale: float
+) -> datetime | None:
+    """When the status will change next without any edit (pods ready, or the deadline passing)."""
+    if rollout_complete(rollout, deployment, now, ready_delay=ready_delay):
+        return None
+    candidates = []
+    if not never_ready((deployment.get("spec") or {}).get("template")):
+        candidates.append(rollout.started_at + timedelta(seconds=ready_delay))
+    deadline = rollout.started_at + progress_deadline(deployment, time_scale=time_scale)
+    if deadline >= now:
+        candidates.append(deadline + timedelta(milliseconds=1))
+    future = [c for c in candidates if c >= now]
+    return min(future) if future else None
+
+
+DEPLOYMENTS_KEY = ("apps", "deployments")
+
+
+class DeploymentSimulator:
+    """Runs the status computation for every Deployment in a sandbox store.
+
+    Reacts to store changes (through `store.subscribe`) and wakes itself up
+    when a status is due to change (pods becoming ready, a deadline passing).
+    Start and stop it inside a running event loop::
+
+        simulator = DeploymentSimulator(store, ready_delay=0.2)
+        simulator.start()
+        ...
+        simulator.stop()
+    """
+
+    def __init__(
+        self, store: Any, *, ready_delay: float = DEFAULT_READY_DELAY, time_scale: float = 1.0
+    ) -> None:
+        if ready_delay < 0 or time_scale <= 0:
+            raise ValueError("ready_delay must be >= 0 and time_scale > 0")
+        self.store = store
+        self.ready_delay = ready_delay
+        self.time_scale = time_scale
+        self.status_writes = 0
+        self._rollouts: dict[tuple[str, str], tuple[str, Rollout]] = {}  # key -> (uid, rollout)
+        self._dirty: set[tuple[str, str]] = set()
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._flush_scheduled = False
+        self._unsubscribe: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = self.store.subscribe(self._on_event)
+        items, _ = self.store.list_refs("deployments")
+        for item in items:
+            metadata = item.get("metadata") or {}
+            self._mark((metadata.get("namespace", ""), metadata.get("name", "")))
+
+    def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._loop = None
+
+    def _on_event(self, event: Any) -> None:
+        if event.storage_key != DEPLOYMENTS_KEY:
+            return
+        metadata = event.obj.get("metadata") or {}
+        self._mark((metadata.get("namespace", ""), metadata.get("name", "")))
+
+    def _mark(self, key: tuple[str, str]) -> None:
+        self._dirty.add(key)
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for key in sorted(dirty):
+            try:
+                self.reconcile(key)
+            except Exception:  # one bad object must not stop the simulator
+                log.exception("deployment simulator failed on %s/%s", *key)
+
+    def reconcile(self, key: tuple[str, str]) -> None:
+        """Bring one Deployment's status up to date and schedule its next change."""
+        namespace, name = key
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        try:
+            deployment = self.store.get_ref("deployments", name, namespace)
+        except Exception:  # gone
+            self._rollouts.pop(key, None)
+            return
+        metadata = deployment.get("metadata") or {}
+        if (deployment.get("spec") or {}).get("paused"):
+            return
+        now = self.store.now()
+        uid = metadata.get("uid", "")
+        remembered = self._rollouts.get(key)
+        previous = remembered[1] if remembered is not None and remembered[0] == uid else None
+        rollout = next_rollout(previous, deployment, now, ready_delay=self.ready_delay)
+        self._rollouts[key] = (uid, rollout)
+        status = deployment_status(
+            deployment, rollout, now, ready_delay=self.ready_delay, time_scale=self.time_scale
+        )
+        if status != deployment.get("status"):
+            self.store.update_status(
+                "deployments",
+                {
+                    "metadata": {
+                        "name": name,
+                        "namespace": namespace,
+                        "resourceVersion": metadata.get("resourceVersion"),
+                    },
+                    "status": status,
+                },
+                namespace,
+            )
+            self.status_writes += 1
+        due = next_change_at(
+            deployment, rollout, now, ready_delay=self.ready_delay, time_scale=self.time_scale
+        )
+        if due is not None and self._loop is not None:
+            delay = max((due - now).total_seconds(), 0.0)
+            self._timers[key] = self._loop.call_later(delay, self._mark, key)
