@@ -57,4 +57,12 @@ class RecordEvent:
     message: str
 
 
-Effect = AddFinalizer | RemoveFinalizer | EnsureServices | EnsurePrimary | ScaleTarget | SetRouteWeights | RecordEvent
+Effect = (
+    AddFinalizer
+    | RemoveFinalizer
+    | EnsureServices
+    | EnsurePrimary
+    | ScaleTarget
+    | SetRouteWeights
+    | RecordEvent
+)

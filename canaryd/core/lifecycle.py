@@ -3,6 +3,14 @@
 ``decide(canary, observations, now)`` returns the status canaryd should write,
 the effects to apply, and when to look at the Canary again. It is the only
 place where canaryd decides anything about a rollout.
+
+A decision first answers a pending manual action, then lets the phases
+advance as far as the observations allow (several transitions may happen in
+one decision, e.g. a run that starts and takes its first step at once), then
+derives the conditions and the effects from the resulting status. Because
+effects and conditions depend only on that status and the observations, a
+decision handed its own result (with the analysis round and the action
+already used) changes nothing and emits no Event.
 """
 
 from __future__ import annotations
@@ -10,9 +18,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from canaryd.api.constants import Phase
 from canaryd.api.models import Canary, CanaryStatus
+from canaryd.core import schedule
+from canaryd.core.actions import handle_action
+from canaryd.core.convergence import converge
+from canaryd.core.draft import Draft
 from canaryd.core.effects import Effect
 from canaryd.core.observations import Observations
+from canaryd.core.phases import advance, progress_blocker
+from canaryd.core.readiness import canary_ready
+from canaryd.core.reporting import conditions
+
+#: More transitions than any real decision makes; reaching it means a cycle, which is a bug.
+MAX_TRANSITIONS = 32
 
 
 @dataclass(frozen=True)
@@ -23,11 +42,90 @@ class Decision:
     next_wakeup: datetime | None = None
 
 
+def _action_pending(canary: Canary, observations: Observations) -> bool:
+    request = observations.action
+    if request is None:
+        return False
+    answered = canary.status.last_action
+    return answered is None or answered.id != request.id
+
+
 def analysis_due(canary: Canary, observations: Observations, now: datetime) -> bool:
-    """Whether the runtime should run an analysis round before calling ``decide``."""
-    raise NotImplementedError
+    """Whether the runtime should run an analysis round before calling ``decide``.
+
+    True when a run at step 1 or later is neither paused nor blocked (canary
+    ready, routes usable, no configuration problem), runs the revision under
+    analysis, and one interval has passed since the last step, round or
+    resume. A pending manual action goes first: no round is due until it is
+    answered. ``decide`` uses a round only when this holds.
+    """
+    status = canary.status
+    target = observations.target
+    if (
+        status.phase is not Phase.PROGRESSING
+        or status.paused
+        or observations.deleting
+        or target is None
+        or target.template_hash != status.revision
+        or not canary_ready(target)
+        or not observations.routes_usable
+        or observations.config_problems
+        or _action_pending(canary, observations)
+    ):
+        return False
+    due = schedule.next_analysis_at(canary, status)
+    return due is not None and now >= due
 
 
 def decide(canary: Canary, observations: Observations, now: datetime) -> Decision:
     """The next status, the effects to apply, and the next wake-up."""
-    raise NotImplementedError
+    draft = Draft(
+        canary=canary,
+        observations=observations,
+        now=now,
+        status=canary.status,
+        analysis=observations.analysis if analysis_due(canary, observations, now) else None,
+        action=observations.action,
+    )
+    handle_action(draft)
+    for _ in range(MAX_TRANSITIONS):
+        before = draft.status
+        advance(draft)
+        if draft.status == before:
+            break
+    else:  # pragma: no cover - a cycle between phases is a bug, not an input problem
+        raise RuntimeError(f"lifecycle did not settle after {MAX_TRANSITIONS} transitions")
+    draft.analysis = None
+    effects = converge(draft.status, observations)
+    draft.update(
+        conditions=conditions(draft, canary.status.phase),
+        observed_generation=canary.metadata.generation,
+    )
+    return Decision(
+        status=draft.status,
+        effects=(*effects, *draft.events),
+        next_wakeup=_next_wakeup(draft, bool(effects)),
+    )
+
+
+def _next_wakeup(draft: Draft, unsettled: bool) -> datetime | None:
+    """When to look again without a watch event: the next due time, or a short recheck."""
+    canary, status, now = draft.canary, draft.status, draft.now
+    recheck = now + schedule.recheck_interval(canary)
+    phase = status.phase
+    if phase is Phase.PROGRESSING:
+        if status.paused:
+            return recheck if unsettled else None
+        deadline = schedule.progress_deadline_at(canary, status)
+        if progress_blocker(draft) is not None or status.step == 0:
+            wake = recheck
+        else:
+            wake = schedule.next_analysis_at(canary, status) or recheck
+        return min(wake, deadline) if deadline is not None else wake
+    if phase is Phase.WAITING:
+        return now + schedule.interval(canary)
+    if phase in (Phase.INITIALIZING, Phase.PROMOTING, Phase.FINALISING):
+        return recheck
+    if phase is Phase.TERMINATING:
+        return recheck if unsettled and draft.observations.has_finalizer else None
+    return recheck if unsettled else None

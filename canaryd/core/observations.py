@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from canaryd.api.constants import Action, Verdict
+from canaryd.api.constants import Action, Reason, Verdict
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,8 @@ class Observations:
     analysis: tuple[MetricResult, ...] | None = None
     #: Problems with the Canary's references that no retry will fix (missing template, ...).
     config_problems: tuple[str, ...] = ()
+    #: The condition reason that best names ``config_problems`` (e.g. MetricTemplateNotFound).
+    config_reason: Reason = Reason.TEMPLATE_NOT_FOUND
     #: A pending manual action, not yet acknowledged in status.last_action.
     action: ActionRequest | None = None
     #: The max-concurrent-runs limit leaves room for this Canary to start a run.

@@ -1,0 +1,106 @@
+"""The effects that bring the cluster to what the decided status says.
+
+Effects are derived from the new status and the observations alone, never
+from the transition that led there. So a decision handed its own result
+again asks for nothing new: it repeats only what has not been observed yet,
+and every effect is safe to repeat.
+
+Traffic rules live here: weight moves toward the canary only through routes
+that are usable and only to a canary that is ready; weight moves back to the
+primary on every route that can be written. The canary Deployment is scaled
+to 0 only once traffic is observed on the primary.
+"""
+
+from __future__ import annotations
+
+from canaryd.api.constants import Phase
+from canaryd.api.models import CanaryStatus
+from canaryd.core.effects import (
+    AddFinalizer,
+    Effect,
+    EnsurePrimary,
+    EnsureServices,
+    RemoveFinalizer,
+    ScaleTarget,
+    SetRouteWeights,
+)
+from canaryd.core.observations import Observations
+from canaryd.core.readiness import canary_ready, routes_show, traffic_on_primary
+
+#: Phases in which the canary Deployment runs and may carry traffic.
+_RUNNING = (Phase.PROGRESSING, Phase.PROMOTING)
+
+
+def converge(status: CanaryStatus, observations: Observations) -> list[Effect]:
+    """Effects in the order they must be applied; the runtime stops at the first that fails."""
+    if observations.deleting or status.phase is Phase.TERMINATING:
+        return _terminate(observations)
+    effects: list[Effect] = []
+    if not observations.has_finalizer:
+        effects.append(AddFinalizer())
+    target = observations.target
+    if status.phase is None:
+        return effects
+    if target is None:
+        effects.extend(_return_to_primary(observations))
+        return effects
+    if not observations.services_ready:
+        effects.append(EnsureServices())
+    primary = observations.primary
+    if status.phase is Phase.INITIALIZING:
+        if status.revision is not None and (primary is None or primary.template_hash != status.revision):
+            effects.append(EnsurePrimary(template_hash=status.revision))
+        return effects
+    if status.phase in _RUNNING:
+        expected = primary.desired_replicas if primary is not None and primary.desired_replicas > 0 else None
+        if target.desired_replicas == 0 or (expected is not None and target.desired_replicas != expected):
+            effects.append(ScaleTarget(replicas=None))
+        if (
+            status.phase is Phase.PROMOTING
+            and status.revision is not None
+            and (primary is None or primary.template_hash != status.revision)
+        ):
+            effects.append(EnsurePrimary(template_hash=status.revision))
+        effects.extend(_hold_weight(status.canary_weight, observations))
+        return effects
+    effects.extend(_return_to_primary(observations))
+    return effects
+
+
+def _hold_weight(weight: int, observations: Observations) -> list[Effect]:
+    """Keep the routes at the run's weight, where that is allowed."""
+    if weight == 0:
+        return [SetRouteWeights(primary=100, canary=0)] if not traffic_on_primary(observations) else []
+    allowed = observations.routes_usable and canary_ready(observations.target)
+    if allowed and not routes_show(observations, 100 - weight, weight):
+        return [SetRouteWeights(primary=100 - weight, canary=weight)]
+    return []
+
+
+def _return_to_primary(observations: Observations) -> list[Effect]:
+    """Traffic back to the primary first; only once that is observed, the canary down to 0."""
+    if not traffic_on_primary(observations):
+        return [SetRouteWeights(primary=100, canary=0)]
+    target = observations.target
+    if target is not None and target.desired_replicas != 0:
+        return [ScaleTarget(replicas=0)]
+    return []
+
+
+def _terminate(observations: Observations) -> list[Effect]:
+    """Deletion: the finalizer goes only after traffic is observed back on the primary."""
+    if not observations.has_finalizer:
+        return []
+    if not traffic_on_primary(observations):
+        return [SetRouteWeights(primary=100, canary=0)]
+    effects: list[Effect] = []
+    target = observations.target
+    if target is not None and target.desired_replicas != 0:
+        effects.append(ScaleTarget(replicas=0))
+    effects.append(RemoveFinalizer())
+    return effects
+
+
+def settled(status: CanaryStatus, observations: Observations) -> bool:
+    """Nothing is left to apply for this status."""
+    return not converge(status, observations)

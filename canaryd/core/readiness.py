@@ -1,0 +1,73 @@
+"""Questions about the observed world that several decisions ask the same way.
+
+Is the canary Deployment able to take traffic? Has traffic observably gone
+back to the primary? What exactly is wrong with a route? Answering them in one
+place keeps the rule "no traffic to a canary that is not ready, nor through a
+route that is not accepted" in one place too.
+"""
+
+from __future__ import annotations
+
+from canaryd.core.observations import Observations, RouteState, WorkloadState
+
+
+def canary_ready(target: WorkloadState | None) -> bool:
+    """The target Deployment runs at least one replica and has finished rolling out."""
+    return target is not None and target.desired_replicas > 0 and target.rolled_out
+
+
+def primary_serves(primary: WorkloadState | None, template_hash: str | None) -> bool:
+    """The primary has rolled out the given revision."""
+    return (
+        primary is not None
+        and template_hash is not None
+        and primary.template_hash == template_hash
+        and primary.rolled_out
+    )
+
+
+def writable(route: RouteState) -> bool:
+    """Weights can be written on this route (moving traffic back to the primary needs no more)."""
+    return route.exists and route.has_backends
+
+
+def route_shows(route: RouteState, primary: int, canary: int) -> bool:
+    return route.primary_weight == primary and route.canary_weight == canary
+
+
+def routes_show(observations: Observations, primary: int, canary: int) -> bool:
+    """Every route canaryd can write already carries these weights."""
+    return all(route_shows(r, primary, canary) for r in observations.routes if writable(r))
+
+
+def traffic_on_primary(observations: Observations) -> bool:
+    """All traffic observably goes to the primary (routes that cannot be written carry none of ours)."""
+    return routes_show(observations, 100, 0)
+
+
+def route_problem(route: RouteState) -> str:
+    """What is wrong with a route, in words a person can act on."""
+    if route.problem:
+        return route.problem
+    if not route.exists:
+        return f"{route.kind} {route.name} not found"
+    if not route.has_backends:
+        return f"{route.kind} {route.name} has no rule listing both the -primary and -canary Services"
+    if not route.accepted:
+        return f"{route.kind} {route.name} is not Accepted by all of its parent Gateways"
+    return ""
+
+
+def routes_problem(observations: Observations) -> str:
+    if not observations.routes:
+        return "no routes observed: spec.routeRefs names none that canaryd could read"
+    return "; ".join(route_problem(r) for r in observations.routes if not r.usable)
+
+
+def replicas_text(workload: WorkloadState) -> str:
+    """How far a Deployment is, e.g. ``2/3 ready, 3/3 updated``."""
+    want = workload.desired_replicas
+    text = f"{workload.ready_replicas}/{want} ready, {workload.updated_replicas}/{want} updated"
+    if workload.observed_generation < workload.generation:
+        text += ", spec change not yet observed by the Deployment controller"
+    return text

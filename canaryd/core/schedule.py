@@ -1,0 +1,88 @@
+"""Step and time arithmetic of a run, kept apart so it can be checked on its own.
+
+A run moves the canary weight through ``Analysis.weights()``: ``status.step``
+counts the steps taken (0 means none yet, weight 0), and step ``n`` puts
+``weights[n-1]`` on the canary. Every due time is computed from status fields,
+so a controller that restarts resumes on time without replaying a step.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from canaryd.api.models import Canary, CanaryStatus
+
+#: The shortest and longest pause between re-checks while waiting for a Deployment or a route.
+MIN_RECHECK = timedelta(seconds=1)
+MAX_RECHECK = timedelta(seconds=10)
+
+
+def step_weights(canary: Canary) -> tuple[int, ...]:
+    """The canary weight of each step, in order."""
+    return canary.spec.analysis.weights()
+
+
+def max_weight(canary: Canary) -> int:
+    return step_weights(canary)[-1]
+
+
+def step_count(canary: Canary) -> int:
+    return len(step_weights(canary))
+
+
+def weight_of_step(canary: Canary, step: int) -> int:
+    """The weight step ``step`` puts on the canary (0 before the first step)."""
+    if step <= 0:
+        return 0
+    weights = step_weights(canary)
+    return weights[min(step, len(weights)) - 1]
+
+
+def at_final_step(canary: Canary, status: CanaryStatus) -> bool:
+    return status.step >= step_count(canary)
+
+
+def interval(canary: Canary) -> timedelta:
+    return canary.spec.analysis.interval_delta
+
+
+def recheck_interval(canary: Canary) -> timedelta:
+    """How soon to look again while waiting on something outside canaryd (readiness, routes)."""
+    return max(MIN_RECHECK, min(MAX_RECHECK, interval(canary) / 4))
+
+
+def last_check_time(status: CanaryStatus) -> datetime | None:
+    """When the last analysis round ran (its results carry the time)."""
+    times = [m.checked_at for m in status.metrics if m.checked_at is not None]
+    return max(times) if times else None
+
+
+def step_clock(status: CanaryStatus) -> datetime | None:
+    """The moment the wait for the next analysis round started: the last step, resume or round."""
+    candidates = [t for t in (status.last_step_time, last_check_time(status)) if t is not None]
+    return max(candidates) if candidates else None
+
+
+def next_analysis_at(canary: Canary, status: CanaryStatus) -> datetime | None:
+    """When the next analysis round is due; None before the first step (it needs no analysis)."""
+    if status.step <= 0:
+        return None
+    clock = step_clock(status) or status.last_progress_time or status.run_started_at
+    if clock is None:
+        return None
+    return clock + interval(canary)
+
+
+def progress_deadline_at(canary: Canary, status: CanaryStatus) -> datetime | None:
+    """When a run that keeps making no progress fails.
+
+    Progress means a step taken (or the run started or resumed). After a step
+    the next one cannot come before an interval has passed, so the deadline
+    counts from the moment the next step was expected, not from the step
+    itself: a long interval never fails a healthy run on its own.
+    """
+    anchor = status.last_progress_time or status.run_started_at
+    if anchor is None:
+        return None
+    expected = anchor + interval(canary) if status.step >= 1 else anchor
+    return expected + timedelta(seconds=canary.spec.progress_deadline_seconds)
