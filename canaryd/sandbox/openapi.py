@@ -33,6 +33,7 @@ import base64
 import binascii
 import copy
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -882,29 +883,64 @@ def _check_rules(schema: Schema, value: Any, path: str, errors: list[FieldError]
     rules = schema.get("x-kubernetes-validations") or []
     if not rules:
         return
+    for field_path, error_type, message in _node_rule_failures(schema, rules, value):
+        target = _join_field_path(path, field_path) if field_path else path
+        errors.append(FieldError(target, error_type, message, value))
+
+
+#: Rule verdicts by (schema node, value): CEL is pure, and cel-python interprets a
+#: rule in about a millisecond, so re-checking an unchanged spec on every status
+#: write would dominate a busy API server. Entries hold their schema node, so its
+#: id cannot be reused while cached; schemas are treated as immutable.
+_RULE_MEMO: Final[OrderedDict[tuple[int, Any], tuple[Schema, list[tuple[str, str, str]]]]] = OrderedDict()
+_RULE_MEMO_SIZE: Final = 8192
+
+
+def _node_rule_failures(
+    schema: Schema, rules: list[dict[str, Any]], value: Any
+) -> list[tuple[str, str, str]]:
+    """(fieldPath, error type, message) of each rule of one node that ``value`` breaks."""
+    try:
+        key: tuple[int, Any] | None = (id(schema), _freeze(value))
+    except TypeError:  # an unhashable leaf: evaluate without the memo
+        key = None
+    if key is not None:
+        cached = _RULE_MEMO.get(key)
+        if cached is not None and cached[0] is schema:
+            _RULE_MEMO.move_to_end(key)
+            return cached[1]
+    failures = _evaluate_rules(schema, rules, value)
+    if key is not None:
+        _RULE_MEMO[key] = (schema, failures)
+        if len(_RULE_MEMO) > _RULE_MEMO_SIZE:
+            _RULE_MEMO.popitem(last=False)
+    return failures
+
+
+def _evaluate_rules(schema: Schema, rules: list[dict[str, Any]], value: Any) -> list[tuple[str, str, str]]:
+    failures: list[tuple[str, str, str]] = []
     self_value = to_cel(schema, value)
     for rule in rules:
         text = rule.get("rule", "")
         if _OLD_SELF.search(text):
             continue  # a transition rule: there is no old object on create
+        field_path = str(rule.get("fieldPath") or "")
         try:
             outcome = _evaluate(text, self_value)
         except CelCompileError as error:
-            errors.append(FieldError(path, INTERNAL, str(error)))
+            failures.append(("", INTERNAL, str(error)))
             continue
-        error_type = _RULE_REASONS.get(rule.get("reason", "FieldValueInvalid"), INVALID)
-        target = _join_field_path(path, rule["fieldPath"]) if rule.get("fieldPath") else path
         if isinstance(outcome, CELEvalError):
-            errors.append(
-                FieldError(target, INVALID, f"{_eval_error_text(outcome)} evaluating rule: {text}", value)
-            )
+            failures.append((field_path, INVALID, f"{_eval_error_text(outcome)} evaluating rule: {text}"))
             continue
         if outcome is True or (isinstance(outcome, celtypes.BoolType) and bool(outcome)):
             continue
         if not isinstance(outcome, bool | celtypes.BoolType):
-            errors.append(FieldError(target, INVALID, f"rule did not evaluate to a bool: {text}", value))
+            failures.append((field_path, INVALID, f"rule did not evaluate to a bool: {text}"))
             continue
-        errors.append(FieldError(target, error_type, _rule_message(rule, self_value), value))
+        error_type = _RULE_REASONS.get(rule.get("reason", "FieldValueInvalid"), INVALID)
+        failures.append((field_path, error_type, _rule_message(rule, self_value)))
+    return failures
 
 
 def _rule_message(rule: dict[str, Any], self_value: Any) -> str:
