@@ -1,0 +1,292 @@
+"""List+watch caches: the controller's memory of the cluster.
+
+A step must never cost reads, so every object a decision needs (Canaries,
+MetricTemplates, Deployments, Services, HTTPRoutes, GRPCRoutes) is kept in a
+local cache that is filled by one LIST and then kept current by a WATCH. The
+parts where controllers break in production are handled here:
+
+- the watch resumes from the last resourceVersion it saw (bookmarks included),
+  so a dropped connection loses no event;
+- a 410 Gone (the server no longer has that history) leads to a fresh LIST,
+  and objects that disappeared meanwhile are reported as deleted;
+- a watchdog restarts a stream on which nothing (no event, no bookmark) has
+  arrived for ``stall_timeout`` seconds, because a half-open connection never
+  errors on its own.
+
+Handlers are called with (event type, object) for every change, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+
+from canaryd.adapters.kube import ApiError, KubeClient, Resource
+
+log = structlog.get_logger("canaryd.informer")
+
+Handler = Callable[[str, dict[str, Any]], None]
+"""Called with ("ADDED" | "MODIFIED" | "DELETED", object) after the cache changed."""
+
+Key = tuple[str, str]
+
+
+def object_key(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+class Informer:
+    """A cache of one resource in one namespace (or all namespaces), kept current by list+watch."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        stall_timeout: float = 60.0,
+        watch_timeout: int = 300,
+        label_selector: str | None = None,
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.namespace = namespace or None
+        self.stall_timeout = stall_timeout
+        self.watch_timeout = watch_timeout
+        self.label_selector = label_selector
+        self._objects: dict[Key, dict[str, Any]] = {}
+        self._handlers: list[Handler] = []
+        self._task: asyncio.Task[None] | None = None
+        self.synced = asyncio.Event()
+        self.resource_version = ""
+        #: How often each kind of recovery happened (tests and /metrics read these).
+        self.relists = 0
+        self.stalls = 0
+        self.restarts = 0
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._objects.get((namespace, name))
+
+    def items(self) -> Iterator[dict[str, Any]]:
+        return iter(list(self._objects.values()))
+
+    def keys(self) -> list[Key]:
+        return list(self._objects)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def add_handler(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def store(self, obj: dict[str, Any]) -> None:
+        """Put an object the controller itself just read or wrote, if it is newer than the cached one.
+
+        Called after a write so that the next decision sees its own write
+        without a read, even before the watch event arrives.
+        """
+        key = object_key(obj)
+        current = self._objects.get(key)
+        if current is not None and (_rv(current) == _rv(obj) or not _newer(obj, current)):
+            return
+        self._objects[key] = obj
+        self._notify("MODIFIED" if current is not None else "ADDED", obj)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"informer:{self.resource.plural}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait_synced(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self.synced.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _notify(self, event_type: str, obj: dict[str, Any]) -> None:
+        for handler in self._handlers:
+            try:
+                handler(event_type, obj)
+            except Exception:
+                log.exception("informer handler failed", resource=self.resource.plural)
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self._list()
+                    need_list = False
+                await self._watch()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except ApiError as exc:
+                if exc.gone:
+                    self.relists += 1
+                    log.info("watch history expired, relisting", resource=self.resource.plural)
+                    need_list = True
+                    continue
+                log.warning(
+                    "watch failed", resource=self.resource.plural, status=exc.status, error=exc.message
+                )
+                if exc.status == 404 and not self.resource_version:
+                    # The resource is not served (yet): an empty cache is the truth for now.
+                    self.synced.set()
+                need_list = need_list or not self.resource_version
+            except Exception as exc:
+                log.warning("watch stream broke", resource=self.resource.plural, error=repr(exc))
+            self.restarts += 1
+            await asyncio.sleep(backoff * (1 + random.random()))
+            backoff = min(backoff * 2, 5.0)
+
+    async def _list(self) -> None:
+        query: dict[str, Any] = {}
+        if self.label_selector:
+            query["labelSelector"] = self.label_selector
+        result = await self.client.list(self.resource, self.namespace, **query)
+        fresh: dict[Key, dict[str, Any]] = {}
+        for item in result.get("items") or []:
+            item.setdefault("apiVersion", self.resource.api_version)
+            item.setdefault("kind", self.resource.kind)
+            fresh[object_key(item)] = item
+        old = self._objects
+        self._objects = fresh
+        self.resource_version = str((result.get("metadata") or {}).get("resourceVersion", ""))
+        for key, obj in old.items():
+            if key not in fresh:
+                self._notify("DELETED", obj)
+        for key, obj in fresh.items():
+            previous = old.get(key)
+            if previous is None:
+                self._notify("ADDED", obj)
+            elif _rv(previous) != _rv(obj):
+                self._notify("MODIFIED", obj)
+        self.synced.set()
+
+    async def _watch(self) -> None:
+        query: dict[str, Any] = {
+            "resourceVersion": self.resource_version,
+            "allowWatchBookmarks": True,
+            "timeoutSeconds": self.watch_timeout,
+        }
+        if self.label_selector:
+            query["labelSelector"] = self.label_selector
+        async with self.client.watch(self.resource, self.namespace, query) as response:
+            while True:
+                try:
+                    line = await asyncio.wait_for(response.content.readline(), self.stall_timeout)
+                except TimeoutError:
+                    self.stalls += 1
+                    log.warning(
+                        "watch stalled, restarting", resource=self.resource.plural, seconds=self.stall_timeout
+                    )
+                    return
+                if not line:
+                    return  # the server closed the stream (timeoutSeconds): resume from the last version
+                line = line.strip()
+                if not line:
+                    continue
+                self._apply(json.loads(line))
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        event_type = event.get("type")
+        obj = event.get("object") or {}
+        if event_type == "ERROR":
+            code = int(obj.get("code") or 0)
+            raise ApiError(code, str(obj.get("reason", "")), str(obj.get("message", "")), obj)
+        rv = _rv(obj)
+        if rv:
+            self.resource_version = rv
+        if event_type == "BOOKMARK":
+            return
+        obj.setdefault("apiVersion", self.resource.api_version)
+        obj.setdefault("kind", self.resource.kind)
+        key = object_key(obj)
+        if event_type == "DELETED":
+            self._objects.pop(key, None)
+            self._notify("DELETED", obj)
+        elif event_type in ("ADDED", "MODIFIED"):
+            current = self._objects.get(key)
+            if current is not None and (_rv(current) == rv or not _newer(obj, current)):
+                return  # our own write put this version (or a newer one) in the cache already
+            self._objects[key] = obj
+            self._notify(event_type, obj)
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def _newer(candidate: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether ``candidate`` is at least as new as ``current`` (numeric resourceVersions as numbers)."""
+    a, b = _rv(candidate), _rv(current)
+    if a.isdigit() and b.isdigit():
+        return int(a) >= int(b)
+    return True
+
+
+class MultiInformer:
+    """One resource across several namespaces (one informer each), or across all namespaces."""
+
+    def __init__(
+        self, client: KubeClient, resource: Resource, namespaces: list[str] | None, **options: Any
+    ) -> None:
+        self.resource = resource
+        targets: list[str | None] = list(namespaces) if namespaces else [None]
+        self.informers = [Informer(client, resource, ns, **options) for ns in targets]
+        self._by_namespace = {inf.namespace: inf for inf in self.informers}
+
+    def _for(self, namespace: str) -> Informer | None:
+        return self._by_namespace.get(namespace) or self._by_namespace.get(None)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        informer = self._for(namespace)
+        return informer.get(namespace, name) if informer else None
+
+    def items(self) -> Iterator[dict[str, Any]]:
+        for informer in self.informers:
+            yield from informer.items()
+
+    def store(self, obj: dict[str, Any]) -> None:
+        informer = self._for(object_key(obj)[0])
+        if informer is not None:
+            informer.store(obj)
+
+    def add_handler(self, handler: Handler) -> None:
+        for informer in self.informers:
+            informer.add_handler(handler)
+
+    @property
+    def synced(self) -> bool:
+        return all(inf.synced.is_set() for inf in self.informers)
+
+    def start(self) -> None:
+        for informer in self.informers:
+            informer.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(inf.stop() for inf in self.informers))
+
+    async def wait_synced(self, timeout: float | None = None) -> bool:
+        results = await asyncio.gather(*(inf.wait_synced(timeout) for inf in self.informers))
+        return all(results)

@@ -1,0 +1,316 @@
+"""The one way canaryd talks to a Kubernetes API server.
+
+Configuration (a kubeconfig file, or the in-cluster service account),
+authentication and TLS come from kubernetes_asyncio, so canaryd behaves like
+every other client of the cluster. On top of it this module adds what a
+controller needs and the generated typed clients lack: the resources canaryd
+uses (built-in, Gateway API and its own CRDs) addressed uniformly as JSON,
+streaming watches, a client-side rate limit on every call, and a count of
+requests by verb and response code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client import ApiClient, Configuration
+
+from canaryd.adapters.ratelimit import TokenBucket
+from canaryd.api.constants import CANARY_PLURAL, GROUP, METRIC_TEMPLATE_PLURAL, VERSION
+
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A REST resource: where its objects live on the API server."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+
+CANARIES = Resource(GROUP, VERSION, CANARY_PLURAL, "Canary")
+METRIC_TEMPLATES = Resource(GROUP, VERSION, METRIC_TEMPLATE_PLURAL, "MetricTemplate")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+SERVICES = Resource("", "v1", "services", "Service")
+SECRETS = Resource("", "v1", "secrets", "Secret")
+HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+GRPC_ROUTES = Resource("gateway.networking.k8s.io", "v1", "grpcroutes", "GRPCRoute")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+EVENTS = Resource("events.k8s.io", "v1", "events", "Event")
+
+ROUTE_RESOURCES = {"HTTPRoute": HTTP_ROUTES, "GRPCRoute": GRPC_ROUTES}
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server, with its Status body when there is one."""
+
+    def __init__(self, status: int, reason: str = "", message: str = "", body: Any = None) -> None:
+        super().__init__(f"{status} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        """The write lost a race: a stale resourceVersion (409) or a failed ``test`` op (409/422)."""
+        return self.status in (409, 422)
+
+    @property
+    def already_exists(self) -> bool:
+        return self.status == 409 and self.reason == "AlreadyExists"
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+
+RequestObserver = Callable[[str, str, int], None]
+"""Called after every request with (verb, resource plural, HTTP code; 0 when no answer came)."""
+
+
+async def load_configuration(kubeconfig: str | None, context: str | None = None) -> Configuration:
+    """Client configuration from a kubeconfig file, or from the pod's service account when none is given."""
+    configuration = Configuration()
+    if kubeconfig:
+        await kube_config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False
+        )
+    else:
+        kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return configuration
+
+
+def _plural_of(path: str) -> str:
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    # .../<plural>[/<name>[/<subresource>]] after optional namespaces/<ns>
+    if "namespaces" in parts:
+        i = parts.index("namespaces")
+        rest = parts[i + 2 :]
+        if rest:
+            return rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+        return "namespaces"
+    rest = parts[2:] if parts and parts[0] == "api" else parts[3:]
+    return (rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")) if rest else ""
+
+
+class KubeClient:
+    """JSON requests and watch streams against one API server, rate limited and counted."""
+
+    def __init__(
+        self,
+        configuration: Configuration,
+        *,
+        qps: float = 50.0,
+        burst: int = 100,
+        on_request: RequestObserver | None = None,
+        user_agent: str = "canaryd",
+        max_connections: int = 256,
+    ) -> None:
+        configuration.connection_pool_maxsize = max_connections
+        self._api = ApiClient(configuration)
+        self._api.user_agent = user_agent
+        self.limiter = TokenBucket(qps, burst)
+        self._on_request = on_request
+        #: Requests made so far, by (verb, code); handy for tests and benchmarks.
+        self.counts: dict[tuple[str, int], int] = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        kubeconfig: str | None,
+        *,
+        context: str | None = None,
+        qps: float = 50.0,
+        burst: int = 100,
+        on_request: RequestObserver | None = None,
+        user_agent: str = "canaryd",
+    ) -> KubeClient:
+        configuration = await load_configuration(kubeconfig, context)
+        return cls(configuration, qps=qps, burst=burst, on_request=on_request, user_agent=user_agent)
+
+    @property
+    def host(self) -> str:
+        return str(self._api.configuration.host)
+
+    def _observe(self, verb: str, path: str, code: int) -> None:
+        self.counts[(verb, code)] = self.counts.get((verb, code), 0) + 1
+        if self._on_request is not None:
+            self._on_request(verb, _plural_of(path), code)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None,
+        body: Any,
+        content_type: str | None,
+        timeout: float | aiohttp.ClientTimeout | None,
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
+        query_params = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in (query or {}).items()]
+        return await self._api.call_api(
+            path,
+            method,
+            query_params=query_params,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+
+    async def request(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float = 30.0,
+    ) -> Any:
+        """Send one request and return its JSON body; raise ApiError on any non-2xx answer.
+
+        ``verb`` is the Kubernetes verb (get, list, create, update, patch, delete)
+        the request counts under.
+        """
+        await self.limiter.acquire()
+        try:
+            response = await self._send(
+                method, path, query=query, body=body, content_type=content_type, timeout=timeout
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._observe(verb, path, 0)
+            raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
+        async with response:
+            raw = await response.read()
+            self._observe(verb, path, response.status)
+            try:
+                data = json.loads(raw) if raw else None
+            except ValueError:
+                data = raw.decode(errors="replace")
+            if not 200 <= response.status < 300:
+                if isinstance(data, dict):
+                    raise ApiError(
+                        response.status, str(data.get("reason", "")), str(data.get("message", "")), data
+                    )
+                raise ApiError(response.status, response.reason or "", str(data)[:500], data)
+            return data
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("get", "GET", resource.path(namespace, name))
+        return result
+
+    async def list(self, resource: Resource, namespace: str | None = None, **query: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("list", "GET", resource.path(namespace), query=query)
+        return result
+
+    async def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("create", "POST", resource.path(namespace), body=body)
+        return result
+
+    async def replace(
+        self, resource: Resource, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "update", "PUT", resource.path(namespace, name), body=body
+        )
+        return result
+
+    async def patch(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        body: Any,
+        *,
+        content_type: str = MERGE_PATCH,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "patch",
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            body=body,
+            content_type=content_type,
+        )
+        return result
+
+    async def delete(self, resource: Resource, namespace: str, name: str) -> None:
+        await self.request("delete", "DELETE", resource.path(namespace, name))
+
+    @asynccontextmanager
+    async def watch(
+        self, resource: Resource, namespace: str | None, query: dict[str, Any]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Open a watch stream; the caller reads newline-delimited JSON events from ``content``.
+
+        Raises ApiError when the server refuses the watch (410 Gone included).
+        """
+        await self.limiter.acquire()
+        path = resource.path(namespace)
+        try:
+            response = await self._send(
+                "GET",
+                path,
+                query={**query, "watch": "true"},
+                body=None,
+                content_type=None,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._observe("watch", path, 0)
+            raise ApiError(0, "Unreachable", f"watch {path}: {exc!r}") from exc
+        self._observe("watch", path, response.status)
+        try:
+            if not 200 <= response.status < 300:
+                raw = await response.read()
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    data = {}
+                raise ApiError(
+                    response.status, str(data.get("reason", "")), str(data.get("message", "")), data
+                )
+            yield response
+        finally:
+            response.release()
+            response.close()
+
+    async def close(self) -> None:
+        await self._api.close()

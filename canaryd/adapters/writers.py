@@ -1,0 +1,207 @@
+"""Every write canaryd makes to the cluster, each in the safest form the API offers.
+
+- Route weights: a JSON Patch whose ``test`` operations pin the route's
+  resourceVersion and each backendRef name, so a concurrent edit makes the
+  write fail (409/422) instead of being lost. The caller re-reads and decides
+  again.
+- Status: a merge patch on the ``/status`` subresource holding only what
+  changed; ``requestedAction`` (the person's request) is never written.
+- The primary Deployment and the two Services: created with ownerReferences to
+  the Canary; an existing one is patched, never replaced.
+- Scale: a merge patch of ``spec.replicas``.
+- Finalizer: a JSON Patch with a ``test`` on resourceVersion.
+- Events: events.k8s.io/v1, regarding the Canary.
+
+Each write's answer is put back into the caches, so the next decision sees it
+without a read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from canaryd.adapters.informer import MultiInformer
+from canaryd.adapters.kube import (
+    CANARIES,
+    DEPLOYMENTS,
+    EVENTS,
+    JSON_PATCH,
+    MERGE_PATCH,
+    SERVICES,
+    ApiError,
+    KubeClient,
+    Resource,
+)
+from canaryd.adapters.leader import micro_time
+from canaryd.api.constants import FINALIZER
+
+log = structlog.get_logger("canaryd.writers")
+
+REPORTING_CONTROLLER = "canaryd.io/controller"
+_event_counter = itertools.count()
+
+
+def status_merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns status ``old`` into ``new``; keys gone from ``new`` become null.
+
+    ``requestedAction`` belongs to whoever asked for an action, so it is never
+    part of the patch, whatever ``new`` says.
+    """
+    patch: dict[str, Any] = {}
+    for key in set(old) | set(new):
+        if key == "requestedAction":
+            continue
+        if key not in new:
+            patch[key] = None
+        elif old.get(key) != new[key]:
+            patch[key] = new[key]
+    return patch
+
+
+class Writer:
+    """Writes to the cluster on behalf of one controller instance."""
+
+    def __init__(self, client: KubeClient, caches: dict[str, MultiInformer], identity: str) -> None:
+        self.client = client
+        self.caches = caches
+        self.identity = identity
+
+    def _remember(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        cache = self.caches.get(resource.plural)
+        if cache is not None and isinstance(obj, dict) and obj.get("metadata"):
+            obj.setdefault("apiVersion", resource.api_version)
+            obj.setdefault("kind", resource.kind)
+            cache.store(obj)
+        return obj
+
+    async def patch_route(
+        self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Apply a guarded weight patch; ApiError with ``conflict`` set means the route changed meanwhile."""
+        result = await self.client.patch(resource, namespace, name, ops, content_type=JSON_PATCH)
+        return self._remember(resource, result)
+
+    async def refresh(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        """Read one object from the server (after a conflict) and put it in the cache."""
+        try:
+            obj = await self.client.get(resource, namespace, name)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return self._remember(resource, obj)
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        if not patch:
+            return None
+        result = await self.client.patch(CANARIES, namespace, name, {"status": patch}, subresource="status")
+        return self._remember(CANARIES, result)
+
+    async def ensure(
+        self, resource: Resource, body: dict[str, Any], repair: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Create an object, or (when it exists) merge-patch it with ``repair`` if one is given."""
+        meta = body["metadata"]
+        try:
+            return self._remember(resource, await self.client.create(resource, meta["namespace"], body))
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        if repair is None:
+            existing = await self.refresh(resource, meta["namespace"], meta["name"])
+            return existing or body
+        result = await self.client.patch(
+            resource, meta["namespace"], meta["name"], repair, content_type=MERGE_PATCH
+        )
+        return self._remember(resource, result)
+
+    async def patch_deployment(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        result = await self.client.patch(DEPLOYMENTS, namespace, name, ops, content_type=JSON_PATCH)
+        return self._remember(DEPLOYMENTS, result)
+
+    async def patch_service(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        result = await self.client.patch(SERVICES, namespace, name, patch, content_type=MERGE_PATCH)
+        return self._remember(SERVICES, result)
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        result = await self.client.patch(DEPLOYMENTS, namespace, name, {"spec": {"replicas": replicas}})
+        return self._remember(DEPLOYMENTS, result)
+
+    async def add_finalizer(self, canary: dict[str, Any]) -> dict[str, Any]:
+        meta = canary["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER in finalizers:
+            return canary
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+        ]
+        if "finalizers" in meta:
+            ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
+        else:
+            ops.append({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
+        result = await self.client.patch(
+            CANARIES, meta["namespace"], meta["name"], ops, content_type=JSON_PATCH
+        )
+        return self._remember(CANARIES, result)
+
+    async def remove_finalizer(self, canary: dict[str, Any]) -> dict[str, Any] | None:
+        meta = canary["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER not in finalizers:
+            return canary
+        ops = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+            {
+                "op": "replace",
+                "path": "/metadata/finalizers",
+                "value": [f for f in finalizers if f != FINALIZER],
+            },
+        ]
+        try:
+            result = await self.client.patch(
+                CANARIES, meta["namespace"], meta["name"], ops, content_type=JSON_PATCH
+            )
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return self._remember(CANARIES, result) if result and result.get("metadata") else None
+
+    async def record_event(
+        self, regarding: dict[str, Any], type_: str, reason: str, note: str, action: str = "Reconcile"
+    ) -> None:
+        """Create an events.k8s.io/v1 Event about the Canary; a failure is logged, never raised."""
+        meta = regarding.get("metadata") or {}
+        now = datetime.now(UTC)
+        body = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta.get('name')}.{time.time_ns():x}{next(_event_counter) % 1000:03d}",
+                "namespace": meta.get("namespace"),
+            },
+            "eventTime": micro_time(now),
+            "reportingController": REPORTING_CONTROLLER,
+            "reportingInstance": self.identity[:128],
+            "action": action[:128],
+            "reason": reason[:128],
+            "note": note[:1024],
+            "type": type_,
+            "regarding": {
+                "apiVersion": regarding.get("apiVersion"),
+                "kind": regarding.get("kind"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+        }
+        try:
+            await self.client.create(EVENTS, str(meta.get("namespace")), body)
+        except ApiError as exc:
+            log.warning("recording an event failed", reason=reason, status=exc.status, error=exc.message)

@@ -1,0 +1,82 @@
+"""The controller's own Prometheus series, served on /metrics.
+
+What an operator asks of a progressive-delivery controller: where each Canary
+is (phase, weight), what each metric check said, whether steps happen on time
+(lateness: actual minus due), and what the controller costs its neighbours
+(API requests by verb and code, Prometheus query latency). Each Controller
+owns its own registry, so two controllers in one process (tests) never mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from canaryd.api.constants import Phase
+
+
+class ControllerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.canary_phase = Gauge(
+            "canaryd_canary_phase",
+            "1 for the phase each Canary is in, 0 for the others",
+            ["namespace", "name", "phase"],
+            registry=self.registry,
+        )
+        self.canary_weight = Gauge(
+            "canaryd_canary_weight",
+            "Share of traffic (percent) on the canary revision",
+            ["namespace", "name"],
+            registry=self.registry,
+        )
+        self.analysis_verdicts = Counter(
+            "canaryd_analysis_verdicts_total",
+            "Metric checks by verdict (Pass, Fail, NoData, Error)",
+            ["namespace", "name", "metric", "verdict"],
+            registry=self.registry,
+        )
+        self.step_lateness = Histogram(
+            "canaryd_step_lateness_seconds",
+            "How late a due step was taken: actual time minus due time",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.api_requests = Counter(
+            "canaryd_kubernetes_requests_total",
+            "Requests to the Kubernetes API by verb, resource and HTTP code (0: no answer)",
+            ["verb", "resource", "code"],
+            registry=self.registry,
+        )
+        self.prometheus_query_seconds = Histogram(
+            "canaryd_prometheus_query_duration_seconds",
+            "Latency of analysis queries to Prometheus",
+            ["server"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.reconciles = Counter(
+            "canaryd_reconciles_total",
+            "Decisions taken, by outcome (ok, conflict, error)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "canaryd_leader", "1 while this replica holds the leader Lease", registry=self.registry
+        )
+
+    def observe_request(self, verb: str, resource: str, code: int) -> None:
+        self.api_requests.labels(verb, resource, str(code)).inc()
+
+    def set_canary(self, namespace: str, name: str, phase: str | None, weight: int) -> None:
+        for candidate in Phase:
+            self.canary_phase.labels(namespace, name, candidate.value).set(1 if candidate == phase else 0)
+        self.canary_weight.labels(namespace, name).set(weight)
+
+    def forget_canary(self, namespace: str, name: str) -> None:
+        for candidate in Phase:
+            with contextlib.suppress(KeyError):
+                self.canary_phase.remove(namespace, name, candidate.value)
+        with contextlib.suppress(KeyError):
+            self.canary_weight.remove(namespace, name)

@@ -1,0 +1,196 @@
+"""What the controller sees of one Canary's world, read from the caches only.
+
+A step must cost no reads: the target and primary Deployments, the Services,
+the routes and the MetricTemplates all come from the list+watch caches, and
+are turned into the plain values the core decides on. Anything that makes the
+Canary unworkable (a missing or malformed template, a target without selectors)
+becomes a ``config_problems`` entry in words a person can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from canaryd.adapters.informer import MultiInformer
+from canaryd.api.constants import ACTIVE_PHASES, FINALIZER
+from canaryd.api.models import Canary, MetricCheck, MetricTemplate
+from canaryd.core.observations import ActionRequest, Observations, RouteState
+from canaryd.core.routes import inspect_route
+from canaryd.core.workloads import (
+    canary_service_name,
+    primary_name,
+    service_matches,
+    services,
+    target_problem,
+    workload_state,
+)
+
+
+def validation_text(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``spec.analysis.interval: ...; ...``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", "")))
+    return "; ".join(parts)
+
+
+@dataclass
+class Caches:
+    """The caches a decision reads, by what they hold."""
+
+    canaries: MultiInformer
+    templates: MultiInformer
+    deployments: MultiInformer
+    services: MultiInformer
+    routes: dict[str, MultiInformer]
+
+    @property
+    def all(self) -> list[MultiInformer]:
+        return [self.canaries, self.templates, self.deployments, self.services, *self.routes.values()]
+
+    @property
+    def synced(self) -> bool:
+        return all(c.synced for c in self.all)
+
+
+@dataclass(frozen=True)
+class ResolvedMetric:
+    """One metric check with the template it names (None for an inline query)."""
+
+    check: MetricCheck
+    template: MetricTemplate | None
+
+
+@dataclass
+class Observed:
+    observations: Observations
+    metrics: tuple[ResolvedMetric, ...] = ()
+    target: dict[str, Any] | None = None
+    primary: dict[str, Any] | None = None
+
+
+@dataclass
+class RunSlots:
+    """Counts runs under way for the max-concurrent-runs limit, including ones just started.
+
+    Workers decide concurrently; a Canary that was just granted a slot is
+    counted as running until its status says otherwise, so two Canaries never
+    take the last slot together.
+    """
+
+    limit: int
+    reserved: set[tuple[str, str]] = field(default_factory=set)
+
+    def available(self, key: tuple[str, str], canaries: MultiInformer, current_phase: str | None) -> bool:
+        if self.limit <= 0 or current_phase in ACTIVE_PHASES or key in self.reserved:
+            return True
+        running = {
+            (obj["metadata"].get("namespace", ""), obj["metadata"].get("name", ""))
+            for obj in canaries.items()
+            if (obj.get("status") or {}).get("phase") in ACTIVE_PHASES
+        }
+        running |= self.reserved
+        running.discard(key)
+        if len(running) < self.limit:
+            self.reserved.add(key)
+            return True
+        return False
+
+    def settle(self, key: tuple[str, str], phase: str | None) -> None:
+        """After a decision: a Canary no longer needs its reservation once its status shows the phase."""
+        self.reserved.discard(key)
+
+
+def resolve_metrics(canary: Canary, templates: MultiInformer) -> tuple[tuple[ResolvedMetric, ...], list[str]]:
+    resolved: list[ResolvedMetric] = []
+    problems: list[str] = []
+    for check in canary.spec.analysis.metrics:
+        if check.template_ref is None:
+            resolved.append(ResolvedMetric(check, None))
+            continue
+        namespace = check.template_ref.namespace or canary.metadata.namespace
+        raw = templates.get(namespace, check.template_ref.name)
+        if raw is None:
+            problems.append(
+                f"metric {check.name}: MetricTemplate {namespace}/{check.template_ref.name} not found; "
+                "apply it (e.g. kubectl apply -f analysis/) or fix templateRef"
+            )
+            continue
+        try:
+            template = MetricTemplate.model_validate(raw)
+        except ValidationError as exc:
+            problems.append(
+                f"metric {check.name}: MetricTemplate {namespace}/{check.template_ref.name} is invalid: "
+                f"{validation_text(exc)}"
+            )
+            continue
+        resolved.append(ResolvedMetric(check, template))
+    return tuple(resolved), problems
+
+
+def pending_action(canary: Canary) -> ActionRequest | None:
+    requested = canary.status.requested_action
+    if requested is None:
+        return None
+    last = canary.status.last_action
+    if last is not None and last.id == requested.id:
+        return None
+    return ActionRequest(
+        id=requested.id,
+        action=requested.action,
+        requested_at=requested.requested_at,
+        requested_by=requested.requested_by,
+    )
+
+
+def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_available: bool = True) -> Observed:
+    namespace = canary.metadata.namespace
+    target_name = canary.spec.target_ref.name
+    target = caches.deployments.get(namespace, target_name)
+    primary = caches.deployments.get(namespace, primary_name(target_name))
+    problems: list[str] = []
+    target_state = None
+    services_ready = False
+    if target is not None:
+        target_state = workload_state(target)
+        problem = target_problem(target)
+        if problem:
+            problems.append(problem)
+        else:
+            wanted_primary, wanted_canary = services(target, canary)
+            services_ready = service_matches(
+                caches.services.get(namespace, wanted_primary["metadata"]["name"]), wanted_primary
+            ) and service_matches(
+                caches.services.get(namespace, wanted_canary["metadata"]["name"]), wanted_canary
+            )
+    primary_state = workload_state(primary, primary=True) if primary is not None else None
+
+    routes: list[RouteState] = []
+    for ref in canary.spec.route_refs:
+        cache = caches.routes.get(ref.kind)
+        route = cache.get(namespace, ref.name) if cache is not None else None
+        routes.append(
+            inspect_route(
+                ref.kind, ref.name, route, primary_name(target_name), canary_service_name(target_name)
+            )
+        )
+
+    metrics, template_problems = resolve_metrics(canary, caches.templates)
+    problems.extend(template_problems)
+    meta = raw.get("metadata") or {}
+    observations = Observations(
+        target=target_state,
+        primary=primary_state,
+        services_ready=services_ready,
+        routes=tuple(routes),
+        config_problems=tuple(problems),
+        action=pending_action(canary),
+        run_slot_available=run_slot_available,
+        deleting=bool(meta.get("deletionTimestamp")),
+        has_finalizer=FINALIZER in (meta.get("finalizers") or []),
+    )
+    return Observed(observations=observations, metrics=metrics, target=target, primary=primary)
