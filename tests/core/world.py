@@ -1,0 +1,304 @@
+"""A tiny model of the cluster for lifecycle tests: Canaries, observations, and effects applied.
+
+It plays the runtime's part in the simplest honest way: observations come
+from the model, effects change the model, Deployments finish rolling out when
+a test says so. Tests can then follow a Canary through whole runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from canaryd.api.constants import Action, Verdict
+from canaryd.api.models import Canary, CanaryStatus
+from canaryd.core.effects import (
+    AddFinalizer,
+    Effect,
+    EnsurePrimary,
+    EnsureServices,
+    RecordEvent,
+    RemoveFinalizer,
+    ScaleTarget,
+    SetRouteWeights,
+)
+from canaryd.core.lifecycle import Decision, analysis_due, decide
+from canaryd.core.observations import (
+    ActionRequest,
+    MetricResult,
+    Observations,
+    RouteState,
+    WorkloadState,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+REPLICAS = 3
+
+
+def make_canary(
+    *,
+    step_weights: list[int] | None = None,
+    step_weight: int | None = None,
+    max_weight: int | None = None,
+    threshold: int = 3,
+    error_threshold: int = 2,
+    no_data_policy: str = "Hold",
+    interval: str = "1m",
+    progress_deadline_seconds: int = 600,
+    metrics: tuple[str, ...] = ("success-rate",),
+    generation: int = 1,
+) -> Canary:
+    analysis: dict[str, Any] = {
+        "interval": interval,
+        "threshold": threshold,
+        "errorThreshold": error_threshold,
+        "noDataPolicy": no_data_policy,
+        "metrics": [
+            {"name": name, "query": f"{name}_query", "thresholdRange": {"min": 99}} for name in metrics
+        ],
+    }
+    if step_weight is not None:
+        analysis["stepWeight"] = step_weight
+        if max_weight is not None:
+            analysis["maxWeight"] = max_weight
+    else:
+        analysis["stepWeights"] = step_weights if step_weights is not None else [10, 20, 50]
+    return Canary.model_validate(
+        {
+            "metadata": {"name": "payments-api", "namespace": "payments", "generation": generation},
+            "spec": {
+                "targetRef": {"name": "payments-api"},
+                "service": {"port": 8080},
+                "routeRefs": [{"kind": "HTTPRoute", "name": "payments-api"}],
+                "analysis": analysis,
+                "progressDeadlineSeconds": progress_deadline_seconds,
+            },
+        }
+    )
+
+
+def with_status(canary: Canary, status: CanaryStatus | None = None, **changes: Any) -> Canary:
+    base = status if status is not None else canary.status
+    return canary.model_copy(update={"status": base.model_copy(update=changes)})
+
+
+def results(*verdicts: Verdict, value: float | None = 99.5) -> tuple[MetricResult, ...]:
+    return tuple(
+        MetricResult(name=f"m{i}", verdict=v, value=None if v is Verdict.NO_DATA else value)
+        for i, v in enumerate(verdicts)
+    )
+
+
+def passing() -> tuple[MetricResult, ...]:
+    return (MetricResult(name="success-rate", verdict=Verdict.PASS, value=99.9),)
+
+
+def failing() -> tuple[MetricResult, ...]:
+    return (
+        MetricResult(name="success-rate", verdict=Verdict.FAIL, value=81.0, message="below min 99"),
+    )
+
+
+def no_data() -> tuple[MetricResult, ...]:
+    return (MetricResult(name="success-rate", verdict=Verdict.NO_DATA),)
+
+
+def erroring() -> tuple[MetricResult, ...]:
+    return (
+        MetricResult(name="success-rate", verdict=Verdict.ERROR, message="Prometheus unreachable"),
+    )
+
+
+def events(decision: Decision) -> list[RecordEvent]:
+    return [e for e in decision.effects if isinstance(e, RecordEvent)]
+
+
+def actions(decision: Decision) -> list[Effect]:
+    return [e for e in decision.effects if not isinstance(e, RecordEvent)]
+
+
+@dataclass
+class World:
+    """The cluster around one Canary, as the runtime would observe it."""
+
+    canary: Canary = field(default_factory=make_canary)
+    now: datetime = T0
+    target_hash: str | None = "rev1"
+    target_replicas: int = REPLICAS
+    target_ready: bool = True
+    primary_hash: str | None = None
+    primary_ready: bool = False
+    services: bool = False
+    route_exists: bool = True
+    route_backends: bool = True
+    route_accepted: bool = True
+    route_weights: tuple[int, int] | None = (100, 0)
+    finalizer: bool = False
+    deleting: bool = False
+    slot: bool = True
+    config_problems: tuple[str, ...] = ()
+    pending_action: ActionRequest | None = None
+    action_counter: int = 0
+    history: list[Decision] = field(default_factory=list)
+
+    # -- observation -------------------------------------------------------
+
+    def target_state(self) -> WorkloadState | None:
+        if self.target_hash is None:
+            return None
+        ready = self.target_replicas if self.target_ready else 0
+        return WorkloadState(
+            name="payments-api",
+            template_hash=self.target_hash,
+            desired_replicas=self.target_replicas,
+            ready_replicas=ready,
+            updated_replicas=ready,
+            available_replicas=ready,
+            generation=2,
+            observed_generation=2,
+        )
+
+    def primary_state(self) -> WorkloadState | None:
+        if self.primary_hash is None:
+            return None
+        ready = REPLICAS if self.primary_ready else 0
+        return WorkloadState(
+            name="payments-api-primary",
+            template_hash=self.primary_hash,
+            desired_replicas=REPLICAS,
+            ready_replicas=ready,
+            updated_replicas=ready,
+            available_replicas=ready,
+            generation=1,
+            observed_generation=1,
+        )
+
+    def route_state(self) -> RouteState:
+        problem = ""
+        if not self.route_exists:
+            problem = "HTTPRoute payments-api not found"
+        elif not self.route_backends:
+            problem = "HTTPRoute payments-api: no rule lists both payments-api-primary and payments-api-canary"
+        elif not self.route_accepted:
+            problem = "HTTPRoute payments-api: parent Gateway public has not Accepted it (NotAllowedByListeners)"
+        weights = self.route_weights if self.route_exists and self.route_backends else None
+        return RouteState(
+            kind="HTTPRoute",
+            name="payments-api",
+            exists=self.route_exists,
+            has_backends=self.route_backends,
+            accepted=self.route_accepted,
+            problem=problem,
+            primary_weight=weights[0] if weights else None,
+            canary_weight=weights[1] if weights else None,
+        )
+
+    def observations(self, analysis: tuple[MetricResult, ...] | None = None) -> Observations:
+        return Observations(
+            target=self.target_state(),
+            primary=self.primary_state(),
+            services_ready=self.services,
+            routes=(self.route_state(),),
+            analysis=analysis,
+            config_problems=self.config_problems,
+            action=self.pending_action,
+            run_slot_available=self.slot,
+            deleting=self.deleting,
+            has_finalizer=self.finalizer,
+        )
+
+    # -- the runtime's part ----------------------------------------------------
+
+    def apply(self, effects: tuple[Effect, ...] | list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, AddFinalizer):
+                self.finalizer = True
+            elif isinstance(effect, RemoveFinalizer):
+                self.finalizer = False
+            elif isinstance(effect, EnsureServices):
+                self.services = True
+            elif isinstance(effect, EnsurePrimary):
+                if self.target_hash == effect.template_hash and self.primary_hash != effect.template_hash:
+                    self.primary_hash = effect.template_hash
+                    self.primary_ready = False
+            elif isinstance(effect, ScaleTarget):
+                replicas = REPLICAS if effect.replicas is None else effect.replicas
+                if replicas != self.target_replicas:
+                    self.target_replicas = replicas
+                    self.target_ready = replicas == 0
+            elif isinstance(effect, SetRouteWeights):
+                if self.route_exists and self.route_backends:
+                    self.route_weights = (effect.primary, effect.canary)
+
+    def decide(self, analysis: tuple[MetricResult, ...] | None = None) -> Decision:
+        """One reconcile: decide, apply the effects, store the status."""
+        decision = decide(self.canary, self.observations(analysis), self.now)
+        self.apply(decision.effects)
+        self.canary = with_status(self.canary, decision.status)
+        if self.pending_action is not None and decision.status.last_action is not None:
+            if decision.status.last_action.id == self.pending_action.id:
+                self.pending_action = None
+        self.history.append(decision)
+        return decision
+
+    def due(self) -> bool:
+        return analysis_due(self.canary, self.observations(), self.now)
+
+    def reconcile(self, analysis: tuple[MetricResult, ...] | None = None, rounds: int = 6) -> Decision:
+        """Decide repeatedly, as watch events after each write would make the runtime do."""
+        decision = self.decide(analysis)
+        for _ in range(rounds - 1):
+            if not actions(decision) and not events(decision):
+                break
+            decision = self.decide()
+        return decision
+
+    def roll_out(self) -> None:
+        """The Deployment controller catches up with both Deployments."""
+        self.target_ready = True
+        self.primary_ready = True
+
+    def tick(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def request(self, action: Action, by: str = "alice") -> ActionRequest:
+        self.action_counter += 1
+        self.pending_action = ActionRequest(
+            id=f"req-{self.action_counter}", action=action, requested_at=self.now, requested_by=by
+        )
+        return self.pending_action
+
+    def new_revision(self, template_hash: str) -> None:
+        """The app team changes the pod template: the target rolls out the new revision."""
+        self.target_hash = template_hash
+        self.target_ready = self.target_replicas == 0
+
+    @property
+    def status(self) -> CanaryStatus:
+        return self.canary.status
+
+
+def initialized_world(**kwargs: Any) -> World:
+    """A Canary whose primary serves rev1 and whose target is scaled to 0."""
+    world = World(**kwargs)
+    world.reconcile()
+    world.roll_out()
+    world.reconcile()
+    assert world.status.phase == "Initialized", world.status
+    assert world.target_replicas == 0
+    return world
+
+
+def progressing_world(**kwargs: Any) -> World:
+    """A run of rev2 that has taken its first step (weight 10 by default)."""
+    world = initialized_world(**kwargs)
+    world.new_revision("rev2")
+    world.reconcile()
+    world.roll_out()
+    world.reconcile()
+    assert world.status.phase == "Progressing" and world.status.step == 1, world.status
+    return world
+
+
+
