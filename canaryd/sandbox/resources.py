@@ -1,0 +1,442 @@
+"""The kinds the sandbox API server serves, built in and added by CRDs.
+
+A resource type is what discovery advertises and what URL paths resolve to:
+group, version, plural, kind, scope, subresources and printer columns. The
+built-in list covers what canaryd and its users touch on a real cluster
+(namespaces, services, deployments, events, leases, secrets, configmaps,
+CRDs and the Gateway API kinds); a CustomResourceDefinition written to the
+store adds its served versions here, and deleting it removes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """One column of `kubectl get` output: a JSONPath over the object (as in additionalPrinterColumns)."""
+
+    name: str
+    type: str
+    json_path: str
+    description: str = ""
+    priority: int = 0
+    format: str = ""
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """One served group/version/resource."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    singular: str = ""
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    has_status: bool = False
+    has_scale: bool = False
+    #: metadata.generation is kept (objects with a spec); configmaps, secrets, events and leases have none.
+    tracks_generation: bool = True
+    #: strategic merge patch is accepted (built-in kinds only, like the real server).
+    strategic_merge: bool = False
+    #: openAPIV3Schema of a CRD version (None for built-ins).
+    schema: dict[str, Any] | None = None
+    printer_columns: tuple[PrinterColumn, ...] = ()
+    #: the CRD this type comes from (None for built-ins).
+    crd_name: str | None = None
+    #: selectable fields beyond metadata.name/namespace (field selectors on list and watch).
+    selectable_fields: tuple[str, ...] = field(default=())
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    @property
+    def storage_key(self) -> tuple[str, str]:
+        """Objects are stored per group and plural; every served version sees the same objects."""
+        return (self.group, self.plural)
+
+    @property
+    def qualified(self) -> str:
+        """`plural.group` as kubectl and error messages spell it (`plural` for the core group)."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def verbs(self) -> list[str]:
+        return ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+
+
+def _col(
+    name: str, json_path: str, type_: str = "string", description: str = "", priority: int = 0
+) -> PrinterColumn:
+    return PrinterColumn(
+        name=name, type=type_, json_path=json_path, description=description, priority=priority
+    )
+
+
+_GW = "gateway.networking.k8s.io"
+_AGE = _col("Age", ".metadata.creationTimestamp", "date")
+
+BUILTIN_TYPES: tuple[ResourceType, ...] = (
+    ResourceType(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        False,
+        "namespace",
+        ("ns",),
+        has_status=True,
+        tracks_generation=False,
+        strategic_merge=True,
+    ),
+    ResourceType(
+        "",
+        "v1",
+        "services",
+        "Service",
+        True,
+        "service",
+        ("svc",),
+        ("all",),
+        has_status=True,
+        tracks_generation=False,
+        strategic_merge=True,
+    ),
+    ResourceType(
+        "",
+        "v1",
+        "configmaps",
+        "ConfigMap",
+        True,
+        "configmap",
+        ("cm",),
+        tracks_generation=False,
+        strategic_merge=True,
+    ),
+    ResourceType(
+        "", "v1", "secrets", "Secret", True, "secret", (), tracks_generation=False, strategic_merge=True
+    ),
+    ResourceType(
+        "",
+        "v1",
+        "events",
+        "Event",
+        True,
+        "event",
+        ("ev",),
+        tracks_generation=False,
+        strategic_merge=True,
+        selectable_fields=(
+            "involvedObject.name",
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "reason",
+            "type",
+        ),
+    ),
+    ResourceType(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        True,
+        "deployment",
+        ("deploy",),
+        ("all",),
+        has_status=True,
+        has_scale=True,
+        strategic_merge=True,
+    ),
+    ResourceType(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "Event",
+        True,
+        "event",
+        ("ev",),
+        tracks_generation=False,
+        strategic_merge=True,
+        selectable_fields=("regarding.name", "regarding.kind", "reason", "type"),
+    ),
+    ResourceType(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "Lease",
+        True,
+        "lease",
+        (),
+        tracks_generation=False,
+        strategic_merge=True,
+    ),
+    ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        "customresourcedefinition",
+        ("crd", "crds"),
+        has_status=True,
+        strategic_merge=True,
+    ),
+    ResourceType(
+        _GW,
+        "v1",
+        "gatewayclasses",
+        "GatewayClass",
+        False,
+        "gatewayclass",
+        ("gc",),
+        ("gateway-api",),
+        has_status=True,
+        printer_columns=(
+            _col("Controller", ".spec.controllerName"),
+            _col("Accepted", '.status.conditions[?(@.type=="Accepted")].status'),
+            _AGE,
+            _col("Description", ".spec.description", priority=1),
+        ),
+    ),
+    ResourceType(
+        _GW,
+        "v1",
+        "gateways",
+        "Gateway",
+        True,
+        "gateway",
+        ("gtw",),
+        ("gateway-api",),
+        has_status=True,
+        printer_columns=(
+            _col("Class", ".spec.gatewayClassName"),
+            _col("Address", ".status.addresses[*].value"),
+            _col("Programmed", '.status.conditions[?(@.type=="Programmed")].status'),
+            _AGE,
+        ),
+    ),
+    ResourceType(
+        _GW,
+        "v1",
+        "httproutes",
+        "HTTPRoute",
+        True,
+        "httproute",
+        (),
+        ("gateway-api",),
+        has_status=True,
+        printer_columns=(_col("Hostnames", ".spec.hostnames"), _AGE),
+    ),
+    ResourceType(
+        _GW,
+        "v1",
+        "grpcroutes",
+        "GRPCRoute",
+        True,
+        "grpcroute",
+        (),
+        ("gateway-api",),
+        has_status=True,
+        printer_columns=(_col("Hostnames", ".spec.hostnames"), _AGE),
+    ),
+    ResourceType(
+        _GW,
+        "v1beta1",
+        "referencegrants",
+        "ReferenceGrant",
+        True,
+        "referencegrant",
+        ("refgrant",),
+        ("gateway-api",),
+        printer_columns=(_AGE,),
+    ),
+    # The standard channel still serves v1beta1 of the older Gateway API kinds.
+    ResourceType(
+        _GW,
+        "v1beta1",
+        "gatewayclasses",
+        "GatewayClass",
+        False,
+        "gatewayclass",
+        ("gc",),
+        ("gateway-api",),
+        has_status=True,
+    ),
+    ResourceType(
+        _GW, "v1beta1", "gateways", "Gateway", True, "gateway", ("gtw",), ("gateway-api",), has_status=True
+    ),
+    ResourceType(
+        _GW, "v1beta1", "httproutes", "HTTPRoute", True, "httproute", (), ("gateway-api",), has_status=True
+    ),
+)
+
+#: The version each group prefers (listed first in discovery).
+_PREFERRED = {
+    "": "v1",
+    "apps": "v1",
+    "events.k8s.io": "v1",
+    "coordination.k8s.io": "v1",
+    "apiextensions.k8s.io": "v1",
+    _GW: "v1",
+}
+
+
+class ResourceRegistry:
+    """Served resource types, looked up by URL parts or by the names people type."""
+
+    def __init__(self) -> None:
+        self._types: dict[tuple[str, str, str], ResourceType] = {}
+        self._preferred_version: dict[str, str] = dict(_PREFERRED)
+        for resource_type in BUILTIN_TYPES:
+            self.add(resource_type)
+
+    def add(self, resource_type: ResourceType) -> None:
+        self._types[(resource_type.group, resource_type.version, resource_type.plural)] = resource_type
+
+    def remove_crd(self, crd_name: str) -> list[ResourceType]:
+        removed = [t for t in self._types.values() if t.crd_name == crd_name]
+        for resource_type in removed:
+            del self._types[(resource_type.group, resource_type.version, resource_type.plural)]
+        return removed
+
+    def set_preferred_version(self, group: str, version: str) -> None:
+        self._preferred_version[group] = version
+
+    def get(self, group: str, version: str, plural: str) -> ResourceType | None:
+        return self._types.get((group, version, plural))
+
+    def all(self) -> list[ResourceType]:
+        return list(self._types.values())
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group -> served versions, preferred version first."""
+        result: dict[str, list[str]] = {}
+        for group, version, _ in self._types:
+            versions = result.setdefault(group, [])
+            if version not in versions:
+                versions.append(version)
+        for group, versions in result.items():
+            preferred = self.preferred_version(group, versions)
+            versions.sort(key=lambda v: (v != preferred, _version_order(v)))
+        return result
+
+    def preferred_version(self, group: str, versions: list[str] | None = None) -> str:
+        versions = versions if versions is not None else [v for g, v, _ in self._types if g == group]
+        wanted = self._preferred_version.get(group)
+        if wanted in versions:
+            return wanted
+        return sorted(versions, key=_version_order)[0]
+
+    def in_group_version(self, group: str, version: str) -> list[ResourceType]:
+        return [t for (g, v, _), t in self._types.items() if g == group and v == version]
+
+    def resolve(self, name: str) -> ResourceType:
+        """Find a type by `plural`, `plural.group`, `singular`, short name or `Kind` (preferred version).
+
+        Raises KeyError when nothing matches. `events` means core/v1 events, like kubectl.
+        """
+        lowered = name.lower()
+        candidates: list[ResourceType] = []
+        for resource_type in self._types.values():
+            names = {
+                resource_type.plural,
+                resource_type.singular,
+                resource_type.kind.lower(),
+                *resource_type.short_names,
+            }
+            qualified = {f"{n}.{resource_type.group}" for n in names} if resource_type.group else set()
+            if (
+                lowered in names
+                or lowered in qualified
+                or lowered == f"{resource_type.plural}.{resource_type.version}.{resource_type.group}"
+            ):
+                candidates.append(resource_type)
+        if not candidates:
+            raise KeyError(name)
+
+        def rank(t: ResourceType) -> tuple[int, int, int]:
+            exact_core = 0 if (t.group == "" or "." in lowered) else 1
+            return (
+                exact_core,
+                0 if t.version == self.preferred_version(t.group) else 1,
+                _version_order(t.version),
+            )
+
+        return sorted(candidates, key=rank)[0]
+
+
+def _version_order(version: str) -> int:
+    """Kubernetes version priority: GA > beta > alpha, higher numbers first (smaller sorts first)."""
+    import re
+
+    match = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if not match:
+        return 10_000
+    major = int(match.group(1))
+    stage = {None: 0, "beta": 1, "alpha": 2}[match.group(2)]
+    minor = int(match.group(3) or 0)
+    return stage * 1000 - major * 10 - minor + 500
+
+
+def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
+    """The resource types a CustomResourceDefinition serves (one per served version)."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group = spec.get("group", "")
+    namespaced = spec.get("scope", "Namespaced") == "Namespaced"
+    result: list[ResourceType] = []
+    for version in spec.get("versions") or []:
+        if not version.get("served", True):
+            continue
+        subresources = version.get("subresources") or {}
+        schema = ((version.get("schema") or {}).get("openAPIV3Schema")) or None
+        columns = tuple(
+            PrinterColumn(
+                name=c.get("name", ""),
+                type=c.get("type", "string"),
+                json_path=c.get("jsonPath", ""),
+                description=c.get("description", ""),
+                priority=int(c.get("priority", 0) or 0),
+                format=c.get("format", ""),
+            )
+            for c in version.get("additionalPrinterColumns") or []
+        )
+        selectable = tuple(f.get("jsonPath", "").lstrip(".") for f in version.get("selectableFields") or [])
+        result.append(
+            ResourceType(
+                group=group,
+                version=version.get("name", "v1"),
+                plural=names.get("plural", ""),
+                kind=names.get("kind", ""),
+                namespaced=namespaced,
+                singular=names.get("singular") or names.get("kind", "").lower(),
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                has_status="status" in subresources,
+                has_scale="scale" in subresources,
+                tracks_generation=True,
+                strategic_merge=False,
+                schema=schema,
+                printer_columns=columns,
+                crd_name=(crd.get("metadata") or {}).get("name"),
+                selectable_fields=selectable,
+            )
+        )
+    return result
+
+
+def storage_version_of_crd(crd: dict[str, Any]) -> str | None:
+    for version in (crd.get("spec") or {}).get("versions") or []:
+        if version.get("storage"):
+            return str(version.get("name"))
+    return None
