@@ -257,7 +257,8 @@ class MultiInformer:
         self._by_namespace = {inf.namespace: inf for inf in self.informers}
 
     def _for(self, namespace: str) -> Informer | None:
-        return self._by_namespace.get(namespace) or self._by_namespace.get(None)
+        informer = self._by_namespace.get(namespace)
+        return informer if informer is not None else self._by_namespace.get(None)
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         informer = self._for(namespace)
