@@ -283,20 +283,22 @@ def validate(schema: Schema, obj: Any) -> list[FieldError]:
     errors: list[FieldError] = []
     type_errors = _validate_node(schema, obj, "", errors, resource=True)
     if type_errors:
-        errors.append(FieldError("", INVALID, UNCHECKED_RULES_MESSAGE))
+        if _has_rules(schema):
+            errors.append(FieldError("", INVALID, UNCHECKED_RULES_MESSAGE))
     else:
         _check_rules(schema, obj, "", errors, resource=True)
     return errors
 
 
-_TYPE_NAMES: Final = {
-    "object": "object",
-    "array": "array",
-    "string": "string",
-    "integer": "integer",
-    "number": "number",
-    "boolean": "boolean",
-}
+def _has_rules(schema: Any) -> bool:
+    """Whether any node of ``schema`` carries x-kubernetes-validations."""
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("x-kubernetes-validations"):
+        return True
+    children = list((schema.get("properties") or {}).values())
+    children += [schema.get("items"), schema.get("additionalProperties")]
+    return any(_has_rules(child) for child in children)
 
 
 def _json_type(value: Any) -> str:
@@ -825,9 +827,13 @@ def check_schema(schema: Schema) -> list[str]:
 
 
 def _evaluate(rule: str, self_value: Any) -> Any:
-    """Run a rule; return its result, or a CELEvalError (returned or raised by cel-python)."""
+    """Run a rule; return its result, or a CELEvalError (returned or raised by cel-python).
+
+    Raises CelCompileError when the rule does not compile.
+    """
+    program = compile_rule(rule)
     try:
-        return compile_rule(rule).evaluate({"self": self_value})
+        return program.evaluate({"self": self_value})
     except CELEvalError as error:
         return error
     except (TypeError, ValueError, KeyError, ZeroDivisionError, AttributeError) as error:

@@ -1,0 +1,133 @@
+"""The CRDs, the samples and the two verdicts (API server and models) the conformance tests compare.
+
+The API server's verdict is what kube-apiserver does with a custom resource:
+prune and default it from the CRD schema, then validate it (OpenAPI and CEL),
+here through ``canaryd.sandbox.openapi``. The models' verdict is whether
+``canaryd.api.models`` parse the object as the API server stores it.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from canaryd.api.models import Canary, MetricTemplate
+from canaryd.sandbox import openapi
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = ROOT / "manifests" / "crd"
+SAMPLES_DIR = ROOT / "manifests" / "samples"
+
+MODELS: dict[str, type[BaseModel]] = {"Canary": Canary, "MetricTemplate": MetricTemplate}
+CRD_FILES = {"Canary": "canaries.canaryd.io.yaml", "MetricTemplate": "metrictemplates.canaryd.io.yaml"}
+
+
+@cache
+def crd(kind: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((CRD_DIR / CRD_FILES[kind]).read_text())
+    return loaded
+
+
+@cache
+def schema(kind: str) -> dict[str, Any]:
+    return openapi.crd_version_schema(crd(kind), "v1alpha1")
+
+
+def samples(kind: str) -> list[dict[str, Any]]:
+    """Every object of ``kind`` in manifests/samples."""
+    found = []
+    for path in sorted(SAMPLES_DIR.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if isinstance(document, dict) and document.get("kind") == kind:
+                found.append(document)
+    return found
+
+
+def stored(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as the API server would store it (pruned and defaulted)."""
+    result: dict[str, Any] = openapi.apply_defaults(schema(obj["kind"]), obj)
+    return result
+
+
+def server_errors(obj: dict[str, Any]) -> list[openapi.FieldError]:
+    """Why the API server would refuse ``obj`` (empty: it accepts it)."""
+    return openapi.validate(schema(obj["kind"]), stored(obj))
+
+
+def model_error(obj: dict[str, Any]) -> ValidationError | None:
+    """Why the models refuse ``obj`` as the API server stores it (None: they accept it)."""
+    try:
+        MODELS[obj["kind"]].model_validate(stored(obj))
+    except ValidationError as error:
+        return error
+    return None
+
+
+def base_canary() -> dict[str, Any]:
+    """The Canary from DESIGN.md's public contract, as a fresh mutable copy."""
+    canary = next(c for c in samples("Canary") if c["metadata"]["name"] == "payments-api")
+    return copy.deepcopy(canary)
+
+
+def linear_canary() -> dict[str, Any]:
+    """The sample Canary with a stepWeight + maxWeight schedule."""
+    canary = next(c for c in samples("Canary") if c["metadata"]["name"] == "payments-ledger")
+    return copy.deepcopy(canary)
+
+
+def base_template() -> dict[str, Any]:
+    """The sample MetricTemplate that sets a provider address."""
+    template = next(t for t in samples("MetricTemplate") if "provider" in t["spec"])
+    return copy.deepcopy(template)
+
+
+def valid_status() -> dict[str, Any]:
+    """A status as the controller and ``kubectl canary`` write it mid-run."""
+    return {
+        "phase": "Progressing",
+        "canaryWeight": 10,
+        "step": 1,
+        "failedChecks": 1,
+        "analysisErrors": 0,
+        "revision": "7d9c5b6f4",
+        "lastPromotedRevision": "5f6d8c7b9",
+        "lastStepTime": "2026-05-01T10:02:00Z",
+        "runStartedAt": "2026-05-01T10:00:00Z",
+        "lastProgressTime": "2026-05-01T10:02:00.250000+00:00",
+        "paused": False,
+        "requestedAction": {
+            "id": "a1b2c3",
+            "action": "pause",
+            "requestedAt": "2026-05-01T10:02:30Z",
+            "requestedBy": "alice@example.com",
+        },
+        "lastAction": {"id": "z9y8", "action": "resume", "result": "Resumed", "at": "2026-05-01T09:00:00Z"},
+        "metrics": [
+            {"name": "success-rate", "verdict": "Pass", "value": 99.7, "checkedAt": "2026-05-01T10:02:00Z"},
+            {"name": "latency-p99", "verdict": "NoData", "value": None, "message": "no series"},
+        ],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Initialized",
+                "message": "",
+                "lastTransitionTime": "2026-05-01T09:00:00Z",
+                "observedGeneration": 3,
+            },
+            {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "StepAdvanced",
+                "message": "weight 10",
+                "lastTransitionTime": "2026-05-01T10:00:00Z",
+                "observedGeneration": 3,
+            },
+        ],
+        "observedGeneration": 3,
+    }
