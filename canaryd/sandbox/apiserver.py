@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from canaryd.sandbox import discovery, errors
+from canaryd.sandbox import discovery, errors, kinds
 from canaryd.sandbox.audit import AuditEntry, AuditLog
 from canaryd.sandbox.errors import ApiError
 from canaryd.sandbox.faults import FaultInjector
@@ -266,6 +266,8 @@ class SandboxApiServer:
             return await self._sandbox_endpoint(request, segments[1:])
         user = self._authenticate(request)
         info.user = user.name
+        if request.method == "GET" and segments[:1] == ["openapi"]:
+            return self._openapi(segments)
         if request.method == "GET" and len(segments) <= 3:
             document = self._discovery(request, segments)
             if document is not None:
@@ -311,11 +313,25 @@ class SandboxApiServer:
             if resources is None:
                 raise errors.path_not_found()
             return _json(resources)
-        if segments and segments[0] in ("openapi", "healthz", "readyz", "livez"):
-            if segments[0] == "openapi":
-                raise errors.path_not_found()
+        if segments and segments[0] in ("healthz", "readyz", "livez"):
             return web.Response(text="ok", content_type="text/plain")
         return None
+
+    def _openapi(self, segments: list[str]) -> web.StreamResponse:
+        """OpenAPI v3 (paths only, see discovery.openapi_v3_group_version); v2 is not served."""
+        registry = self.store.registry
+        if segments == ["openapi", "v3"]:
+            return _json(discovery.openapi_v3_root(registry))
+        rest = segments[2:]
+        document = None
+        if segments[:2] == ["openapi", "v3"]:
+            if rest[:1] == ["api"] and len(rest) == 2:
+                document = discovery.openapi_v3_group_version(registry, "", rest[1])
+            elif rest[:1] == ["apis"] and len(rest) == 3:
+                document = discovery.openapi_v3_group_version(registry, rest[1], rest[2])
+        if document is None:
+            raise errors.path_not_found()
+        return _json(document)
 
     def _resolve(self, segments: list[str]) -> _Target | None:
         if len(segments) >= 2 and segments[0] == "api" and segments[1] == "v1":
@@ -403,10 +419,13 @@ class SandboxApiServer:
             return self._list(request, target)
         if verb == "create":
             body = await self._body(request)
+            self._check_field_validation(request, rtype, body)
             created = store.create_ref(rtype, body, namespace, dry_run=dry_run)
             return _json(created, 201)
         if verb == "update":
             body = await self._body(request)
+            if target.subresource is None:
+                self._check_field_validation(request, rtype, body)
             updated = store.update_ref(
                 rtype, body, namespace, name=target.name, subresource=target.subresource, dry_run=dry_run
             )
@@ -492,6 +511,16 @@ class SandboxApiServer:
                 }
             )
         raise errors.method_not_allowed()
+
+    @staticmethod
+    def _check_field_validation(request: web.Request, rtype: ResourceType, body: Any) -> None:
+        """`fieldValidation=Strict` refuses fields a CRD schema does not declare (400), as kubectl expects."""
+        if request.query.get("fieldValidation") != "Strict" or rtype.schema is None:
+            return
+        unknown = kinds.unknown_fields(rtype, body)
+        if unknown:
+            listed = ", ".join(f'unknown field "{path}"' for path in unknown)
+            raise errors.bad_request(f"strict decoding error: {listed}")
 
     def _exists(self, rtype: ResourceType, namespace: str | None, name: str) -> bool:
         try:

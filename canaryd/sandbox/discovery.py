@@ -195,3 +195,80 @@ def aggregated(registry: ResourceRegistry, *, core: bool) -> dict[str, Any]:
         "metadata": {},
         "items": items,
     }
+
+
+def _gv_path(group: str, version: str) -> str:
+    return f"api/{version}" if not group else f"apis/{group}/{version}"
+
+
+def openapi_v3_root(registry: ResourceRegistry) -> dict[str, Any]:
+    """/openapi/v3: one entry per served group/version, as kube-apiserver lists them."""
+    paths = {}
+    for group, versions in registry.groups().items():
+        for version in versions:
+            gv_path = _gv_path(group, version)
+            paths[gv_path] = {"serverRelativeURL": f"/openapi/v3/{gv_path}"}
+    return {"paths": paths}
+
+
+_OPENAPI_QUERY_PARAMETERS = ("fieldValidation", "fieldManager", "dryRun")
+
+
+def openapi_v3_group_version(registry: ResourceRegistry, group: str, version: str) -> dict[str, Any] | None:
+    """A minimal OpenAPI v3 document for one group/version: its paths and write operations.
+
+    It carries no schemas. kubectl reads it to learn that the server validates fields itself
+    (the `fieldValidation` parameter on PATCH), so `kubectl create/apply` work without
+    `--validate=false`; with no strategic-merge-patch content type listed, client-side apply
+    computes its patches from kubectl's built-in types as it does for older servers.
+    """
+    types = registry.in_group_version(group, version)
+    if not types:
+        return None
+    parameters = [
+        {"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+        for name in _OPENAPI_QUERY_PARAMETERS
+    ]
+    body_types = (
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/apply-patch+yaml",
+    )
+    paths: dict[str, Any] = {}
+    for resource_type in types:
+        gvk = {"group": group, "version": version, "kind": resource_type.kind}
+        prefix = f"/{_gv_path(group, version)}"
+        if resource_type.namespaced:
+            prefix += "/namespaces/{namespace}"
+        collection = f"{prefix}/{resource_type.plural}"
+
+        def operation(action: str, gvk: dict[str, str] = gvk) -> dict[str, Any]:
+            return {
+                "operationId": action,
+                "parameters": parameters,
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+                "responses": {"200": {"description": "OK"}},
+            }
+
+        paths[collection] = {
+            "get": operation("list"),
+            "post": {
+                **operation("post"),
+                "requestBody": {"content": {"*/*": {"schema": {"type": "object"}}}},
+            },
+        }
+        patch = operation("patch")
+        patch["requestBody"] = {"content": {t: {"schema": {"type": "object"}} for t in body_types}}
+        paths[f"{collection}/{{name}}"] = {
+            "get": operation("get"),
+            "put": operation("put"),
+            "patch": patch,
+            "delete": operation("delete"),
+        }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION["gitVersion"]},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }

@@ -316,6 +316,14 @@ def apply_schema(rtype: ResourceType, obj: dict[str, Any]) -> tuple[dict[str, An
 
 
 def _as_cause(problem: Any) -> Cause:
+    """A metav1.StatusCause (JSON keys reason, message, field) from a validator error."""
+    if hasattr(problem, "cause_type") and hasattr(problem, "body"):
+        return {
+            "reason": str(problem.cause_type),
+            "message": str(problem.body()),
+            "field": str(getattr(problem, "path", "")),
+        }
+
     def attribute(name: str) -> Any:
         if isinstance(problem, dict):
             return problem.get(name)
@@ -325,7 +333,14 @@ def _as_cause(problem: Any) -> Cause:
     if isinstance(path, list | tuple):
         path = ".".join(str(p) for p in path)
     return {
-        "reason": str(attribute("type") or attribute("reason") or "FieldValueInvalid"),
+        "reason": str(attribute("reason") or "FieldValueInvalid"),
         "message": str(attribute("message") or problem),
         "field": str(path),
     }
+
+
+def unknown_fields(rtype: ResourceType, obj: Any) -> list[str]:
+    """Fields a CRD's schema would prune (what `fieldValidation=Strict` refuses)."""
+    if _openapi is None or rtype.schema is None or not hasattr(_openapi, "unknown_fields"):
+        return []
+    return list(_openapi.unknown_fields(rtype.schema, obj))
