@@ -691,13 +691,14 @@ class SandboxGateway:
     and only when it differs.
     """
 
-    def __init__(self, store: Any, *, gateway_recount_delay: float = 0.05) -> None:
+    def __init__(self, store: Any, *, gateway_recount_delay: float = 0.2) -> None:
         self.store = store
         self.gateway_recount_delay = gateway_recount_delay
         self.status_writes = 0
         self._dirty_routes: set[tuple[str, str, str]] = set()  # (kind, namespace, name)
         self._everything_dirty = False
         self._gateways_dirty = False
+        self._world_cache: GatewayWorld | None = None
         self._flush_scheduled = False
         self._gateway_timer: asyncio.TimerHandle | None = None
         self._unsubscribe: Any = None
@@ -729,9 +730,11 @@ class SandboxGateway:
             if not _only_status_changed(event):
                 self._gateways_dirty = True
             self._schedule_flush()
-        elif event.storage_key in _WORLD_KEYS and not _only_status_changed(event):
-            self._everything_dirty = True
-            self._schedule_flush()
+        elif event.storage_key in _WORLD_KEYS:
+            self._world_cache = None  # it holds the previous snapshots
+            if not _only_status_changed(event):
+                self._everything_dirty = True
+                self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and self._loop is not None:
@@ -766,6 +769,12 @@ class SandboxGateway:
     # -- evaluation ------------------------------------------------------------------------------------------
 
     def world(self) -> GatewayWorld:
+        """The current snapshot; rebuilt after a gateway class, gateway, service, namespace or grant changed."""
+        if self._world_cache is None:
+            self._world_cache = self._read_world()
+        return self._world_cache
+
+    def _read_world(self) -> GatewayWorld:
         def by_key(resource: str) -> dict[Key, Obj]:
             items, _ = self.store.list_refs(resource)
             return {(_meta(i).get("namespace", ""), _meta(i).get("name", "")): i for i in items}
@@ -809,7 +818,8 @@ class SandboxGateway:
     def _reconcile_gateways(self, world: GatewayWorld) -> None:
         now = self.store.now()
         routes = self.routes()
-        for gateway in list(world.gateways.values()):
+        gateways, _ = self.store.list_refs("gateways.gateway.networking.k8s.io")  # fresh: status changes too
+        for gateway in gateways:
             status = gateway_status(gateway, world, routes, now)
             if status is not None:
                 self._write_status(
