@@ -769,7 +769,7 @@ class SandboxGateway:
     # -- evaluation ------------------------------------------------------------------------------------------
 
     def world(self) -> GatewayWorld:
-        """The current snapshot; rebuilt after a gateway class, gateway, service, namespace or grant changed."""
+        """The current snapshot, rebuilt after a class, gateway, service, namespace or grant changed."""
         if self._world_cache is None:
             self._world_cache = self._read_world()
         return self._world_cache
