@@ -589,6 +589,8 @@ async def run_demo(settings: DemoSettings, out: TextIO) -> int:
     primary_version, weights = "unknown", {}
     view.say("Starting the sandbox cluster and Prometheus ...")
     async with SandboxCluster(with_prometheus=True) as cluster:
+        if cluster.prometheus_url is None:
+            raise DemoError("the sandbox started without Prometheus")
         view.say(f"  API server {cluster.api_url}, Prometheus {cluster.prometheus_url}")
         demo = Demo(cluster.store, settings, view, timeline)
         demo.apply(crds)
@@ -653,11 +655,14 @@ async def controller(kubeconfig: str | os.PathLike[str], prometheus_url: str) ->
     """`canaryd run` against the sandbox as a child process, its log in a temporary file; stopped by PID."""
     with tempfile.TemporaryDirectory(prefix="canaryd-demo-") as workdir:
         log_path = Path(workdir) / "controller.log"
-        env = {**os.environ, "CANARYD_LOG_FORMAT": "json"}
+        env = dict(os.environ)
         command = [
             sys.executable, "-m", "canaryd.cli.main", "run",
             "--kubeconfig", str(kubeconfig),
             "--prometheus-url", prometheus_url,
+            "--health-address", "127.0.0.1:0",
+            "--metrics-address", "127.0.0.1:0",
+            "--log-format", "json",
         ]  # fmt: skip
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
