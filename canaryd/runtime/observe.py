@@ -95,13 +95,14 @@ class RunSlots:
         }
         running |= self.reserved
         running.discard(key)
-        if len(running) < self.limit:
-            self.reserved.add(key)
-            return True
-        return False
+        return len(running) < self.limit
 
-    def settle(self, key: tuple[str, str], phase: str | None) -> None:
-        """After a decision: a Canary no longer needs its reservation once its status shows the phase."""
+    def claim(self, key: tuple[str, str]) -> None:
+        """A decision started a run: count it until its status (and so the cache) says so."""
+        if self.limit > 0:
+            self.reserved.add(key)
+
+    def release(self, key: tuple[str, str]) -> None:
         self.reserved.discard(key)
 
 

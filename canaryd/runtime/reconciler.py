@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from canaryd.adapters.kube import DEPLOYMENTS, ROUTE_RESOURCES, SERVICES, ApiError
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer, status_merge_patch
-from canaryd.api.constants import ConditionType
+from canaryd.api.constants import ACTIVE_PHASES, ConditionType, Reason
 from canaryd.api.models import Canary, CanaryStatus
 from canaryd.core import effects as fx
 from canaryd.core.lifecycle import Decision
@@ -66,6 +66,36 @@ class RouteConflict(Exception):
 
 def key_text(key: Key) -> str:
     return f"{key[0]}/{key[1]}"
+
+
+#: Conditions whose turning False (or changing reason while False) a person must hear about.
+_WATCHED_CONDITIONS = (ConditionType.READY, ConditionType.ROUTES_READY)
+#: False for a while in every healthy life, or already announced by the lifecycle's own Event.
+_ROUTINE_REASONS = frozenset(
+    {Reason.INITIALIZING, Reason.PRIMARY_NOT_READY, Reason.DELETING, Reason.ROLLED_BACK}
+)
+
+
+def problem_events(old: CanaryStatus, new: CanaryStatus, already: set[str]) -> list[fx.RecordEvent]:
+    """Warning Events for problems that newly appear in conditions (a missing target, route, template).
+
+    The lifecycle records these as conditions; an Event makes them visible in
+    ``kubectl describe`` and ``kubectl get events`` too, once per new problem.
+    """
+    found: list[fx.RecordEvent] = []
+    for type_ in _WATCHED_CONDITIONS:
+        now = new.condition(type_)
+        if now is None or now.status != "False" or now.reason in already or now.reason in _ROUTINE_REASONS:
+            continue
+        before = old.condition(type_)
+        if before is not None and (before.status, before.reason, before.message) == (
+            now.status,
+            now.reason,
+            now.message,
+        ):
+            continue
+        found.append(fx.RecordEvent(type="Warning", reason=now.reason, message=now.message))
+    return found
 
 
 class Reconciler:
@@ -158,12 +188,16 @@ class Reconciler:
             now = self.clock()
         decision = self.decide(canary, observations, now)
         status = decision.status
-        self.slots.settle(key, status.phase)
-
-        await self._write_status(key, raw, canary.status, status)
+        if status.phase in ACTIVE_PHASES and canary.status.phase not in ACTIVE_PHASES:
+            self.slots.claim(key)  # before any await, so a concurrent decision counts this run
+        try:
+            await self._write_status(key, raw, canary.status, status)
+        finally:
+            self.slots.release(key)
         # The Events describe the status just written, so they go out even if an effect fails below
         # (the next decision, handed its own status, would not emit them again).
         events = [e for e in decision.effects if isinstance(e, fx.RecordEvent)]
+        events += problem_events(canary.status, status, {e.reason for e in events})
         changes = [e for e in decision.effects if not isinstance(e, fx.RecordEvent)]
         for effect in (*events, *changes):
             await self._apply(effect, canary, observed.target, status)

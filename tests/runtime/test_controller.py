@@ -1,0 +1,191 @@
+"""The controller in-process against the sandbox cluster, with a scripted analysis.
+
+These tests are about the runtime (caches, workers, wake-ups, writes), so the
+analysis verdicts are scripted here; the end-to-end tests use a real
+Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import aiohttp
+import pytest
+
+from canaryd.api.constants import Verdict
+from canaryd.core.observations import MetricResult
+from canaryd.runtime.controller import running_controller
+from canaryd.runtime.settings import Settings
+from canaryd.sandbox.cluster import SandboxCluster
+from tests.runtime import world
+
+NS = "shop"
+METRIC = [{"name": "ok", "query": "vector(1)", "thresholdRange": {"min": 0}}]
+
+
+class ScriptedAnalysis:
+    """Answers every round with the verdict set in ``verdict``; counts the rounds per Canary."""
+
+    def __init__(self) -> None:
+        self.verdict = Verdict.PASS
+        self.rounds: dict[str, int] = {}
+
+    async def __call__(self, canary, metrics, now: datetime):
+        key = f"{canary.metadata.namespace}/{canary.metadata.name}"
+        self.rounds[key] = self.rounds.get(key, 0) + 1
+        return tuple(MetricResult(name=m.check.name, verdict=self.verdict, value=1.0) for m in metrics)
+
+
+@pytest.fixture
+async def cluster():
+    async with SandboxCluster(ready_delay=0.05, tick_interval=0.5) as sandbox:
+        world.install_crds(sandbox.store)
+        world.install_gateway(sandbox.store)
+        yield sandbox
+
+
+def settings_for(cluster, **overrides) -> Settings:
+    values = {
+        "kubeconfig": str(cluster.kubeconfig_path),
+        "health_address": "127.0.0.1:0",
+        "metrics_address": "127.0.0.1:0",
+        "prometheus_url": "http://127.0.0.1:9",
+        "qps": 500,
+        "burst": 1000,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def initialized(store, name):
+    await world.wait_until(
+        lambda: world.status(store, NS, name).get("phase") == "Initialized",
+        timeout=15,
+        message=f"{name} initialized",
+    )
+
+
+async def test_initializes_progresses_and_promotes_with_two_writes_per_step(cluster):
+    store = cluster.store
+    world.app(store, NS, "cart", step_weights=[10, 30, 50], interval="1s", metrics=METRIC)
+    analysis = ScriptedAnalysis()
+    recorder = world.WeightRecorder(store, NS, "cart")
+    async with running_controller(
+        settings_for(cluster), analyzer=analysis, user_agent="canaryd-under-test"
+    ) as ctl:
+        await initialized(store, "cart")
+        primary = store.get("deployments", "cart-primary", NS)
+        assert primary["metadata"]["ownerReferences"][0]["kind"] == "Canary"
+        assert store.get("deployments", "cart", NS)["spec"]["replicas"] == 0
+        assert store.get("services", "cart-canary", NS)["spec"]["selector"] == {"app": "cart"}
+        assert store.get("services", "cart-primary", NS)["spec"]["selector"] == {"app": "cart-primary"}
+
+        audit_from = cluster.api_server.audit.now()
+        world.new_revision(store, NS, "cart", "app:2.0")
+        await world.wait_until(
+            lambda: world.status(store, NS, "cart").get("phase") == "Succeeded",
+            timeout=30,
+            message="promoted",
+        )
+        assert recorder.sequence == [(100, 0), (90, 10), (70, 30), (50, 50), (100, 0)]
+        primary = store.get("deployments", "cart-primary", NS)
+        assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "app:2.0"
+        assert store.get("deployments", "cart", NS)["spec"]["replicas"] == 0
+        reasons = [e["reason"] for e in world.events(store, NS, "cart")]
+        assert reasons.count("StepAdvanced") >= 2 or len(reasons) >= 5
+
+        # What the controller asked of the API server during the run: writes only, no reads.
+        entries = cluster.api_server.audit.entries(user_agent="canaryd-under-test", since=audit_from)
+        reads = [e for e in entries if e.verb in ("get", "list") and e.resource != "leases"]
+        assert reads == []
+        route_patches = [e for e in entries if e.resource == "httproutes" and e.verb == "patch"]
+        assert len(route_patches) == 4  # 10, 30, 50, back to the primary
+        assert analysis.rounds["shop/cart"] >= 3
+
+        async with aiohttp.ClientSession() as http:
+            host, port = ctl.endpoints.bound["metrics"]
+            text = await (await http.get(f"http://{host}:{port}/metrics")).text()
+            assert 'canaryd_canary_phase{name="cart",namespace="shop",phase="Succeeded"} 1.0' in text
+            assert "canaryd_step_lateness_seconds_count" in text
+            assert 'canaryd_kubernetes_requests_total{code="200",resource="httproutes",verb="patch"}' in text
+            host, port = ctl.endpoints.bound["health"]
+            assert (await http.get(f"http://{host}:{port}/readyz")).status == 200
+            assert (await http.get(f"http://{host}:{port}/healthz")).status == 200
+    recorder.close()
+
+
+async def test_failing_analysis_rolls_back_at_the_threshold(cluster):
+    store = cluster.store
+    world.app(store, NS, "pay", step_weights=[20, 40, 60], interval="1s", threshold=2, metrics=METRIC)
+    analysis = ScriptedAnalysis()
+    async with running_controller(settings_for(cluster), analyzer=analysis):
+        await initialized(store, "pay")
+        analysis.verdict = Verdict.FAIL
+        world.new_revision(store, NS, "pay", "app:bad")
+        await world.wait_until(lambda: world.status(store, NS, "pay").get("phase") == "Failed", timeout=20)
+        assert world.status(store, NS, "pay")["failedChecks"] == 2
+        await world.wait_until(
+            lambda: store.get("deployments", "pay", NS)["spec"]["replicas"] == 0, timeout=10
+        )
+        assert world.weights(store, NS, "pay") == (100, 0)
+        primary = store.get("deployments", "pay-primary", NS)
+        assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "app:1.0"
+
+
+async def test_max_concurrent_runs_makes_the_second_run_wait(cluster):
+    store = cluster.store
+    for name in ("one", "two"):
+        world.app(store, NS, name, step_weights=[10, 20, 30, 40], interval="1s", metrics=METRIC)
+    analysis = ScriptedAnalysis()
+    async with running_controller(settings_for(cluster, max_concurrent_runs=1), analyzer=analysis):
+        await initialized(store, "one")
+        await initialized(store, "two")
+        world.new_revision(store, NS, "one", "app:2")
+        world.new_revision(store, NS, "two", "app:2")
+        await world.wait_until(
+            lambda: (
+                {world.status(store, NS, n).get("phase") for n in ("one", "two")}
+                == {"Progressing", "Waiting"}
+            ),
+            timeout=10,
+        )
+        phases = []
+        while {world.status(store, NS, n).get("phase") for n in ("one", "two")} != {"Succeeded"}:
+            phases.append(tuple(world.status(store, NS, n).get("phase") for n in ("one", "two")))
+            await asyncio.sleep(0.05)
+            assert len(phases) < 800, "both runs should finish"
+        assert ("Progressing", "Progressing") not in phases
+
+
+async def test_bad_input_gets_conditions_and_events_not_a_crash(cluster):
+    store = cluster.store
+    store.ensure_namespace(NS)
+    # A Canary whose target, route and template do not exist.
+    store.create(
+        "canaries.canaryd.io",
+        world.canary(
+            NS,
+            "ghost",
+            metrics=[{"name": "sr", "templateRef": {"name": "nope"}, "thresholdRange": {"min": 1}}],
+        ),
+    )
+    analysis = ScriptedAnalysis()
+    async with running_controller(settings_for(cluster), analyzer=analysis):
+        ready = await world.wait_until(lambda: world.condition(store, NS, "ghost", "Ready"), timeout=10)
+        assert ready["status"] == "False"
+        await world.wait_until(lambda: world.events(store, NS, "ghost"), timeout=10)
+        # Fixing the input lets it proceed, without restarting anything.
+        store.create("deployments", world.deployment(NS, "ghost"))
+        store.create("httproutes.gateway.networking.k8s.io", world.route(NS, "ghost"))
+        store.create(
+            "metrictemplates.canaryd.io",
+            {
+                "apiVersion": "canaryd.io/v1alpha1",
+                "kind": "MetricTemplate",
+                "metadata": {"name": "nope", "namespace": NS},
+                "spec": {"query": "vector(1)"},
+            },
+        )
+        await initialized(store, "ghost")
+        assert world.condition(store, NS, "ghost", "Ready")["status"] == "True"
