@@ -14,9 +14,9 @@ From the user's side:
   holds one request) and the command says which request it replaced;
 - ``--request-id ID`` makes a retried script idempotent: an id already
   acknowledged is reported without writing anything;
-- the controller may answer ``ActionIgnored`` (e.g. ``pause`` while paused);
-  that is success when the state the person asked for already holds, and a
-  refusal (its own exit code) when it does not (``promote`` on a Failed run).
+- the controller may answer ``ignored: <why>`` (e.g. ``resume`` when not
+  paused); that is success when the state the person asked for already holds,
+  and a refusal (its own exit code) when it does not (``promote`` on a Failed run).
 """
 
 from __future__ import annotations
@@ -94,9 +94,15 @@ def new_request(action: Action, request_id: str | None, now: datetime) -> dict[s
     }
 
 
-def result_reason(result: str) -> str:
-    """The Reason at the head of a result (``"ActionIgnored: already paused"`` -> ``ActionIgnored``)."""
-    return result.split(":", 1)[0].strip()
+def was_ignored(result: str) -> bool:
+    """Whether the controller answered without doing anything.
+
+    The controller's result is a sentence for people (``paused at step 2 (10%)``);
+    when the action did not apply it starts with ``ignored:`` (the Event's reason
+    is then ActionIgnored, which is accepted here too).
+    """
+    head = result.split(":", 1)[0].strip().lower()
+    return head in ("ignored", Reason.ACTION_IGNORED.value.lower())
 
 
 def wanted_state_holds(action: str, canary: dict[str, Any]) -> bool:
@@ -118,8 +124,7 @@ def wanted_state_holds(action: str, canary: dict[str, Any]) -> bool:
 
 def judge(action: str, acknowledgement: dict[str, Any], canary: dict[str, Any]) -> str:
     """DONE unless the controller ignored the action and the wanted state does not hold."""
-    ignored = result_reason(str(acknowledgement.get("result", ""))) == Reason.ACTION_IGNORED.value
-    if ignored and not wanted_state_holds(action, canary):
+    if was_ignored(str(acknowledgement.get("result", ""))) and not wanted_state_holds(action, canary):
         return Outcome.REFUSED
     return Outcome.DONE
 

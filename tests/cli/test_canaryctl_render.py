@@ -142,9 +142,9 @@ def test_progress_bar_is_proportional_to_max_weight() -> None:
 
 
 def test_ignored_action_is_success_only_when_the_wanted_state_holds() -> None:
-    ignored = {"id": "x", "action": "pause", "result": "ActionIgnored: already paused"}
-    assert judge("pause", ignored, canary(phase="Progressing", paused=True)) == Outcome.DONE
-    assert judge("promote", {**ignored, "result": "ActionIgnored: run failed"},
+    ignored = {"id": "x", "action": "resume", "result": "ignored: not paused"}
+    assert judge("resume", ignored, canary(phase="Progressing", paused=False)) == Outcome.DONE
+    assert judge("promote", {**ignored, "result": "ignored: no run in progress (phase Failed)"},
                  canary(phase="Failed")) == Outcome.REFUSED
     promoted = {"id": "x", "result": "PromotedManually"}
     assert judge("promote", promoted, canary(phase="Promoting")) == Outcome.DONE
