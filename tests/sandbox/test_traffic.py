@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from canaryd.api.constants import ANNOTATION_ERROR_RATE, ANNOTATION_LATENCY_MS, ANNOTATION_RPS
 from canaryd.sandbox.deployments import DeploymentSimulator
@@ -25,6 +25,7 @@ from canaryd.sandbox.traffic import (
     TrafficWorld,
     flows_by_series,
     plan_traffic,
+    render_text,
 )
 
 GW = "gateway.networking.k8s.io"
@@ -105,7 +106,7 @@ def world(*deployments: dict[str, Any], services: list[dict[str, Any]] | None = 
         deployments = (deployment("payments-api-primary"), deployment("payments-api"))
     return TrafficWorld(
         gateway=GatewayWorld(services={("payments", s["metadata"]["name"]): s for s in services}),
-        deployments={"payments": list(deployments)},
+        deployments={"payments": {d["metadata"]["name"]: d for d in deployments}},
     )
 
 
@@ -276,6 +277,20 @@ def test_metrics_exposition_uses_the_contract_names_and_labels() -> None:
     assert "canaryd_sandbox_request_duration_seconds_count" in text
 
 
+def test_fast_exposition_is_identical_to_prometheus_client_output() -> None:
+    metrics = TrafficMetrics()
+    flows = (
+        Flow("payments", "payments-api", "payments-api-primary", "payments-api-primary", 0.7, latency_ms=12),
+        Flow("payments", "payments-api", "payments-api-canary", "", 0.2, gateway_code="503"),
+        Flow("odd", 'quote"back\\slash\nnewline', "s", "d", 0.1, error_rate=0.3, latency_ms=900),
+    )
+    for _ in range(7):
+        metrics.record(plan(1_234_567, *flows), 1.3)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    assert render_text(metrics) == generate_latest(registry)
+
+
 # --------------------------------------------------------------------------- through a real Prometheus
 
 
@@ -328,6 +343,70 @@ def populate(store: ObjectStore) -> None:
         )
     body = route([canary_rule(80, 20)], rps="400", accepted=False)
     store.create(f"httproutes.{GW}", body)
+
+
+def plan_rates(traffic: TrafficSimulator) -> dict[tuple[str, str, str], float]:
+    return {(ns, s, d): round(rate, 6) for (ns, _, s, d), rate in flows_by_series(traffic.plans).items()}
+
+
+async def test_simulator_replans_when_routes_services_deployments_or_grants_change() -> None:
+    store = ObjectStore()
+    store.ensure_namespace("payments")
+    store.ensure_namespace("shared")
+    traffic = TrafficSimulator(store)
+    await traffic.start()
+    try:
+        store.create(
+            "deployments", {**deployment("backend"), "metadata": {"name": "backend", "namespace": "shared"}}
+        )
+        store.create(
+            "services",
+            {
+                "metadata": {"name": "backend", "namespace": "shared"},
+                "spec": {"selector": {"app": "backend"}, "ports": [{"port": 80}]},
+            },
+        )
+        body = route(
+            [{"backendRefs": [{"name": "backend", "namespace": "shared", "port": 80}]}],
+            rps="10",
+            accepted=False,
+        )
+        store.create(f"httproutes.{GW}", body)
+        assert traffic.plans == []  # not accepted yet
+        current = store.get(f"httproutes.{GW}", "payments-api", "payments")
+        store.update_status(f"httproutes.{GW}", {"metadata": current["metadata"], "status": ACCEPTED_STATUS})
+        assert plan_rates(traffic) == {("payments", "backend", ""): 10.0}  # 500: no ReferenceGrant
+        assert codes(traffic.plans) == {("backend", ""): "500"}
+        store.create(
+            f"referencegrants.{GW}",
+            {
+                "metadata": {"name": "from-payments", "namespace": "shared"},
+                "spec": {
+                    "from": [{"group": GW, "kind": "HTTPRoute", "namespace": "payments"}],
+                    "to": [{"group": "", "kind": "Service"}],
+                },
+            },
+        )
+        assert codes(traffic.plans) == {("backend", ""): "503"}  # permitted, but no ready pods yet
+        store.update_status(
+            "deployments",
+            {"metadata": {"name": "backend", "namespace": "shared"}, "status": {"readyReplicas": 2}},
+            "shared",
+        )
+        assert codes(traffic.plans) == {("backend", "backend"): None}
+        store.patch(
+            "deployments",
+            "backend",
+            {"spec": {"template": {"metadata": {"annotations": {ANNOTATION_ERROR_RATE: "0.5"}}}}},
+            "shared",
+        )
+        assert [f.error_rate for p in traffic.plans for f in p.flows] == [0.5]
+        store.delete("services", "backend", "shared")
+        assert codes(traffic.plans) == {("backend", ""): "500"}
+        store.delete(f"httproutes.{GW}", "payments-api", "payments")
+        assert traffic.plans == []
+    finally:
+        await traffic.stop()
 
 
 @pytest.mark.prometheus
