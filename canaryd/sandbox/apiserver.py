@@ -24,6 +24,9 @@ import base64
 import contextlib
 import json
 import logging
+import shutil
+import ssl
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -150,6 +153,7 @@ class SandboxApiServer:
         seed: int | None = None,
         require_namespaces: bool = True,
         audit_limit: int = 100_000,
+        tls: bool = False,
     ) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError("the sandbox API server listens on the loopback address only")
@@ -163,6 +167,10 @@ class SandboxApiServer:
         self.bookmark_interval = bookmark_interval
         self.users: dict[str, User] = {}
         self.port = 0
+        self.tls = tls
+        #: PEM of the self-signed certificate when `tls` (it is also the CA to trust).
+        self.ca_pem: bytes | None = None
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._watch_tasks: set[asyncio.Task[Any]] = set()
@@ -171,14 +179,17 @@ class SandboxApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     async def start(self) -> str:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self.requested_port, shutdown_timeout=0.5)
+        ssl_context = await self._tls_context() if self.tls else None
+        self._site = web.TCPSite(
+            self._runner, self.host, self.requested_port, shutdown_timeout=0.5, ssl_context=ssl_context
+        )
         await self._site.start()
         server = self._site._server  # the bound socket tells the real port when 0 was asked
         assert server is not None
@@ -191,6 +202,49 @@ class SandboxApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
+
+    async def _tls_context(self) -> ssl.SSLContext:
+        """A self-signed certificate for 127.0.0.1/localhost, made with the openssl command."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise RuntimeError("tls=True needs the openssl command (apt-get install openssl)")
+        self._tls_dir = tempfile.TemporaryDirectory(prefix="canaryd-sandbox-tls-")
+        key = Path(self._tls_dir.name) / "key.pem"
+        cert = Path(self._tls_dir.name) / "cert.pem"
+        process = await asyncio.create_subprocess_exec(
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "7",
+            "-subj",
+            "/CN=canaryd-sandbox",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"openssl could not make a certificate: {stderr.decode().strip()}")
+        self.ca_pem = cert.read_bytes()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        return context
 
     async def __aenter__(self) -> SandboxApiServer:
         await self.start()
@@ -200,9 +254,17 @@ class SandboxApiServer:
         await self.stop()
 
     def write_kubeconfig(
-        self, path: str | Path, *, token: str | None = None, namespace: str | None = None
+        self,
+        path: str | Path,
+        *,
+        token: str | None = None,
+        namespace: str | None = None,
+        impersonate: str | None = None,
     ) -> Path:
-        return write_kubeconfig(path, self.url, token=token, namespace=namespace)
+        """A kubeconfig for this server. kubectl sends `token` only over TLS; `impersonate` works on both."""
+        return write_kubeconfig(
+            path, self.url, token=token, namespace=namespace, ca_pem=self.ca_pem, impersonate=impersonate
+        )
 
     # ------------------------------------------------------------------ users
 
@@ -217,15 +279,20 @@ class SandboxApiServer:
 
     def _authenticate(self, request: web.Request) -> User:
         header = request.headers.get("Authorization", "")
-        if not header.lower().startswith("bearer "):
-            return User(ADMIN)
-        token = header[7:].strip()
-        user = self.users.get(token)
-        if user is not None:
-            return user
-        if self.users:
-            raise ApiError(401, "Unauthorized", "Unauthorized")
-        return User(ADMIN)
+        user = User(ADMIN)
+        if header.lower().startswith("bearer "):
+            token = header[7:].strip()
+            known = self.users.get(token)
+            if known is not None:
+                user = known
+            elif self.users:
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+        impersonated = request.headers.get("Impersonate-User")
+        if impersonated:
+            if user.allow is not None and not user.may("impersonate", "users", None):
+                raise errors.forbidden(user.name, "impersonate", "users", "", None, impersonated)
+            user = next((u for u in self.users.values() if u.name == impersonated), User(impersonated, ()))
+        return user
 
     # ------------------------------------------------------------------ dispatch
 
