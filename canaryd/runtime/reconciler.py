@@ -33,7 +33,7 @@ from canaryd.core import effects as fx
 from canaryd.core.lifecycle import Decision
 from canaryd.core.observations import MetricResult, Observations
 from canaryd.core.revision import deployment_template_hash
-from canaryd.core.routes import weight_patch
+from canaryd.core.routes import inspect_route, weight_patch, weights_match
 from canaryd.core.workloads import (
     canary_service_name,
     primary_deployment,
@@ -255,7 +255,7 @@ class Reconciler:
         elif isinstance(effect, fx.ScaleTarget):
             await self._scale_target(effect.replicas, canary)
         elif isinstance(effect, fx.SetRouteWeights):
-            await self._set_weights(effect.primary, effect.canary, canary)
+            await self._set_weights(effect.primary, effect.canary, canary, status)
         else:  # pragma: no cover - the Effect union is closed
             raise TypeError(f"unknown effect {effect!r}")
 
@@ -286,23 +286,24 @@ class Reconciler:
         if (target.get("spec") or {}).get("replicas") != replicas:
             await self.writer.scale(namespace, target_name, replicas)
 
-    async def _set_weights(self, primary_weight: int, canary_weight: int, canary: Canary) -> None:
+    async def _set_weights(
+        self, primary_weight: int, canary_weight: int, canary: Canary, status: CanaryStatus
+    ) -> None:
         namespace = canary.metadata.namespace
         target_name = canary.spec.target_ref.name
+        primary_svc, canary_svc = primary_name(target_name), canary_service_name(target_name)
+        # What canaryd itself last put on the routes; anything else there was written by someone else.
+        last_canary = canary.status.canary_weight
         for ref in canary.spec.route_refs:
             resource = ROUTE_RESOURCES[ref.kind]
             route = self.caches.routes[ref.kind].get(namespace, ref.name)
             if route is None:
                 continue
-            ops = weight_patch(
-                route,
-                primary_name(target_name),
-                canary_service_name(target_name),
-                primary_weight,
-                canary_weight,
-            )
+            ops = weight_patch(route, primary_svc, canary_svc, primary_weight, canary_weight)
             if not ops:
                 continue
+            state = inspect_route(ref.kind, ref.name, route, primary_svc, canary_svc)
+            drifted = not weights_match(state, 100 - last_canary, last_canary)
             try:
                 await self.writer.patch_route(resource, namespace, ref.name, ops)
             except ApiError as exc:
@@ -311,6 +312,20 @@ class Reconciler:
                 log.info("route changed under us; reading it again and deciding again", route=ref.name)
                 await self.writer.refresh(resource, namespace, ref.name)
                 raise RouteConflict(ref.name) from exc
+            if drifted:
+                found = (
+                    f"primary {state.primary_weight}, canary {state.canary_weight}"
+                    if state.primary_weight is not None and state.canary_weight is not None
+                    else "different weights in different rules"
+                )
+                await self.writer.record_event(
+                    self._latest(canary),
+                    "Warning",
+                    Reason.ROUTE_WEIGHTS_DRIFTED,
+                    f"{ref.kind} {ref.name} weights were changed outside canaryd ({found}); put back to "
+                    f"primary {primary_weight}, canary {canary_weight}. Other fields of the route were kept.",
+                    action=str(status.phase or ""),
+                )
 
     async def _report_invalid(self, raw: dict[str, Any], message: str) -> None:
         """A Canary the controller cannot parse: say why in a condition and an Event, once per change."""

@@ -189,3 +189,75 @@ async def test_bad_input_gets_conditions_and_events_not_a_crash(cluster):
         )
         await initialized(store, "ghost")
         assert world.condition(store, NS, "ghost", "Ready")["status"] == "True"
+
+
+async def test_route_edited_mid_run_gets_its_weights_back_and_keeps_the_filter(cluster):
+    store = cluster.store
+    world.app(store, NS, "feed", step_weights=[10, 20, 30], interval="2s", metrics=METRIC)
+    async with running_controller(settings_for(cluster), analyzer=ScriptedAnalysis()):
+        await initialized(store, "feed")
+        world.new_revision(store, NS, "feed", "app:2")
+        await world.wait_until(lambda: world.weights(store, NS, "feed") == (90, 10), timeout=10)
+        filter_ = {
+            "type": "RequestHeaderModifier",
+            "requestHeaderModifier": {"set": [{"name": "x-team", "value": "feed"}]},
+        }
+        store.patch(
+            "httproutes.gateway.networking.k8s.io",
+            "feed",
+            [
+                {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 50},
+                {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 50},
+                {"op": "add", "path": "/spec/rules/0/filters", "value": [filter_]},
+            ],
+            NS,
+            patch_type="json",
+        )
+        await world.wait_until(lambda: world.weights(store, NS, "feed") in ((90, 10), (80, 20)), timeout=5)
+        route = store.get("httproutes.gateway.networking.k8s.io", "feed", NS)
+        assert route["spec"]["rules"][0]["filters"] == [filter_]
+        drift = [e for e in world.events(store, NS, "feed") if e["reason"] == "RouteWeightsDrifted"]
+        assert drift and "primary 50, canary 50" in drift[0]["note"]
+
+
+async def test_route_not_accepted_by_its_gateway_moves_no_traffic(cluster):
+    store = cluster.store
+    store.ensure_namespace(NS)
+    store.create("deployments", world.deployment(NS, "orphan"))
+    store.create("httproutes.gateway.networking.k8s.io", world.route(NS, "orphan", parent="no-such-gateway"))
+    store.create("canaries.canaryd.io", world.canary(NS, "orphan", metrics=METRIC))
+    recorder = world.WeightRecorder(store, NS, "orphan")
+    async with running_controller(settings_for(cluster), analyzer=ScriptedAnalysis()):
+        await world.wait_until(lambda: world.find(store, "deployments", NS, "orphan-primary"), timeout=10)
+        world.new_revision(store, NS, "orphan", "app:2")
+        routes_ready = await world.wait_until(
+            lambda: (
+                (c := world.condition(store, NS, "orphan", "RoutesReady")) and c["status"] == "False" and c
+            ),
+            timeout=10,
+        )
+        assert "no-such-gateway" in routes_ready["message"]
+        await asyncio.sleep(2.5)
+        assert recorder.sequence == [(100, 0)]
+        assert world.status(store, NS, "orphan").get("canaryWeight", 0) == 0
+    recorder.close()
+
+
+async def test_deleted_canary_returns_traffic_before_its_finalizer_goes(cluster):
+    store = cluster.store
+    world.app(store, NS, "gone", step_weights=[30, 60], interval="1s", metrics=METRIC)
+    weights_when_deleted: list[tuple[int, int]] = []
+
+    def on_event(event) -> None:
+        if event.type == "DELETED" and event.storage_key[1] == "canaries":
+            weights_when_deleted.append(world.weights(store, NS, "gone"))
+
+    unsubscribe = store.subscribe(on_event)
+    async with running_controller(settings_for(cluster), analyzer=ScriptedAnalysis()):
+        await initialized(store, "gone")
+        world.new_revision(store, NS, "gone", "app:2")
+        await world.wait_until(lambda: world.weights(store, NS, "gone") == (70, 30), timeout=10)
+        store.delete("canaries.canaryd.io", "gone", NS)
+        await world.wait_until(lambda: weights_when_deleted, timeout=10)
+    unsubscribe()
+    assert weights_when_deleted == [(100, 0)]

@@ -214,3 +214,12 @@ class WeightRecorder:
 
     def close(self) -> None:
         self._unsubscribe()
+
+
+def find(store: Any, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The stored object, or None when it does not exist."""
+    try:
+        obj: dict[str, Any] = store.get(resource, name, namespace)
+    except Exception:
+        return None
+    return obj
