@@ -21,6 +21,7 @@ Two choices keep that agreement exact:
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
@@ -96,6 +97,11 @@ def _rfc3339(value: object) -> object:
         if parsed is not None:
             return parsed
     raise ValueError(f"must be an RFC 3339 date-time such as 2024-05-01T10:00:00Z, not {value!r}")
+
+
+def _finite_or_null(value: float | None) -> float | None:
+    """JSON has no NaN or infinity (Prometheus returns NaN for 0/0): such a value is written as null."""
+    return value if value is None or math.isfinite(value) else None
 
 
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
@@ -291,7 +297,10 @@ class Condition(_Model):
 class MetricStatus(_Model):
     name: str = Field(min_length=1, max_length=63)
     verdict: Verdict
-    value: JsonFloat | None = None
+    #: The measured value; NaN or infinity (kept in memory) is written as null.
+    value: Annotated[
+        JsonFloat | None, PlainSerializer(_finite_or_null, return_type=float | None, when_used="json")
+    ] = None
     message: str = Field(default="", max_length=32768)
     checked_at: Timestamp | None = None
 

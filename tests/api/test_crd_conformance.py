@@ -878,6 +878,20 @@ def test_a_status_round_trips_through_the_models_unchanged() -> None:
     assert CanaryStatus.model_validate(dumped).dump() == dumped
 
 
+def test_a_nan_metric_value_is_written_as_null_which_the_schema_accepts() -> None:
+    import json
+
+    from canaryd.api.models import CanaryStatus, MetricStatus
+
+    status = CanaryStatus(metrics=[MetricStatus(name="success-rate", verdict="Fail", value=float("nan"))])
+    dumped = status.dump()
+    assert dumped["metrics"][0]["value"] is None
+    json.dumps(dumped, allow_nan=False)  # what an API server can parse
+    obj = base_canary()
+    obj["status"] = dumped
+    assert server_errors(obj) == []
+
+
 def test_naive_times_from_the_controller_are_written_as_utc() -> None:
     from datetime import datetime
 
