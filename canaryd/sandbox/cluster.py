@@ -51,6 +51,8 @@ class SandboxCluster:
         tick_interval: seconds between traffic simulator ticks.
         default_rps: request rate of routes without the `sandbox.canaryd.io/rps` annotation.
         gateway_class: when set, a GatewayClass of that name for the sandbox gateway is created.
+        simulate_traffic: run the traffic simulator (off for benchmarks that judge canaries otherwise;
+            then there is no metrics endpoint and Prometheus cannot be started).
         seed: makes generated names and injected faults repeatable.
         api_server_options: further keyword arguments for `SandboxApiServer`.
     """
@@ -69,6 +71,7 @@ class SandboxCluster:
         tick_interval: float = DEFAULT_TICK_INTERVAL,
         default_rps: float = DEFAULT_RPS,
         gateway_class: str | None = None,
+        simulate_traffic: bool = True,
         seed: int | None = None,
         api_server_options: dict[str, Any] | None = None,
     ) -> None:
@@ -79,6 +82,11 @@ class SandboxCluster:
         self.traffic = TrafficSimulator(
             self.store, tick_interval=tick_interval, port=metrics_port, default_rps=default_rps
         )
+        if with_prometheus and not simulate_traffic:
+            raise ValueError(
+                "with_prometheus needs simulate_traffic: Prometheus scrapes the traffic simulator"
+            )
+        self.simulate_traffic = simulate_traffic
         self.with_prometheus = with_prometheus
         self.prometheus: PrometheusServer | None = None
         self._prometheus_port = prometheus_port
@@ -103,12 +111,19 @@ class SandboxCluster:
 
     @property
     def metrics_url(self) -> str:
+        """The traffic simulator's /metrics URL (RuntimeError when traffic is not simulated)."""
+        self._require_traffic()
         return self.traffic.metrics_url
 
     @property
     def metrics_target(self) -> str:
         """`host:port` of the traffic simulator, as a Prometheus scrape target."""
+        self._require_traffic()
         return self.traffic.target
+
+    def _require_traffic(self) -> None:
+        if not self.simulate_traffic:
+            raise RuntimeError("this sandbox cluster runs without the traffic simulator")
 
     @property
     def prometheus_url(self) -> str | None:
@@ -132,8 +147,9 @@ class SandboxCluster:
             self._started.append("deployments")
             self.gateway.start()
             self._started.append("gateway")
-            await self.traffic.start()
-            self._started.append("traffic")
+            if self.simulate_traffic:
+                await self.traffic.start()
+                self._started.append("traffic")
             if self._gateway_class:
                 self._ensure_gateway_class(self._gateway_class)
             if self.with_prometheus:

@@ -510,10 +510,33 @@ def attached_route_counts(
     return counts
 
 
+def route_attachments(route: Obj, route_kind: str, world: GatewayWorld) -> dict[Key, frozenset[str]]:
+    """(Gateway namespace, name) -> names of the listeners of that sandbox Gateway the route attached to."""
+    route_namespace = _meta(route).get("namespace", "")
+    result: dict[Key, set[str]] = {}
+    for parent_ref in _spec(route).get("parentRefs") or []:
+        group, kind, namespace, name, _, _ = normalized_parent_ref(parent_ref, route_namespace)
+        gateway = world.gateways.get((namespace, name))
+        if group != GATEWAY_GROUP or kind != "Gateway" or gateway is None or not world.is_ours(gateway):
+            continue
+        attachment = attach(route, route_kind, parent_ref, gateway, world)
+        if attachment.listener_names:
+            result.setdefault((namespace, name), set()).update(attachment.listener_names)
+    return {key: frozenset(names) for key, names in result.items()}
+
+
 def gateway_status(
-    gateway: Obj, world: GatewayWorld, routes: Iterable[tuple[str, Obj]], now: datetime
+    gateway: Obj,
+    world: GatewayWorld,
+    routes: Iterable[tuple[str, Obj]],
+    now: datetime,
+    *,
+    attached_counts: Mapping[str, int] | None = None,
 ) -> dict[str, Any] | None:
-    """The status the sandbox writes on one of its Gateways (None when the Gateway is not ours)."""
+    """The status the sandbox writes on one of its Gateways (None when the Gateway is not ours).
+
+    `attached_counts` (listener name -> routes attached) saves recomputing every route's attachment.
+    """
     if not world.is_ours(gateway):
         return None
     generation = _meta(gateway).get("generation")
@@ -521,7 +544,7 @@ def gateway_status(
     previous_listeners = {
         entry.get("name"): entry.get("conditions") or [] for entry in status.get("listeners") or []
     }
-    counts = attached_route_counts(gateway, routes, world)
+    counts = attached_counts if attached_counts is not None else attached_route_counts(gateway, routes, world)
     listeners_status: list[dict[str, Any]] = []
     valid_count = 0
     listeners = _spec(gateway).get("listeners") or []
@@ -699,6 +722,8 @@ class SandboxGateway:
         self._everything_dirty = False
         self._gateways_dirty = False
         self._world_cache: GatewayWorld | None = None
+        #: (kind, namespace, name) of each route -> the sandbox Gateways' listeners it attached to
+        self._attachments: dict[tuple[str, str, str], dict[Key, frozenset[str]]] = {}
         self._flush_scheduled = False
         self._gateway_timer: asyncio.TimerHandle | None = None
         self._unsubscribe: Any = None
@@ -725,8 +750,11 @@ class SandboxGateway:
         route_kind = _ROUTE_KINDS_BY_KEY.get(event.storage_key)
         if route_kind is not None:
             metadata = _meta(event.obj)
-            if event.type != "DELETED":
-                self._dirty_routes.add((route_kind, metadata.get("namespace", ""), metadata.get("name", "")))
+            route_key = (route_kind, metadata.get("namespace", ""), metadata.get("name", ""))
+            if event.type == "DELETED":
+                self._attachments.pop(route_key, None)
+            else:
+                self._dirty_routes.add(route_key)
             if not _only_status_changed(event):
                 self._gateways_dirty = True
             self._schedule_flush()
@@ -809,6 +837,7 @@ class SandboxGateway:
                     gateway_class,
                     {**(gateway_class.get("status") or {}), **status},
                 )
+        self._attachments.clear()
         for kind, route in self.routes():
             self._reconcile_route(
                 kind, _meta(route).get("namespace", ""), _meta(route).get("name", ""), world
@@ -817,10 +846,16 @@ class SandboxGateway:
 
     def _reconcile_gateways(self, world: GatewayWorld) -> None:
         now = self.store.now()
-        routes = self.routes()
+        counts: dict[Key, dict[str, int]] = {}
+        for attachments in self._attachments.values():
+            for gateway_key, listener_names in attachments.items():
+                per_listener = counts.setdefault(gateway_key, {})
+                for listener_name in listener_names:
+                    per_listener[listener_name] = per_listener.get(listener_name, 0) + 1
         gateways, _ = self.store.list_refs("gateways.gateway.networking.k8s.io")  # fresh: status changes too
         for gateway in gateways:
-            status = gateway_status(gateway, world, routes, now)
+            key = (_meta(gateway).get("namespace", ""), _meta(gateway).get("name", ""))
+            status = gateway_status(gateway, world, (), now, attached_counts=counts.get(key, {}))
             if status is not None:
                 self._write_status(
                     "gateways.gateway.networking.k8s.io", gateway, {**(gateway.get("status") or {}), **status}
@@ -831,7 +866,9 @@ class SandboxGateway:
         try:
             route = self.store.get_ref(resource, name, namespace)
         except Exception:
+            self._attachments.pop((kind, namespace, name), None)
             return
+        self._attachments[(kind, namespace, name)] = route_attachments(route, kind, world)
         ours = route_parent_statuses(route, kind, world, self.store.now())
         parents = merged_route_parents(route, ours)
         current = route.get("status") or {}

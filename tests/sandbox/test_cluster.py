@@ -188,6 +188,24 @@ async def test_cluster_with_prometheus_scrapes_the_traffic_and_stops_the_process
         os.kill(pid, 0)
 
 
+async def test_cluster_without_traffic_simulation_still_runs_deployments_and_gateway() -> None:
+    with pytest.raises(ValueError, match="simulate_traffic"):
+        SandboxCluster(with_prometheus=True, simulate_traffic=False)
+    async with SandboxCluster(simulate_traffic=False, ready_delay=0.0) as cluster:
+        cluster.store.ensure_namespace("shop")
+        for kind, body in app_objects("shop"):
+            cluster.store.create(
+                kind if kind in ("deployment", "service") else f"{kind}s.{GW_GROUP}", body, "shop"
+            )
+
+        async def ready() -> bool:
+            return cluster.store.get("deployments", "web", "shop").get("status", {}).get("readyReplicas") == 2
+
+        await eventually(ready)
+        with pytest.raises(RuntimeError, match="without the traffic simulator"):
+            _ = cluster.metrics_url
+
+
 async def test_cluster_without_prometheus_binary_fails_before_starting_anything(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

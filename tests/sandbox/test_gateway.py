@@ -551,6 +551,16 @@ async def test_sandbox_gateway_follows_changes_in_the_store() -> None:
             == {current["metadata"]["generation"]}
             == {2}
         )
+
+        store.delete("httproutes.gateway.networking.k8s.io", "payments-api", "payments")
+        await eventually(
+            lambda: (
+                store.get("gateways.gateway.networking.k8s.io", "public", "infra")["status"]["listeners"][0][
+                    "attachedRoutes"
+                ]
+                == 0
+            )
+        )
     finally:
         gateway_controller.stop()
 
