@@ -1,0 +1,154 @@
+"""`canaryctl` steering live runs of the real controller on the sandbox cluster.
+
+The controller runs in-process (caches, workers, writers, the lifecycle) with a
+scripted analysis that always passes, so the only thing deciding the course of
+a run besides the schedule is what a person asks for with `canaryctl`. The
+program runs for real in its own thread and event loop, over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from canaryd.api.constants import Verdict
+from canaryd.cli import canaryctl
+from canaryd.core.observations import MetricResult
+from canaryd.runtime.controller import running_controller
+from canaryd.runtime.settings import Settings
+from canaryd.sandbox.cluster import SandboxCluster
+from tests.cli.test_canaryctl import Run, run_ctl
+from tests.runtime import world
+
+NS = "shop"
+METRIC = [{"name": "ok", "query": "vector(1)", "thresholdRange": {"min": 0}}]
+
+
+class PassingAnalysis:
+    async def __call__(self, canary: Any, metrics: Any, now: datetime) -> tuple[MetricResult, ...]:
+        return tuple(MetricResult(name=m.check.name, verdict=Verdict.PASS, value=1.0) for m in metrics)
+
+
+@pytest.fixture
+async def cluster() -> Any:
+    async with SandboxCluster(ready_delay=0.05, tick_interval=0.5) as sandbox:
+        world.install_crds(sandbox.store)
+        world.install_gateway(sandbox.store)
+        yield sandbox
+
+
+def controller(cluster: Any) -> Any:
+    settings = Settings(
+        kubeconfig=str(cluster.kubeconfig_path), health_address="0", metrics_address="0",
+        prometheus_url="http://127.0.0.1:9", qps=500, burst=1000,
+    )
+    return running_controller(settings, analyzer=PassingAnalysis())
+
+
+async def ctl(cluster: Any, *argv: str) -> Run:
+    return await asyncio.to_thread(run_ctl, "--kubeconfig", str(cluster.kubeconfig_path), "-n", NS, *argv)
+
+
+def status(cluster: Any, name: str) -> dict[str, Any]:
+    return world.status(cluster.store, NS, name)
+
+
+async def start_run(cluster: Any, name: str) -> world.WeightRecorder:
+    """Wait for the Canary to initialize, then roll out a new revision and wait for its first step."""
+    await world.wait_until(lambda: status(cluster, name).get("phase") == "Initialized", 15,
+                           message="initialized")
+    recorder = world.WeightRecorder(cluster.store, NS, name)
+    world.new_revision(cluster.store, NS, name, "app:2.0")
+    await world.wait_until(lambda: status(cluster, name).get("step", 0) >= 1, 15, message="first step")
+    return recorder
+
+
+async def test_pause_holds_the_weight_resume_continues_and_promote_skips_the_rest(cluster: Any) -> None:
+    world.app(cluster.store, NS, "cart", step_weights=[10, 20, 30, 40, 50], interval="1s", metrics=METRIC)
+    async with controller(cluster):
+        recorder = await start_run(cluster, "cart")
+
+        paused = await ctl(cluster, "pause", "cart")
+        assert paused.code == 0, paused.err
+        assert "pause acknowledged by the controller: paused at step" in paused.out
+        held = world.weights(cluster.store, NS, "cart")
+        step = status(cluster, "cart")["step"]
+        await asyncio.sleep(2.5)  # more than two analysis intervals
+        assert world.weights(cluster.store, NS, "cart") == held
+        assert status(cluster, "cart")["step"] == step
+
+        page = await ctl(cluster, "status", "cart")
+        assert page.code == 0
+        assert "Paused:          yes" in page.out
+        assert "Last action:     pause -> paused at step" in page.out
+        event_reasons = [e["reason"] for e in world.events(cluster.store, NS, "cart")]
+        assert "Paused" in event_reasons
+
+        again = await ctl(cluster, "pause", "cart")
+        assert again.code == 0 and "already paused" in again.out
+
+        resumed = await ctl(cluster, "resume", "cart")
+        assert resumed.code == 0 and "resumed" in resumed.out
+        await world.wait_until(lambda: status(cluster, "cart")["step"] > step, 10, message="stepping again")
+
+        promoted = await ctl(cluster, "promote", "cart")
+        assert promoted.code == 0, promoted.out + promoted.err
+        assert "promoting revision" in promoted.out
+        watched = await ctl(cluster, "status", "cart", "--watch", "--timeout", "30s")
+        assert watched.code == 0, watched.out + watched.err
+        assert watched.out.strip().splitlines()[-1].split()[1] == "Succeeded"
+        assert status(cluster, "cart")["lastPromotedRevision"] == status(cluster, "cart")["revision"]
+        canary_weights = [pair[1] for pair in recorder.sequence]
+        assert held[1] in canary_weights
+        assert max(canary_weights) < 50  # the remaining steps were skipped
+        assert canary_weights[-1] == 0
+        recorder.close()
+
+
+async def test_abort_rolls_back_and_retry_survives_a_controller_restart(cluster: Any) -> None:
+    world.app(cluster.store, NS, "pay", step_weights=[20, 40, 60, 80], interval="1s", metrics=METRIC)
+    async with controller(cluster):
+        recorder = await start_run(cluster, "pay")
+        watching = asyncio.create_task(ctl(cluster, "status", "pay", "--watch"))
+        await asyncio.sleep(0.3)
+
+        aborted = await ctl(cluster, "abort", "pay")
+        assert aborted.code == 0, aborted.err
+        assert "abort acknowledged by the controller: rolled back revision" in aborted.out
+        assert "phase Failed, weight 0%" in aborted.out
+        assert (await asyncio.wait_for(watching, 20)).code == canaryctl.EXIT_CANARY_FAILED
+        # The controller records the decision in status, then moves traffic and scales down.
+        await world.wait_until(lambda: world.weights(cluster.store, NS, "pay") == (100, 0), 10,
+                               message="traffic back on the primary")
+        await world.wait_until(lambda: cluster.store.get("deployments", "pay", NS)["spec"]["replicas"] == 0,
+                               10, message="canary scaled to 0")
+        assert (await ctl(cluster, "status", "pay")).code == canaryctl.EXIT_CANARY_FAILED
+
+        refused = await ctl(cluster, "promote", "pay")
+        assert refused.code == canaryctl.EXIT_REFUSED
+        assert "did not apply promote: ignored: no run in progress (phase Failed)" in refused.out
+
+    # The controller is down: the request is stored and waits for it.
+    pending = await ctl(cluster, "retry", "pay", "--timeout", "0.5")
+    assert pending.code == canaryctl.EXIT_TIMEOUT
+    assert "it stays pending" in pending.out
+    request_id = status(cluster, "pay")["requestedAction"]["id"]
+    assert status(cluster, "pay")["phase"] == "Failed"
+
+    async with controller(cluster):
+        await world.wait_until(
+            lambda: (status(cluster, "pay").get("lastAction") or {}).get("id") == request_id,
+            15, message="retry acknowledged after the restart",
+        )
+        assert status(cluster, "pay")["lastAction"]["result"].startswith("restarted the run of revision")
+        watched = await ctl(cluster, "status", "pay", "--watch", "--timeout", "30s")
+        assert watched.code == 0, watched.out + watched.err
+        # Rolled back, then the same revision walked the whole schedule again and was promoted.
+        rollback = recorder.sequence.index((100, 0))
+        assert recorder.sequence[rollback:] == [(100, 0), (80, 20), (60, 40), (40, 60), (20, 80), (100, 0)]
+        retried = [e for e in world.events(cluster.store, NS, "pay") if e["reason"] == "Retried"]
+        assert retried and "retry requested by" in retried[0]["note"]
+        recorder.close()
