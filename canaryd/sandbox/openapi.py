@@ -118,8 +118,8 @@ class FieldError:
         return ": ".join(parts)
 
     def as_cause(self) -> dict[str, str]:
-        """A metav1.StatusCause: ``{"type": ..., "message": ..., "field": ...}``."""
-        return {"type": self.cause_type, "message": self.body(), "field": self.path}
+        """A metav1.StatusCause as JSON: ``{"reason": ..., "message": ..., "field": ...}``."""
+        return {"reason": self.cause_type, "message": self.body(), "field": self.path}
 
     def __str__(self) -> str:
         return f"{self.path}: {self.body()}" if self.path else self.body()

@@ -173,7 +173,7 @@ def test_a_missing_required_field_is_a_required_value_at_its_path() -> None:
     assert (error.path, error.type) == ("spec.size", "Required value")
     assert str(error) == "spec.size: Required value"
     assert error.as_cause() == {
-        "type": "FieldValueRequired",
+        "reason": "FieldValueRequired",
         "message": "Required value",
         "field": "spec.size",
     }
