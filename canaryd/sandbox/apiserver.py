@@ -28,6 +28,7 @@ import shutil
 import ssl
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,7 @@ class SandboxApiServer:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._watch_tasks: set[asyncio.Task[Any]] = set()
+        self._frames: OrderedDict[tuple[int, str], tuple[dict[str, Any], bytes]] = OrderedDict()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -794,10 +796,10 @@ class SandboxApiServer:
             self._watch_tasks.add(task)
         deadline = time.monotonic() + timeout if timeout else None
         drop_at = time.monotonic() + min(f.after_seconds for f in drops) if drops else None
-        initial_pending = _truthy(send_initial) and watch.pending()
+        initial_left = watch.pending() if _truthy(send_initial) else 0
         next_bookmark = time.monotonic() + self.bookmark_interval
         try:
-            if _truthy(send_initial) and not initial_pending and bookmarks:
+            if _truthy(send_initial) and initial_left == 0 and bookmarks:
                 await response.write(frame(BOOKMARK, self._bookmark(rtype, initial_end=True)))
             while True:
                 now = time.monotonic()
@@ -824,11 +826,18 @@ class SandboxApiServer:
                         await response.write(frame(BOOKMARK, self._bookmark(rtype)))
                         next_bookmark = time.monotonic() + self.bookmark_interval
                     continue
-                event_type, obj = item
-                await response.write(frame(event_type, obj))
-                if initial_pending and watch.pending() == 0:
-                    initial_pending = False
-                    if bookmarks:
+                # Drain what is already queued into one write: fan-out to many watchers stays cheap.
+                limit = initial_left if initial_left > 0 else 256
+                chunk = [self._event_frame(*item) if table_version is None else frame(*item)]
+                while len(chunk) < limit:
+                    queued = watch.next_nowait()
+                    if queued is None:
+                        break
+                    chunk.append(self._event_frame(*queued) if table_version is None else frame(*queued))
+                await response.write(b"".join(chunk))
+                if initial_left > 0:
+                    initial_left -= len(chunk)
+                    if initial_left == 0 and bookmarks:
                         await response.write(frame(BOOKMARK, self._bookmark(rtype, initial_end=True)))
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError, RuntimeError):
@@ -838,6 +847,18 @@ class SandboxApiServer:
             if task is not None:
                 self._watch_tasks.discard(task)
         return response
+
+    def _event_frame(self, event_type: str, obj: dict[str, Any]) -> bytes:
+        """The JSON line for an event; stored snapshots never change, so one encoding serves every watcher."""
+        key = (id(obj), event_type)
+        cached = self._frames.get(key)
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        encoded = _dumps({"type": event_type, "object": obj}) + b"\n"
+        self._frames[key] = (obj, encoded)
+        if len(self._frames) > 4096:
+            self._frames.popitem(last=False)
+        return encoded
 
     def _bookmark(self, rtype: ResourceType, *, initial_end: bool = False) -> dict[str, Any]:
         metadata: dict[str, Any] = {"resourceVersion": self.store.resource_version}

@@ -111,6 +111,17 @@ class Watch:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def next_nowait(self) -> tuple[str, dict[str, Any]] | None:
+        """The next queued (type, stored object) if one is waiting, else None."""
+        try:
+            item = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        if item is _CLOSED:
+            self._queue.put_nowait(_CLOSED)
+            return None
+        return item  # type: ignore[no-any-return]
+
     async def next_raw(self, timeout: float | None = None) -> tuple[str, dict[str, Any]] | None:
         """The next (type, stored object), or None on timeout or close. Objects are not copied."""
         if self.closed and self._queue.empty():
