@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from canaryd.api.constants import ANNOTATION_ERROR_RATE, ANNOTATION_LATENCY_MS, ANNOTATION_RPS
-from canaryd.sandbox.deployments import DeploymentSimulator
-from canaryd.sandbox.gateway import CONTROLLER_NAME, GatewayWorld, SandboxGateway
+from canaryd.sandbox.cluster import SandboxCluster
+from canaryd.sandbox.gateway import CONTROLLER_NAME, GatewayWorld
 from canaryd.sandbox.store import ObjectStore
 from canaryd.sandbox.traffic import (
     ANNOTATION_HEADER_SHARE,
@@ -410,21 +410,13 @@ async def test_simulator_replans_when_routes_services_deployments_or_grants_chan
 
 
 @pytest.mark.prometheus
-async def test_real_prometheus_sees_the_weighted_split_and_the_error_share(prometheus_factory: Any) -> None:
-    store = ObjectStore()
-    deployments = DeploymentSimulator(store, ready_delay=0.0)
-    gateway = SandboxGateway(store)
-    traffic = TrafficSimulator(store, tick_interval=0.05)
-    deployments.start()
-    gateway.start()
-    await traffic.start()
-    prometheus = None
-    try:
-        populate(store)
-        await eventually(lambda: traffic.requests_sent > 0)
-        prometheus = await asyncio.to_thread(
-            prometheus_factory, scrape_targets=[traffic.target], scrape_interval=0.1
-        )
+async def test_real_prometheus_sees_the_weighted_split_and_the_error_share(prometheus_binary: str) -> None:
+    async with SandboxCluster(
+        with_prometheus=True, scrape_interval=0.1, ready_delay=0.0, tick_interval=0.05
+    ) as cluster:
+        populate(cluster.store)
+        prometheus = cluster.prometheus
+        assert prometheus is not None
 
         def query(promql: str) -> dict[str, float]:
             result = prometheus.query(promql)["result"]
@@ -454,7 +446,3 @@ async def test_real_prometheus_sees_the_weighted_split_and_the_error_share(prome
             '{deployment="payments-api"}[1s])))'
         )
         assert 0.05 < next(iter(p99.values())) <= 0.075
-    finally:
-        await traffic.stop()
-        gateway.stop()
-        deployments.stop()
