@@ -129,7 +129,6 @@ def _latency_multipliers(points: int = 100, sigma: float = LATENCY_SIGMA) -> tup
 
 
 LATENCY_MULTIPLIERS = _latency_multipliers()
-_SORTED_MULTIPLIERS = sorted(LATENCY_MULTIPLIERS)
 
 
 # --------------------------------------------------------------------------- knobs
