@@ -169,20 +169,20 @@ def crd_version_schema(crd: dict[str, Any], version: str) -> Schema:
 # --------------------------------------------------------------------------- pruning
 
 
-def unknown_fields(schema: Schema, obj: Any) -> list[str]:
+def unknown_fields(schema: Schema, obj: Any, *, resource: bool = True) -> list[str]:
     """Paths of the fields pruning would drop, e.g. ``["spec.analysis.stepWieghts"]``.
 
     This is what kube-apiserver reports for ``fieldValidation=Strict`` (an error:
     ``unknown field "spec.foo"``) or ``Warn`` (a warning header).
     """
     found: list[str] = []
-    _prune(schema, copy.deepcopy(obj), "", found, resource=True)
+    _prune(schema, copy.deepcopy(obj), "", found, resource=resource)
     return found
 
 
-def prune(schema: Schema, obj: Any) -> Any:
+def prune(schema: Schema, obj: Any, *, resource: bool = True) -> Any:
     """A copy of ``obj`` without the fields the schema does not declare (structural pruning)."""
-    return _prune(schema, copy.deepcopy(obj), "", [], resource=True)
+    return _prune(schema, copy.deepcopy(obj), "", [], resource=resource)
 
 
 def _prune(schema: Schema, value: Any, path: str, dropped: list[str], *, resource: bool) -> Any:
@@ -217,7 +217,7 @@ def _prune(schema: Schema, value: Any, path: str, dropped: list[str], *, resourc
 # --------------------------------------------------------------------------- defaulting
 
 
-def apply_defaults(schema: Schema, obj: Any) -> Any:
+def apply_defaults(schema: Schema, obj: Any, *, resource: bool = True) -> Any:
     """A copy of ``obj`` pruned and defaulted the way the API server stores it.
 
     Unknown fields go (unless ``x-kubernetes-preserve-unknown-fields``), nulls in
@@ -225,8 +225,8 @@ def apply_defaults(schema: Schema, obj: Any) -> Any:
     where its field is missing inside an object that exists, recursively (a
     defaulted object gets its own fields' defaults too).
     """
-    pruned = prune(schema, obj)
-    return _default(schema, pruned, resource=True)
+    pruned = prune(schema, obj, resource=resource)
+    return _default(schema, pruned, resource=resource)
 
 
 def _default(schema: Schema, value: Any, *, resource: bool) -> Any:
@@ -272,8 +272,13 @@ def _default(schema: Schema, value: Any, *, resource: bool) -> Any:
 # --------------------------------------------------------------------------- validation
 
 
-def validate(schema: Schema, obj: Any) -> list[FieldError]:
+def validate(schema: Schema, obj: Any, *, resource: bool = True) -> list[FieldError]:
     """Every reason ``obj`` breaks ``schema``; an empty list means the API server would accept it.
+
+    ``resource`` says ``obj`` is a whole custom resource (its ``metadata`` is left to
+    the API server's ObjectMeta checks); pass False to check any other value, such
+    as a default, against a sub-schema. The same flag exists on :func:`prune`,
+    :func:`unknown_fields` and :func:`apply_defaults`.
 
     Call it on the object as stored, that is after :func:`apply_defaults`. Runs the
     OpenAPI value checks and list-type invariants, then the CEL rules unless a
@@ -281,12 +286,12 @@ def validate(schema: Schema, obj: Any) -> list[FieldError]:
     kube-apiserver).
     """
     errors: list[FieldError] = []
-    type_errors = _validate_node(schema, obj, "", errors, resource=True)
+    type_errors = _validate_node(schema, obj, "", errors, resource=resource)
     if type_errors:
         if _has_rules(schema):
             errors.append(FieldError("", INVALID, UNCHECKED_RULES_MESSAGE))
     else:
-        _check_rules(schema, obj, "", errors, resource=True)
+        _check_rules(schema, obj, "", errors, resource=resource)
     return errors
 
 
@@ -799,22 +804,35 @@ _OLD_SELF: Final = re.compile(r"\boldSelf\b")
 
 
 def check_schema(schema: Schema) -> list[str]:
-    """Problems the API server would refuse a CRD for that this module can see: CEL rules that don't compile.
+    """Reasons the API server would refuse a CRD with this openAPIV3Schema; empty when it is acceptable.
 
-    Returns one message per bad rule, each naming the schema location.
+    Checks what a structural schema requires and what this module can evaluate:
+    every node has a type (unless int-or-string or preserving unknown fields; the
+    root is an object), no node has both properties and additionalProperties,
+    every default is valid and survives pruning, list-map keys are declared and
+    required or defaulted, and every CEL rule and messageExpression compiles.
+    Each message starts with the schema location, e.g.
+    ``openAPIV3Schema.properties[spec].properties[size].default: ...``.
     """
     problems: list[str] = []
+    if schema.get("type") != "object":
+        problems.append("openAPIV3Schema.type: Required value: must be object at the root")
 
     def walk(node: Any, where: str) -> None:
         if not isinstance(node, dict):
             return
+        problems.extend(_structural_problems(node, where))
         for i, rule in enumerate(node.get("x-kubernetes-validations") or []):
+            if not rule.get("rule"):
+                problems.append(f"{where}.x-kubernetes-validations[{i}].rule: Required value")
             for key in ("rule", "messageExpression"):
-                if key in rule:
+                if rule.get(key):
                     try:
                         compile_rule(rule[key])
                     except CelCompileError as error:
-                        problems.append(f"{where}.x-kubernetes-validations[{i}].{key}: {error}")
+                        problems.append(
+                            f"{where}.x-kubernetes-validations[{i}].{key}: Invalid value: {error}"
+                        )
         for name, sub in (node.get("properties") or {}).items():
             walk(sub, f"{where}.properties[{name}]")
         if isinstance(node.get("items"), dict):
@@ -823,6 +841,51 @@ def check_schema(schema: Schema) -> list[str]:
             walk(node["additionalProperties"], f"{where}.additionalProperties")
 
     walk(schema, "openAPIV3Schema")
+    return problems
+
+
+def _structural_problems(node: Schema, where: str) -> list[str]:
+    problems: list[str] = []
+    untyped_ok = node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")
+    if "type" not in node and not untyped_ok:
+        problems.append(f"{where}.type: Required value: must not be empty for specified object fields")
+    if node.get("properties") and "additionalProperties" in node:
+        problems.append(
+            f"{where}.additionalProperties: Forbidden: "
+            "additionalProperties and properties are mutual exclusive"
+        )
+    if "default" in node:
+        default = node["default"]
+        dropped = unknown_fields(node, default, resource=False)
+        if dropped:
+            problems.append(
+                f"{where}.default: Invalid value: must not have unknown fields: {', '.join(dropped)}"
+            )
+        for error in validate(node, apply_defaults(node, default, resource=False), resource=False):
+            problems.append(f"{where}.default: {error}")
+    list_type = node.get("x-kubernetes-list-type")
+    if list_type == "map":
+        keys = node.get("x-kubernetes-list-map-keys") or []
+        raw_items = node.get("items")
+        items: Schema = raw_items if isinstance(raw_items, dict) else {}
+        if not keys:
+            problems.append(f"{where}.x-kubernetes-list-map-keys: Required value: when list-type is map")
+        if items.get("type") != "object":
+            problems.append(f"{where}.items.type: Invalid value: must be object when list-type is map")
+        item_properties = items.get("properties") or {}
+        for key in keys:
+            prop = item_properties.get(key)
+            if prop is None:
+                problems.append(
+                    f"{where}.x-kubernetes-list-map-keys: Invalid value: {key!r} is not a property"
+                )
+            elif key not in (items.get("required") or []) and "default" not in prop:
+                problems.append(
+                    f"{where}.items.properties[{key}]: Required value: "
+                    "list-map keys must be required or defaulted"
+                )
+    elif list_type not in (None, "atomic", "set"):
+        problems.append(f"{where}.x-kubernetes-list-type: Unsupported value: {list_type!r}")
     return problems
 
 

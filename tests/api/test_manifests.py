@@ -100,20 +100,9 @@ def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any
 
 @pytest.mark.parametrize("kind", ["Canary", "MetricTemplate"])
 def test_the_schema_is_structural_with_valid_pruned_defaults(kind: str) -> None:
-    for path, node in _walk(schema(kind)):
-        if not node.get("x-kubernetes-int-or-string"):
-            assert "type" in node, f"{path} has no type"
-        if "default" in node:
-            default = node["default"]
-            assert openapi.apply_defaults(node, default) == openapi.apply_defaults(node, default)
-            assert openapi.unknown_fields(node, default) == [], f"{path}: default would be pruned"
-            assert openapi.validate(node, openapi.apply_defaults(node, default)) == [], (
-                f"{path}: invalid default"
-            )
-        if node.get("x-kubernetes-list-type") == "map":
-            item = node["items"]
-            for key in node["x-kubernetes-list-map-keys"]:
-                assert key in item.get("required", []) or "default" in item["properties"][key], (path, key)
+    assert openapi.check_schema(schema(kind)) == []
+    defaults = [path for path, node in _walk(schema(kind)) if "default" in node]
+    assert len(defaults) >= (10 if kind == "Canary" else 5)
 
 
 def test_the_canary_crd_has_a_status_subresource_and_the_template_crd_none() -> None:

@@ -287,6 +287,35 @@ def test_type_errors_add_the_unchecked_rules_note_only_when_the_schema_has_rules
     assert [e.path for e in validate(plain, {"n": "x"})] == ["n"]
 
 
+def test_check_schema_refuses_what_the_api_server_refuses_in_a_crd() -> None:
+    bad = {
+        "type": "object",
+        "properties": {
+            "untyped": {"properties": {"x": {"type": "integer"}}},
+            "wrong_default": {"type": "integer", "default": "three"},
+            "pruned_default": {
+                "type": "object",
+                "default": {"zz": 1},
+                "properties": {"y": {"type": "string"}},
+            },
+            "loose_key": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["k"],
+                "items": {"type": "object", "properties": {"k": {"type": "string"}}},
+            },
+        },
+    }
+    problems = openapi.check_schema(bad)
+    assert [p.split(":")[0] for p in problems] == [
+        "openAPIV3Schema.properties[untyped].type",
+        "openAPIV3Schema.properties[wrong_default].default",
+        "openAPIV3Schema.properties[pruned_default].default",
+        "openAPIV3Schema.properties[loose_key].items.properties[k]",
+    ]
+    assert openapi.check_schema(WIDGET) == []
+
+
 def test_kubernetes_list_functions_are_available() -> None:
     schema = {
         "type": "array",
