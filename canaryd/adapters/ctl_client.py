@@ -215,6 +215,12 @@ class CtlClient:
             f'canary "{name}" in namespace "{namespace}"', body=patch, content_type=MERGE_PATCH,
         )
 
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self._json(
+            "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            f'deployment "{name}" in namespace "{namespace}"',
+        )
+
     async def follow_canary(self, namespace: str, name: str) -> AsyncGenerator[dict[str, Any], None]:
         """The canary now, then again after every change, until the caller stops iterating.
 

@@ -41,7 +41,8 @@ from canaryd.adapters.ctl_client import (
 from canaryd.api.constants import Action
 from canaryd.api.durations import parse_duration
 from canaryd.cli import ctl_render as render
-from canaryd.cli.ctl_actions import ActionReport, Outcome, request_action
+from canaryd.cli.ctl_actions import ActionReport, CanaryFollower, Outcome, request_action
+from canaryd.core.revision import deployment_template_hash
 
 # Exit codes: a contract with scripts. Listed in --help and docs/manual-actions.md.
 EXIT_OK = 0
@@ -72,6 +73,7 @@ exit codes:
 """
 
 DEFAULT_ACTION_TIMEOUT = "10s"
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
 PROGRAM = "kubectl canary" if os.path.basename(sys.argv[0]).startswith("kubectl-") else "canaryctl"
 
 
@@ -223,22 +225,43 @@ async def _run_status(args: argparse.Namespace, ctl: CtlClient, console: Console
             console.print(render.dump(canary, args.output))
         else:
             events = await ctl.events_for(canary)
-            console.print(render.status_page(canary, events, now=datetime.now(UTC), marks=console.marks))
+            revision = await _target_revision(ctl, canary)
+            console.print(render.status_page(canary, events, now=datetime.now(UTC), marks=console.marks,
+                                             target_revision=revision))
         return _exit_for_phase(canary)
     return await _watch_status(args, ctl, console, namespace)
 
 
+async def _target_revision(ctl: CtlClient, canary: dict[str, Any]) -> str | None:
+    """The pod-template hash of the target Deployment as it is now (the controller's own hash).
+
+    None when it cannot be read (missing, or no right to read Deployments); the
+    phase alone then says when a run is over.
+    """
+    namespace = str(render.meta(canary).get("namespace", ""))
+    try:
+        deployment = await ctl.get_deployment(namespace, render.target_name(canary))
+    except (NotFoundError, ForbiddenError):
+        return None
+    return deployment_template_hash(deployment)
+
+
 async def _watch_status(args: argparse.Namespace, ctl: CtlClient, console: Console, namespace: str) -> int:
-    """Redraw until the run ends; full page on a terminal, one line per change elsewhere."""
+    """Redraw until the run of the target's current revision ends.
+
+    A full page on a terminal (redrawn at least every 2s so ages and events stay
+    current), one line per change elsewhere (CI logs), a document per change
+    with -o json|yaml.
+    """
     loop = asyncio.get_running_loop()
     deadline = None if args.timeout is None else loop.time() + args.timeout
-    updates = ctl.follow_canary(namespace, args.name)
+    updates = CanaryFollower(ctl, namespace, args.name)
     full_page = console.is_terminal and args.output in ("table", "wide")
     last_signature: tuple[Any, ...] | None = None
     canary: dict[str, Any] | None = None
+    revision: str | None = None
     try:
         while True:
-            # On a terminal, redraw at least every 2s so ages and events stay current.
             wait = 2.0 if full_page else None
             if deadline is not None:
                 remaining = deadline - loop.time()
@@ -247,31 +270,35 @@ async def _watch_status(args: argparse.Namespace, ctl: CtlClient, console: Conso
                                  f"(phase {render.phase(canary or {}) or '-'})")
                     return EXIT_TIMEOUT
                 wait = remaining if wait is None else min(wait, remaining)
-            try:
-                canary = await asyncio.wait_for(updates.__anext__(), timeout=wait)
-            except TimeoutError:
-                if canary is None or not full_page:
-                    continue
+            update = await updates.next(wait)
+            if update is None and (canary is None or not full_page):
+                continue
+            if update is not None:
+                canary = update
+                revision = await _target_revision(ctl, canary)
             assert canary is not None
             now = datetime.now(UTC)
+            signature = render.watch_signature(canary, revision)
             if args.output in ("json", "yaml"):
-                if render.watch_signature(canary) != last_signature:
+                if signature != last_signature:
                     separator = "\n---" if args.output == "yaml" else ""
                     console.print(render.dump(canary, args.output) + separator)
             elif full_page:
                 events = await ctl.events_for(canary)
-                page = render.status_page(canary, events, now=now, marks=console.marks, max_events=8)
-                console.out.write("\x1b[H\x1b[2J" + page + "\n\n(watching; Ctrl-C to stop)\n")
+                page = render.status_page(canary, events, now=now, marks=console.marks, max_events=8,
+                                          target_revision=revision)
+                console.out.write(CLEAR_SCREEN + page + "\n\n(watching; Ctrl-C to stop)\n")
                 console.out.flush()
-            elif render.watch_signature(canary) != last_signature:
-                console.print(render.watch_line(canary, now))
-            last_signature = render.watch_signature(canary)
-            if render.phase(canary) in render.FINISHED_PHASES:
+            elif signature != last_signature:
+                console.print(render.watch_line(canary, now, revision))
+            last_signature = signature
+            outcome = render.run_outcome(canary, revision)
+            if outcome is not None:
                 if full_page:
-                    console.print(f"run ended: {render.phase(canary)}")
-                return _exit_for_phase(canary)
+                    console.print(f"run ended: {outcome}")
+                return EXIT_CANARY_FAILED if outcome == "Failed" else EXIT_OK
     finally:
-        await updates.aclose()
+        await updates.close()
 
 
 async def _run_action(args: argparse.Namespace, ctl: CtlClient, console: Console) -> int:

@@ -22,6 +22,7 @@ From the user's side:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import socket
 import time
@@ -74,6 +75,44 @@ class ActionReport:
                 "paused": bool(st.get("paused", False)),
             }
         return doc
+
+
+class CanaryFollower:
+    """The updates of one canary, readable with a timeout without breaking the underlying watch.
+
+    ``CtlClient.follow_canary`` is an async generator; cancelling a pending
+    ``__anext__`` (what a timeout does) would close it. A task pumps it into a
+    queue instead, and ``next`` waits on the queue.
+    """
+
+    def __init__(self, ctl: CtlClient, namespace: str, name: str) -> None:
+        self._updates = ctl.follow_canary(namespace, name)
+        self._queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+        self._task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for canary in self._updates:
+                self._queue.put_nowait(canary)
+        except Exception as exc:
+            self._queue.put_nowait(exc)
+        finally:
+            await self._updates.aclose()
+
+    async def next(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next version of the canary, or None when ``timeout`` seconds pass without one."""
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout=timeout)
+        except TimeoutError:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
 
 
 def requester() -> str:
@@ -180,16 +219,12 @@ async def request_action(
 
 async def _wait_for_acknowledgement(ctl: CtlClient, report: ActionReport, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    updates = ctl.follow_canary(report.namespace, report.name)
+    updates = CanaryFollower(ctl, report.namespace, report.name)
     try:
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                report.outcome = Outcome.TIMED_OUT
-                return
-            try:
-                canary = await asyncio.wait_for(updates.__anext__(), timeout=remaining)
-            except TimeoutError:
+            canary = await updates.next(remaining) if remaining > 0 else None
+            if canary is None:
                 report.outcome = Outcome.TIMED_OUT
                 return
             report.canary = canary
@@ -217,4 +252,4 @@ async def _wait_for_acknowledgement(ctl: CtlClient, report: ActionReport, timeou
                 )
                 return
     finally:
-        await updates.aclose()
+        await updates.close()

@@ -101,6 +101,27 @@ def pending_request(canary: dict[str, Any]) -> dict[str, Any] | None:
     return None if last.get("id") == requested["id"] else requested
 
 
+def run_outcome(canary: dict[str, Any], target_revision: str | None) -> str | None:
+    """Succeeded or Failed once the run of the target's current revision is over, else None.
+
+    ``target_revision`` is the pod-template hash of the target Deployment as it
+    is now (None when it cannot be read: then the phase alone decides). Right
+    after someone changes the Deployment, the Canary still shows the previous
+    run's Succeeded until the controller notices; that is not the end of the
+    run the person is waiting for, so it does not count.
+    """
+    current = phase(canary)
+    if target_revision is None:
+        return current if current in FINISHED_PHASES else None
+    st = status(canary)
+    if current in FINISHED_PHASES and st.get("revision") == target_revision:
+        return current
+    idle = (Phase.INITIALIZED.value, Phase.SUCCEEDED.value)
+    if current in idle and st.get("lastPromotedRevision") == target_revision:
+        return Phase.SUCCEEDED.value  # the primary already runs it: nothing to roll out
+    return None
+
+
 # ---- small formats --------------------------------------------------------
 
 
@@ -279,6 +300,7 @@ def status_page(
     now: datetime,
     marks: Marks,
     max_events: int = 10,
+    target_revision: str | None = None,
 ) -> str:
     """Everything about one canary, for a person: the run, the checks, conditions and events."""
     st = status(canary)
@@ -297,6 +319,8 @@ def status_page(
     revision = str(st.get("revision") or UNKNOWN)
     promoted = st.get("lastPromotedRevision")
     field("Revision", f"{revision} (last promoted: {promoted})" if promoted else revision)
+    if target_revision and target_revision not in (st.get("revision"), promoted):
+        field("New revision", f"{target_revision} (in the Deployment; its run has not started yet)")
     step = st.get("step", 0)
     if weights:
         field("Step", f"{step} of {len(weights)} (weights {', '.join(str(w) for w in weights)})")
@@ -387,7 +411,7 @@ def _metric_row(name: str, range_text: str, result: dict[str, Any], now: datetim
     ]
 
 
-def watch_line(canary: dict[str, Any], now: datetime) -> str:
+def watch_line(canary: dict[str, Any], now: datetime, target_revision: str | None = None) -> str:
     """One line per change, for ``status --watch`` when the output is not a terminal (CI logs)."""
     st = status(canary)
     weights = step_weights(canary)
@@ -404,16 +428,18 @@ def watch_line(canary: dict[str, Any], now: datetime) -> str:
     pending = pending_request(canary)
     if pending:
         parts.append(f"pending {pending.get('action')}")
+    if target_revision and target_revision != st.get("revision"):
+        parts.append(f"waiting for the controller to start revision {target_revision}")
     return "  ".join(parts)
 
 
-def watch_signature(canary: dict[str, Any]) -> tuple[Any, ...]:
+def watch_signature(canary: dict[str, Any], target_revision: str | None = None) -> tuple[Any, ...]:
     """The parts of a canary whose change is worth a new line in a log."""
     st = status(canary)
     pending = pending_request(canary)
     return (
         st.get("phase"), st.get("canaryWeight"), st.get("step"), st.get("failedChecks"),
-        st.get("paused"), st.get("revision"), pending.get("id") if pending else None,
+        st.get("paused"), st.get("revision"), pending.get("id") if pending else None, target_revision,
     )
 
 

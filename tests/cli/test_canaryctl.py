@@ -274,6 +274,86 @@ async def test_status_watch_exits_3_on_failure_and_7_on_its_timeout(cluster: Clu
     assert "did not finish within 0.5s" in timed.err
 
 
+def target_deployment(image: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": NAME, "namespace": NAMESPACE},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": NAME}},
+                 "template": {"metadata": {"labels": {"app": NAME}},
+                              "spec": {"containers": [{"name": "app", "image": image}]}}},
+    }
+
+
+async def test_status_watch_waits_for_the_run_of_the_deployments_new_revision(cluster: Cluster) -> None:
+    from canaryd.core.revision import deployment_template_hash
+
+    new = deployment_template_hash(cluster.store.create("deployments", target_deployment("app:2"), NAMESPACE))
+    # Just after the Deployment changed: the Canary still shows the previous run's success.
+    cluster.set_status(phase="Succeeded", canaryWeight=0, step=0, revision="0ld0ld0ld0",
+                       lastPromotedRevision="0ld0ld0ld0")
+    watching = asyncio.create_task(cluster.run("status", NAME, "--watch", "--timeout", "20s"))
+    await asyncio.sleep(0.8)
+    assert not watching.done(), "the old run's Succeeded ended the watch"
+    cluster.set_status(phase="Progressing", canaryWeight=5, step=1, revision=new)
+    await asyncio.sleep(0.3)
+    cluster.set_status(phase="Succeeded", canaryWeight=0, lastPromotedRevision=new)
+    result = await asyncio.wait_for(watching, 20)
+    assert result.code == 0, result.err
+    lines = result.out.strip().splitlines()
+    assert lines[0].endswith(f"waiting for the controller to start revision {new}")
+    assert lines[-1].split()[1] == "Succeeded" and "waiting" not in lines[-1]
+    page = await cluster.run("status", NAME)
+    assert "New revision" not in page.out
+    # Nothing to roll out: the primary already runs the Deployment's revision.
+    cluster.set_status(phase="Initialized", revision=new)
+    idle = await cluster.run("status", NAME, "--watch", "--timeout", "5s")
+    assert idle.code == 0 and idle.out.strip().splitlines()[-1].split()[1] == "Initialized"
+
+
+async def test_status_watch_on_a_terminal_redraws_the_page_with_a_progress_bar(cluster: Cluster) -> None:
+    import pty
+
+    main_fd, terminal_fd = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "canaryd.cli.canaryctl", *cluster.ctl("status", NAME, "--watch"),
+        stdin=subprocess.DEVNULL, stdout=terminal_fd, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
+    os.close(terminal_fd)
+    chunks: list[bytes] = []
+
+    def read_all() -> None:
+        while True:
+            try:
+                data = os.read(main_fd, 65536)
+            except OSError:  # EIO once the program has exited
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = asyncio.create_task(asyncio.to_thread(read_all))
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if b"watching; Ctrl-C to stop" in b"".join(chunks):
+                break
+        cluster.set_status(canaryWeight=25, step=3)
+        await asyncio.sleep(0.5)
+        cluster.set_status(phase="Succeeded", canaryWeight=0)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await asyncio.wait_for(reader, 10)
+        os.close(main_fd)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert screen.count(canaryctl.CLEAR_SCREEN) >= 2
+    assert "[###############---------------] 25/50%" in screen
+    assert "Step:            3 of 4" in screen
+    assert screen.rstrip().endswith("run ended: Succeeded")
+
+
 # ---- actions ----------------------------------------------------------------
 
 
