@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from canaryd.sandbox import discovery, errors, kinds
+from canaryd.sandbox import discovery, errors, kinds, protobuf
 from canaryd.sandbox.audit import AuditEntry, AuditLog
 from canaryd.sandbox.errors import ApiError
 from canaryd.sandbox.faults import FaultInjector
@@ -465,6 +465,8 @@ class SandboxApiServer:
         content_type = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
         if not raw.strip():
             raise errors.bad_request("the body of the request is empty")
+        if content_type == protobuf.PROTOBUF:
+            return protobuf.decode(raw)
         try:
             if content_type in ("application/yaml", APPLY_PATCH):
                 return yaml.safe_load(raw)

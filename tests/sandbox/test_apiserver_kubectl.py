@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 import yaml
 
 from canaryd.sandbox.apiserver import SandboxApiServer
@@ -230,3 +231,43 @@ async def test_impersonated_user_rights_over_plain_http(sandbox_api: SandboxApiS
     assert spec_patch.returncode != 0 and "is forbidden" in spec_patch.stderr
     audit = sandbox_api.audit.entries(user="operator", verb="patch")
     assert [(e.subresource, e.code) for e in audit] == [("status", 200), (None, 403)]
+
+
+def missing_or_different(expected: object, actual: object, path: str = "") -> list[str]:
+    """Fields of `expected` (kubectl's client-side object) that the server did not store as given."""
+    problems: list[str] = []
+    if isinstance(expected, dict):
+        for key, value in expected.items():
+            if value in ({}, None, []):
+                continue
+            if not isinstance(actual, dict) or key not in actual:
+                problems.append(f"{path}.{key} missing")
+            else:
+                problems += missing_or_different(value, actual[key], f"{path}.{key}")
+    elif isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return [f"{path} length"]
+        for index, (left, right) in enumerate(zip(expected, actual, strict=True)):
+            problems += missing_or_different(left, right, f"{path}[{index}]")
+    elif expected != actual:
+        problems.append(f"{path}: {expected!r} != {actual!r}")
+    return problems
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["namespace", "team"],
+        ["configmap", "settings", "--from-literal=a=b", "--from-literal=c=d"],
+        ["secret", "generic", "auth", "--from-literal=token=s3cret"],
+        ["deployment", "web", "--image=nginx:1.25", "--replicas=3", "--port=8080"],
+        ["deployment", "idle", "--image=nginx:1.25", "--replicas=0"],
+        ["service", "clusterip", "web", "--tcp=80:8080"],
+    ],
+    ids=lambda command: command[0] if command[0] != "secret" else "secret",
+)
+async def test_kubectl_create_subcommands_send_protobuf_that_is_decoded(kubectl, command: list[str]) -> None:
+    client_side = await kubectl.json("create", *command, "--dry-run=client")
+    created = await kubectl.json("create", *command)
+    assert missing_or_different(client_side, created) == []
+    assert created["metadata"]["uid"]
