@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -352,6 +353,20 @@ async def test_status_watch_on_a_terminal_redraws_the_page_with_a_progress_bar(c
     assert "[###############---------------] 25/50%" in screen
     assert "Step:            3 of 4" in screen
     assert screen.rstrip().endswith("run ended: Succeeded")
+
+
+async def test_ctrl_c_stops_a_watch_with_130_and_no_traceback(cluster: Cluster) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "canaryd.cli.canaryctl", *cluster.ctl("status", NAME, "--watch"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    first = await asyncio.wait_for(process.stdout.readline(), 30)
+    assert b"Progressing" in first
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == canaryctl.EXIT_INTERRUPTED
+    assert err.decode() == "interrupted\n"
 
 
 # ---- actions ----------------------------------------------------------------
