@@ -28,6 +28,8 @@ from kubernetes_asyncio.config.kube_config import KubeConfigLoader, KubeConfigMe
 from canaryd.api.constants import CANARY_KIND, CANARY_PLURAL, GROUP, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
+CANARY_API = f"the Canary API ({CANARY_PLURAL}.{GROUP})"
+NOT_SERVED = f"this cluster does not serve {CANARY_PLURAL}.{GROUP}: is canaryd installed?"
 #: How long one request may take before the cluster counts as unreachable.
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 15.0
 #: Server-side timeout of one watch request; the watch is re-opened after it.
@@ -72,18 +74,22 @@ def kubeconfig_paths(explicit: str | None) -> str:
     return str(Path.home() / ".kube" / "config")
 
 
-def _status_message(exc: ApiException) -> str:
-    """The API server's own message from a Status body, falling back to the HTTP reason."""
+def _status_body(exc: ApiException) -> dict[str, Any]:
     raw = exc.body
     body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     if isinstance(body, str) and body:
         try:
             parsed = json.loads(body)
         except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and parsed.get("message"):
-            return str(parsed["message"])
-    return str(exc.reason or f"HTTP {exc.status}")
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+def _status_message(exc: ApiException) -> str:
+    """The API server's own message from a Status body, falling back to the HTTP reason."""
+    message = _status_body(exc).get("message")
+    return str(message) if message else str(exc.reason or f"HTTP {exc.status}")
 
 
 def _translate(exc: BaseException, what: str) -> CtlError:
@@ -92,8 +98,14 @@ def _translate(exc: BaseException, what: str) -> CtlError:
         return exc
     if isinstance(exc, ApiException):
         if exc.status == 404:
-            return NotFoundError(f"{what} not found")
-        if exc.status in (401, 403):
+            details = _status_body(exc).get("details")
+            if isinstance(details, dict) and details.get("name"):
+                return NotFoundError(f"{what} not found")
+            # No object named: the path itself is unknown, i.e. the resource type is not served.
+            return NotFoundError(NOT_SERVED)
+        if exc.status == 401:
+            return ForbiddenError(f"the cluster refused the credentials (401): {_status_message(exc)}")
+        if exc.status == 403:
             return ForbiddenError(_status_message(exc))
         if exc.status == 0 or exc.status is None:
             return UnreachableError(f"cannot reach the cluster: {exc.reason}")
@@ -198,7 +210,7 @@ class CtlClient:
 
     async def list_canaries(self, namespace: str | None) -> list[dict[str, Any]]:
         """Canaries in one namespace, or in all namespaces when ``namespace`` is None, sorted by both."""
-        body = await self._json("GET", self._canaries_path(namespace), "the Canary API (canaries.canaryd.io)")
+        body = await self._json("GET", self._canaries_path(namespace), CANARY_API)
         items: list[dict[str, Any]] = list(body.get("items") or [])
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"].get("name", "")))
         return items

@@ -542,6 +542,33 @@ async def test_patch_on_canaries_status_alone_is_enough_to_act(cluster: Cluster,
     assert cluster.status()["requestedAction"]["action"] == "pause"
 
 
+async def test_a_cluster_without_canaryd_an_unknown_token_and_a_server_error(
+    sandbox_api: SandboxApiServer, cluster: Cluster, tmp_path: Path
+) -> None:
+    bare = SandboxApiServer()
+    await bare.start()
+    try:
+        kubeconfig = bare.write_kubeconfig(tmp_path / "bare")
+        missing_api = await asyncio.to_thread(run_ctl, "--kubeconfig", str(kubeconfig), "list")
+    finally:
+        await bare.stop()
+    assert missing_api.code == canaryctl.EXIT_NOT_FOUND
+    assert one_line_error(missing_api) == (
+        "error: this cluster does not serve canaries.canaryd.io: is canaryd installed?"
+    )
+
+    sandbox_api.add_read_only_token("viewer-token")
+    stranger = sandbox_api.write_kubeconfig(tmp_path / "stranger", token="not-a-known-token")
+    unauthorized = await asyncio.to_thread(run_ctl, "--kubeconfig", str(stranger), "list")
+    assert unauthorized.code == canaryctl.EXIT_FORBIDDEN
+    assert one_line_error(unauthorized).startswith("error: the cluster refused the credentials (401)")
+
+    sandbox_api.faults.add("error", resource="canaries", code=500)
+    broken = await cluster.run("status", NAME)
+    assert broken.code == canaryctl.EXIT_ERROR
+    assert one_line_error(broken).startswith("error: the API server answered 500: ")
+
+
 async def test_usage_errors_exit_2(cluster: Cluster) -> None:
     result = await cluster.run("frobnicate")
     assert result.code == canaryctl.EXIT_USAGE
