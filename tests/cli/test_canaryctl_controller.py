@@ -9,6 +9,7 @@ program runs for real in its own thread and event loop, over HTTP.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from typing import Any
 
@@ -151,4 +152,28 @@ async def test_abort_rolls_back_and_retry_survives_a_controller_restart(cluster:
         assert recorder.sequence[rollback:] == [(100, 0), (80, 20), (60, 40), (40, 60), (20, 80), (100, 0)]
         retried = [e for e in world.events(cluster.store, NS, "pay") if e["reason"] == "Retried"]
         assert retried and "retry requested by" in retried[0]["note"]
+        recorder.close()
+
+
+async def test_promote_step_walks_a_slow_schedule_one_step_at_a_time(cluster: Any) -> None:
+    # An interval of ten minutes: within this test only `promote --step` moves the weight.
+    world.app(cluster.store, NS, "slow", step_weights=[10, 40], interval="10m", metrics=METRIC)
+    async with controller(cluster):
+        recorder = await start_run(cluster, "slow")
+        assert world.weights(cluster.store, NS, "slow") == (90, 10)
+
+        stepped = await ctl(cluster, "promote", "slow", "--step")
+        assert stepped.code == 0, stepped.err
+        assert "promote-step acknowledged by the controller: advanced to step 2 (40%)" in stepped.out
+        await world.wait_until(lambda: world.weights(cluster.store, NS, "slow") == (60, 40), 10,
+                               message="second step's weight on the route")
+
+        final = await ctl(cluster, "promote", "slow", "--step", "-o", "json")
+        assert final.code == 0, final.err
+        document = json.loads(final.out)
+        assert document["request"]["action"] == "promote-step"
+        assert document["acknowledgement"]["result"].startswith("promoting revision")
+        watched = await ctl(cluster, "status", "slow", "--watch", "--timeout", "30s")
+        assert watched.code == 0, watched.out + watched.err
+        assert recorder.sequence == [(90, 10), (60, 40), (100, 0)]
         recorder.close()
