@@ -679,16 +679,12 @@ _ROUTE_KINDS_BY_KEY: Mapping[Key, str] = {
     (GATEWAY_GROUP, "httproutes"): HTTP_ROUTE,
     (GATEWAY_GROUP, "grpcroutes"): GRPC_ROUTE,
 }
-#: Changes to these kinds can change any route's or gateway's status.
-_WORLD_KEYS = frozenset(
-    {
-        (GATEWAY_GROUP, "gatewayclasses"),
-        (GATEWAY_GROUP, "gateways"),
-        (GATEWAY_GROUP, "referencegrants"),
-        ("", "services"),
-        ("", "namespaces"),
-    }
-)
+_GATEWAY_CLASSES = (GATEWAY_GROUP, "gatewayclasses")
+_GATEWAYS = (GATEWAY_GROUP, "gateways")
+_GRANTS = (GATEWAY_GROUP, "referencegrants")
+_SERVICES = ("", "services")
+_NAMESPACES = ("", "namespaces")
+RouteKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
 def _only_status_changed(event: Any) -> bool:
@@ -704,26 +700,37 @@ def _only_status_changed(event: Any) -> bool:
     )
 
 
+def _route_namespaces(route: Obj) -> set[str]:
+    """Namespaces whose Services, labels or ReferenceGrants can change this route's status."""
+    namespace = str(_meta(route).get("namespace", ""))
+    return {namespace, *(str(ref.get("namespace") or namespace) for ref in route_backend_refs(route))}
+
+
 class SandboxGateway:
     """Keeps GatewayClass, Gateway, HTTPRoute and GRPCRoute status current in a sandbox store.
 
-    A route change re-evaluates that route at once (and recounts the Gateways'
-    attached routes shortly after); a change to gateway classes, gateways,
-    services, namespaces or reference grants re-evaluates everything. Status
-    is written through the status subresource with the read resourceVersion,
-    and only when it differs.
+    It keeps its own view of gateway classes, gateways, namespaces, Services and
+    ReferenceGrants from store events. A route change re-evaluates that route
+    at once (and recounts the Gateways' attached routes shortly after); a
+    Service, namespace-label or ReferenceGrant change re-evaluates the routes
+    that depend on that namespace; a gateway class or Gateway change
+    re-evaluates everything. Status is written through the status subresource
+    with the read resourceVersion, and only when it differs.
     """
 
     def __init__(self, store: Any, *, gateway_recount_delay: float = 0.2) -> None:
         self.store = store
         self.gateway_recount_delay = gateway_recount_delay
         self.status_writes = 0
-        self._dirty_routes: set[tuple[str, str, str]] = set()  # (kind, namespace, name)
+        self._world = GatewayWorld()
+        self._grants: dict[Key, Obj] = {}
+        self._route_namespaces: dict[RouteKey, set[str]] = {}
+        self._routes_by_namespace: dict[str, set[RouteKey]] = {}
+        #: each route -> the sandbox Gateways' listeners it attached to
+        self._attachments: dict[RouteKey, dict[Key, frozenset[str]]] = {}
+        self._dirty_routes: set[RouteKey] = set()
         self._everything_dirty = False
         self._gateways_dirty = False
-        self._world_cache: GatewayWorld | None = None
-        #: (kind, namespace, name) of each route -> the sandbox Gateways' listeners it attached to
-        self._attachments: dict[tuple[str, str, str], dict[Key, frozenset[str]]] = {}
         self._flush_scheduled = False
         self._gateway_timer: asyncio.TimerHandle | None = None
         self._unsubscribe: Any = None
@@ -731,6 +738,7 @@ class SandboxGateway:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._load()
         self._unsubscribe = self.store.subscribe(self._on_event)
         self._everything_dirty = True
         self._schedule_flush()
@@ -744,25 +752,82 @@ class SandboxGateway:
             self._gateway_timer = None
         self._loop = None
 
+    def world(self) -> GatewayWorld:
+        """The gateway classes, gateways, namespaces, Services and ReferenceGrants as last seen."""
+        return self._world
+
+    # -- the view --------------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        for storage_key in (_GATEWAY_CLASSES, _GATEWAYS, _GRANTS, _SERVICES, _NAMESPACES):
+            for obj in self.store.list_refs(
+                f"{storage_key[1]}.{storage_key[0]}" if storage_key[0] else storage_key[1]
+            )[0]:
+                self._remember(storage_key, obj, deleted=False)
+        for kind, route in self.routes():
+            self._index_route((kind, _meta(route).get("namespace", ""), _meta(route).get("name", "")), route)
+
+    def _remember(self, storage_key: Key, obj: Obj, *, deleted: bool) -> None:
+        namespace, name = str(_meta(obj).get("namespace") or ""), str(_meta(obj).get("name") or "")
+        table: dict[Any, Obj]
+        key: Any = (namespace, name)
+        if storage_key == _GATEWAY_CLASSES:
+            table, key = self._world.gateway_classes, name
+        elif storage_key == _GATEWAYS:
+            table = self._world.gateways
+        elif storage_key == _SERVICES:
+            table = self._world.services
+        elif storage_key == _NAMESPACES:
+            table, key = self._world.namespaces, name
+        else:
+            table = self._grants
+        if deleted:
+            table.pop(key, None)
+        else:
+            table[key] = obj
+        if storage_key == _GRANTS:
+            self._world.reference_grants = list(self._grants.values())
+
+    def _index_route(self, key: RouteKey, route: Obj | None) -> None:
+        for namespace in self._route_namespaces.pop(key, set()):
+            self._routes_by_namespace.get(namespace, set()).discard(key)
+        if route is None:
+            if self._attachments.pop(key, None):
+                self._gateways_dirty = True
+            return
+        namespaces = _route_namespaces(route)
+        self._route_namespaces[key] = namespaces
+        for namespace in namespaces:
+            self._routes_by_namespace.setdefault(namespace, set()).add(key)
+
     # -- events ----------------------------------------------------------------------------------------------
 
     def _on_event(self, event: Any) -> None:
-        route_kind = _ROUTE_KINDS_BY_KEY.get(event.storage_key)
+        storage_key = event.storage_key
+        deleted = event.type == "DELETED"
+        route_kind = _ROUTE_KINDS_BY_KEY.get(storage_key)
         if route_kind is not None:
             metadata = _meta(event.obj)
             route_key = (route_kind, metadata.get("namespace", ""), metadata.get("name", ""))
-            if event.type == "DELETED":
-                self._attachments.pop(route_key, None)
-            else:
+            self._index_route(route_key, None if deleted else event.obj)
+            if not deleted:
                 self._dirty_routes.add(route_key)
-            if not _only_status_changed(event):
-                self._gateways_dirty = True
             self._schedule_flush()
-        elif event.storage_key in _WORLD_KEYS:
-            self._world_cache = None  # it holds the previous snapshots
-            if not _only_status_changed(event):
-                self._everything_dirty = True
-                self._schedule_flush()
+            return
+        if storage_key not in (_GATEWAY_CLASSES, _GATEWAYS, _GRANTS, _SERVICES, _NAMESPACES):
+            return
+        self._remember(storage_key, event.obj, deleted=deleted)
+        if _only_status_changed(event):
+            return
+        if storage_key in (_GATEWAY_CLASSES, _GATEWAYS):
+            self._everything_dirty = True
+        else:
+            metadata = _meta(event.obj)
+            namespace = (
+                metadata.get("name", "") if storage_key == _NAMESPACES else metadata.get("namespace", "")
+            )
+            self._dirty_routes.update(self._routes_by_namespace.get(namespace, ()))
+        self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and self._loop is not None:
@@ -778,9 +843,8 @@ class SandboxGateway:
                 self.reconcile_all()
             elif self._dirty_routes:
                 dirty, self._dirty_routes = self._dirty_routes, set()
-                world = self.world()
                 for kind, namespace, name in sorted(dirty):
-                    self._reconcile_route(kind, namespace, name, world)
+                    self._reconcile_route(kind, namespace, name, self._world)
         except Exception:  # one bad object must not stop the gateway
             log.exception("sandbox gateway failed to reconcile")
         if self._gateways_dirty and self._gateway_timer is None and self._loop is not None:
@@ -790,33 +854,11 @@ class SandboxGateway:
         self._gateway_timer = None
         self._gateways_dirty = False
         try:
-            self._reconcile_gateways(self.world())
+            self._reconcile_gateways(self._world)
         except Exception:
             log.exception("sandbox gateway failed to update Gateway status")
 
     # -- evaluation ------------------------------------------------------------------------------------------
-
-    def world(self) -> GatewayWorld:
-        """The current snapshot, rebuilt after a class, gateway, service, namespace or grant changed."""
-        if self._world_cache is None:
-            self._world_cache = self._read_world()
-        return self._world_cache
-
-    def _read_world(self) -> GatewayWorld:
-        def by_key(resource: str) -> dict[Key, Obj]:
-            items, _ = self.store.list_refs(resource)
-            return {(_meta(i).get("namespace", ""), _meta(i).get("name", "")): i for i in items}
-
-        classes, _ = self.store.list_refs("gatewayclasses.gateway.networking.k8s.io")
-        namespaces, _ = self.store.list_refs("namespaces")
-        grants, _ = self.store.list_refs("referencegrants.gateway.networking.k8s.io")
-        return GatewayWorld(
-            gateway_classes={_meta(c).get("name", ""): c for c in classes},
-            gateways=by_key("gateways.gateway.networking.k8s.io"),
-            namespaces={_meta(n).get("name", ""): n for n in namespaces},
-            services=by_key("services"),
-            reference_grants=list(grants),
-        )
 
     def routes(self) -> list[tuple[str, Obj]]:
         result: list[tuple[str, Obj]] = []
@@ -826,7 +868,7 @@ class SandboxGateway:
         return result
 
     def reconcile_all(self) -> None:
-        world = self.world()
+        world = self._world
         now = self.store.now()
         classes, _ = self.store.list_refs("gatewayclasses.gateway.networking.k8s.io")
         for gateway_class in classes:
@@ -866,9 +908,13 @@ class SandboxGateway:
         try:
             route = self.store.get_ref(resource, name, namespace)
         except Exception:
-            self._attachments.pop((kind, namespace, name), None)
+            if self._attachments.pop((kind, namespace, name), None):
+                self._gateways_dirty = True
             return
-        self._attachments[(kind, namespace, name)] = route_attachments(route, kind, world)
+        attachments = route_attachments(route, kind, world)
+        if self._attachments.get((kind, namespace, name), {}) != attachments:
+            self._attachments[(kind, namespace, name)] = attachments
+            self._gateways_dirty = True
         ours = route_parent_statuses(route, kind, world, self.store.now())
         parents = merged_route_parents(route, ours)
         current = route.get("status") or {}

@@ -603,3 +603,39 @@ async def test_sandbox_gateway_keeps_entries_written_by_other_controllers() -> N
         assert gateway_controller.status_writes == writes  # settled: no write loop
     finally:
         gateway_controller.stop()
+
+
+async def test_sandbox_gateway_reevaluates_routes_when_another_namespace_changes() -> None:
+    store = ObjectStore()
+    gateway_controller = SandboxGateway(store, gateway_recount_delay=0.01)
+    gateway_controller.start()
+    try:
+        populate(store)
+        store.patch("namespaces", "payments", {"metadata": {"labels": {"shared-gateway": "true"}}})
+        store.ensure_namespace("shared")
+        store.patch(
+            "httproutes.gateway.networking.k8s.io",
+            "payments-api",
+            {"spec": {"rules": [{"backendRefs": [{"name": "ledger", "namespace": "shared", "port": 8080}]}]}},
+            "payments",
+        )
+        await eventually(lambda: route_conditions(store).get("ResolvedRefs") == ("False", "RefNotPermitted"))
+        store.create(
+            "referencegrants.gateway.networking.k8s.io",
+            {
+                "apiVersion": f"{GW}/v1beta1",
+                "kind": "ReferenceGrant",
+                "metadata": {"name": "from-payments", "namespace": "shared"},
+                "spec": {
+                    "from": [{"group": GW, "kind": "HTTPRoute", "namespace": "payments"}],
+                    "to": [{"group": "", "kind": "Service"}],
+                },
+            },
+        )
+        await eventually(lambda: route_conditions(store).get("ResolvedRefs") == ("False", "BackendNotFound"))
+        store.create("services", service("ledger", "shared"))
+        await eventually(lambda: route_conditions(store).get("ResolvedRefs") == ("True", "ResolvedRefs"))
+        store.delete("gateways.gateway.networking.k8s.io", "public", "infra")
+        await eventually(lambda: route_conditions(store).get("Accepted") == ("False", "NoMatchingParent"))
+    finally:
+        gateway_controller.stop()
