@@ -41,6 +41,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 import celpy
+import re2  # google-re2, which cel-python depends on
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
@@ -436,8 +437,9 @@ def _check_format(fmt: str, value: str) -> str | None:
 
 
 @lru_cache(maxsize=1024)
-def _compiled_pattern(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled_pattern(pattern: str) -> Any:
+    """``pattern`` compiled with RE2, the engine and syntax Kubernetes uses (``$`` is end of text only)."""
+    return re2.compile(pattern)
 
 
 def _check_string(schema: Schema, value: str, path: str, errors: list[FieldError]) -> None:

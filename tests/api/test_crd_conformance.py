@@ -438,6 +438,12 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "should match",
     ),
     (
+        "target-name-newline",
+        _with(base_canary, **{"spec__targetRef__name": "payments-api\n"}),
+        "spec.targetRef.name",
+        "should match",
+    ),
+    (
         "target-name-empty",
         _with(base_canary, **{"spec__targetRef__name": ""}),
         "spec.targetRef.name",
@@ -548,6 +554,12 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
     (
         "status-time",
         _with_status(status__lastStepTime="2026-05-01 10:00"),
+        "status.lastStepTime",
+        "date-time",
+    ),
+    (
+        "status-time-newline",
+        _with_status(status__lastStepTime="2026-05-01T10:00:00Z\n"),
         "status.lastStepTime",
         "date-time",
     ),

@@ -203,6 +203,7 @@ def test_enum_violation_is_an_unsupported_value_listing_the_choices() -> None:
         ({"label": "a"}, "spec.label", "Invalid value", "at least 2 chars"),
         ({"label": "abcdef"}, "spec.label", "Too long", "may not be more than 5"),
         ({"label": "AB"}, "spec.label", "Invalid value", "should match '^[a-z]+$'"),
+        ({"label": "ab\n"}, "spec.label", "Invalid value", "should match '^[a-z]+$'"),
         ({"tags": []}, "spec.tags", "Invalid value", "at least 1 items"),
         ({"tags": ["a", "b", "c"]}, "spec.tags", "Too many", "at most 2 items"),
         ({"tags": ["a", 2]}, "spec.tags[1]", "Invalid value", "must be of type string"),
