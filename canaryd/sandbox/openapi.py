@@ -629,7 +629,6 @@ _CEL_RESERVED: Final = frozenset(
         "while",
     }
 )
-_CEL_IDENTIFIER: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def escape_property_name(name: str) -> str:
