@@ -22,6 +22,7 @@ from canaryd.sandbox import openapi
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "manifests" / "crd"
 SAMPLES_DIR = ROOT / "manifests" / "samples"
+ANALYSIS_DIR = ROOT / "analysis"
 
 MODELS: dict[str, type[BaseModel]] = {"Canary": Canary, "MetricTemplate": MetricTemplate}
 CRD_FILES = {"Canary": "canaries.canaryd.io.yaml", "MetricTemplate": "metrictemplates.canaryd.io.yaml"}
@@ -38,10 +39,10 @@ def schema(kind: str) -> dict[str, Any]:
     return openapi.crd_version_schema(crd(kind), "v1alpha1")
 
 
-def samples(kind: str) -> list[dict[str, Any]]:
-    """Every object of ``kind`` in manifests/samples."""
+def samples(kind: str, directory: Path = SAMPLES_DIR) -> list[dict[str, Any]]:
+    """Every object of ``kind`` in manifests/samples (or another directory of manifests)."""
     found = []
-    for path in sorted(SAMPLES_DIR.glob("*.yaml")):
+    for path in sorted(directory.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             if isinstance(document, dict) and document.get("kind") == kind:
                 found.append(document)

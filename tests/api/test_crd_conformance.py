@@ -20,6 +20,7 @@ import pytest
 from canaryd.api.models import CanarySpec, MetricTemplateSpec
 from canaryd.sandbox import openapi
 from tests.api.crd_support import (
+    ANALYSIS_DIR,
     base_canary,
     base_template,
     linear_canary,
@@ -765,6 +766,33 @@ def test_the_samples_hold_a_canary_of_each_schedule_and_templates_with_and_witho
 def test_every_sample_is_accepted_by_both(name: str, obj: dict[str, Any]) -> None:
     assert server_errors(obj) == [], name
     assert model_error(obj) is None, name
+
+
+def _shipped_templates() -> list[dict[str, Any]]:
+    return samples("MetricTemplate", ANALYSIS_DIR) if ANALYSIS_DIR.is_dir() else []
+
+
+@pytest.mark.parametrize(
+    "template",
+    _shipped_templates(),
+    ids=lambda t: f"{t['metadata'].get('namespace')}/{t['metadata']['name']}",
+)
+def test_every_ready_made_template_in_analysis_is_accepted_by_both(template: dict[str, Any]) -> None:
+    assert [str(e) for e in server_errors(template)] == []
+    assert model_error(template) is None
+
+
+def test_every_template_a_sample_canary_references_is_shipped_with_the_samples_or_in_analysis() -> None:
+    available = {
+        (t["metadata"].get("namespace"), t["metadata"]["name"])
+        for t in samples("MetricTemplate") + _shipped_templates()
+    }
+    for canary in samples("Canary"):
+        for metric in canary["spec"]["analysis"].get("metrics", []):
+            ref = metric.get("templateRef")
+            if ref:
+                key = (ref.get("namespace", canary["metadata"]["namespace"]), ref["name"])
+                assert key in available, f"{canary['metadata']['name']}: no MetricTemplate {key}"
 
 
 @pytest.mark.parametrize(("case", "build", "path", "fragment"), INVALID, ids=[c[0] for c in INVALID])
