@@ -27,7 +27,9 @@ from canaryd.adapters.prometheus import (
     PrometheusQuerier,
     QueryObservation,
     credentials_from_secret,
+    endpoint_for,
 )
+from canaryd.api.models import PrometheusProvider
 from canaryd.core.promql import QueryError, QueryErrorKind, Value
 
 VECTOR_42 = {
@@ -304,3 +306,29 @@ async def test_query_and_time_are_sent(
     await querier.query(PrometheusEndpoint(fake.url), 'up{job="x"}', at=1700003600.5)
 
     assert fake.params[-1] == {"query": 'up{job="x"}', "time": "1700003600.500"}
+
+
+def test_a_template_provider_becomes_an_endpoint() -> None:
+    credentials = Credentials(bearer_token="t")
+    from_template = endpoint_for(
+        PrometheusProvider(
+            address="https://thanos.monitoring:9090/", headers={"X-Scope-OrgID": "a"}, timeout="3s"
+        ),
+        default_address="http://prometheus:9090",
+        credentials=credentials,
+        default_timeout=7.0,
+    )
+    defaulted = endpoint_for(
+        PrometheusProvider(), default_address="http://prometheus:9090", default_timeout=7.0
+    )
+
+    assert from_template.address == "https://thanos.monitoring:9090/"
+    assert from_template.server == "https://thanos.monitoring:9090"
+    assert (from_template.timeout, from_template.headers, from_template.credentials) == (
+        3.0, {"X-Scope-OrgID": "a"}, credentials
+    )
+    assert (defaulted.address, defaulted.timeout, defaulted.insecure_skip_verify) == (
+        "http://prometheus:9090", 7.0, False
+    )
+    with pytest.raises(ValueError, match="http"):
+        PrometheusEndpoint("prometheus:9090")
