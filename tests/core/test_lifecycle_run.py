@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from canaryd.api.constants import Phase, Reason, Verdict
 from canaryd.core.effects import EnsurePrimary, ScaleTarget, SetRouteWeights
-from canaryd.core.lifecycle import analysis_due
-
+from canaryd.core.lifecycle import analysis_due, decide
 from tests.core.world import (
     actions,
     erroring,
@@ -64,7 +64,19 @@ def test_a_route_without_both_backends_is_reported_as_such() -> None:
     decision = world.decide()
     routes = decision.status.condition("RoutesReady")
     assert routes is not None and routes.reason == Reason.ROUTE_MISSING_BACKENDS
-    assert "payments-api-canary" in routes.message
+    assert routes.message == world.route_state().problem
+
+
+def test_route_problems_are_described_even_when_the_runtime_gives_no_text() -> None:
+    world = initialized_world()
+    world.route_backends = False
+    bare = replace(world.route_state(), problem="")
+    decision = decide(world.canary, replace(world.observations(), routes=(bare,)), world.now)
+    routes = decision.status.condition("RoutesReady")
+    assert routes is not None
+    assert routes.message == (
+        "HTTPRoute payments-api has no rule listing both the -primary and -canary Services"
+    )
 
 
 def test_analysis_is_due_one_interval_after_the_step() -> None:

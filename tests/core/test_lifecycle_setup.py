@@ -14,7 +14,6 @@ from canaryd.core.effects import (
 )
 from canaryd.core.lifecycle import decide
 from canaryd.core.observations import Observations
-
 from tests.core.world import T0, World, actions, events, initialized_world, make_canary
 
 

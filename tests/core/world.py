@@ -179,9 +179,9 @@ class World:
         if not self.route_exists:
             problem = "HTTPRoute payments-api not found"
         elif not self.route_backends:
-            problem = "HTTPRoute payments-api: no rule lists both payments-api-primary and payments-api-canary"
+            problem = "HTTPRoute payments-api: no rule lists both payments-api-primary and -canary"
         elif not self.route_accepted:
-            problem = "HTTPRoute payments-api: parent Gateway public has not Accepted it (NotAllowedByListeners)"
+            problem = "HTTPRoute payments-api: Gateway public has not Accepted it (NotAllowedByListeners)"
         weights = self.route_weights if self.route_exists and self.route_backends else None
         return RouteState(
             kind="HTTPRoute",
@@ -227,20 +227,22 @@ class World:
                 if replicas != self.target_replicas:
                     self.target_replicas = replicas
                     self.target_ready = replicas == 0
-            elif isinstance(effect, SetRouteWeights):
-                if self.route_exists and self.route_backends:
-                    self.route_weights = (effect.primary, effect.canary)
+            elif isinstance(effect, SetRouteWeights) and self.route_exists and self.route_backends:
+                self.route_weights = (effect.primary, effect.canary)
 
     def decide(self, analysis: tuple[MetricResult, ...] | None = None) -> Decision:
         """One reconcile: decide, apply the effects, store the status."""
         decision = decide(self.canary, self.observations(analysis), self.now)
         self.apply(decision.effects)
         self.canary = with_status(self.canary, decision.status)
-        if self.pending_action is not None and decision.status.last_action is not None:
-            if decision.status.last_action.id == self.pending_action.id:
-                self.pending_action = None
+        self.forget_answered_action(decision)
         self.history.append(decision)
         return decision
+
+    def forget_answered_action(self, decision: Decision) -> None:
+        answered = decision.status.last_action
+        if self.pending_action is not None and answered is not None and answered.id == self.pending_action.id:
+            self.pending_action = None
 
     def due(self) -> bool:
         return analysis_due(self.canary, self.observations(), self.now)

@@ -1,0 +1,254 @@
+"""Properties of the lifecycle over random histories of observations and manual actions.
+
+A state machine drives one Canary through a modelled cluster: revisions
+change, Deployments roll out or not, routes lose and regain acceptance,
+weights are edited by someone else, Prometheus answers pass, fail, no data or
+errors, people press buttons, writes fail half-way, and the Canary may be
+deleted. After every reconcile the rules a user relies on are checked.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from datetime import datetime
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from canaryd.api.constants import Action, Phase, Verdict
+from canaryd.api.models import Canary
+from canaryd.core import schedule
+from canaryd.core.effects import RecordEvent, RemoveFinalizer, SetRouteWeights
+from canaryd.core.lifecycle import Decision, analysis_due, decide
+from canaryd.core.observations import MetricResult, Observations
+from canaryd.core.readiness import canary_ready, traffic_on_primary
+from tests.core.world import World, make_canary, with_status
+
+REVISIONS = ("rev1", "rev2", "rev3")
+PROMOTED_PHASES = (Phase.PROMOTING, Phase.FINALISING, Phase.SUCCEEDED)
+
+
+@st.composite
+def canaries(draw: st.DrawFn) -> Canary:
+    threshold = draw(st.integers(1, 3))
+    common = {
+        "threshold": threshold,
+        "error_threshold": draw(st.integers(1, 3)),
+        "no_data_policy": draw(st.sampled_from(["Hold", "Fail", "Pass"])),
+        "interval": f"{draw(st.sampled_from([10, 30, 60]))}s",
+        "progress_deadline_seconds": draw(st.sampled_from([30, 120, 600])),
+        "metrics": draw(st.sampled_from([(), ("success-rate",), ("success-rate", "latency-p99")])),
+    }
+    if draw(st.booleans()):
+        weights = sorted(draw(st.sets(st.integers(1, 100), min_size=1, max_size=4)))
+        return make_canary(step_weights=weights, **common)
+    step = draw(st.integers(5, 50))
+    top = draw(st.integers(step, 100))
+    return make_canary(step_weight=step, max_weight=top, **common)
+
+
+verdict_lists = st.lists(
+    st.sampled_from([Verdict.PASS, Verdict.PASS, Verdict.PASS, Verdict.FAIL, Verdict.NO_DATA, Verdict.ERROR]),
+    min_size=1,
+    max_size=2,
+)
+
+
+def _round(canary: Canary, verdicts: list[Verdict]) -> tuple[MetricResult, ...]:
+    names = [m.name for m in canary.spec.analysis.metrics]
+    return tuple(
+        MetricResult(name=name, verdict=verdicts[i % len(verdicts)], value=1.0)
+        for i, name in enumerate(names)
+    )
+
+
+def _events(decision: Decision) -> list[RecordEvent]:
+    return [e for e in decision.effects if isinstance(e, RecordEvent)]
+
+
+class LifecycleMachine(RuleBasedStateMachine):
+    world: World
+
+    @initialize(canary=canaries(), start_in=st.sampled_from(["nothing", "initialized", "a run", "a run"]))
+    def start(self, canary: Canary, start_in: str) -> None:
+        self.world = World(canary=canary)
+        #: Runs (revision, start) whose failed checks reached the threshold.
+        self.doomed_runs: set[tuple[str | None, datetime | None]] = set()
+        self.gone = False
+        if start_in != "nothing":
+            self.world.reconcile()
+            self.world.roll_out()
+            self.world.reconcile()
+        if start_in == "a run":
+            self.world.new_revision("rev2")
+            self.world.reconcile()
+            self.world.roll_out()
+            self.world.reconcile()
+
+    # -- the world changes -------------------------------------------------------
+
+    @rule(template_hash=st.sampled_from(REVISIONS))
+    def team_changes_the_template(self, template_hash: str) -> None:
+        self.world.new_revision(template_hash)
+
+    @rule(
+        change=st.sampled_from(["pods crash", "route", "weights", "slots", "template"]),
+        flag=st.booleans(),
+        number=st.integers(0, 100),
+    )
+    def the_cluster_changes(self, change: str, flag: bool, number: int) -> None:
+        world = self.world
+        if change == "pods crash":
+            world.target_ready = False
+        elif change == "route":
+            # A route that is not accepted, has lost its backends, or is gone altogether.
+            world.route_accepted = flag
+            world.route_exists = flag or number % 2 == 0
+            world.route_backends = flag or number % 3 != 0
+        elif change == "weights":
+            world.route_weights = (100 - number, number)
+        elif change == "slots":
+            world.slot = flag
+        else:
+            world.config_problems = ("MetricTemplate success-rate not found",) if flag else ()
+
+    @rule(action=st.sampled_from(list(Action)))
+    def person_asks(self, action: Action) -> None:
+        self.world.request(action)
+
+    @rule(really=st.integers(0, 5))
+    def canary_is_deleted(self, really: int) -> None:
+        if really == 5:
+            self.world.deleting = True
+
+    # -- the controller reconciles -----------------------------------------------
+
+    @precondition(lambda self: not self.gone)
+    @rule(
+        seconds=st.sampled_from([0, 1, 10, 61, 130, 700]),
+        pods=st.sampled_from(["roll out", "as they were", "crash"]),
+        drift=st.one_of(st.none(), st.integers(0, 100)),
+        verdicts=verdict_lists,
+    )
+    def time_passes_and_controller_reconciles(
+        self, seconds: int, pods: str, drift: int | None, verdicts: list[Verdict]
+    ) -> None:
+        world = self.world
+        world.tick(seconds)
+        if pods == "roll out":
+            world.roll_out()
+        elif pods == "crash":
+            world.target_ready = False
+        if drift is not None:
+            world.route_weights = (100 - drift, drift)
+        self.reconcile(verdicts, None)
+
+    @precondition(lambda self: not self.gone)
+    @rule(verdicts=verdict_lists, failing_write=st.one_of(st.none(), st.integers(0, 3)))
+    def controller_reconciles(self, verdicts: list[Verdict], failing_write: int | None) -> None:
+        self.reconcile(verdicts, failing_write)
+
+    @precondition(lambda self: not self.gone)
+    @rule(verdicts=verdict_lists, heal=st.booleans())
+    def next_round_is_due(self, verdicts: list[Verdict], heal: bool) -> None:
+        world = self.world
+        due = schedule.next_analysis_at(world.canary, world.status)
+        if due is not None and due > world.now:
+            world.now = due
+        if heal:  # whatever was broken has been fixed by now
+            world.roll_out()
+            world.route_exists = world.route_backends = world.route_accepted = True
+            world.config_problems = ()
+        self.reconcile(verdicts, None)
+
+    def reconcile(self, verdicts: list[Verdict], failing_write: int | None) -> None:
+        world = self.world
+        canary = world.canary
+        due = analysis_due(canary, world.observations(), world.now)
+        observations = world.observations(_round(canary, verdicts) if due else None)
+        decision = decide(canary, observations, world.now)
+
+        assert decide(canary, observations, world.now) == decision, "decide is not deterministic"
+        self._check_decision(canary, observations, decision)
+        self._check_fixed_point(canary, observations, decision)
+
+        effects = [e for e in decision.effects if not isinstance(e, RecordEvent)]
+        if failing_write is not None and failing_write < len(effects):
+            world.apply(effects[:failing_write])  # the write failed: status is not written either
+            return
+        world.apply(decision.effects)
+        world.canary = with_status(canary, decision.status)
+        world.forget_answered_action(decision)
+        if world.deleting and not world.finalizer and RemoveFinalizer() in decision.effects:
+            self.gone = True
+
+    def _check_decision(self, canary: Canary, observations: Observations, decision: Decision) -> None:
+        before, after = canary.status, decision.status
+        top = schedule.max_weight(canary)
+        assert 0 <= after.canary_weight <= top
+
+        if after.phase in (Phase.FAILED, Phase.TERMINATING):
+            assert after.canary_weight == 0, "a rolled-back or aborted canary keeps weight"
+
+        run = (after.revision, after.run_started_at)
+        threshold = canary.spec.analysis.threshold
+        if after.phase in (Phase.PROGRESSING, Phase.FAILED) and after.failed_checks >= threshold:
+            self.doomed_runs.add(run)
+        if after.phase in PROMOTED_PHASES:
+            assert run not in self.doomed_runs, "a run that reached the failed-check threshold was promoted"
+            assert after.failed_checks < threshold
+
+        if before.paused and after.paused:
+            assert after.canary_weight == before.canary_weight, "a paused canary changed weight"
+
+        if (after.phase, after.canary_weight) != (before.phase, before.canary_weight) and before.phase:
+            assert _events(decision), "a phase or weight change without an Event"
+
+        for effect in decision.effects:
+            if isinstance(effect, SetRouteWeights):
+                assert effect.primary + effect.canary == 100
+                if effect.canary > 0:
+                    assert canary_ready(observations.target), "traffic sent to a canary that is not ready"
+                    assert observations.routes_usable, "traffic sent through a route that is not usable"
+                    assert effect.canary == after.canary_weight
+            if isinstance(effect, RemoveFinalizer):
+                assert traffic_on_primary(observations), "finalizer removed before traffic was back"
+
+    def _check_fixed_point(self, canary: Canary, observations: Observations, decision: Decision) -> None:
+        fed_back = with_status(canary, decision.status)
+        again = decide(fed_back, replace(observations, analysis=None), self.world.now)
+        assert again.status == decision.status, "feeding decide its own result changed the status"
+        assert not _events(again), "feeding decide its own result emitted events again"
+        applied_once = copy.copy(self.world)
+        applied_once.apply(decision.effects)
+        applied_twice = copy.copy(applied_once)
+        applied_twice.apply(again.effects)
+        assert _cluster(applied_twice) == _cluster(applied_once), "repeated effects changed the cluster"
+
+    @invariant()
+    def routes_carry_whole_percentages(self) -> None:
+        if hasattr(self, "world") and self.world.route_weights is not None:
+            assert sum(self.world.route_weights) == 100
+
+
+def _cluster(world: World) -> tuple[object, ...]:
+    return (
+        world.finalizer,
+        world.services,
+        world.primary_hash,
+        world.primary_ready,
+        world.target_replicas,
+        world.target_ready,
+        world.route_weights,
+    )
+
+
+LifecycleMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestLifecycleProperties = LifecycleMachine.TestCase
