@@ -31,10 +31,8 @@ def handle_action(draft: Draft) -> None:
     events_before = len(draft.events)
     result = _carry_out(draft, request)
     draft.update(last_action=ActionRecord(id=request.id, action=request.action, result=result, at=draft.now))
-    if len(draft.events) == events_before:
-        reason = _ACK_REASONS.get(request.action, Reason.ACTION_IGNORED)
-        if result.startswith(_IGNORED):
-            reason = Reason.ACTION_IGNORED
+    reason = Reason.ACTION_IGNORED if result.startswith(_IGNORED) else _ACK_REASONS[request.action]
+    if not any(e.reason == reason for e in draft.events[events_before:]):
         draft.event("Normal", reason, f"{_who(request)}: {result}")
 
 

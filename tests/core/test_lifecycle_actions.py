@@ -246,3 +246,16 @@ def test_lifecycle_conditions_keep_their_transition_time_while_messages_change()
     assert before is not None and after is not None
     assert after.message != before.message
     assert after.last_transition_time == before.last_transition_time
+
+
+def test_a_retry_that_has_to_wait_for_a_slot_is_still_acknowledged_by_name() -> None:
+    world = _failed_world()
+    world.slot = False
+    world.request(Action.RETRY, by="carol")
+    decision = world.decide()
+    assert decision.status.phase is Phase.WAITING
+    assert decision.status.last_action is not None
+    assert decision.status.last_action.result == "revision rev2 waits for a free run slot"
+    reasons = [e.reason for e in events(decision)]
+    assert reasons == [Reason.WAITING_FOR_SLOT, Reason.RETRIED]
+    assert "retry requested by carol" in events(decision)[1].message
