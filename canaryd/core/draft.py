@@ -153,7 +153,7 @@ class Draft:
         total = schedule.step_count(self.canary)
         self.move(
             reason,
-            f"{message}: step {step} of {total}",
+            f"{message}; step {step} of {total}",
             weight=weight,
             step=step,
             last_step_time=self.now,

@@ -196,7 +196,7 @@ def _progressing(draft: Draft) -> None:
         draft.fail(Reason.DEADLINE_EXCEEDED, f"no progress within progressDeadlineSeconds ({seconds}s){why}")
         return
     if progress_blocker(draft) is None and status.step == 0:
-        draft.take_step(Reason.STEP_ADVANCED, f"{draft.target_name} is ready: first step")
+        draft.take_step(Reason.STEP_ADVANCED, f"{draft.target_name} is ready")
 
 
 def progress_blocker(draft: Draft) -> tuple[Reason, str] | None:
