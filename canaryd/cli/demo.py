@@ -57,7 +57,7 @@ GATEWAY_CLASS = "sandbox"
 GATEWAY_CONTROLLER = "canaryd.io/sandbox-gateway"
 SERVICE_PORT = 8080
 #: The demo's real pace. A hidden flag shortens it for the test suite.
-DEFAULT_INTERVAL = "10s"
+DEFAULT_INTERVAL = "15s"
 STEP_WEIGHTS = (10, 25, 50)
 FAILED_CHECKS_THRESHOLD = 2
 SUCCESS_RATE_MIN = 99.0
@@ -65,6 +65,7 @@ LATENCY_P99_MAX_MS = 200.0
 ROUTE_RPS = 100
 BAD_ERROR_RATE = "0.3"
 REFRESH_SECONDS = 0.25
+MESSAGE_WIDTH = 100
 FINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 
 
@@ -360,6 +361,8 @@ def render_lines(snapshot: Snapshot, fancy: bool = True) -> list[str]:
     )
     lines = [head, "        " + weight_bar(snapshot.canary_weight, fancy=fancy)]
     lines.extend("        " + metric_text(m) for m in snapshot.metrics)
+    if snapshot.message:
+        lines.append("        " + snapshot.message[:MESSAGE_WIDTH])
     return lines
 
 
@@ -550,6 +553,19 @@ class Demo:
                 weights[ref["name"]] = int(ref.get("weight", 1))
         return weights
 
+    async def settled(self, timeout: float = 30.0) -> tuple[str, dict[str, int]]:
+        """(the primary's version, the route weights) once all traffic is back on the primary.
+
+        The controller writes status before it moves traffic, so the final phase can be
+        visible a moment before the weights are.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            weights = self.route_weights()
+            if weights.get(APP + CANARY_SUFFIX) == 0 or time.monotonic() > deadline:
+                return self.primary_version(), weights
+            await asyncio.sleep(REFRESH_SECONDS)
+
     def primary_version(self) -> str:
         primary = self.store.get("deployments", APP + PRIMARY_SUFFIX, namespace=NAMESPACE)
         for container in primary["spec"]["template"]["spec"]["containers"]:
@@ -586,7 +602,7 @@ async def run_demo(settings: DemoSettings, out: TextIO) -> int:
     timeline = Timeline()
     outcomes: list[Outcome] = []
     error: str | None = None
-    primary_version, weights = "unknown", {}
+    primary_version, weights = "unknown", dict[str, int]()
     view.say("Starting the sandbox cluster and Prometheus ...")
     async with SandboxCluster(with_prometheus=True) as cluster:
         if cluster.prometheus_url is None:
@@ -609,7 +625,7 @@ async def run_demo(settings: DemoSettings, out: TextIO) -> int:
                 await demo.initialize()
                 for release in RELEASES:
                     outcomes.append(await demo.release(release))
-                primary_version, weights = demo.primary_version(), demo.route_weights()
+                primary_version, weights = await demo.settled()
             except DemoError as exc:
                 error = str(exc)
                 view.say(f"\n{error}\ncontroller log (last lines):\n{tail(log_path)}")
