@@ -10,6 +10,7 @@ deleted. After every reconcile the rules a user relies on are checked.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import replace
 from datetime import datetime
 
@@ -179,7 +180,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             world.apply(effects[:failing_write])  # the write failed: status is not written either
             return
         world.apply(decision.effects)
-        world.canary = with_status(canary, decision.status)
+        world.canary = _through_the_api_server(with_status(canary, decision.status))
         world.forget_answered_action(decision)
         if world.deleting and not world.finalizer and RemoveFinalizer() in decision.effects:
             self.gone = True
@@ -217,7 +218,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert traffic_on_primary(observations), "finalizer removed before traffic was back"
 
     def _check_fixed_point(self, canary: Canary, observations: Observations, decision: Decision) -> None:
-        fed_back = with_status(canary, decision.status)
+        fed_back = _through_the_api_server(with_status(canary, decision.status))
         again = decide(fed_back, replace(observations, analysis=None), self.world.now)
         assert again.status == decision.status, "feeding decide its own result changed the status"
         assert not _events(again), "feeding decide its own result emitted events again"
@@ -231,6 +232,13 @@ class LifecycleMachine(RuleBasedStateMachine):
     def routes_carry_whole_percentages(self) -> None:
         if hasattr(self, "world") and self.world.route_weights is not None:
             assert sum(self.world.route_weights) == 100
+
+
+def _through_the_api_server(canary: Canary) -> Canary:
+    """The Canary as the controller reads it back: JSON with camelCase keys, as stored."""
+    stored = Canary.model_validate_json(json.dumps(canary.dump()))
+    assert stored.status == canary.status, "the status does not survive a round trip through the API"
+    return stored
 
 
 def _cluster(world: World) -> tuple[object, ...]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
 
 from canaryd.api.constants import Phase, Reason, Verdict
+from canaryd.api.models import Canary
 from canaryd.core.effects import EnsurePrimary, ScaleTarget, SetRouteWeights
 from canaryd.core.lifecycle import analysis_due, decide
 from tests.core.world import (
@@ -337,3 +339,16 @@ def test_the_target_disappearing_mid_run_rolls_back() -> None:
     assert decision.status.phase is Phase.FAILED
     assert decision.status.canary_weight == 0
     assert actions(decision) == [SetRouteWeights(primary=100, canary=0)]
+
+
+def test_a_restarted_controller_resumes_from_the_stored_status_without_replaying_a_step() -> None:
+    world = progressing_world()
+    world.tick(60)
+    world.decide(passing())
+    world.canary = Canary.model_validate_json(json.dumps(world.canary.dump()))
+    world.tick(30)
+    resumed = world.decide()
+    assert resumed.status.step == 2 and resumed.effects == ()
+    assert resumed.next_wakeup == world.now + timedelta(seconds=30)
+    world.tick(30)
+    assert world.due()
