@@ -51,6 +51,15 @@ class ResourceType:
     crd_name: str | None = None
     #: selectable fields beyond metadata.name/namespace (field selectors on list and watch).
     selectable_fields: tuple[str, ...] = field(default=())
+    #: served from a CustomResourceDefinition on a real cluster (the Gateway API kinds), though built in here
+    custom_resource: bool = False
+    #: the group whose objects this type shows (events.k8s.io Events are core Events); None: its own.
+    storage_group: str | None = None
+
+    @property
+    def is_custom(self) -> bool:
+        """Behaves as a custom resource: no strategic merge patch, no unconditional updates."""
+        return self.crd_name is not None or self.custom_resource
 
     @property
     def api_version(self) -> str:
@@ -63,7 +72,7 @@ class ResourceType:
     @property
     def storage_key(self) -> tuple[str, str]:
         """Objects are stored per group and plural; every served version sees the same objects."""
-        return (self.group, self.plural)
+        return (self.group if self.storage_group is None else self.storage_group, self.plural)
 
     @property
     def qualified(self) -> str:
@@ -85,6 +94,18 @@ def _col(
 
 _GW = "gateway.networking.k8s.io"
 _AGE = _col("Age", ".metadata.creationTimestamp", "date")
+
+# Field selectors the real server supports on events (the events.k8s.io view names them regarding.*).
+_CORE_EVENT_FIELDS = (
+    *(
+        f"involvedObject.{f}"
+        for f in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+    ),
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+)
 
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ResourceType(
@@ -136,13 +157,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         ("ev",),
         tracks_generation=False,
         strategic_merge=True,
-        selectable_fields=(
-            "involvedObject.name",
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "reason",
-            "type",
-        ),
+        selectable_fields=_CORE_EVENT_FIELDS,
     ),
     ResourceType(
         "apps",
@@ -167,7 +182,8 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         ("ev",),
         tracks_generation=False,
         strategic_merge=True,
-        selectable_fields=("regarding.name", "regarding.kind", "reason", "type"),
+        selectable_fields=tuple(f.replace("involvedObject.", "regarding.") for f in _CORE_EVENT_FIELDS),
+        storage_group="",
     ),
     ResourceType(
         "coordination.k8s.io",
@@ -207,6 +223,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
             _AGE,
             _col("Description", ".spec.description", priority=1),
         ),
+        custom_resource=True,
     ),
     ResourceType(
         _GW,
@@ -224,6 +241,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
             _col("Programmed", '.status.conditions[?(@.type=="Programmed")].status'),
             _AGE,
         ),
+        custom_resource=True,
     ),
     ResourceType(
         _GW,
@@ -236,6 +254,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         ("gateway-api",),
         has_status=True,
         printer_columns=(_col("Hostnames", ".spec.hostnames"), _AGE),
+        custom_resource=True,
     ),
     ResourceType(
         _GW,
@@ -248,6 +267,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         ("gateway-api",),
         has_status=True,
         printer_columns=(_col("Hostnames", ".spec.hostnames"), _AGE),
+        custom_resource=True,
     ),
     ResourceType(
         _GW,
@@ -259,6 +279,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         ("refgrant",),
         ("gateway-api",),
         printer_columns=(_AGE,),
+        custom_resource=True,
     ),
     # The standard channel still serves v1beta1 of the older Gateway API kinds.
     ResourceType(
@@ -271,12 +292,31 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         ("gc",),
         ("gateway-api",),
         has_status=True,
+        custom_resource=True,
     ),
     ResourceType(
-        _GW, "v1beta1", "gateways", "Gateway", True, "gateway", ("gtw",), ("gateway-api",), has_status=True
+        _GW,
+        "v1beta1",
+        "gateways",
+        "Gateway",
+        True,
+        "gateway",
+        ("gtw",),
+        ("gateway-api",),
+        has_status=True,
+        custom_resource=True,
     ),
     ResourceType(
-        _GW, "v1beta1", "httproutes", "HTTPRoute", True, "httproute", (), ("gateway-api",), has_status=True
+        _GW,
+        "v1beta1",
+        "httproutes",
+        "HTTPRoute",
+        True,
+        "httproute",
+        (),
+        ("gateway-api",),
+        has_status=True,
+        custom_resource=True,
     ),
 )
 
@@ -423,7 +463,7 @@ def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
                 short_names=tuple(names.get("shortNames") or ()),
                 categories=tuple(names.get("categories") or ()),
                 has_status="status" in subresources,
-                has_scale="scale" in subresources,
+                has_scale=False,  # the scale subresource is served for Deployments only
                 tracks_generation=True,
                 strategic_merge=False,
                 schema=schema,

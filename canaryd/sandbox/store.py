@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from canaryd.sandbox import errors, kinds
+from canaryd.sandbox import conversion, errors, kinds
 from canaryd.sandbox.errors import ApiError
 from canaryd.sandbox.patching import (
     APPLY_PATCH,
@@ -74,6 +74,7 @@ from canaryd.sandbox.patching import (
 )
 from canaryd.sandbox.resources import ResourceRegistry, ResourceType, types_from_crd
 from canaryd.sandbox.selectors import (
+    fields_match,
     labels_match,
     parse_field_selector,
     parse_label_selector,
@@ -174,10 +175,17 @@ class ObjectStore:
         return obj
 
     def _versioned(self, rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-        """The stored object as seen through `rtype`'s version (same fields, that apiVersion)."""
-        if obj.get("apiVersion") == rtype.api_version:
-            return obj
-        return {**obj, "apiVersion": rtype.api_version}
+        """The stored object as seen through `rtype` (its apiVersion, and converted fields for events)."""
+        return conversion.to_view(rtype, obj)
+
+    def _storage_type(self, rtype: ResourceType) -> ResourceType:
+        """The type whose shape objects of `rtype` are stored in (itself, except events.k8s.io Events)."""
+        if not conversion.needs_conversion(rtype):
+            return rtype
+        group = rtype.storage_key[0]
+        stored = self.registry.get(group, self.registry.preferred_version(group), rtype.plural)
+        assert stored is not None
+        return stored
 
     # ------------------------------------------------------------------ reads
 
@@ -204,17 +212,15 @@ class ObjectStore:
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector, self.field_allowed(rtype))
         items = []
-        for (ns, _name), obj in sorted(self._bucket(rtype).items()):
+        for (ns, _name), stored in sorted(self._bucket(rtype).items()):
             if namespace and rtype.namespaced and ns != namespace:
                 continue
-            if labels and not labels_match(labels, (obj.get("metadata") or {}).get("labels")):
+            if labels and not labels_match(labels, (stored.get("metadata") or {}).get("labels")):
                 continue
-            if fields:
-                from canaryd.sandbox.selectors import fields_match
-
-                if not fields_match(fields, obj):
-                    continue
-            items.append(self._versioned(rtype, obj))
+            obj = self._versioned(rtype, stored)
+            if fields and not fields_match(fields, obj):
+                continue
+            items.append(obj)
         return items, self.resource_version
 
     def list(
@@ -264,6 +270,12 @@ class ObjectStore:
         rtype = self.resource_type(resource)
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
+        storage_type = self._storage_type(rtype)
+        if storage_type is not rtype:
+            self._check_kind(rtype, obj)
+            stored_shape = conversion.to_storage(rtype, obj, storage_type)
+            created = self.create_ref(storage_type, stored_shape, namespace, dry_run=dry_run)
+            return self._versioned(rtype, created)
         new = copy.deepcopy(obj)
         metadata = new.get("metadata")
         if not isinstance(metadata, dict):
@@ -375,11 +387,18 @@ class ObjectStore:
             raise errors.bad_request("name is required for an update")
         ns = self._namespace_for(rtype, namespace, obj)
         self._check_kind(rtype, obj)
+        storage_type = self._storage_type(rtype)
+        if storage_type is not rtype:
+            updated = self.update_ref(
+                storage_type, conversion.to_storage(rtype, obj, storage_type), ns or None, name=name,
+                subresource=subresource, dry_run=dry_run, require_resource_version=require_resource_version,
+            )
+            return self._versioned(rtype, updated)
         old = self._stored(rtype, ns, name)
         rv = metadata.get("resourceVersion")
         if rv in (None, ""):
             # Custom resources refuse unconditional updates; built-in kinds accept them.
-            if require_resource_version or (rtype.crd_name is not None and subresource is None):
+            if require_resource_version or (rtype.is_custom and subresource is None):
                 raise errors.invalid(
                     rtype.kind,
                     rtype.group,
@@ -469,8 +488,11 @@ class ObjectStore:
                 f"the name of the object ({patched_meta.get('name')}) does not match "
                 f"the name on the URL ({name})"
             )
-        new = self._merge_for_update(rtype, old, patched, status_only=subresource == "status")
-        return self._write_update(rtype, old, new, dry_run=dry_run)
+        storage_type = self._storage_type(rtype)
+        if storage_type is not rtype:
+            patched = conversion.to_storage(rtype, patched, storage_type)
+        new = self._merge_for_update(storage_type, old, patched, status_only=subresource == "status")
+        return self._versioned(rtype, self._write_update(storage_type, old, new, dry_run=dry_run))
 
     def delete(
         self,
@@ -504,6 +526,11 @@ class ObjectStore:
         dry_run: bool = False,
     ) -> dict[str, Any]:
         rtype = self.resource_type(resource)
+        storage_type = self._storage_type(rtype)
+        if storage_type is not rtype:
+            deleted = self.delete_ref(storage_type, name, namespace, propagation_policy=propagation_policy,
+                                      preconditions=preconditions, dry_run=dry_run)
+            return self._versioned(rtype, deleted)
         ns = self._namespace_for(rtype, namespace, None) if rtype.namespaced else ""
         old = self._stored(rtype, ns, name)
         metadata = old["metadata"]
@@ -594,6 +621,7 @@ class ObjectStore:
             fields,
             copy_objects=copy_objects,
             on_close=self._forget_watch,
+            view=lambda stored: self._versioned(rtype, stored),
         )
         initial = (
             send_initial_events if send_initial_events is not None else resource_version in (None, "", "0")
@@ -617,21 +645,9 @@ class ObjectStore:
                 raise errors.gone(f"too old resource version: {since} ({self.oldest_resource_version + 1})")
             for event in self._history:
                 if event.resource_version > since and event.storage_key == rtype.storage_key:
-                    watch.offer(self._event_as(rtype, event))
+                    watch.offer(event)
         self._watches.setdefault(rtype.storage_key, set()).add(watch)
         return watch
-
-    def _event_as(self, rtype: ResourceType, event: StoreEvent) -> StoreEvent:
-        if event.obj.get("apiVersion") == rtype.api_version:
-            return event
-        return StoreEvent(
-            event.type,
-            event.resource_version,
-            event.storage_key,
-            event.namespace,
-            self._versioned(rtype, event.obj),
-            self._versioned(rtype, event.old) if event.old is not None else None,
-        )
 
     def _forget_watch(self, watch: Watch) -> None:
         if watch.storage_key is not None:

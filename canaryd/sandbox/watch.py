@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ class Watch:
         *,
         copy_objects: bool,
         on_close: Any = None,
+        view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.storage_key = storage_key
         self.namespace = namespace
@@ -65,6 +67,8 @@ class Watch:
         self.copy_objects = copy_objects
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._on_close = on_close
+        #: how stored objects look through this watch's API version (selectors apply to that view)
+        self._view = view
         self.closed = False
 
     def matches(self, obj: dict[str, Any] | None) -> bool:
@@ -81,21 +85,25 @@ class Watch:
         """Called by the store for each committed change of this watch's resource."""
         if self.closed:
             return
-        now_matches = self.matches(event.obj)
+        obj, old = event.obj, event.old
+        if self._view is not None:
+            obj = self._view(obj)
+            old = self._view(old) if old is not None else None
+        now_matches = self.matches(obj)
         if event.type == ADDED:
             if now_matches:
-                self._queue.put_nowait((ADDED, event.obj))
+                self._queue.put_nowait((ADDED, obj))
         elif event.type == DELETED:
             if now_matches:
-                self._queue.put_nowait((DELETED, event.obj))
+                self._queue.put_nowait((DELETED, obj))
         else:
-            before_matched = self.matches(event.old)
+            before_matched = self.matches(old)
             if now_matches and before_matched:
-                self._queue.put_nowait((MODIFIED, event.obj))
+                self._queue.put_nowait((MODIFIED, obj))
             elif now_matches:
-                self._queue.put_nowait((ADDED, event.obj))
+                self._queue.put_nowait((ADDED, obj))
             elif before_matched:
-                self._queue.put_nowait((DELETED, event.obj))
+                self._queue.put_nowait((DELETED, obj))
 
     def put_raw(self, event_type: str, obj: dict[str, Any]) -> None:
         self._queue.put_nowait((event_type, obj))
