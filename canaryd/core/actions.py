@@ -55,6 +55,8 @@ def _carry_out(draft: Draft, request: ActionRequest) -> str:
     """Apply the action and say what became of it."""
     if draft.observations.deleting or draft.status.phase is Phase.TERMINATING:
         return _IGNORED + "the Canary is being deleted"
+    if draft.canary.spec.suspend:
+        return _IGNORED + "spec.suspend is true: canaryd leaves this Canary alone until it is false"
     handlers = {
         Action.PROMOTE: _promote,
         Action.PROMOTE_STEP: _promote_step,

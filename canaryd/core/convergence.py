@@ -101,6 +101,9 @@ def _terminate(observations: Observations) -> list[Effect]:
     return effects
 
 
-def settled(status: CanaryStatus, observations: Observations) -> bool:
-    """Nothing is left to apply for this status."""
-    return not converge(status, observations)
+def converge_suspended(observations: Observations) -> list[Effect]:
+    """A suspended Canary leaves its target and routes alone; only its own finalizer is managed."""
+    if observations.deleting:
+        return [RemoveFinalizer()] if observations.has_finalizer else []
+    return [] if observations.has_finalizer else [AddFinalizer()]
+

@@ -4,7 +4,9 @@
 the effects to apply, and when to look at the Canary again. It is the only
 place where canaryd decides anything about a rollout.
 
-A decision first answers a pending manual action, then lets the phases
+A suspended Canary (``spec.suspend``) is left as it is: no transition, no
+effect on its Deployments or routes, only its own finalizer is managed.
+Otherwise a decision first answers a pending manual action, then lets the phases
 advance as far as the observations allow (several transitions may happen in
 one decision, e.g. a run that starts and takes its first step at once), then
 derives the conditions and the effects from the resulting status. Because
@@ -22,7 +24,7 @@ from canaryd.api.constants import Phase
 from canaryd.api.models import Canary, CanaryStatus
 from canaryd.core import schedule
 from canaryd.core.actions import handle_action
-from canaryd.core.convergence import converge
+from canaryd.core.convergence import converge, converge_suspended
 from canaryd.core.draft import Draft
 from canaryd.core.effects import Effect
 from canaryd.core.observations import Observations
@@ -63,6 +65,7 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
     target = observations.target
     if (
         status.phase is not Phase.PROGRESSING
+        or canary.spec.suspend
         or status.paused
         or observations.deleting
         or target is None
@@ -88,15 +91,18 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
         action=observations.action,
     )
     handle_action(draft)
-    for _ in range(MAX_TRANSITIONS):
-        before = draft.status
-        advance(draft)
-        if draft.status == before:
-            break
-    else:  # pragma: no cover - a cycle between phases is a bug, not an input problem
-        raise RuntimeError(f"lifecycle did not settle after {MAX_TRANSITIONS} transitions")
+    if canary.spec.suspend:
+        effects = converge_suspended(observations)
+    else:
+        for _ in range(MAX_TRANSITIONS):
+            before = draft.status
+            advance(draft)
+            if draft.status == before:
+                break
+        else:  # pragma: no cover - a cycle between phases is a bug, not an input problem
+            raise RuntimeError(f"lifecycle did not settle after {MAX_TRANSITIONS} transitions")
+        effects = converge(draft.status, observations)
     draft.analysis = None
-    effects = converge(draft.status, observations)
     draft.update(
         conditions=conditions(draft, canary.status.phase),
         observed_generation=canary.metadata.generation,
@@ -111,6 +117,8 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
 def _next_wakeup(draft: Draft, unsettled: bool) -> datetime | None:
     """When to look again without a watch event: the next due time, or a short recheck."""
     canary, status, now = draft.canary, draft.status, draft.now
+    if canary.spec.suspend:
+        return None
     recheck = now + schedule.recheck_interval(canary)
     phase = status.phase
     if phase is Phase.PROGRESSING:

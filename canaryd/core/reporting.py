@@ -83,6 +83,13 @@ def _progressing(draft: Draft, phase_before: Phase | None) -> DesiredCondition:
     def state(value: bool, reason: Reason, message: str) -> DesiredCondition:
         return DesiredCondition(kind, "True" if value else "False", reason.value, message)
 
+    if draft.canary.spec.suspend and not draft.observations.deleting:
+        return state(
+            False,
+            Reason.PAUSED,
+            f"spec.suspend is true: canaryd leaves {draft.target_name} and its routes alone "
+            f"(phase {phase.value if phase else 'none'}, canary weight {status.canary_weight}%)",
+        )
     if phase is Phase.FAILED:
         if draft.progress_note is not None:
             return draft.progress_note

@@ -259,3 +259,41 @@ def test_a_retry_that_has_to_wait_for_a_slot_is_still_acknowledged_by_name() -> 
     reasons = [e.reason for e in events(decision)]
     assert reasons == [Reason.WAITING_FOR_SLOT, Reason.RETRIED]
     assert "retry requested by carol" in events(decision)[1].message
+
+
+def _suspend(world: World, suspend: bool = True) -> None:
+    spec = world.canary.spec.model_copy(update={"suspend": suspend})
+    world.canary = world.canary.model_copy(update={"spec": spec})
+
+
+def test_a_suspended_canary_leaves_its_deployments_and_routes_alone() -> None:
+    world = progressing_world()
+    _suspend(world)
+    world.route_weights = (100, 0)
+    world.new_revision("rev3")
+    world.tick(600)
+    world.request(Action.PROMOTE)
+    decision = world.decide()
+    assert actions(decision) == []
+    assert (decision.status.phase, decision.status.revision, decision.status.canary_weight) == (
+        Phase.PROGRESSING,
+        "rev2",
+        10,
+    )
+    assert decision.next_wakeup is None
+    assert not world.due()
+    assert decision.status.last_action is not None
+    assert decision.status.last_action.result.startswith("ignored: spec.suspend is true")
+    condition = decision.status.condition("Progressing")
+    assert condition is not None and "spec.suspend is true" in condition.message
+    _suspend(world, False)
+    assert world.decide().status.revision == "rev3"
+
+
+def test_deleting_a_suspended_canary_only_removes_the_finalizer() -> None:
+    world = progressing_world()
+    _suspend(world)
+    world.deleting = True
+    decision = world.decide()
+    assert actions(decision) == [RemoveFinalizer()]
+    assert world.route_weights == (90, 10)

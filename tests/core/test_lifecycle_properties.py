@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from canaryd.api.constants import Action, Phase, Verdict
 from canaryd.api.models import Canary
 from canaryd.core import schedule
-from canaryd.core.effects import RecordEvent, RemoveFinalizer, SetRouteWeights
+from canaryd.core.effects import AddFinalizer, RecordEvent, RemoveFinalizer, SetRouteWeights
 from canaryd.core.lifecycle import Decision, analysis_due, decide
 from canaryd.core.observations import MetricResult, Observations
 from canaryd.core.readiness import canary_ready, traffic_on_primary
@@ -95,7 +95,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.world.new_revision(template_hash)
 
     @rule(
-        change=st.sampled_from(["pods crash", "route", "weights", "slots", "template"]),
+        change=st.sampled_from(["pods crash", "route", "weights", "slots", "template", "suspend"]),
         flag=st.booleans(),
         number=st.integers(0, 100),
     )
@@ -112,6 +112,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             world.route_weights = (100 - number, number)
         elif change == "slots":
             world.slot = flag
+        elif change == "suspend":
+            spec = world.canary.spec.model_copy(update={"suspend": flag and number % 2 == 0})
+            world.canary = world.canary.model_copy(update={"spec": spec})
         else:
             world.config_problems = ("MetricTemplate success-rate not found",) if flag else ()
 
@@ -200,6 +203,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         if after.phase in PROMOTED_PHASES:
             assert run not in self.doomed_runs, "a run that reached the failed-check threshold was promoted"
             assert after.failed_checks < threshold
+
+        if canary.spec.suspend:
+            assert (after.phase, after.canary_weight, after.step) == (
+                before.phase,
+                before.canary_weight,
+                before.step,
+            ), "a suspended canary changed"
+            assert all(isinstance(e, RecordEvent | AddFinalizer | RemoveFinalizer) for e in decision.effects)
 
         if before.paused and after.paused:
             assert after.canary_weight == before.canary_weight, "a paused canary changed weight"
