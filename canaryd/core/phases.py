@@ -73,6 +73,8 @@ def _target_missing(draft: Draft) -> None:
             Reason.TARGET_NOT_FOUND,
             f"Deployment {draft.canary.metadata.namespace}/{draft.target_name} disappeared during the run",
         )
+    elif status.phase is Phase.PROMOTING:
+        _promoting(draft)  # the primary already runs the revision: promotion needs no target
     elif status.phase is Phase.FINALISING:
         _finalising(draft)
 

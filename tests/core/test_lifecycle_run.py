@@ -352,3 +352,15 @@ def test_a_restarted_controller_resumes_from_the_stored_status_without_replaying
     assert resumed.next_wakeup == world.now + timedelta(seconds=30)
     world.tick(30)
     assert world.due()
+
+
+def test_a_promotion_whose_copy_is_done_completes_even_if_the_target_disappears() -> None:
+    world = progressing_world(canary=make_canary(step_weights=[50]))
+    world.tick(60)
+    world.decide(passing())
+    assert world.primary_hash == "rev2"
+    world.target_hash = None
+    world.roll_out()
+    decision = world.reconcile()
+    assert decision.status.phase is Phase.SUCCEEDED
+    assert world.route_weights == (100, 0)
