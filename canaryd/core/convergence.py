@@ -103,7 +103,5 @@ def _terminate(observations: Observations) -> list[Effect]:
 
 def converge_suspended(observations: Observations) -> list[Effect]:
     """A suspended Canary leaves its target and routes alone; only its own finalizer is managed."""
-    if observations.deleting:
-        return [RemoveFinalizer()] if observations.has_finalizer else []
     return [] if observations.has_finalizer else [AddFinalizer()]
 

@@ -5,7 +5,8 @@ the effects to apply, and when to look at the Canary again. It is the only
 place where canaryd decides anything about a rollout.
 
 A suspended Canary (``spec.suspend``) is left as it is: no transition, no
-effect on its Deployments or routes, only its own finalizer is managed.
+effect on its Deployments or routes, only its own finalizer is managed; its
+deletion still returns all traffic to the primary before the finalizer goes.
 Otherwise a decision first answers a pending manual action, then lets the phases
 advance as far as the observations allow (several transitions may happen in
 one decision, e.g. a run that starts and takes its first step at once), then
@@ -91,7 +92,7 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
         action=observations.action,
     )
     handle_action(draft)
-    if canary.spec.suspend:
+    if canary.spec.suspend and not observations.deleting:
         effects = converge_suspended(observations)
     else:
         for _ in range(MAX_TRANSITIONS):
@@ -117,7 +118,7 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
 def _next_wakeup(draft: Draft, unsettled: bool) -> datetime | None:
     """When to look again without a watch event: the next due time, or a short recheck."""
     canary, status, now = draft.canary, draft.status, draft.now
-    if canary.spec.suspend:
+    if canary.spec.suspend and not draft.observations.deleting:
         return None
     recheck = now + schedule.recheck_interval(canary)
     phase = status.phase

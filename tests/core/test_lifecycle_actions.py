@@ -290,10 +290,9 @@ def test_a_suspended_canary_leaves_its_deployments_and_routes_alone() -> None:
     assert world.decide().status.revision == "rev3"
 
 
-def test_deleting_a_suspended_canary_only_removes_the_finalizer() -> None:
+def test_deleting_a_suspended_canary_still_returns_traffic_before_the_finalizer_goes() -> None:
     world = progressing_world()
     _suspend(world)
     world.deleting = True
-    decision = world.decide()
-    assert actions(decision) == [RemoveFinalizer()]
-    assert world.route_weights == (90, 10)
+    assert actions(world.decide()) == [SetRouteWeights(primary=100, canary=0)]
+    assert actions(world.decide()) == [ScaleTarget(replicas=0), RemoveFinalizer()]
