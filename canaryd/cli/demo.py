@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -714,9 +714,24 @@ def main(args: argparse.Namespace) -> int:
         return 2
     settings = DemoSettings(interval=interval, json_output=bool(args.json))
     try:
-        return asyncio.run(run_demo(settings, sys.stdout))
+        return asyncio.run(_stoppable(run_demo(settings, sys.stdout)))
     except DemoError as exc:
         print(f"canaryd demo: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:
+        print("canaryd demo: stopped", file=sys.stderr)
+        return 143
+
+
+async def _stoppable(demo: Coroutine[Any, Any, int]) -> int:
+    """Run the demo so that SIGTERM stops it like Ctrl-C, stopping the controller, Prometheus and sandbox."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await demo
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
