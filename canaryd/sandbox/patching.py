@@ -14,13 +14,29 @@
 
 from __future__ import annotations
 
-import copy
 import json
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import jsonpatch
 
 from canaryd.sandbox.errors import ApiError, bad_request, unprocessable
+
+_Json = TypeVar("_Json")
+
+
+def clone(value: _Json) -> _Json:
+    """A deep copy of a JSON value (dicts, lists, scalars), several times faster than copy.deepcopy."""
+    return cast(_Json, _clone(value))
+
+
+def _clone(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {key: _clone(item) for key, item in value.items()}
+    if kind is list:
+        return [_clone(item) for item in value]
+    return value
+
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -32,7 +48,7 @@ PATCH_TYPES = (MERGE_PATCH, JSON_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
 def merge_patch(original: Any, patch: Any) -> Any:
     """RFC 7386: objects merge recursively, null deletes, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(original) if isinstance(original, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -119,7 +135,7 @@ def strategic_merge_patch(original: Any, patch: Any) -> Any:
 def _merge_map(original: dict[str, Any], patch: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     directive = patch.get("$patch")
     if directive == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if not k.startswith("$")}
+        return {k: clone(v) for k, v in patch.items() if not k.startswith("$")}
     if directive == "delete":
         return {}
     result = dict(original)
@@ -147,7 +163,7 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], path: tuple[str,
         elif isinstance(value, list):
             result[key] = _merge_list(current if isinstance(current, list) else [], value, key, (*path, key))
         else:
-            result[key] = copy.deepcopy(value)
+            result[key] = clone(value)
     for field, order in orders.items():
         if isinstance(result.get(field), list):
             result[field] = _apply_order(result[field], order, _merge_key(field, (*path, field)))
@@ -157,19 +173,19 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], path: tuple[str,
 def _merge_list(original: list[Any], patch: list[Any], field: str, path: tuple[str, ...]) -> list[Any]:
     key = _merge_key(field, path[:-1])
     if any(isinstance(item, dict) and item.get("$patch") == "replace" for item in patch):
-        return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and "$patch" in i)]
+        return [clone(i) for i in patch if not (isinstance(i, dict) and "$patch" in i)]
     if key is None:
         if field in _MERGED_SCALAR_LISTS:
             merged = list(original)
             merged.extend(v for v in patch if v not in merged)
             return merged
-        return copy.deepcopy(patch)
-    result = [copy.deepcopy(i) for i in original]
+        return clone(patch)
+    result = [clone(i) for i in original]
     for item in patch:
         if not isinstance(item, dict) or key not in item:
             if isinstance(item, dict) and item.get("$patch") == "delete":
                 continue
-            result.append(copy.deepcopy(item))
+            result.append(clone(item))
             continue
         index = next(
             (
@@ -210,7 +226,7 @@ def apply_patch(original: dict[str, Any], body: Any, patch_type: str) -> dict[st
         if patch_type in (MERGE_PATCH, APPLY_PATCH):
             result = merge_patch(original, body)
         elif patch_type == JSON_PATCH:
-            result = json_patch(copy.deepcopy(original), body)
+            result = json_patch(clone(original), body)
         elif patch_type == STRATEGIC_MERGE_PATCH:
             result = strategic_merge_patch(original, body)
         else:

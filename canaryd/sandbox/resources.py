@@ -336,21 +336,25 @@ class ResourceRegistry:
 
     def __init__(self) -> None:
         self._types: dict[tuple[str, str, str], ResourceType] = {}
+        self._resolved: dict[str, ResourceType] = {}
         self._preferred_version: dict[str, str] = dict(_PREFERRED)
         for resource_type in BUILTIN_TYPES:
             self.add(resource_type)
 
     def add(self, resource_type: ResourceType) -> None:
         self._types[(resource_type.group, resource_type.version, resource_type.plural)] = resource_type
+        self._resolved.clear()
 
     def remove_crd(self, crd_name: str) -> list[ResourceType]:
         removed = [t for t in self._types.values() if t.crd_name == crd_name]
         for resource_type in removed:
             del self._types[(resource_type.group, resource_type.version, resource_type.plural)]
+        self._resolved.clear()
         return removed
 
     def set_preferred_version(self, group: str, version: str) -> None:
         self._preferred_version[group] = version
+        self._resolved.clear()
 
     def get(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._types.get((group, version, plural))
@@ -385,6 +389,13 @@ class ResourceRegistry:
 
         Raises KeyError when nothing matches. `events` means core/v1 events, like kubectl.
         """
+        cached = self._resolved.get(name)
+        if cached is not None:
+            return cached
+        self._resolved[name] = found = self._resolve(name)
+        return found
+
+    def _resolve(self, name: str) -> ResourceType:
         lowered = name.lower()
         candidates: list[ResourceType] = []
         for resource_type in self._types.values():

@@ -52,7 +52,6 @@ objects must be created in an existing namespace ("default", "kube-system",
 from __future__ import annotations
 
 import builtins
-import copy
 import logging
 import random
 import re
@@ -71,6 +70,7 @@ from canaryd.sandbox.patching import (
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
     apply_patch,
+    clone,
 )
 from canaryd.sandbox.resources import ResourceRegistry, ResourceType, types_from_crd
 from canaryd.sandbox.selectors import (
@@ -197,7 +197,7 @@ class ObjectStore:
         return self._versioned(rtype, self._stored(rtype, namespace, name))
 
     def get(self, resource: str | ResourceType, name: str, namespace: str | None = None) -> dict[str, Any]:
-        return copy.deepcopy(self.get_ref(resource, name, namespace))
+        return clone(self.get_ref(resource, name, namespace))
 
     def list_refs(
         self,
@@ -234,7 +234,7 @@ class ObjectStore:
         items, rv = self.list_refs(
             resource, namespace, label_selector=label_selector, field_selector=field_selector
         )
-        return copy.deepcopy(items), rv
+        return clone(items), rv
 
     def count(self, resource: str | ResourceType) -> int:
         return len(self._bucket(self.resource_type(resource)))
@@ -257,7 +257,7 @@ class ObjectStore:
         *,
         dry_run: bool = False,
     ) -> dict[str, Any]:
-        return copy.deepcopy(self.create_ref(resource, obj, namespace, dry_run=dry_run))
+        return clone(self.create_ref(resource, obj, namespace, dry_run=dry_run))
 
     def create_ref(
         self,
@@ -276,7 +276,7 @@ class ObjectStore:
             stored_shape = conversion.to_storage(rtype, obj, storage_type)
             created = self.create_ref(storage_type, stored_shape, namespace, dry_run=dry_run)
             return self._versioned(rtype, created)
-        new = copy.deepcopy(obj)
+        new = clone(obj)
         metadata = new.get("metadata")
         if not isinstance(metadata, dict):
             metadata = {}
@@ -345,7 +345,7 @@ class ObjectStore:
         dry_run: bool = False,
         require_resource_version: bool = False,
     ) -> dict[str, Any]:
-        return copy.deepcopy(
+        return clone(
             self.update_ref(
                 resource, obj, namespace, dry_run=dry_run, require_resource_version=require_resource_version
             )
@@ -359,7 +359,7 @@ class ObjectStore:
         *,
         dry_run: bool = False,
     ) -> dict[str, Any]:
-        return copy.deepcopy(self.update_ref(resource, obj, namespace, subresource="status", dry_run=dry_run))
+        return clone(self.update_ref(resource, obj, namespace, subresource="status", dry_run=dry_run))
 
     def update_ref(
         self,
@@ -431,7 +431,7 @@ class ObjectStore:
         subresource: str | None = None,
         dry_run: bool = False,
     ) -> dict[str, Any]:
-        return copy.deepcopy(
+        return clone(
             self.patch_ref(
                 resource,
                 name,
@@ -471,7 +471,7 @@ class ObjectStore:
             old = self._stored(rtype, ns, name)
         except ApiError:
             if content_type == APPLY_PATCH and subresource is None and isinstance(patch, dict):
-                body = copy.deepcopy(patch)
+                body = clone(patch)
                 body.setdefault("metadata", {})["name"] = name
                 return self.create_ref(rtype, body, ns or None, dry_run=dry_run)
             raise
@@ -504,7 +504,7 @@ class ObjectStore:
         preconditions: dict[str, Any] | None = None,
         dry_run: bool = False,
     ) -> dict[str, Any]:
-        return copy.deepcopy(
+        return clone(
             self.delete_ref(
                 resource,
                 name,
@@ -742,11 +742,11 @@ class ObjectStore:
         if status_only:
             new = _shallow_copy_with_metadata(old)
             if "status" in body:
-                new["status"] = copy.deepcopy(body["status"])
+                new["status"] = clone(body["status"])
             else:
                 new.pop("status", None)
             return new
-        new = copy.deepcopy(body)
+        new = clone(body)
         meta: dict[str, Any] = new["metadata"] if isinstance(new.get("metadata"), dict) else {}
         new["metadata"] = meta
         for kept in (
