@@ -21,7 +21,8 @@ mutate. Failures raise `canaryd.sandbox.errors.ApiError` with `.code`
     items, rv = store.list("deployments", namespace=None, label_selector="app=x",
                            field_selector="metadata.name=y")           # rv: list resourceVersion
     store.update("deployments", obj, namespace=None)                   # PUT; 409 if obj's
-        # metadata.resourceVersion is stale (absent = unconditional); status is not written
+        # metadata.resourceVersion is stale; absent = unconditional for built-in kinds, but 422 for
+        # custom resources (CRD kinds and the Gateway API kinds), as on a real cluster; status not written
     store.update_status("deployments", obj)                            # PUT /status: only status
     store.patch("deployments", name, patch, namespace="payments",
                 patch_type="merge" | "json" | "strategic" | "apply", subresource=None | "status")
@@ -30,6 +31,9 @@ mutate. Failures raise `canaryd.sandbox.errors.ApiError` with `.code`
         # returns the object; with finalizers it only gets deletionTimestamp
     store.ensure_namespace("payments")                                 # create if missing
     store.resource_version                                            # current global rv (str)
+    store.count("deployments"); store.open_watch_count(); store.close_watches("deployments")
+    store.get_ref(...), store.list_refs(...), store.create_ref(...), store.patch_ref(...)
+        # the same without copying: stored snapshots, read-only (for hot paths)
 
     async with store.watch("httproutes", namespace=None, resource_version=None,
                            label_selector=None, field_selector=None) as watch:
@@ -46,7 +50,14 @@ Behaviour worth knowing: a write that changes nothing returns the stored
 object without a new resourceVersion or event (like the real server);
 generation is bumped when anything outside metadata and status changes;
 objects must be created in an existing namespace ("default", "kube-system",
-"kube-public" and "kube-node-lease" exist) unless `require_namespaces=False`.
+"kube-public" and "kube-node-lease" exist) unless `require_namespaces=False`;
+writes through `/status` (update_status, subresource="status") change only
+status and writes to the main resource never change status; strategic merge
+patch is refused (415) for custom resources; built-in kinds get the real
+server's defaults and validation (kinds.py), CRD kinds their schema's
+(openapi.py); events.k8s.io Events and core Events are one object in two
+shapes (conversion.py); deleting an owner deletes dependents whose owners are
+all gone, deleting a namespace deletes its contents, deleting a CRD its objects.
 """
 
 from __future__ import annotations

@@ -271,3 +271,25 @@ async def test_kubectl_create_subcommands_send_protobuf_that_is_decoded(kubectl,
     created = await kubectl.json("create", *command)
     assert missing_or_different(client_side, created) == []
     assert created["metadata"]["uid"]
+
+
+async def test_server_side_apply_rollout_restart_and_replace(sandbox_api: SandboxApiServer, kubectl) -> None:
+    manifest = deployment_manifest("web")
+    applied = await kubectl("apply", "--server-side", "-f", "-", input=as_yaml(manifest), check=True)
+    assert applied.stdout.strip() == "deployment.apps/web serverside-applied"
+    manifest["spec"]["replicas"] = 2
+    await kubectl("apply", "--server-side", "-f", "-", input=as_yaml(manifest), check=True)
+    assert sandbox_api.store.get("deployments", "web", "default")["spec"]["replicas"] == 2
+    generation = sandbox_api.store.get("deployments", "web", "default")["metadata"]["generation"]
+    await kubectl("rollout", "restart", "deployment/web", check=True)
+    restarted = sandbox_api.store.get("deployments", "web", "default")
+    assert "kubectl.kubernetes.io/restartedAt" in restarted["spec"]["template"]["metadata"]["annotations"]
+    assert restarted["metadata"]["generation"] == generation + 1
+    current = await kubectl("get", "deployment", "web", "-o", "yaml", check=True)
+    replaced = await kubectl(
+        "replace", "-f", "-", input=current.stdout.replace("replicas: 2", "replicas: 5"), check=True
+    )
+    assert replaced.stdout.strip() == "deployment.apps/web replaced"
+    assert sandbox_api.store.get("deployments", "web", "default")["spec"]["replicas"] == 5
+    stale = await kubectl("replace", "-f", "-", input=current.stdout)
+    assert stale.returncode != 0 and "the object has been modified" in stale.stderr
