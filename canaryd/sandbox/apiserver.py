@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,6 @@ class _RequestInfo:
     name: str | None = None
     patch_type: str | None = None
     user: str = ADMIN
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -174,7 +173,6 @@ class SandboxApiServer:
         self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self._watch_tasks: set[asyncio.Task[Any]] = set()
         self._frames: OrderedDict[tuple[int, str], tuple[dict[str, Any], bytes]] = OrderedDict()
 
     # ------------------------------------------------------------------ lifecycle
@@ -479,8 +477,8 @@ class SandboxApiServer:
         query = request.query
         dry_run = query.get("dryRun") == "All"
         namespace = target.namespace
-        if rtype.namespaced and namespace is None and verb in ("create",):
-            raise errors.path_not_found()
+        if rtype.namespaced and namespace is None and verb in ("create", "deletecollection"):
+            raise errors.method_not_allowed()  # only list and watch exist across namespaces
         if target.subresource == "scale":
             return await self._scale(request, target, info, dry_run)
         if verb == "get":
@@ -793,9 +791,6 @@ class SandboxApiServer:
             await response.write_eof()
             return response
         await response.prepare(request)
-        task = asyncio.current_task()
-        if task is not None:
-            self._watch_tasks.add(task)
         deadline = time.monotonic() + timeout if timeout else None
         drop_at = time.monotonic() + min(f.after_seconds for f in drops) if drops else None
         initial_left = watch.pending() if _truthy(send_initial) else 0
@@ -842,12 +837,10 @@ class SandboxApiServer:
                     if initial_left == 0 and bookmarks:
                         await response.write(frame(BOOKMARK, self._bookmark(rtype, initial_end=True)))
             await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError, RuntimeError):
-            pass
+        except (ConnectionResetError, RuntimeError):
+            pass  # the client went away; aiohttp raises these on writes to a closed transport
         finally:
             watch.close()
-            if task is not None:
-                self._watch_tasks.discard(task)
         return response
 
     def _event_frame(self, event_type: str, obj: dict[str, Any]) -> bytes:

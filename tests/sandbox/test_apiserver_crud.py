@@ -149,6 +149,8 @@ async def test_unsupported_verbs_are_405(sandbox_http) -> None:
     assert (await response.json())["reason"] == "MethodNotAllowed"
     response = await sandbox_http.put(DEPLOYMENTS, json=deployment_manifest("web"))
     assert response.status == 405
+    response = await sandbox_http.post("/apis/apps/v1/deployments", json=deployment_manifest("web"))
+    assert response.status == 405  # across namespaces only list and watch exist
 
 
 async def test_invalid_objects_are_422_with_causes(sandbox_http) -> None:

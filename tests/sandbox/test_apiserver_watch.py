@@ -241,3 +241,16 @@ async def test_store_subscribers_see_every_change(sandbox_api: SandboxApiServer)
     unsubscribe()
     sandbox_api.store.create("configmaps", configmap("b"), "default")
     assert seen == [("ADDED", ("", "configmaps"), "a"), ("DELETED", ("", "configmaps"), "a")]
+
+
+async def test_watch_is_released_when_the_client_goes_away(sandbox_api: SandboxApiServer) -> None:
+    async with aiohttp.ClientSession(base_url=sandbox_api.url) as http:
+        response = await http.get(CONFIGMAPS, params={"watch": "1"})
+        await asyncio.sleep(0.1)
+        assert sandbox_api.store.open_watch_count() == 1
+        response.close()
+    for _ in range(50):
+        if sandbox_api.store.open_watch_count() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert sandbox_api.store.open_watch_count() == 0
