@@ -64,8 +64,14 @@ def _parent_label(ref: dict[str, Any], route_namespace: str) -> str:
     return f"{kind} {where}"
 
 
-def _acceptance_problem(route: dict[str, Any], label: str) -> str:
-    """Why the route's parents do not (yet) carry it, or "" when every parent accepted it."""
+def _acceptance_problem(route: dict[str, Any], label: str, own_generations: frozenset[int]) -> str:
+    """Why the route's parents do not (yet) carry it, or "" when every parent accepted it.
+
+    An Accepted condition for an older generation still counts when every
+    generation since was made by canaryd's own weight-only patches: changing
+    two weights cannot make a route unacceptable, and waiting for the Gateway to
+    catch up after each step would cost a status write and a false alarm.
+    """
     meta = route.get("metadata") or {}
     namespace = str(meta.get("namespace", ""))
     generation = meta.get("generation")
@@ -103,6 +109,7 @@ def _acceptance_problem(route: dict[str, Any], label: str) -> str:
                 and observed > 0
                 and isinstance(generation, int)
                 and observed < generation
+                and not all(g in own_generations for g in range(observed + 1, generation + 1))
             ):
                 last_problem = (
                     f"{label}: {where} accepted generation {observed} but the route is at generation "
@@ -117,9 +124,18 @@ def _acceptance_problem(route: dict[str, Any], label: str) -> str:
 
 
 def inspect_route(
-    kind: str, name: str, route: dict[str, Any] | None, primary_service: str, canary_service: str
+    kind: str,
+    name: str,
+    route: dict[str, Any] | None,
+    primary_service: str,
+    canary_service: str,
+    own_generations: frozenset[int] = frozenset(),
 ) -> RouteState:
-    """Check one referenced route against the routing contract canaryd relies on."""
+    """Check one referenced route against the routing contract canaryd relies on.
+
+    ``own_generations`` are generations of this route that canaryd's own
+    weight patches produced (see ``_acceptance_problem``).
+    """
     if route is None:
         return RouteState(
             kind=kind,
@@ -156,7 +172,7 @@ def inspect_route(
     canary_weights = {
         _weight(ref) for _, refs in our_rules for _, ref in refs if ref.get("name") == canary_service
     }
-    acceptance = _acceptance_problem(route, label)
+    acceptance = _acceptance_problem(route, label, own_generations)
     return RouteState(
         kind=kind,
         name=name,

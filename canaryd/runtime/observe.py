@@ -47,6 +47,13 @@ class Caches:
     deployments: MultiInformer
     services: MultiInformer
     routes: dict[str, MultiInformer]
+    #: Generations of each route (kind, namespace, name) made by canaryd's own weight-only patches.
+    own_route_generations: dict[tuple[str, str, str], frozenset[int]] = field(default_factory=dict)
+
+    def remember_own_generation(self, kind: str, namespace: str, name: str, generation: int) -> None:
+        known = self.own_route_generations.get((kind, namespace, name), frozenset())
+        recent = sorted({*known, generation})[-32:]
+        self.own_route_generations[(kind, namespace, name)] = frozenset(recent)
 
     @property
     def all(self) -> list[MultiInformer]:
@@ -176,7 +183,12 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         route = cache.get(namespace, ref.name) if cache is not None else None
         routes.append(
             inspect_route(
-                ref.kind, ref.name, route, primary_name(target_name), canary_service_name(target_name)
+                ref.kind,
+                ref.name,
+                route,
+                primary_name(target_name),
+                canary_service_name(target_name),
+                caches.own_route_generations.get((ref.kind, namespace, ref.name), frozenset()),
             )
         )
 

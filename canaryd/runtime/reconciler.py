@@ -305,13 +305,16 @@ class Reconciler:
             state = inspect_route(ref.kind, ref.name, route, primary_svc, canary_svc)
             drifted = not weights_match(state, 100 - last_canary, last_canary)
             try:
-                await self.writer.patch_route(resource, namespace, ref.name, ops)
+                written = await self.writer.patch_route(resource, namespace, ref.name, ops)
             except ApiError as exc:
                 if not exc.conflict:
                     raise
                 log.info("route changed under us; reading it again and deciding again", route=ref.name)
                 await self.writer.refresh(resource, namespace, ref.name)
                 raise RouteConflict(ref.name) from exc
+            generation = (written.get("metadata") or {}).get("generation")
+            if isinstance(generation, int):
+                self.caches.remember_own_generation(ref.kind, namespace, ref.name, generation)
             if drifted:
                 found = (
                     f"primary {state.primary_weight}, canary {state.canary_weight}"

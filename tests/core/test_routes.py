@@ -161,3 +161,12 @@ def test_disagreeing_rules_have_no_single_weight():
     obj["spec"]["rules"][2]["backendRefs"][1]["weight"] = 5
     state = inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY)
     assert state.canary_weight is None and state.primary_weight == 100
+
+
+def test_own_weight_patches_do_not_make_an_accepted_route_look_unaccepted():
+    obj = route()
+    obj["metadata"]["generation"] = 5  # canaryd's own weight patches made generations 4 and 5
+    assert not inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY).accepted
+    assert inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY, frozenset({4, 5})).accepted
+    # A change canaryd did not make (generation 4 here) still waits for the Gateway.
+    assert not inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY, frozenset({5})).accepted

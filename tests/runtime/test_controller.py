@@ -105,8 +105,13 @@ async def test_initializes_progresses_and_promotes_with_two_writes_per_step(clus
 
         async with aiohttp.ClientSession() as http:
             host, port = ctl.endpoints.bound["metrics"]
-            text = await (await http.get(f"http://{host}:{port}/metrics")).text()
-            assert 'canaryd_canary_phase{name="cart",namespace="shop",phase="Succeeded"} 1.0' in text
+            succeeded = 'canaryd_canary_phase{name="cart",namespace="shop",phase="Succeeded"} 1.0'
+            for _ in range(50):
+                text = await (await http.get(f"http://{host}:{port}/metrics")).text()
+                if succeeded in text:
+                    break
+                await asyncio.sleep(0.1)
+            assert succeeded in text
             assert "canaryd_step_lateness_seconds_count" in text
             assert 'canaryd_kubernetes_requests_total{code="200",resource="httproutes",verb="patch"}' in text
             host, port = ctl.endpoints.bound["health"]
@@ -124,7 +129,8 @@ async def test_failing_analysis_rolls_back_at_the_threshold(cluster):
         analysis.verdict = Verdict.FAIL
         world.new_revision(store, NS, "pay", "app:bad")
         await world.wait_until(lambda: world.status(store, NS, "pay").get("phase") == "Failed", timeout=20)
-        assert world.status(store, NS, "pay")["failedChecks"] == 2
+        notes = [e["note"] for e in world.events(store, NS, "pay")]
+        assert world.status(store, NS, "pay")["failedChecks"] == 2, notes
         await world.wait_until(
             lambda: store.get("deployments", "pay", NS)["spec"]["replicas"] == 0, timeout=10
         )

@@ -1,0 +1,361 @@
+"""What a step costs the API server, and how late steps are, with many Canaries progressing at once.
+
+The sandbox (API server, Deployment and Gateway simulators, traffic data plane)
+runs as its own process (`canaryd sandbox`), so the controller does not share
+its event loop; the controller runs in this process so its request counts and
+step lateness can be read exactly. Every Canary gets a new revision at the same
+moment and walks the same five steps.
+
+The analysis is answered in-process (every metric passes) because this
+measures the controller and the Kubernetes API, not Prometheus (see
+bench/bench_prometheus.py for that side).
+
+Printed:
+- Kubernetes API requests per step, by verb and resource, for the whole run and
+  for the steady-state window (every Canary past its first step, none yet
+  promoting). Goal: two writes per step (route and status), no reads;
+- step lateness (actual minus due) p50/p99/max;
+- the same figures for a baseline of 10 Canaries measured in the same run, and
+  the ratio.
+
+    python bench/bench_controller.py              # 1,000 Canaries and the baseline
+    python bench/bench_controller.py --canaries 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from canaryd.adapters.kube import (  # noqa: E402
+    CANARIES,
+    DEPLOYMENTS,
+    HTTP_ROUTES,
+    ApiError,
+    KubeClient,
+    Resource,
+)
+from canaryd.api.constants import Verdict  # noqa: E402
+from canaryd.core.observations import MetricResult  # noqa: E402
+from canaryd.runtime.controller import running_controller  # noqa: E402
+from canaryd.runtime.settings import Settings  # noqa: E402
+
+NAMESPACE = "bench"
+STEPS = [10, 20, 30, 40, 50]
+INTERVAL_SECONDS = 5
+CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
+GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
+GATEWAY_CLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", "GatewayClass", False)
+
+
+class LatenessRecorder:
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+
+    def observe(self, value: float) -> None:
+        self.samples.append(value)
+
+
+async def pass_everything(canary: Any, metrics: Any, now: datetime) -> tuple[MetricResult, ...]:
+    return tuple(MetricResult(name=m.check.name, verdict=Verdict.PASS, value=100.0) for m in metrics)
+
+
+def objects(index: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    name = f"app-{index:05d}"
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+            },
+        },
+    }
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {"sandbox.canaryd.io/rps": "1"}},
+        "spec": {
+            "parentRefs": [{"name": "public", "namespace": NAMESPACE}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"name": f"{name}-primary", "port": 8080, "weight": 100},
+                        {"name": f"{name}-canary", "port": 8080, "weight": 0},
+                    ]
+                }
+            ],
+        },
+    }
+    canary = {
+        "apiVersion": "canaryd.io/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "service": {"port": 8080},
+            "routeRefs": [{"kind": "HTTPRoute", "name": name}],
+            "analysis": {
+                "interval": f"{INTERVAL_SECONDS}s",
+                "threshold": 2,
+                "stepWeights": STEPS,
+                "metrics": [{"name": "ok", "query": "vector(100)", "thresholdRange": {"min": 99}}],
+            },
+        },
+    }
+    return deployment, route, canary
+
+
+@contextlib.contextmanager
+def sandbox_process(workdir: Path):
+    kubeconfig = workdir / "kubeconfig"
+    log = (workdir / "sandbox.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "canaryd.cli.main", "sandbox", "--port", "0",
+         "--kubeconfig-out", str(kubeconfig), "--ready-delay", "0.2"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not kubeconfig.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the sandbox did not start: {(workdir / 'sandbox.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.1)
+        yield kubeconfig, process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+async def gather_limited(coroutines: list[Any], limit: int = 64) -> None:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(coroutine: Any) -> None:
+        async with semaphore:
+            await coroutine
+
+    await asyncio.gather(*(run(c) for c in coroutines))
+
+
+async def arrange(client: KubeClient, count: int) -> None:
+    for path in sorted((REPO / "manifests" / "crd").glob("*.canaryd.io.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                with contextlib.suppress(ApiError):
+                    await client.create(CRDS, "", doc)
+    with contextlib.suppress(ApiError):
+        await client.create(
+            NAMESPACES, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        )
+    classes = (await client.list(GATEWAY_CLASSES))["items"]
+    class_name = classes[0]["metadata"]["name"] if classes else "sandbox"
+    await client.create(
+        GATEWAYS,
+        NAMESPACE,
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "public", "namespace": NAMESPACE},
+            "spec": {
+                "gatewayClassName": class_name,
+                "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}],
+            },
+        },
+    )
+    made = [objects(i) for i in range(count)]
+    await gather_limited([client.create(DEPLOYMENTS, NAMESPACE, d) for d, _, _ in made])
+    await gather_limited([client.create(HTTP_ROUTES, NAMESPACE, r) for _, r, _ in made])
+    await gather_limited([client.create(CANARIES, NAMESPACE, c) for _, _, c in made])
+
+
+def phases(controller: Any) -> Counter[str]:
+    return Counter((c.get("status") or {}).get("phase", "-") for c in controller.caches.canaries.items())
+
+
+def steps_taken(controller: Any) -> int:
+    return sum(int((c.get("status") or {}).get("step", 0)) for c in controller.caches.canaries.items())
+
+
+def request_counts(controller: Any) -> Counter[tuple[str, str]]:
+    counts: Counter[tuple[str, str]] = Counter()
+    for metric in controller.metrics.registry.collect():
+        if metric.name != "canaryd_kubernetes_requests":
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                counts[(sample.labels["verb"], sample.labels["resource"])] += int(sample.value)
+    return counts
+
+
+def per_step(delta: Counter[tuple[str, str]], steps: int) -> str:
+    if steps == 0:
+        return "(no steps)"
+    by_verb: Counter[str] = Counter()
+    for (verb, _), n in delta.items():
+        by_verb[verb] += n
+    lines = [f"    {verb:7s} {n / steps:6.2f}" for verb, n in sorted(by_verb.items()) if verb != "watch"]
+    detail = [
+        f"      {verb} {resource}: {n / steps:.2f}"
+        for (verb, resource), n in sorted(delta.items())
+        if verb != "watch"
+    ]
+    return "\n".join(lines + detail)
+
+
+async def measure(count: int, workdir: Path) -> dict[str, Any]:
+    with sandbox_process(workdir) as (kubeconfig, _process):
+        arranger = await KubeClient.connect(str(kubeconfig), qps=2000, burst=2000)
+        try:
+            await arrange(arranger, count)
+            settings = Settings(
+                kubeconfig=str(kubeconfig),
+                health_address="0",
+                metrics_address="0",
+                namespaces=[NAMESPACE],
+                qps=2000,
+                burst=2000,
+                log_level="warning",
+            )
+            async with running_controller(settings, analyzer=pass_everything) as controller:
+                lateness = LatenessRecorder()
+                controller.metrics.step_lateness = lateness  # type: ignore[assignment]
+                started = time.monotonic()
+                while phases(controller).get("Initialized", 0) < count:
+                    await asyncio.sleep(0.2)
+                    if time.monotonic() - started > 300:
+                        raise RuntimeError(f"initialization stalled: {phases(controller)}")
+                init_seconds = time.monotonic() - started
+                before_run = request_counts(controller)
+                run_started = time.monotonic()
+                patch = [{"op": "add", "path": "/spec/template/spec/containers/0/image", "value": "app:2"}]
+                await gather_limited(
+                    [
+                        arranger.patch(
+                            DEPLOYMENTS,
+                            NAMESPACE,
+                            f"app-{i:05d}",
+                            patch,
+                            content_type="application/json-patch+json",
+                        )
+                        for i in range(count)
+                    ]
+                )
+                window_start: tuple[Counter[tuple[str, str]], int] | None = None
+                window_end: tuple[Counter[tuple[str, str]], int] | None = None
+                while phases(controller).get("Succeeded", 0) < count:
+                    await asyncio.sleep(0.1)
+                    steps = [
+                        int((c.get("status") or {}).get("step", 0))
+                        for c in controller.caches.canaries.items()
+                    ]
+                    if window_start is None and min(steps) >= 1:
+                        window_start = (request_counts(controller), steps_taken(controller))
+                    if window_start is not None and window_end is None and max(steps) >= len(STEPS):
+                        window_end = (request_counts(controller), steps_taken(controller))
+                    if time.monotonic() - run_started > 600:
+                        raise RuntimeError(f"run stalled: {phases(controller)}")
+                run_seconds = time.monotonic() - run_started
+                after_run = request_counts(controller)
+        finally:
+            await arranger.close()
+    total_steps = count * len(STEPS)
+    result: dict[str, Any] = {
+        "count": count,
+        "init_seconds": init_seconds,
+        "run_seconds": run_seconds,
+        "run_delta": after_run - before_run,
+        "total_steps": total_steps,
+        "lateness": sorted(lateness.samples),
+    }
+    if window_start is not None and window_end is not None:
+        result["window_delta"] = window_end[0] - window_start[0]
+        result["window_steps"] = window_end[1] - window_start[1]
+    return result
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    index = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
+    return values[index]
+
+
+def report(result: dict[str, Any]) -> None:
+    lateness = result["lateness"]
+    print(f"\n== {result['count']} Canaries, {len(STEPS)} steps each, interval {INTERVAL_SECONDS}s ==")
+    print(
+        f"  initialization: {result['init_seconds']:.1f}s; "
+        f"run (new revision to all Succeeded): {result['run_seconds']:.1f}s"
+    )
+    print(
+        f"  API requests per step over the whole run ({result['total_steps']} weight steps, "
+        "promotion included):"
+    )
+    print(per_step(result["run_delta"], result["total_steps"]))
+    if "window_delta" in result:
+        print(f"  API requests per step in the steady-state window ({result['window_steps']} steps):")
+        print(per_step(result["window_delta"], result["window_steps"]))
+    if lateness:
+        print(
+            f"  step lateness (n={len(lateness)}): p50 {percentile(lateness, 0.5) * 1000:.0f} ms, "
+            f"p99 {percentile(lateness, 0.99) * 1000:.0f} ms, max {lateness[-1] * 1000:.0f} ms, "
+            f"mean {statistics.fmean(lateness) * 1000:.0f} ms"
+        )
+
+
+async def main_async(count: int, baseline: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="canaryd-bench-") as tmp:
+        for sub in ("baseline", "scaled"):
+            (Path(tmp) / sub).mkdir()
+        base = await measure(baseline, Path(tmp) / "baseline") if baseline else None
+        scaled = await measure(count, Path(tmp) / "scaled")
+    if base is not None:
+        report(base)
+    report(scaled)
+    if base is not None and base["lateness"] and scaled["lateness"]:
+        print(
+            f"\n  lateness p99 ratio {count} vs {baseline} Canaries: "
+            f"{percentile(scaled['lateness'], 0.99) / max(percentile(base['lateness'], 0.99), 1e-6):.1f}x"
+        )
+    print(f"\n  host: {os.cpu_count()} CPUs; sandbox in its own process, controller in this one")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--canaries", type=int, default=1000)
+    parser.add_argument("--baseline", type=int, default=10)
+    args = parser.parse_args()
+    asyncio.run(main_async(args.canaries, args.baseline))
+
+
+if __name__ == "__main__":
+    main()
