@@ -104,6 +104,8 @@ def conflict(resource: str, group: str, name: str, why: str | None = None) -> Ap
 def invalid(kind: str, group: str, name: str, causes: list[dict[str, str]]) -> ApiError:
     """422 Invalid, the message listing each cause as `field: message` like kube-apiserver."""
     listed = ", ".join(f"{c.get('field', '')}: {c.get('message', '')}".lstrip(": ") for c in causes)
+    if len(causes) > 1:
+        listed = f"[{listed}]"  # several errors print as an aggregate, as kube-apiserver does
     label = f"{kind}.{group}" if group else kind
     return ApiError(
         422,

@@ -185,6 +185,44 @@ def validate_builtin(rtype: ResourceType, obj: dict[str, Any], old: dict[str, An
         return _validate_secret(obj)
     if key == ("apiextensions.k8s.io", "CustomResourceDefinition"):
         return _validate_crd(obj, old)
+    if key == ("", "Event"):
+        return validate_event_namespace(obj, "involvedObject")
+    return []
+
+
+def validate_event_v1(obj: dict[str, Any]) -> list[Cause]:
+    """The strict checks events.k8s.io/v1 applies to Events written through it (core/v1 is lenient)."""
+    causes: list[Cause] = []
+    for required in ("eventTime", "reportingController", "reportingInstance", "action", "reason"):
+        if not obj.get(required):
+            causes.append(_cause(required, "Required value", "FieldValueRequired"))
+    if obj.get("type") not in ("Normal", "Warning"):
+        causes.append(_cause("type", f'Invalid value: "": has invalid value: {obj.get("type", "")}'))
+    for deprecated in (
+        "deprecatedFirstTimestamp",
+        "deprecatedLastTimestamp",
+        "deprecatedCount",
+        "deprecatedSource",
+    ):
+        if obj.get(deprecated):
+            causes.append(_cause(deprecated, 'Invalid value: "": needs to be unset'))
+    note = obj.get("note") or ""
+    if len(str(note).encode()) > 1024:
+        causes.append(_cause("note", "Too long: may not be more than 1024 bytes", "FieldValueTooLong"))
+    return causes
+
+
+def validate_event_namespace(obj: dict[str, Any], reference_field: str) -> list[Cause]:
+    """An event lives in the namespace of the object it is about (when that object is namespaced)."""
+    reference = obj.get(reference_field) or {}
+    namespace = (obj.get("metadata") or {}).get("namespace")
+    if reference.get("namespace") and namespace and reference["namespace"] != namespace:
+        return [
+            _cause(
+                f"{reference_field}.namespace",
+                f'Invalid value: "{reference["namespace"]}": does not match event.namespace',
+            )
+        ]
     return []
 
 

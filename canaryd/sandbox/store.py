@@ -189,6 +189,16 @@ class ObjectStore:
         """The stored object as seen through `rtype` (its apiVersion, and converted fields for events)."""
         return conversion.to_view(rtype, obj)
 
+    def _validate_view(self, rtype: ResourceType, obj: dict[str, Any]) -> None:
+        """Checks that belong to the version written through (events.k8s.io/v1 is strict about Events)."""
+        if rtype.group == "events.k8s.io" and rtype.kind == "Event":
+            causes = kinds.validate_event_v1(obj)
+            if causes:
+                name = (obj.get("metadata") or {}).get("name") or (obj.get("metadata") or {}).get(
+                    "generateName", ""
+                )
+                raise errors.invalid(rtype.kind, rtype.group, name, causes)
+
     def _storage_type(self, rtype: ResourceType) -> ResourceType:
         """The type whose shape objects of `rtype` are stored in (itself, except events.k8s.io Events)."""
         if not conversion.needs_conversion(rtype):
@@ -284,6 +294,7 @@ class ObjectStore:
         storage_type = self._storage_type(rtype)
         if storage_type is not rtype:
             self._check_kind(rtype, obj)
+            self._validate_view(rtype, obj)
             stored_shape = conversion.to_storage(rtype, obj, storage_type)
             created = self.create_ref(storage_type, stored_shape, namespace, dry_run=dry_run)
             return self._versioned(rtype, created)
@@ -400,9 +411,16 @@ class ObjectStore:
         self._check_kind(rtype, obj)
         storage_type = self._storage_type(rtype)
         if storage_type is not rtype:
+            if subresource is None:
+                self._validate_view(rtype, obj)
             updated = self.update_ref(
-                storage_type, conversion.to_storage(rtype, obj, storage_type), ns or None, name=name,
-                subresource=subresource, dry_run=dry_run, require_resource_version=require_resource_version,
+                storage_type,
+                conversion.to_storage(rtype, obj, storage_type),
+                ns or None,
+                name=name,
+                subresource=subresource,
+                dry_run=dry_run,
+                require_resource_version=require_resource_version,
             )
             return self._versioned(rtype, updated)
         old = self._stored(rtype, ns, name)
@@ -501,6 +519,7 @@ class ObjectStore:
             )
         storage_type = self._storage_type(rtype)
         if storage_type is not rtype:
+            self._validate_view(rtype, patched)
             patched = conversion.to_storage(rtype, patched, storage_type)
         new = self._merge_for_update(storage_type, old, patched, status_only=subresource == "status")
         return self._versioned(rtype, self._write_update(storage_type, old, new, dry_run=dry_run))
@@ -539,8 +558,14 @@ class ObjectStore:
         rtype = self.resource_type(resource)
         storage_type = self._storage_type(rtype)
         if storage_type is not rtype:
-            deleted = self.delete_ref(storage_type, name, namespace, propagation_policy=propagation_policy,
-                                      preconditions=preconditions, dry_run=dry_run)
+            deleted = self.delete_ref(
+                storage_type,
+                name,
+                namespace,
+                propagation_policy=propagation_policy,
+                preconditions=preconditions,
+                dry_run=dry_run,
+            )
             return self._versioned(rtype, deleted)
         ns = self._namespace_for(rtype, namespace, None) if rtype.namespaced else ""
         old = self._stored(rtype, ns, name)

@@ -199,3 +199,40 @@ async def test_stop_ends_open_watches_promptly(sandbox_kubeconfig) -> None:
         assert time.monotonic() - started < 2
         assert await asyncio.wait_for(response.read(), 2) == b""
         assert server.store.open_watch_count() == 0
+
+
+async def test_events_api_is_strict_and_core_api_lenient(sandbox_http) -> None:
+    lenient = {
+        "metadata": {"name": "e1"},
+        "involvedObject": {"kind": "Deployment", "name": "web"},
+        "reason": "Synced",
+        "message": "hello",
+    }
+    response = await sandbox_http.post("/api/v1/namespaces/default/events", json=lenient)
+    assert response.status == 201
+    strict = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": "e2"},
+        "regarding": {"kind": "Deployment", "name": "web"},
+        "note": "hello",
+        "type": "Normal",
+    }
+    response = await sandbox_http.post("/apis/events.k8s.io/v1/namespaces/default/events", json=strict)
+    assert response.status == 422
+    status = await response.json()
+    assert sorted(c["field"] for c in status["details"]["causes"]) == [
+        "action",
+        "eventTime",
+        "reason",
+        "reportingController",
+        "reportingInstance",
+    ]
+    assert status["message"].startswith('Event.events.k8s.io "e2" is invalid: [')
+    wrong_namespace = dict(
+        lenient,
+        metadata={"name": "e3"},
+        involvedObject={"kind": "Deployment", "name": "web", "namespace": "other"},
+    )
+    response = await sandbox_http.post("/api/v1/namespaces/default/events", json=wrong_namespace)
+    assert response.status == 422
