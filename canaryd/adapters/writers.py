@@ -188,7 +188,7 @@ class Writer:
             "eventTime": micro_time(now),
             "reportingController": REPORTING_CONTROLLER,
             "reportingInstance": self.identity[:128],
-            "action": action[:128],
+            "action": (action or "Reconcile")[:128],
             "reason": reason[:128],
             "note": note[:1024],
             "type": type_,
