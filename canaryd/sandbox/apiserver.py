@@ -304,27 +304,35 @@ class SandboxApiServer:
             response = await self._dispatch(request, info)
         except ApiError as error:
             response = _error_response(error)
+        except asyncio.CancelledError:
+            # The client left mid-answer (typically closing a watch): the request still happened.
+            self._audit(request, info, started, 200 if info.verb == "watch" else 499)
+            raise
         except Exception as error:  # never crash or hang a client: answer like the real server would
             log.exception("sandbox API server failed on %s %s", request.method, request.path)
             response = _error_response(errors.internal(str(error)))
-        if info.verb:
-            self.audit.record(
-                AuditEntry(
-                    time=started,
-                    verb=info.verb,
-                    group=info.group,
-                    version=info.version,
-                    resource=info.resource,
-                    subresource=info.subresource,
-                    namespace=info.namespace,
-                    name=info.name,
-                    user=info.user,
-                    user_agent=request.headers.get("User-Agent", ""),
-                    code=response.status,
-                    patch_type=info.patch_type,
-                )
-            )
+        self._audit(request, info, started, response.status)
         return response
+
+    def _audit(self, request: web.Request, info: _RequestInfo, started: float, code: int) -> None:
+        if not info.verb:
+            return
+        self.audit.record(
+            AuditEntry(
+                time=started,
+                verb=info.verb,
+                group=info.group,
+                version=info.version,
+                resource=info.resource,
+                subresource=info.subresource,
+                namespace=info.namespace,
+                name=info.name,
+                user=info.user,
+                user_agent=request.headers.get("User-Agent", ""),
+                code=code,
+                patch_type=info.patch_type,
+            )
+        )
 
     async def _dispatch(self, request: web.Request, info: _RequestInfo) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
