@@ -23,13 +23,12 @@ Handler = Callable[[Key], Awaitable[None]]
 
 
 class _Worker:
-    def __init__(self, key: Key, handler: Handler, on_idle: Callable[[Key], None]) -> None:
+    def __init__(self, key: Key, handler: Handler) -> None:
         self.key = key
         self.dirty = asyncio.Event()
         self.dirty.set()
         self.busy = False
         self._handler = handler
-        self._on_idle = on_idle
         self.task = asyncio.create_task(self._loop(), name=f"canary:{key[0]}/{key[1]}")
 
     async def _loop(self) -> None:
@@ -63,12 +62,9 @@ class WorkerPool:
             return
         worker = self._workers.get(key)
         if worker is None:
-            self._workers[key] = _Worker(key, self._handler, self._forget)
+            self._workers[key] = _Worker(key, self._handler)
         else:
             worker.dirty.set()
-
-    def _forget(self, key: Key) -> None:
-        self._workers.pop(key, None)
 
     async def discard(self, key: Key) -> None:
         """Stop the worker of a Canary that no longer exists."""
