@@ -103,6 +103,16 @@ async def test_initializes_progresses_and_promotes_with_two_writes_per_step(clus
         assert len(route_patches) == 4  # 10, 30, 50, back to the primary
         assert analysis.rounds["shop/cart"] >= 3
 
+        # Once settled, an idle Canary costs nothing: no pending wake-up, no analysis, no requests.
+        await world.wait_until(lambda: ctl.scheduler.due("shop/cart") is None, timeout=5)
+        rounds, requests = (
+            analysis.rounds["shop/cart"],
+            len(cluster.api_server.audit.entries(user_agent="canaryd-under-test")),
+        )
+        await asyncio.sleep(2.5)
+        assert analysis.rounds["shop/cart"] == rounds
+        assert len(cluster.api_server.audit.entries(user_agent="canaryd-under-test")) == requests
+
         async with aiohttp.ClientSession() as http:
             host, port = ctl.endpoints.bound["metrics"]
             succeeded = 'canaryd_canary_phase{name="cart",namespace="shop",phase="Succeeded"} 1.0'
