@@ -331,6 +331,16 @@ _PREFERRED = {
 }
 
 
+def _with_gateway_schema(resource_type: ResourceType) -> ResourceType:
+    from dataclasses import replace
+
+    from canaryd.sandbox.gateway_schemas import SCHEMAS
+
+    if resource_type.group != _GW or resource_type.kind not in SCHEMAS:
+        return resource_type
+    return replace(resource_type, schema=SCHEMAS[resource_type.kind])
+
+
 class ResourceRegistry:
     """Served resource types, looked up by URL parts or by the names people type."""
 
@@ -339,7 +349,7 @@ class ResourceRegistry:
         self._resolved: dict[str, ResourceType] = {}
         self._preferred_version: dict[str, str] = dict(_PREFERRED)
         for resource_type in BUILTIN_TYPES:
-            self.add(resource_type)
+            self.add(_with_gateway_schema(resource_type))
 
     def add(self, resource_type: ResourceType) -> None:
         self._types[(resource_type.group, resource_type.version, resource_type.plural)] = resource_type

@@ -236,3 +236,52 @@ async def test_events_api_is_strict_and_core_api_lenient(sandbox_http) -> None:
     )
     response = await sandbox_http.post("/api/v1/namespaces/default/events", json=wrong_namespace)
     assert response.status == 422
+
+
+async def test_gateway_api_defaults_and_bounds_like_the_crds(
+    sandbox_api: SandboxApiServer, sandbox_http
+) -> None:
+    routes = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes"
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r"},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "filters": [{"type": "RequestHeaderModifier"}],
+                    "backendRefs": [
+                        {"name": "web-primary", "port": 8080},
+                        {"name": "web-canary", "port": 8080, "weight": 0},
+                    ],
+                }
+            ],
+        },
+    }
+    created = await (await sandbox_http.post(routes, json=route)).json()
+    primary, canary = created["spec"]["rules"][0]["backendRefs"]
+    assert (primary["weight"], primary["kind"], primary["group"], canary["weight"]) == (1, "Service", "", 0)
+    assert created["spec"]["parentRefs"][0]["kind"] == "Gateway"
+    assert created["spec"]["rules"][0]["filters"] == [{"type": "RequestHeaderModifier"}]  # kept as written
+    response = await sandbox_http.patch(
+        f"{routes}/r",
+        json=[
+            {"op": "test", "path": "/spec/rules/0/backendRefs/0/weight", "value": 1},
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": -5},
+        ],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert response.status == 422
+    assert (await response.json())["details"]["causes"][0]["field"] == "spec.rules[0].backendRefs[0].weight"
+    gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "gw"},
+        "spec": {
+            "gatewayClassName": "sandbox",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+        },
+    }
+    stored = sandbox_api.store.create("gateways", gateway, "default")
+    assert stored["spec"]["listeners"][0]["allowedRoutes"] == {"namespaces": {"from": "Same"}}
