@@ -71,6 +71,7 @@ TRANSIENT_STATUSES = frozenset({502, 503, 504})
 BAD_QUERY_STATUSES = frozenset({400, 422})
 _STATUS_MESSAGE = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
 _ASYNC_GRACE_SECONDS = 1.0
+_MAX_CLIENTS = 64
 
 
 class CredentialsError(ValueError):
@@ -412,6 +413,10 @@ class PrometheusQuerier:
             session.mount(url, HTTPAdapter(max_retries=no_retries, pool_connections=1,
                                            pool_maxsize=self.max_in_flight))
             self._clients[key] = client
+            # Rotated credentials make new keys; forget the oldest clients (their sessions close when
+            # collected, after any call still using them has finished).
+            while len(self._clients) > _MAX_CLIENTS:
+                del self._clients[next(iter(self._clients))]
             return client
 
     def _verify_setting(self, endpoint: PrometheusEndpoint) -> bool | str:
