@@ -57,7 +57,7 @@ GATEWAY_CLASS = "sandbox"
 GATEWAY_CONTROLLER = "canaryd.io/sandbox-gateway"
 SERVICE_PORT = 8080
 #: The demo's real pace. A hidden flag shortens it for the test suite.
-DEFAULT_INTERVAL = "15s"
+DEFAULT_INTERVAL = "20s"
 STEP_WEIGHTS = (10, 25, 50)
 FAILED_CHECKS_THRESHOLD = 2
 SUCCESS_RATE_MIN = 99.0
