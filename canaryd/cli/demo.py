@@ -613,11 +613,12 @@ async def run_demo(settings: DemoSettings, out: TextIO) -> int:
         demo.apply(templates, namespace=TEMPLATES_NAMESPACE)
         demo.apply(app_documents(settings.interval))
         timeline.note("applied CRDs, MetricTemplates, Gateway, Deployment, HTTPRoute and Canary")
+        view.say("Applied the CRDs, the MetricTemplates in analysis/sandbox.yaml, and in namespace")
+        view.say(f"  {NAMESPACE}: a Gateway, Deployment {APP} (v1), HTTPRoute {APP} and a Canary:")
         view.say(
-            f"Applied the CRDs, analysis/sandbox.yaml, and in namespace {NAMESPACE}: Gateway, "
-            f"Deployment {APP} (v1), HTTPRoute {APP} and its Canary "
-            f"(steps {', '.join(map(str, STEP_WEIGHTS))}%, "
-            f"every {settings.interval}, rollback after {FAILED_CHECKS_THRESHOLD} failed checks)"
+            f"  steps {', '.join(f'{w}%' for w in STEP_WEIGHTS)} every {settings.interval}; "
+            f"rollback after {FAILED_CHECKS_THRESHOLD} failed checks; "
+            f"success-rate >= {SUCCESS_RATE_MIN:g}, latency-p99 <= {LATENCY_P99_MAX_MS:g} ms"
         )
         async with controller(cluster.kubeconfig_path, cluster.prometheus_url) as log_path:
             view.say("Started the controller (canaryd run); waiting for it to initialize the Canary ...")
