@@ -13,7 +13,7 @@ bench/bench_prometheus.py for that side).
 Printed:
 - Kubernetes API requests per step, by verb and resource, for the whole run and
   for the steady-state window (every Canary past its first step, none yet
-  promoting). Goal: two writes per step (route and status), no reads;
+  at its last). Goal: two writes per step (route and status), no reads;
 - step lateness (actual minus due) p50/p99/max;
 - the same figures for a baseline of 10 Canaries measured in the same run, and
   the ratio.
@@ -55,11 +55,11 @@ from canaryd.adapters.kube import (  # noqa: E402
 from canaryd.api.constants import Verdict  # noqa: E402
 from canaryd.core.observations import MetricResult  # noqa: E402
 from canaryd.runtime.controller import running_controller  # noqa: E402
+from canaryd.runtime.log_setup import configure_logging  # noqa: E402
 from canaryd.runtime.settings import Settings  # noqa: E402
 
 NAMESPACE = "bench"
 STEPS = [10, 20, 30, 40, 50]
-INTERVAL_SECONDS = 5
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
 GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
@@ -78,7 +78,7 @@ async def pass_everything(canary: Any, metrics: Any, now: datetime) -> tuple[Met
     return tuple(MetricResult(name=m.check.name, verdict=Verdict.PASS, value=100.0) for m in metrics)
 
 
-def objects(index: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def objects(index: int, interval: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     name = f"app-{index:05d}"
     deployment = {
         "apiVersion": "apps/v1",
@@ -118,7 +118,7 @@ def objects(index: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
             "service": {"port": 8080},
             "routeRefs": [{"kind": "HTTPRoute", "name": name}],
             "analysis": {
-                "interval": f"{INTERVAL_SECONDS}s",
+                "interval": f"{interval}s",
                 "threshold": 2,
                 "stepWeights": STEPS,
                 "metrics": [{"name": "ok", "query": "vector(100)", "thresholdRange": {"min": 99}}],
@@ -166,7 +166,7 @@ async def gather_limited(coroutines: list[Any], limit: int = 64) -> None:
     await asyncio.gather(*(run(c) for c in coroutines))
 
 
-async def arrange(client: KubeClient, count: int) -> None:
+async def arrange(client: KubeClient, count: int, interval: int) -> None:
     for path in sorted((REPO / "manifests" / "crd").glob("*.canaryd.io.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
@@ -191,7 +191,7 @@ async def arrange(client: KubeClient, count: int) -> None:
             },
         },
     )
-    made = [objects(i) for i in range(count)]
+    made = [objects(i, interval) for i in range(count)]
     await gather_limited([client.create(DEPLOYMENTS, NAMESPACE, d) for d, _, _ in made])
     await gather_limited([client.create(HTTP_ROUTES, NAMESPACE, r) for _, r, _ in made])
     await gather_limited([client.create(CANARIES, NAMESPACE, c) for _, _, c in made])
@@ -231,19 +231,18 @@ def per_step(delta: Counter[tuple[str, str]], steps: int) -> str:
     return "\n".join(lines + detail)
 
 
-async def measure(count: int, workdir: Path) -> dict[str, Any]:
+async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dict[str, Any]:
     with sandbox_process(workdir) as (kubeconfig, _process):
         arranger = await KubeClient.connect(str(kubeconfig), qps=2000, burst=2000)
         try:
-            await arrange(arranger, count)
+            await arrange(arranger, count, options.interval)
             settings = Settings(
                 kubeconfig=str(kubeconfig),
                 health_address="0",
                 metrics_address="0",
                 namespaces=[NAMESPACE],
-                qps=2000,
-                burst=2000,
-                log_level="warning",
+                qps=options.qps,
+                burst=options.burst,
             )
             async with running_controller(settings, analyzer=pass_everything) as controller:
                 lateness = LatenessRecorder()
@@ -290,6 +289,8 @@ async def measure(count: int, workdir: Path) -> dict[str, Any]:
     total_steps = count * len(STEPS)
     result: dict[str, Any] = {
         "count": count,
+        "interval": options.interval,
+        "qps": options.qps,
         "init_seconds": init_seconds,
         "run_seconds": run_seconds,
         "run_delta": after_run - before_run,
@@ -311,7 +312,10 @@ def percentile(values: list[float], q: float) -> float:
 
 def report(result: dict[str, Any]) -> None:
     lateness = result["lateness"]
-    print(f"\n== {result['count']} Canaries, {len(STEPS)} steps each, interval {INTERVAL_SECONDS}s ==")
+    print(
+        f"\n== {result['count']} Canaries, {len(STEPS)} steps each, interval {result['interval']}s, "
+        f"client limit {result['qps']:g} QPS =="
+    )
     print(
         f"  initialization: {result['init_seconds']:.1f}s; "
         f"run (new revision to all Succeeded): {result['run_seconds']:.1f}s"
@@ -332,12 +336,12 @@ def report(result: dict[str, Any]) -> None:
         )
 
 
-async def main_async(count: int, baseline: int) -> None:
+async def main_async(count: int, baseline: int, options: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="canaryd-bench-") as tmp:
         for sub in ("baseline", "scaled"):
             (Path(tmp) / sub).mkdir()
-        base = await measure(baseline, Path(tmp) / "baseline") if baseline else None
-        scaled = await measure(count, Path(tmp) / "scaled")
+        base = await measure(baseline, Path(tmp) / "baseline", options) if baseline else None
+        scaled = await measure(count, Path(tmp) / "scaled", options)
     if base is not None:
         report(base)
     report(scaled)
@@ -353,8 +357,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--canaries", type=int, default=1000)
     parser.add_argument("--baseline", type=int, default=10)
+    parser.add_argument("--interval", type=int, default=30, help="analysis interval in seconds")
+    parser.add_argument("--qps", type=float, default=200, help="controller's client-side QPS limit")
+    parser.add_argument("--burst", type=int, default=400)
     args = parser.parse_args()
-    asyncio.run(main_async(args.canaries, args.baseline))
+    configure_logging("console", "warning")
+    asyncio.run(main_async(args.canaries, args.baseline, args))
 
 
 if __name__ == "__main__":

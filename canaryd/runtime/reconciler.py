@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from canaryd.adapters.kube import DEPLOYMENTS, ROUTE_RESOURCES, SERVICES, ApiError
+from canaryd.adapters.kube import CANARIES, DEPLOYMENTS, ROUTE_RESOURCES, SERVICES, ApiError
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer, status_merge_patch
 from canaryd.api.constants import ACTIVE_PHASES, ConditionType, Reason
@@ -125,6 +125,8 @@ class Reconciler:
         self.clock = clock
         self._failures: dict[Key, int] = {}
         self._fired_due: dict[Key, datetime] = {}
+        #: Canaries whose last write got no answer (it may or may not have happened).
+        self._unsure: set[Key] = set()
 
     def woke(self, key: Key, due: datetime) -> None:
         """A scheduled wake-up fired; remember when it was due, to measure lateness."""
@@ -134,6 +136,7 @@ class Reconciler:
         self.scheduler.cancel(key_text(key))
         self._failures.pop(key, None)
         self._fired_due.pop(key, None)
+        self._unsure.discard(key)
         self.slots.reserved.discard(key)
         self.metrics.forget_canary(*key)
 
@@ -145,6 +148,15 @@ class Reconciler:
             return
         structlog.contextvars.bind_contextvars(namespace=namespace, name=name)
         try:
+            if key in self._unsure:
+                # A write timed out: read the Canary once so the decision starts from what the server
+                # has (the write may have landed), never from a cache that has not seen it yet.
+                self._unsure.discard(key)
+                fresh = await self.writer.refresh(CANARIES, namespace, name)
+                if fresh is None:
+                    self.forget(key)
+                    return
+                raw = self.caches.canaries.get(namespace, name) or fresh
             await self._reconcile(key, raw)
             self._failures.pop(key, None)
             self.metrics.reconciles.labels("ok").inc()
@@ -155,6 +167,8 @@ class Reconciler:
             self.metrics.reconciles.labels("error").inc()
             if exc.not_found and self.caches.canaries.get(namespace, name) is None:
                 return
+            if exc.status == 0:
+                self._unsure.add(key)
             self._retry_later(key, f"API {exc.status} {exc.reason}: {exc.message}")
         except Exception as exc:
             self.metrics.reconciles.labels("error").inc()
