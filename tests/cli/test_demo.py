@@ -19,10 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from canaryd.cli.demo import (
     APP,
+    DEFAULT_INTERVAL,
     FAILED_CHECKS_THRESHOLD,
+    NAMESPACE,
     RELEASES,
     STEP_WEIGHTS,
     LiveView,
@@ -183,3 +186,10 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one() -> None:
     phases = [entry["phase"] for entry in report["timeline"]]
     assert "Progressing" in phases and "Succeeded" in phases and "Failed" in phases
     print(f"demo at a 3s interval took {seconds:.0f}s")
+
+
+def test_the_hand_driven_sandbox_app_in_docs_is_what_the_demo_applies() -> None:
+    documents = [doc for doc in yaml.safe_load_all((REPO / "docs" / "sandbox-app.yaml").read_text()) if doc]
+    namespace, *app = documents
+    assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    assert app == app_documents(DEFAULT_INTERVAL)
