@@ -159,7 +159,7 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one() -> None:
         pytest.skip("Debian's prometheus is not installed")
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "canaryd.cli.main", "demo", "--json", "--interval", "3s"],
+        [sys.executable, "-m", "canaryd.cli.main", "demo", "--json", "--interval", "2s"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -185,7 +185,7 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one() -> None:
     assert report["route_weights"] == {f"{APP}-primary": 100, f"{APP}-canary": 0}
     phases = [entry["phase"] for entry in report["timeline"]]
     assert "Progressing" in phases and "Succeeded" in phases and "Failed" in phases
-    print(f"demo at a 3s interval took {seconds:.0f}s")
+    print(f"demo at a 2s interval took {seconds:.0f}s")
 
 
 def test_the_hand_driven_sandbox_app_in_docs_is_what_the_demo_applies() -> None:
