@@ -37,6 +37,8 @@ ANNOTATION_ERROR_RATE: Final = "sandbox.canaryd.io/error-rate"
 ANNOTATION_LATENCY_MS: Final = "sandbox.canaryd.io/latency-ms"
 ANNOTATION_RPS: Final = "sandbox.canaryd.io/rps"
 ANNOTATION_NEVER_READY: Final = "sandbox.canaryd.io/never-ready"
+#: On a route: the share of requests that carry the headers its header-matching rule asks for.
+ANNOTATION_HEADER_SHARE: Final = "sandbox.canaryd.io/header-share"
 
 
 class Phase(StrEnum):

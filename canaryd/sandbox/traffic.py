@@ -70,6 +70,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from canaryd.api.constants import (
     ANNOTATION_ERROR_RATE,
+    ANNOTATION_HEADER_SHARE,
     ANNOTATION_LATENCY_MS,
     ANNOTATION_RPS,
     GATEWAY_GROUP,
@@ -81,8 +82,6 @@ from canaryd.sandbox.selectors import matches_label_selector
 
 log = logging.getLogger(__name__)
 
-#: Route annotation: share of requests carrying the headers of the route's header-matching rule.
-ANNOTATION_HEADER_SHARE = "sandbox.canaryd.io/header-share"
 DEFAULT_RPS = 20.0
 DEFAULT_LATENCY_MS = 20.0
 DEFAULT_HEADER_SHARE = 0.1
