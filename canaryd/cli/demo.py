@@ -49,6 +49,7 @@ from canaryd.api.constants import (
     Phase,
 )
 from canaryd.api.durations import parse_duration
+from canaryd.sandbox.prometheus_server import PrometheusNotInstalledError, PrometheusStartError
 
 NAMESPACE = "demo"
 APP = "payments-api"
@@ -716,7 +717,7 @@ def main(args: argparse.Namespace) -> int:
     settings = DemoSettings(interval=interval, json_output=bool(args.json))
     try:
         return asyncio.run(_stoppable(run_demo(settings, sys.stdout)))
-    except DemoError as exc:
+    except (DemoError, PrometheusNotInstalledError, PrometheusStartError) as exc:
         print(f"canaryd demo: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
