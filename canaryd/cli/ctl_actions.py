@@ -110,9 +110,14 @@ class CanaryFollower:
         return item
 
     async def close(self) -> None:
-        self._task.cancel()
+        # Cancel until the pump is really gone: asyncio.wait_for (Python < 3.12) can swallow a
+        # cancellation that arrives as the request it guards completes, and the pump would then
+        # sit on an open watch stream.
+        while not self._task.done():
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=0.1)
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+            self._task.result()
 
 
 def requester() -> str:

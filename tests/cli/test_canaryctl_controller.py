@@ -75,8 +75,10 @@ async def test_pause_holds_the_weight_resume_continues_and_promote_skips_the_res
         paused = await ctl(cluster, "pause", "cart")
         assert paused.code == 0, paused.err
         assert "pause acknowledged by the controller: paused at step" in paused.out
-        held = world.weights(cluster.store, NS, "cart")
-        step = status(cluster, "cart")["step"]
+        weight, step = status(cluster, "cart")["canaryWeight"], status(cluster, "cart")["step"]
+        held = (100 - weight, weight)
+        await world.wait_until(lambda: world.weights(cluster.store, NS, "cart") == held, 10,
+                               message="the paused step's weight on the route")
         await asyncio.sleep(2.5)  # more than two analysis intervals
         assert world.weights(cluster.store, NS, "cart") == held
         assert status(cluster, "cart")["step"] == step
@@ -160,7 +162,8 @@ async def test_promote_step_walks_a_slow_schedule_one_step_at_a_time(cluster: An
     world.app(cluster.store, NS, "slow", step_weights=[10, 40], interval="10m", metrics=METRIC)
     async with controller(cluster):
         recorder = await start_run(cluster, "slow")
-        assert world.weights(cluster.store, NS, "slow") == (90, 10)
+        await world.wait_until(lambda: world.weights(cluster.store, NS, "slow") == (90, 10), 10,
+                               message="first step's weight on the route")
 
         stepped = await ctl(cluster, "promote", "slow", "--step")
         assert stepped.code == 0, stepped.err
