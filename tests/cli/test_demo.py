@@ -193,3 +193,18 @@ def test_the_hand_driven_sandbox_app_in_docs_is_what_the_demo_applies() -> None:
     namespace, *app = documents
     assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     assert app == app_documents(DEFAULT_INTERVAL)
+
+
+def test_without_prometheus_the_demo_says_how_to_install_it() -> None:
+    only_python = str(Path(sys.executable).parent)
+    result = subprocess.run(
+        [sys.executable, "-m", "canaryd.cli.main", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={"PATH": only_python, "HOME": str(REPO)},
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "apt-get install" in result.stderr and "prometheus" in result.stderr
