@@ -106,3 +106,13 @@ def test_rbac_table_lists_the_controller_rules() -> None:
 def test_local_links_point_at_files_that_exist() -> None:
     for target in re.findall(r"\]\(((?!https?://|#)[^)]+)\)", README):
         assert (REPO / target).exists(), f"README links to {target}, which does not exist"
+
+
+def test_every_canary_status_field_is_in_the_reference() -> None:
+    from pydantic.alias_generators import to_camel
+
+    from canaryd.api.models import CanaryStatus
+
+    reference = _section("The Canary resource")
+    for name in CanaryStatus.model_fields:
+        assert f"`{to_camel(name)}`" in reference, f"status.{to_camel(name)} is missing from the reference"
