@@ -249,9 +249,12 @@ def list_table(canaries: Sequence[dict[str, Any]], *, all_namespaces: bool, wide
         headers += ["STEP", "TARGET", "ROUTES"]
     rows = []
     for canary in canaries:
+        shown_phase = phase(canary) or UNKNOWN
+        if status(canary).get("paused"):
+            shown_phase += ",Paused"  # like kubectl's Ready,SchedulingDisabled
         row = [
             str(meta(canary).get("name", "")),
-            phase(canary) or UNKNOWN,
+            shown_phase,
             f"{weight(canary)}%",
             f"{status(canary).get('failedChecks', 0)}/{threshold(canary)}",
             str(status(canary).get("revision") or UNKNOWN),

@@ -71,6 +71,12 @@ def test_list_table_has_kubectl_columns_and_values() -> None:
     assert lines[1].index("Progressing") == lines[0].index("PHASE")
 
 
+def test_list_marks_a_paused_canary_in_the_phase_column() -> None:
+    paused = canary(phase="Progressing", canaryWeight=10, paused=True)
+    row = render.list_table([paused], all_namespaces=False, wide=False, now=NOW).splitlines()[1]
+    assert row.split()[1] == "Progressing,Paused"
+
+
 def test_list_wide_adds_step_target_routes_and_namespace_only_with_all() -> None:
     text = render.list_table([RUNNING], all_namespaces=False, wide=True, now=NOW)
     header, row = text.splitlines()
