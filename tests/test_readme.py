@@ -118,3 +118,17 @@ def test_every_canary_status_field_is_in_the_reference() -> None:
         field = to_camel(name)
         documented = f"`{field}`" in reference or f"`{field}[]`" in reference
         assert documented, f"status.{field} is missing from the reference"
+
+
+def test_the_canary_and_template_examples_are_valid() -> None:
+    from canaryd.api.models import Canary, MetricTemplate
+
+    models = {"Canary": Canary, "MetricTemplate": MetricTemplate}
+    checked = set()
+    for block in re.findall(r"```yaml\n(.*?)```", README, flags=re.S):
+        doc = yaml.safe_load(block)
+        model = models.get(doc.get("kind", ""))
+        if model is not None:
+            model.model_validate(doc)
+            checked.add(doc["kind"])
+    assert checked == set(models)
