@@ -519,6 +519,33 @@ async def test_an_unreachable_cluster_exits_6(tmp_path: Path) -> None:
     assert one_line_error(context).startswith('error: context "prod" does not exist')
 
 
+async def test_kubeconfig_env_path_list_and_context_choose_the_cluster_and_namespace(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "elsewhere",
+        "clusters": [{"name": "gone", "cluster": {"server": f"http://127.0.0.1:{closed_port}"}},
+                     {"name": "sandbox", "cluster": {"server": cluster.server.url}}],
+        "users": [{"name": "me", "user": {}}],
+        "contexts": [
+            {"name": "elsewhere", "context": {"cluster": "gone", "user": "me"}},
+            {"name": "payments", "context": {"cluster": "sandbox", "user": "me", "namespace": NAMESPACE}},
+        ],
+    }
+    path = tmp_path / "two-contexts"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'not-there'}{os.pathsep}{path}")
+    chosen = await asyncio.to_thread(run_ctl, "--context", "payments", "list")
+    assert chosen.code == 0, chosen.err
+    assert chosen.out.splitlines()[1].split()[0] == NAME
+    current = await asyncio.to_thread(run_ctl, "list")
+    assert current.code == canaryctl.EXIT_UNREACHABLE
+    assert f"127.0.0.1:{closed_port}" in one_line_error(current)
+
+
 async def test_a_read_only_token_may_look_but_gets_5_on_actions(cluster: Cluster, tmp_path: Path) -> None:
     cluster.server.add_read_only_token("viewer-token", "viewer")
     kubeconfig = cluster.server.write_kubeconfig(tmp_path / "viewer", token="viewer-token",
