@@ -7,11 +7,14 @@ must be the hardened, leader-elected, probed Deployment the docs describe.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from canaryd.cli import run as run_command
+from canaryd.runtime.settings import Settings, parse_address
 from tests.manifests.rendering import MANIFESTS, kustomizations, render
 
 INSTALL_NAMESPACE = "canaryd-system"
@@ -121,3 +124,20 @@ def test_people_roles_aggregate_as_documented() -> None:
             )
     operate_status = [r for r in operate["rules"] if "canaries/status" in r["resources"]]
     assert operate_status and "patch" in operate_status[0]["verbs"]
+
+
+def test_controller_configuration_is_what_canaryd_run_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    deployment = _one(render(MANIFESTS / "default"), "Deployment", "canaryd")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    known = {f"CANARYD_{name.upper()}" for name in Settings.model_fields}
+    for variable in container["env"]:
+        assert variable["name"] in known, f"{variable['name']} is not a canaryd setting"
+        value = variable.get("value") or f"from-{next(iter(variable['valueFrom']))}"
+        monkeypatch.setenv(variable["name"], value)
+    parser = argparse.ArgumentParser()
+    run_command.add_arguments(parser)
+    settings = run_command.settings_from(parser.parse_args(container.get("args", [])))
+    assert settings.leader_elect is True
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert parse_address(settings.health_address)[1] == ports["health"]
+    assert parse_address(settings.metrics_address)[1] == ports["metrics"]
