@@ -330,7 +330,8 @@ def report(result: dict[str, Any]) -> None:
         print(per_step(result["window_delta"], result["window_steps"]))
     if lateness:
         print(
-            f"  step lateness (n={len(lateness)}): p50 {percentile(lateness, 0.5) * 1000:.0f} ms, "
+            f"  step lateness, due wake-ups that moved a step or phase (n={len(lateness)}): "
+            f"p50 {percentile(lateness, 0.5) * 1000:.0f} ms, "
             f"p99 {percentile(lateness, 0.99) * 1000:.0f} ms, max {lateness[-1] * 1000:.0f} ms, "
             f"mean {statistics.fmean(lateness) * 1000:.0f} ms"
         )
