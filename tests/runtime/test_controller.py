@@ -277,3 +277,26 @@ async def test_deleted_canary_returns_traffic_before_its_finalizer_goes(cluster)
         await world.wait_until(lambda: weights_when_deleted, timeout=10)
     unsubscribe()
     assert weights_when_deleted == [(100, 0)]
+
+
+async def test_a_lost_route_race_is_read_again_and_decided_again(cluster):
+    store = cluster.store
+    world.app(store, NS, "race", step_weights=[25, 50], interval="1s", metrics=METRIC)
+    recorder = world.WeightRecorder(store, NS, "race")
+    async with running_controller(
+        settings_for(cluster), analyzer=ScriptedAnalysis(), user_agent="canaryd-race"
+    ):
+        await initialized(store, "race")
+        cluster.api_server.faults.add(
+            "conflict", resource="httproutes", verb="patch", name="race", remaining=1
+        )
+        world.new_revision(store, NS, "race", "app:2")
+        await world.wait_until(
+            lambda: world.status(store, NS, "race").get("phase") == "Succeeded", timeout=20
+        )
+    recorder.close()
+    assert recorder.sequence == [(100, 0), (75, 25), (50, 50), (100, 0)]
+    entries = cluster.api_server.audit.entries(user_agent="canaryd-race", resource="httproutes", name="race")
+    codes = [(e.verb, e.code) for e in entries]
+    conflict = codes.index(("patch", 409))
+    assert codes[conflict + 1] == ("get", 200), "the route is read again after the lost race"
