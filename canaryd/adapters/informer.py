@@ -170,8 +170,16 @@ class Informer:
             item.setdefault("kind", self.resource.kind)
             fresh[object_key(item)] = item
         old = self._objects
+        list_version = str((result.get("metadata") or {}).get("resourceVersion", ""))
+        # The controller may have stored its own write while the LIST was in flight; a snapshot
+        # older than that write must not take it back (the watch from list_version brings it again).
+        for key, obj in old.items():
+            listed = fresh.get(key)
+            after_list = _rv(obj).isdigit() and list_version.isdigit() and int(_rv(obj)) > int(list_version)
+            if after_list and (listed is None or _newer(obj, listed)):
+                fresh[key] = obj
         self._objects = fresh
-        self.resource_version = str((result.get("metadata") or {}).get("resourceVersion", ""))
+        self.resource_version = list_version
         for key, obj in old.items():
             if key not in fresh:
                 self._notify("DELETED", obj)

@@ -113,3 +113,26 @@ async def test_own_write_is_visible_at_once_and_the_echo_is_not_reported_twice(s
         assert seen.count(written["metadata"]["resourceVersion"]) == 1
     finally:
         await informer.stop()
+
+
+async def test_a_relist_never_takes_back_a_newer_own_write(sandbox):
+    server, client = sandbox
+    server.store.create("deployments", deployment("a"))
+    informer = Informer(client, DEPLOYMENTS, NAMESPACE)
+    informer.start()
+    try:
+        assert await informer.wait_synced(5)
+        snapshot = await client.list(DEPLOYMENTS, NAMESPACE)  # what a slow LIST would answer
+        written = await client.patch(DEPLOYMENTS, NAMESPACE, "a", {"spec": {"replicas": 5}})
+        informer.store(written)
+        original_list = client.list
+
+        async def slow_list(*args, **kwargs):
+            return snapshot
+
+        client.list = slow_list  # the LIST answer predates the write canaryd just made
+        await informer._list()
+        client.list = original_list
+        assert informer.get(NAMESPACE, "a")["spec"]["replicas"] == 5
+    finally:
+        await informer.stop()
