@@ -12,6 +12,7 @@ requests by verb and response code.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -101,15 +102,33 @@ RequestObserver = Callable[[str, str, int], None]
 """Called after every request with (verb, resource plural, HTTP code; 0 when no answer came)."""
 
 
+class ConfigurationError(Exception):
+    """No usable way to reach the API server; the message says what to set."""
+
+
 async def load_configuration(kubeconfig: str | None, context: str | None = None) -> Configuration:
     """Client configuration from a kubeconfig file, or from the pod's service account when none is given."""
     configuration = Configuration()
     if kubeconfig:
-        await kube_config.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False
-        )
+        if not os.path.isfile(kubeconfig):
+            raise ConfigurationError(f"kubeconfig {kubeconfig} does not exist")
+        try:
+            await kube_config.load_kube_config(
+                config_file=kubeconfig,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        except kube_config.ConfigException as exc:
+            raise ConfigurationError(f"kubeconfig {kubeconfig} cannot be used: {exc}") from exc
     else:
-        kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        try:
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except kube_config.ConfigException as exc:
+            raise ConfigurationError(
+                "no kubeconfig given and not running in a cluster: "
+                "pass --kubeconfig or set CANARYD_KUBECONFIG"
+            ) from exc
     return configuration
 
 

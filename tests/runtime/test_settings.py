@@ -71,3 +71,18 @@ def test_addresses():
     assert parse_address("0")[1] == -1
     with pytest.raises(ValueError):
         parse_address("nonsense")
+
+
+def test_unreachable_configuration_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    missing = tmp_path / "nope"
+    code = run.main(
+        parser.parse_args(["--kubeconfig", str(missing), "--health-address", "0", "--metrics-address", "0"])
+    )
+    assert code == 1
+    assert f"canaryd run: kubeconfig {missing} does not exist" in capsys.readouterr().err
+    code = run.main(parser.parse_args(["--health-address", "0", "--metrics-address", "0"]))
+    assert code == 1
+    assert "pass --kubeconfig or set CANARYD_KUBECONFIG" in capsys.readouterr().err
