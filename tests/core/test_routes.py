@@ -6,6 +6,8 @@ import copy
 
 import jsonpatch
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from canaryd.core.routes import inspect_route, weight_patch, weights_match
 
@@ -170,3 +172,53 @@ def test_own_weight_patches_do_not_make_an_accepted_route_look_unaccepted():
     assert inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY, frozenset({4, 5})).accepted
     # A change canaryd did not make (generation 4 here) still waits for the Gateway.
     assert not inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY, frozenset({5})).accepted
+
+
+_other_ref = st.fixed_dictionaries(
+    {"name": st.sampled_from(["admin", "legacy", "search"]), "port": st.integers(1, 65535)},
+    optional={"weight": st.integers(0, 1000)},
+)
+_filter = st.fixed_dictionaries(
+    {"type": st.sampled_from(["RequestHeaderModifier", "URLRewrite", "RequestMirror"])}
+)
+
+
+@st.composite
+def _routes(draw):
+    rules = []
+    for _ in range(draw(st.integers(1, 4))):
+        refs = draw(st.lists(_other_ref, max_size=2))
+        if draw(st.booleans()):
+            ours = [
+                {"name": PRIMARY, "port": 8080, "weight": draw(st.integers(0, 100))},
+                {"name": CANARY, "port": 8080, "weight": draw(st.integers(0, 100))},
+            ]
+            if draw(st.booleans()):
+                del ours[draw(st.integers(0, 1))]["weight"]
+            refs = draw(st.permutations(refs + ours))
+        rule = {"backendRefs": refs}
+        if draw(st.booleans()):
+            rule["filters"] = draw(st.lists(_filter, max_size=2))
+        rules.append(rule)
+    obj = route()
+    obj["spec"]["rules"] = rules
+    return obj
+
+
+@given(_routes(), st.integers(0, 100))
+def test_weight_patch_never_touches_anything_but_our_two_weights(original, canary_weight):
+    patched = jsonpatch.apply_patch(
+        copy.deepcopy(original), weight_patch(original, PRIMARY, CANARY, 100 - canary_weight, canary_weight)
+    )
+    for before, after in zip(original["spec"]["rules"], patched["spec"]["rules"], strict=True):
+        assert before.get("filters") == after.get("filters")
+        for ref_before, ref_after in zip(before["backendRefs"], after["backendRefs"], strict=True):
+            if ref_before["name"] == PRIMARY:
+                assert ref_after == {**ref_before, "weight": 100 - canary_weight}
+            elif ref_before["name"] == CANARY:
+                assert ref_after == {**ref_before, "weight": canary_weight}
+            else:
+                assert ref_after == ref_before
+    assert {k: v for k, v in patched.items() if k != "spec"} == {
+        k: v for k, v in original.items() if k != "spec"
+    }
