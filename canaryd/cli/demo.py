@@ -489,14 +489,25 @@ class Demo:
         return result
 
     async def wait_for(
-        self, release: str, done: Callable[[Snapshot, dict[str, Any]], bool], timeout: float
+        self,
+        release: str,
+        done: Callable[[Snapshot, dict[str, Any]], bool],
+        timeout: float,
+        previous_revision: str | None = None,
     ) -> Snapshot:
+        """Show the Canary until ``done``; the previous run's final state is not shown as this release's."""
         deadline = time.monotonic() + timeout
         while True:
             canary = self.canary()
             snapshot = snapshot_of(canary, release, self.timeline.elapsed())
-            changed = self.timeline.record(snapshot)
-            self.view.show(snapshot, changed)
+            stale = (
+                previous_revision is not None
+                and snapshot.phase in FINAL_PHASES
+                and (canary.get("status") or {}).get("revision") == previous_revision
+            )
+            if not stale:
+                changed = self.timeline.record(snapshot)
+                self.view.show(snapshot, changed)
             if done(snapshot, canary):
                 self.view.settle()
                 return snapshot
@@ -532,7 +543,12 @@ class Demo:
             status = canary.get("status") or {}
             return snapshot.phase in FINAL_PHASES and status.get("revision") != revision_before
 
-        final = await self.wait_for(release.version, finished, timeout=self.settings.release_timeout)
+        final = await self.wait_for(
+            release.version,
+            finished,
+            timeout=self.settings.release_timeout,
+            previous_revision=revision_before,
+        )
         outcome = Outcome(
             version=release.version,
             description=release.description,
