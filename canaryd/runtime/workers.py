@@ -41,7 +41,9 @@ class _Worker:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("reconcile crashed", namespace=self.key[0], name=self.key[1])
+                # Nothing, not even a broken log stream, may end the worker of a Canary.
+                with contextlib.suppress(Exception):
+                    log.exception("reconcile crashed", namespace=self.key[0], name=self.key[1])
             finally:
                 self.busy = False
 

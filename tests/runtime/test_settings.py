@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import pytest
+import structlog
 
 from canaryd.cli import run
 from canaryd.runtime.settings import Settings, parse_address
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """`canaryd run` configures logging for the process; put the defaults back for the next tests."""
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
 
 
 def parse(*argv: str) -> Settings:
