@@ -228,7 +228,7 @@ async def test_rollouts_a_user_sees(tmp_path):
             # (b) rolled back at the threshold, all traffic on the primary, old revision kept.
             bad = world.status(store, NS, "bad")
             assert bad["failedChecks"] == 2
-            assert world.weights(store, NS, "bad") == (100, 0)
+            await world.wait_until(lambda: world.weights(store, NS, "bad") == (100, 0), timeout=10)
             assert image(store, "bad-primary") == "app:1.0"
             assert "FailedChecksThresholdReached" in reasons(store, "bad")
             await world.wait_until(
@@ -320,7 +320,8 @@ async def test_killed_controller_resumes_and_a_dead_prometheus_promotes_nothing(
             await world.wait_until(lambda: phase(store, "blind") in ("Failed", "Succeeded"), timeout=40)
             assert phase(store, "blind") == "Failed"
             assert image(store, "blind-primary") == "app:1.0"
-            assert world.weights(store, NS, "blind") == (100, 0)
+            # The status records the rollback first; the route follows at once.
+            await world.wait_until(lambda: world.weights(store, NS, "blind") == (100, 0), timeout=10)
             last = {m["name"]: m["verdict"] for m in world.status(store, NS, "blind")["metrics"]}
             assert set(last.values()) <= {"Error", "NoData"}
         finally:
