@@ -15,11 +15,17 @@ Printed:
   for the steady-state window (every Canary past its first step, none yet
   at its last). Goal: two writes per step (route and status), no reads;
 - step lateness (actual minus due) p50/p99/max;
+- CPU seconds used by the sandbox process and by this (controller) process in
+  each phase (setup, initialization, run), as a share of wall time (1.00 = one
+  core busy; each process runs one event loop, so a process near 1.00 limits
+  throughput) and as a share of the CPU both used, plus sandbox CPU per API
+  request it served during the run. Read from /proc/PID/stat (Linux);
 - the same figures for a baseline of 10 Canaries measured in the same run, and
   the ratio.
 
     python bench/bench_controller.py              # 1,000 Canaries and the baseline
     python bench/bench_controller.py --canaries 200
+    python bench/bench_controller.py --canaries 3000 --baseline 0 --interval 10
 """
 
 from __future__ import annotations
@@ -59,11 +65,38 @@ from canaryd.runtime.log_setup import configure_logging  # noqa: E402
 from canaryd.runtime.settings import Settings  # noqa: E402
 
 NAMESPACE = "bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STEPS = [10, 20, 30, 40, 50]
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
 GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
 GATEWAY_CLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", "GatewayClass", False)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far, all its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class CpuMarks:
+    """Wall clock and CPU of the sandbox and of this process at named moments."""
+
+    def __init__(self, sandbox_pid: int) -> None:
+        self.sandbox_pid = sandbox_pid
+        self.marks: list[tuple[str, float, float, float]] = []
+
+    def mark(self, name: str) -> None:
+        self.marks.append((name, time.monotonic(), cpu_seconds(self.sandbox_pid), cpu_seconds(os.getpid())))
+
+    def phases(self) -> list[tuple[str, float, float, float]]:
+        """(phase, wall seconds, sandbox CPU seconds, controller CPU seconds) between consecutive marks."""
+        return [
+            (name, wall - wall0, sandbox - sandbox0, controller - controller0)
+            for (_, wall0, sandbox0, controller0), (name, wall, sandbox, controller) in zip(
+                self.marks, self.marks[1:], strict=False
+            )
+        ]
 
 
 class LatenessRecorder:
@@ -232,10 +265,13 @@ def per_step(delta: Counter[tuple[str, str]], steps: int) -> str:
 
 
 async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dict[str, Any]:
-    with sandbox_process(workdir) as (kubeconfig, _process):
+    with sandbox_process(workdir) as (kubeconfig, process):
+        cpu = CpuMarks(process.pid)
+        cpu.mark("start")
         arranger = await KubeClient.connect(str(kubeconfig), qps=2000, burst=2000)
         try:
             await arrange(arranger, count, options.interval)
+            cpu.mark("setup (create objects)")
             settings = Settings(
                 kubeconfig=str(kubeconfig),
                 health_address="0",
@@ -253,6 +289,7 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
                     if time.monotonic() - started > 300:
                         raise RuntimeError(f"initialization stalled: {phases(controller)}")
                 init_seconds = time.monotonic() - started
+                cpu.mark("initialization")
                 before_run = request_counts(controller)
                 run_started = time.monotonic()
                 patch = [{"op": "add", "path": "/spec/template/spec/containers/0/image", "value": "app:2"}]
@@ -283,6 +320,7 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
                     if time.monotonic() - run_started > 600:
                         raise RuntimeError(f"run stalled: {phases(controller)}")
                 run_seconds = time.monotonic() - run_started
+                cpu.mark("run (revision to Succeeded)")
                 after_run = request_counts(controller)
         finally:
             await arranger.close()
@@ -296,6 +334,10 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
         "run_delta": after_run - before_run,
         "total_steps": total_steps,
         "lateness": sorted(lateness.samples),
+        "cpu_phases": cpu.phases(),
+        # the controller's requests plus the bench's one Deployment patch per Canary
+        "run_requests": count
+        + sum(n for (verb, _), n in (after_run - before_run).items() if verb != "watch"),
     }
     if window_start is not None and window_end is not None:
         result["window_delta"] = window_end[0] - window_start[0]
@@ -308,6 +350,44 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
     return values[index]
+
+
+def report_cpu(result: dict[str, Any]) -> None:
+    cores = os.cpu_count() or 1
+    print(
+        "  CPU by phase (share of wall: 1.00 = one core busy; share of CPU used: of sandbox + controller; "
+        "the controller process also runs the bench's polling and its setup requests):"
+    )
+    print(
+        f"    {'phase':28s} {'wall s':>7s} {'sandbox s':>10s} {'ctrl s':>7s} "
+        f"{'sandbox/wall':>12s} {'ctrl/wall':>9s} {'sandbox share':>13s} {'host busy':>9s}"
+    )
+    for name, wall, sandbox, controller in result["cpu_phases"]:
+        total = sandbox + controller
+        print(
+            f"    {name:28s} {wall:7.1f} {sandbox:10.1f} {controller:7.1f} "
+            f"{sandbox / wall:12.2f} {controller / wall:9.2f} {sandbox / max(total, 1e-9):13.0%} "
+            f"{total / (wall * cores):9.0%}"
+        )
+    setup = result["cpu_phases"][0]
+    run = result["cpu_phases"][-1]
+    print(
+        f"    setup: {setup[1] / result['count'] * 1000:.1f} ms wall and "
+        f"{setup[2] / result['count'] * 1000:.1f} ms sandbox CPU per Canary "
+        f"(3 creates each: Deployment, HTTPRoute, Canary)"
+    )
+    requests = result["run_requests"]
+    print(
+        f"    run: sandbox served {requests} API requests (watches excluded), "
+        f"{run[2] / max(requests, 1) * 1000:.2f} ms sandbox CPU per request, "
+        f"{run[3] / max(result['total_steps'], 1) * 1000:.2f} ms controller CPU per step "
+        "(sandbox CPU also covers its Deployment/Gateway simulators, traffic and watch fan-out)"
+    )
+    busiest = max(("sandbox", run[2] / run[1]), ("controller", run[3] / run[1]), key=lambda p: p[1])
+    print(
+        f"    during the run the busier process is the {busiest[0]} at {busiest[1]:.2f} of a core"
+        + (" (saturated: it limits throughput)" if busiest[1] >= 0.9 else " (not saturated)")
+    )
 
 
 def report(result: dict[str, Any]) -> None:
@@ -335,6 +415,7 @@ def report(result: dict[str, Any]) -> None:
             f"p99 {percentile(lateness, 0.99) * 1000:.0f} ms, max {lateness[-1] * 1000:.0f} ms, "
             f"mean {statistics.fmean(lateness) * 1000:.0f} ms"
         )
+    report_cpu(result)
 
 
 async def main_async(count: int, baseline: int, options: argparse.Namespace) -> None:
