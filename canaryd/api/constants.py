@@ -138,5 +138,9 @@ class Reason(StrEnum):
     STEPPED_MANUALLY = "SteppedManually"
     RETRIED = "Retried"
     ACTION_IGNORED = "ActionIgnored"
+    #: spec.suspend is true: canaryd leaves the target and its routes alone.
+    SUSPENDED = "Suspended"
+    #: The Canary does not parse (the API server's schema let through what canaryd cannot read).
+    INVALID_SPEC = "InvalidSpec"
     # Deletion
     DELETING = "Deleting"

@@ -86,7 +86,7 @@ def _progressing(draft: Draft, phase_before: Phase | None) -> DesiredCondition:
     if draft.canary.spec.suspend and not draft.observations.deleting:
         return state(
             False,
-            Reason.PAUSED,
+            Reason.SUSPENDED,
             f"spec.suspend is true: canaryd leaves {draft.target_name} and its routes alone "
             f"(phase {phase.value if phase else 'none'}, canary weight {status.canary_weight}%)",
         )

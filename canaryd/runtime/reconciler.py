@@ -55,8 +55,6 @@ Analyzer = Callable[[Canary, tuple[ResolvedMetric, ...], datetime], Awaitable[tu
 DecideFn = Callable[[Canary, Observations, datetime], Decision]
 DueFn = Callable[[Canary, Observations, datetime], bool]
 
-#: Condition reason for a Canary the controller cannot read at all.
-INVALID_SPEC_REASON = "InvalidSpec"
 MAX_BACKOFF = timedelta(seconds=60)
 
 
@@ -351,13 +349,13 @@ class Reconciler:
         conditions = [c for c in (status or {}).get("conditions") or [] if isinstance(c, dict)]
         ready = next((c for c in conditions if c.get("type") == ConditionType.READY), None)
         text = f"the Canary cannot be processed: {message}"
-        if ready is not None and ready.get("reason") == INVALID_SPEC_REASON and ready.get("message") == text:
+        if ready is not None and ready.get("reason") == Reason.INVALID_SPEC and ready.get("message") == text:
             return
         now = self.clock().astimezone(UTC).isoformat().replace("+00:00", "Z")
         condition = {
             "type": ConditionType.READY.value,
             "status": "False",
-            "reason": INVALID_SPEC_REASON,
+            "reason": Reason.INVALID_SPEC.value,
             "message": text,
             "lastTransitionTime": now
             if ready is None or ready.get("status") != "False"
@@ -370,8 +368,8 @@ class Reconciler:
             str(meta.get("name")),
             {"conditions": [condition, *others], "observedGeneration": int(meta.get("generation") or 0)},
         )
-        await self.writer.record_event(raw, "Warning", INVALID_SPEC_REASON, text, action="Validate")
+        await self.writer.record_event(raw, "Warning", Reason.INVALID_SPEC.value, text, action="Validate")
         log.warning("canary is invalid", error=message)
 
 
-__all__ = ["INVALID_SPEC_REASON", "Reconciler", "RouteConflict", "key_text"]
+__all__ = ["Reconciler", "RouteConflict", "key_text"]

@@ -286,6 +286,7 @@ def test_a_suspended_canary_leaves_its_deployments_and_routes_alone() -> None:
     assert decision.status.last_action.result.startswith("ignored: spec.suspend is true")
     condition = decision.status.condition("Progressing")
     assert condition is not None and "spec.suspend is true" in condition.message
+    assert (condition.status, condition.reason) == ("False", Reason.SUSPENDED)
     _suspend(world, False)
     assert world.decide().status.revision == "rev3"
 
