@@ -37,7 +37,11 @@ class EnsurePrimary:
 
 @dataclass(frozen=True)
 class ScaleTarget:
-    """Scale the target (canary) Deployment; ``replicas`` None means: as many as the primary."""
+    """Scale the target (canary) Deployment.
+
+    ``replicas`` None means: as many as the primary, and at least 1 (see
+    :func:`canaryd.core.workloads.canary_replicas`).
+    """
 
     replicas: int | None
 

@@ -96,6 +96,16 @@ def target_replicas(target: dict[str, Any]) -> int:
     return int(replicas) if isinstance(replicas, int) else 1
 
 
+def canary_replicas(primary: dict[str, Any] | None) -> int:
+    """How many replicas the target runs during a run: as many as the primary, and never fewer than 1.
+
+    A primary scaled to 0 (by a person or an autoscaler) must not leave the
+    canary at 0 too: a canary without pods never becomes ready, and the run
+    would sit until its progress deadline.
+    """
+    return max(target_replicas(primary), 1) if primary is not None else 1
+
+
 def primary_deployment(target: dict[str, Any], canary: Canary, replicas: int | None = None) -> dict[str, Any]:
     """``<target>-primary``: the target's spec with rewritten selectors, owned by the Canary."""
     meta = target.get("metadata") or {}

@@ -35,6 +35,7 @@ from canaryd.core.observations import MetricResult, Observations
 from canaryd.core.revision import deployment_template_hash
 from canaryd.core.routes import inspect_route, weight_patch, weights_match
 from canaryd.core.workloads import (
+    canary_replicas,
     canary_service_name,
     primary_deployment,
     primary_name,
@@ -42,7 +43,6 @@ from canaryd.core.workloads import (
     service_matches,
     service_patch,
     services,
-    target_replicas,
     workload_state,
 )
 from canaryd.runtime.metrics import ControllerMetrics
@@ -294,7 +294,7 @@ class Reconciler:
             raise ApiError(404, "NotFound", f"target Deployment {target_name} is missing")
         if replicas is None:
             primary = self.caches.deployments.get(namespace, primary_name(target_name))
-            replicas = target_replicas(primary) if primary is not None else 1
+            replicas = canary_replicas(primary)
         if (target.get("spec") or {}).get("replicas") != replicas:
             await self.writer.scale(namespace, target_name, replicas)
 

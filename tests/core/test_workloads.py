@@ -9,6 +9,7 @@ import jsonpatch
 from canaryd.api.models import Canary
 from canaryd.core.revision import REVISION_ANNOTATION, deployment_template_hash
 from canaryd.core.workloads import (
+    canary_replicas,
     primary_deployment,
     primary_template_patch,
     service_matches,
@@ -110,3 +111,12 @@ def test_target_problems_are_explained():
     mismatch = copy.deepcopy(TARGET)
     mismatch["spec"]["template"]["metadata"]["labels"]["app"] = "other"
     assert "do not match its selector" in target_problem(mismatch)
+
+
+def test_the_canary_runs_as_many_replicas_as_the_primary_and_never_none() -> None:
+    primary = primary_deployment(TARGET, CANARY)
+    assert canary_replicas(primary) == 3
+    scaled_to_zero = copy.deepcopy(primary)
+    scaled_to_zero["spec"]["replicas"] = 0
+    assert canary_replicas(scaled_to_zero) == 1
+    assert canary_replicas(None) == 1

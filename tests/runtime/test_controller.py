@@ -279,6 +279,17 @@ async def test_deleted_canary_returns_traffic_before_its_finalizer_goes(cluster)
     assert weights_when_deleted == [(100, 0)]
 
 
+async def test_a_primary_scaled_to_zero_still_gets_a_canary_with_a_pod(cluster):
+    store = cluster.store
+    world.app(store, NS, "idle", step_weights=[10, 50], interval="30s", metrics=METRIC)
+    async with running_controller(settings_for(cluster), analyzer=ScriptedAnalysis()):
+        await initialized(store, "idle")
+        store.patch("deployments", "idle-primary", {"spec": {"replicas": 0}}, NS)
+        world.new_revision(store, NS, "idle", "app:2")
+        await world.wait_until(lambda: world.weights(store, NS, "idle") == (90, 10), timeout=10)
+        assert store.get("deployments", "idle", NS)["spec"]["replicas"] == 1
+
+
 async def test_a_lost_route_race_is_read_again_and_decided_again(cluster):
     store = cluster.store
     world.app(store, NS, "race", step_weights=[25, 50], interval="1s", metrics=METRIC)
