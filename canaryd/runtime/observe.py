@@ -4,7 +4,8 @@ A step must cost no reads: the target and primary Deployments, the Services,
 the routes and the MetricTemplates all come from the list+watch caches, and
 are turned into the plain values the core decides on. Anything that makes the
 Canary unworkable (a missing or malformed template, a target without selectors)
-becomes a ``config_problems`` entry in words a person can act on.
+becomes a ``config_problems`` entry in words a person can act on, and the
+first of them names the condition reason (``config_reason``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from canaryd.adapters.informer import MultiInformer
-from canaryd.api.constants import ACTIVE_PHASES, FINALIZER
+from canaryd.api.constants import ACTIVE_PHASES, FINALIZER, Reason
 from canaryd.api.models import Canary, MetricCheck, MetricTemplate
 from canaryd.core.observations import ActionRequest, Observations, RouteState
 from canaryd.core.routes import inspect_route
@@ -113,9 +114,15 @@ class RunSlots:
         self.reserved.discard(key)
 
 
-def resolve_metrics(canary: Canary, templates: MultiInformer) -> tuple[tuple[ResolvedMetric, ...], list[str]]:
+#: A problem with the Canary's references: the condition reason that names it, and what to fix.
+Problem = tuple[Reason, str]
+
+
+def resolve_metrics(
+    canary: Canary, templates: MultiInformer
+) -> tuple[tuple[ResolvedMetric, ...], list[Problem]]:
     resolved: list[ResolvedMetric] = []
-    problems: list[str] = []
+    problems: list[Problem] = []
     for check in canary.spec.analysis.metrics:
         if check.template_ref is None:
             resolved.append(ResolvedMetric(check, None))
@@ -124,16 +131,22 @@ def resolve_metrics(canary: Canary, templates: MultiInformer) -> tuple[tuple[Res
         raw = templates.get(namespace, check.template_ref.name)
         if raw is None:
             problems.append(
-                f"metric {check.name}: MetricTemplate {namespace}/{check.template_ref.name} not found; "
-                "apply it (e.g. kubectl apply -f analysis/) or fix templateRef"
+                (
+                    Reason.TEMPLATE_NOT_FOUND,
+                    f"metric {check.name}: MetricTemplate {namespace}/{check.template_ref.name} not found; "
+                    "apply it (e.g. kubectl apply -f analysis/) or fix templateRef",
+                )
             )
             continue
         try:
             template = MetricTemplate.model_validate(raw)
         except ValidationError as exc:
             problems.append(
-                f"metric {check.name}: MetricTemplate {namespace}/{check.template_ref.name} is invalid: "
-                f"{validation_text(exc)}"
+                (
+                    Reason.TEMPLATE_INVALID,
+                    f"metric {check.name}: MetricTemplate {namespace}/{check.template_ref.name} is invalid: "
+                    f"{validation_text(exc)}",
+                )
             )
             continue
         resolved.append(ResolvedMetric(check, template))
@@ -160,14 +173,14 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
     target_name = canary.spec.target_ref.name
     target = caches.deployments.get(namespace, target_name)
     primary = caches.deployments.get(namespace, primary_name(target_name))
-    problems: list[str] = []
+    problems: list[Problem] = []
     target_state = None
     services_ready = False
     if target is not None:
         target_state = workload_state(target)
         problem = target_problem(target)
         if problem:
-            problems.append(problem)
+            problems.append((Reason.TARGET_INVALID, problem))
         else:
             wanted_primary, wanted_canary = services(target, canary)
             services_ready = service_matches(
@@ -200,7 +213,9 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         primary=primary_state,
         services_ready=services_ready,
         routes=tuple(routes),
-        config_problems=tuple(problems),
+        config_problems=tuple(text for _, text in problems),
+        # The first problem names the condition: a broken target comes before its templates.
+        config_reason=problems[0][0] if problems else Reason.TEMPLATE_NOT_FOUND,
         action=pending_action(canary),
         run_slot_available=run_slot_available,
         deleting=bool(meta.get("deletionTimestamp")),

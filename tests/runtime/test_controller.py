@@ -189,11 +189,21 @@ async def test_bad_input_gets_conditions_and_events_not_a_crash(cluster):
     analysis = ScriptedAnalysis()
     async with running_controller(settings_for(cluster), analyzer=analysis):
         ready = await world.wait_until(lambda: world.condition(store, NS, "ghost", "Ready"), timeout=10)
-        assert ready["status"] == "False"
+        assert (ready["status"], ready["reason"]) == ("False", "TargetNotFound")
+        assert "ghost" in ready["message"]
         await world.wait_until(lambda: world.events(store, NS, "ghost"), timeout=10)
-        # Fixing the input lets it proceed, without restarting anything.
+        # Fixing the input lets it proceed, without restarting anything; each fix shows the next problem.
         store.create("deployments", world.deployment(NS, "ghost"))
         store.create("httproutes.gateway.networking.k8s.io", world.route(NS, "ghost"))
+        ready = await world.wait_until(
+            lambda: (
+                (c := world.condition(store, NS, "ghost", "Ready")) and c["reason"] != "TargetNotFound" and c
+            ),
+            timeout=10,
+        )
+        assert (ready["status"], ready["reason"]) == ("False", "MetricTemplateNotFound")
+        assert f"MetricTemplate {NS}/nope not found" in ready["message"]
+        assert "MetricTemplateNotFound" in [e["reason"] for e in world.events(store, NS, "ghost")]
         store.create(
             "metrictemplates.canaryd.io",
             {
