@@ -9,6 +9,11 @@ Traffic rules live here: weight moves toward the canary only through routes
 that are usable and only to a canary that is ready; weight moves back to the
 primary on every route that can be written. The canary Deployment is scaled
 to 0 only once traffic is observed on the primary.
+
+Deleting a Canary must not take the service down: the app team's routes
+still name ``<target>-primary`` and ``<target>-canary``, so before the
+finalizer goes, canaryd releases the primary Deployment and both Services
+(removes its ownerReference) and the garbage collector leaves them serving.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from canaryd.core.effects import (
     Effect,
     EnsurePrimary,
     EnsureServices,
+    ReleaseOwned,
     RemoveFinalizer,
     ScaleTarget,
     SetRouteWeights,
@@ -88,15 +94,24 @@ def _return_to_primary(observations: Observations) -> list[Effect]:
 
 
 def _terminate(observations: Observations) -> list[Effect]:
-    """Deletion: the finalizer goes only after traffic is observed back on the primary."""
+    """Deletion: the finalizer goes only after traffic is observed back on the primary.
+
+    In the same pass, before the finalizer, what canaryd created is released so
+    that it outlives the Canary (the runtime stops at the first failed effect,
+    so the finalizer never goes while the primary or a Service is still owned).
+    """
     if not observations.has_finalizer:
         return []
     if not traffic_on_primary(observations):
         return [SetRouteWeights(primary=100, canary=0)]
     effects: list[Effect] = []
-    target = observations.target
-    if target is not None and target.desired_replicas != 0:
+    target, primary = observations.target, observations.primary
+    # The target goes to 0 only when a primary with ready pods takes its place: a Canary deleted
+    # before canaryd created one leaves the app team's Deployment running as it was.
+    if target is not None and target.desired_replicas != 0 and primary is not None and primary.ready_replicas:
         effects.append(ScaleTarget(replicas=0))
+    if observations.owns_workloads:
+        effects.append(ReleaseOwned())
     effects.append(RemoveFinalizer())
     return effects
 

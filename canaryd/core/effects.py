@@ -55,6 +55,17 @@ class SetRouteWeights:
 
 
 @dataclass(frozen=True)
+class ReleaseOwned:
+    """Remove this Canary's ownerReference from ``<target>-primary`` and both Services.
+
+    Applied while the Canary is being deleted, before its finalizer goes: the
+    app team's routes still point at those Services, so the garbage collector
+    must not delete them (and the primary serving the stable revision) along
+    with the Canary. They stay, owned by nobody, until a person deletes them.
+    """
+
+
+@dataclass(frozen=True)
 class RecordEvent:
     type: Literal["Normal", "Warning"]
     reason: str
@@ -68,5 +79,6 @@ Effect = (
     | EnsurePrimary
     | ScaleTarget
     | SetRouteWeights
+    | ReleaseOwned
     | RecordEvent
 )

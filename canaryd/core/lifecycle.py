@@ -7,6 +7,8 @@ place where canaryd decides anything about a rollout.
 A suspended Canary (``spec.suspend``) is left as it is: no transition, no
 effect on its Deployments or routes, only its own finalizer is managed; its
 deletion still returns all traffic to the primary before the finalizer goes.
+A deleted Canary leaves ``<target>-primary`` and both Services behind, released
+from its ownership, because the app team's routes still send traffic to them.
 Otherwise a decision first answers a pending manual action, then lets the phases
 advance as far as the observations allow (several transitions may happen in
 one decision, e.g. a run that starts and takes its first step at once), then

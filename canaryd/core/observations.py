@@ -104,6 +104,9 @@ class Observations:
     deleting: bool = False
     #: canaryd's finalizer is on the object.
     has_finalizer: bool = True
+    #: ``<target>-primary`` or one of the two Services still has an ownerReference to this Canary
+    #: (deleting the Canary would let the garbage collector delete it).
+    owns_workloads: bool = False
 
     @property
     def routes_usable(self) -> bool:

@@ -52,10 +52,19 @@ def advance(draft: Draft) -> None:
 def _begin_termination(draft: Draft) -> None:
     if draft.status.phase is Phase.TERMINATING:
         return
+    message = (
+        f"the Canary is being deleted: all traffic returns to {draft.primary_name} "
+        "before the finalizer is removed"
+    )
+    if draft.observations.owns_workloads:
+        message += (
+            f"; traffic stays on {draft.primary_name}: Deployment {draft.primary_name} and Services "
+            f"{draft.primary_name}, {draft.canary_service} are left in place: delete them after "
+            "removing them from your routes"
+        )
     draft.move(
         Reason.DELETING,
-        f"the Canary is being deleted: all traffic returns to {draft.primary_name} "
-        "before the finalizer is removed",
+        message,
         phase=Phase.TERMINATING,
         weight=0,
         paused=False,

@@ -9,6 +9,7 @@ from canaryd.api.models import Condition
 from canaryd.core.conditions import DesiredCondition, merge_condition
 from canaryd.core.effects import (
     EnsurePrimary,
+    ReleaseOwned,
     RemoveFinalizer,
     ScaleTarget,
     SetRouteWeights,
@@ -193,18 +194,45 @@ def test_an_answered_action_is_not_handled_twice() -> None:
     assert events(again) == []
 
 
-def test_deletion_returns_traffic_before_the_finalizer_goes() -> None:
+def test_deletion_returns_traffic_and_releases_the_primary_and_services_before_the_finalizer_goes() -> None:
     world = progressing_world()
+    assert world.owned
     world.deleting = True
     first = world.decide()
     assert first.status.phase is Phase.TERMINATING
     assert actions(first) == [SetRouteWeights(primary=100, canary=0)]
     assert world.finalizer
     second = world.decide()
-    assert actions(second) == [ScaleTarget(replicas=0), RemoveFinalizer()]
-    assert not world.finalizer
+    assert actions(second) == [ScaleTarget(replicas=0), ReleaseOwned(), RemoveFinalizer()]
+    assert not world.finalizer and not world.owned
     assert [e.reason for e in events(first)] == [Reason.DELETING]
+    assert (
+        "traffic stays on payments-api-primary: Deployment payments-api-primary and Services "
+        "payments-api-primary, payments-api-canary are left in place: delete them after removing them "
+        "from your routes"
+    ) in events(first)[0].message
     assert events(second) == []
+
+
+def test_deletion_releases_nothing_twice() -> None:
+    world = progressing_world()
+    world.deleting = True
+    world.decide()
+    world.decide()
+    # The finalizer removal failed after the release landed: the next decision only retries the finalizer.
+    world.finalizer = True
+    again = world.decide()
+    assert actions(again) == [RemoveFinalizer()]
+    assert events(again) == []
+
+
+def test_deletion_before_canaryd_created_anything_leaves_the_target_running() -> None:
+    world = World(finalizer=True)
+    world.deleting = True
+    decision = world.decide()
+    assert actions(decision) == [RemoveFinalizer()]
+    assert world.target_replicas == 3
+    assert "left in place" not in events(decision)[0].message
 
 
 def test_deletion_with_the_route_gone_removes_the_finalizer_at_once() -> None:
@@ -296,4 +324,4 @@ def test_deleting_a_suspended_canary_still_returns_traffic_before_the_finalizer_
     _suspend(world)
     world.deleting = True
     assert actions(world.decide()) == [SetRouteWeights(primary=100, canary=0)]
-    assert actions(world.decide()) == [ScaleTarget(replicas=0), RemoveFinalizer()]
+    assert actions(world.decide()) == [ScaleTarget(replicas=0), ReleaseOwned(), RemoveFinalizer()]

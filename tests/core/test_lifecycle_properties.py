@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from canaryd.api.constants import Action, Phase, Verdict
 from canaryd.api.models import Canary
 from canaryd.core import schedule
-from canaryd.core.effects import AddFinalizer, RecordEvent, RemoveFinalizer, SetRouteWeights
+from canaryd.core.effects import AddFinalizer, RecordEvent, ReleaseOwned, RemoveFinalizer, SetRouteWeights
 from canaryd.core.lifecycle import Decision, analysis_due, decide
 from canaryd.core.observations import MetricResult, Observations
 from canaryd.core.readiness import canary_ready, traffic_on_primary
@@ -227,6 +227,10 @@ class LifecycleMachine(RuleBasedStateMachine):
                     assert effect.canary == after.canary_weight
             if isinstance(effect, RemoveFinalizer):
                 assert traffic_on_primary(observations), "finalizer removed before traffic was back"
+                released_first = ReleaseOwned() in decision.effects[: decision.effects.index(effect)]
+                assert released_first or not observations.owns_workloads, (
+                    "finalizer removed while the primary and Services would be garbage-collected with it"
+                )
 
     def _check_fixed_point(self, canary: Canary, observations: Observations, decision: Decision) -> None:
         fed_back = _through_the_api_server(with_status(canary, decision.status))
@@ -255,6 +259,7 @@ def _through_the_api_server(canary: Canary) -> Canary:
 def _cluster(world: World) -> tuple[object, ...]:
     return (
         world.finalizer,
+        world.owned,
         world.services,
         world.primary_hash,
         world.primary_ready,

@@ -19,6 +19,7 @@ from canaryd.core.effects import (
     EnsurePrimary,
     EnsureServices,
     RecordEvent,
+    ReleaseOwned,
     RemoveFinalizer,
     ScaleTarget,
     SetRouteWeights,
@@ -135,6 +136,8 @@ class World:
     route_accepted: bool = True
     route_weights: tuple[int, int] | None = (100, 0)
     finalizer: bool = False
+    #: The primary or a Service carries an ownerReference to the Canary (set when canaryd creates them).
+    owned: bool = False
     deleting: bool = False
     slot: bool = True
     config_problems: tuple[str, ...] = ()
@@ -206,6 +209,7 @@ class World:
             run_slot_available=self.slot,
             deleting=self.deleting,
             has_finalizer=self.finalizer,
+            owns_workloads=self.owned,
         )
 
     # -- the runtime's part ----------------------------------------------------
@@ -218,7 +222,11 @@ class World:
                 self.finalizer = False
             elif isinstance(effect, EnsureServices):
                 self.services = True
+                self.owned = True
+            elif isinstance(effect, ReleaseOwned):
+                self.owned = False
             elif isinstance(effect, EnsurePrimary):
+                self.owned = True
                 if self.target_hash == effect.template_hash and self.primary_hash != effect.template_hash:
                     self.primary_hash = effect.template_hash
                     self.primary_ready = False
