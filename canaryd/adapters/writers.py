@@ -8,6 +8,8 @@
   changed; ``requestedAction`` (the person's request) is never written.
 - The primary Deployment and the two Services: created with ownerReferences to
   the Canary; an existing one is patched, never replaced.
+- Releasing them when the Canary is deleted: a JSON Patch that removes the
+  Canary's ownerReference, guarded by a ``test`` on that entry's uid.
 - Scale: a merge patch of ``spec.replicas``.
 - Finalizer: a JSON Patch with a ``test`` on resourceVersion.
 - Events: events.k8s.io/v1, regarding the Canary.
@@ -131,6 +133,53 @@ class Writer:
     async def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
         result = await self.client.patch(DEPLOYMENTS, namespace, name, {"spec": {"replicas": replicas}})
         return self._remember(DEPLOYMENTS, result)
+
+    async def remove_owner_reference(
+        self, resource: Resource, obj: dict[str, Any], owner_uid: str
+    ) -> dict[str, Any] | None:
+        """Remove the ownerReference to ``owner_uid`` from ``obj``; other owners and fields are kept.
+
+        The patch names the entry by index and pins it with a ``test`` on its
+        uid, so an entry that moved meanwhile is never removed by mistake: the
+        object is read again and the patch built once more. Returns the object
+        as written, or None when it no longer exists.
+        """
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        try:
+            return await self._remove_owner_reference(resource, obj, owner_uid)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            if not exc.conflict:
+                raise
+        fresh = await self.refresh(resource, namespace, name)
+        if fresh is None:
+            return None
+        try:
+            return await self._remove_owner_reference(resource, fresh, owner_uid)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    async def _remove_owner_reference(
+        self, resource: Resource, obj: dict[str, Any], owner_uid: str
+    ) -> dict[str, Any]:
+        meta = obj["metadata"]
+        refs = meta.get("ownerReferences") or []
+        uids = [ref.get("uid") if isinstance(ref, dict) else None for ref in refs]
+        if owner_uid not in uids:
+            return obj
+        index = uids.index(owner_uid)
+        ops = [
+            {"op": "test", "path": f"/metadata/ownerReferences/{index}/uid", "value": owner_uid},
+            {"op": "remove", "path": f"/metadata/ownerReferences/{index}"},
+        ]
+        result = await self.client.patch(
+            resource, meta["namespace"], meta["name"], ops, content_type=JSON_PATCH
+        )
+        return self._remember(resource, result)
 
     async def add_finalizer(self, canary: dict[str, Any]) -> dict[str, Any]:
         meta = canary["metadata"]

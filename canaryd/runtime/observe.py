@@ -168,6 +168,14 @@ def pending_action(canary: Canary) -> ActionRequest | None:
     )
 
 
+def owned_by(obj: dict[str, Any] | None, owner_uid: str) -> bool:
+    """The object carries an ownerReference to the owner with this uid."""
+    if obj is None or not owner_uid:
+        return False
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(isinstance(ref, dict) and ref.get("uid") == owner_uid for ref in refs)
+
+
 def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_available: bool = True) -> Observed:
     namespace = canary.metadata.namespace
     target_name = canary.spec.target_ref.name
@@ -205,6 +213,12 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
             )
         )
 
+    uid = canary.metadata.uid or ""
+    owns_workloads = owned_by(primary, uid) or any(
+        owned_by(caches.services.get(namespace, service), uid)
+        for service in (primary_name(target_name), canary_service_name(target_name))
+    )
+
     metrics, template_problems = resolve_metrics(canary, caches.templates)
     problems.extend(template_problems)
     meta = raw.get("metadata") or {}
@@ -220,5 +234,6 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         run_slot_available=run_slot_available,
         deleting=bool(meta.get("deletionTimestamp")),
         has_finalizer=FINALIZER in (meta.get("finalizers") or []),
+        owns_workloads=owns_workloads,
     )
     return Observed(observations=observations, metrics=metrics, target=target, primary=primary)

@@ -46,7 +46,7 @@ from canaryd.core.workloads import (
     workload_state,
 )
 from canaryd.runtime.metrics import ControllerMetrics
-from canaryd.runtime.observe import Caches, ResolvedMetric, RunSlots, observe, validation_text
+from canaryd.runtime.observe import Caches, ResolvedMetric, RunSlots, observe, owned_by, validation_text
 
 log = structlog.get_logger("canaryd.reconciler")
 
@@ -268,6 +268,8 @@ class Reconciler:
             await self._scale_target(effect.replicas, canary)
         elif isinstance(effect, fx.SetRouteWeights):
             await self._set_weights(effect.primary, effect.canary, canary, status)
+        elif isinstance(effect, fx.ReleaseOwned):
+            await self._release_owned(canary)
         else:  # pragma: no cover - the Effect union is closed
             raise TypeError(f"unknown effect {effect!r}")
 
@@ -285,6 +287,22 @@ class Reconciler:
             await self.writer.ensure(DEPLOYMENTS, primary_deployment(target, canary))
         elif workload_state(existing, primary=True).template_hash != revision:
             await self.writer.patch_deployment(namespace, name, primary_template_patch(target))
+
+    async def _release_owned(self, canary: Canary) -> None:
+        """Take this Canary's ownerReference off the primary and both Services, so they outlive it."""
+        namespace = canary.metadata.namespace
+        target_name = canary.spec.target_ref.name
+        uid = canary.metadata.uid or ""
+        owned = [
+            (DEPLOYMENTS, self.caches.deployments, primary_name(target_name)),
+            (SERVICES, self.caches.services, primary_name(target_name)),
+            (SERVICES, self.caches.services, canary_service_name(target_name)),
+        ]
+        for resource, cache, name in owned:
+            obj = cache.get(namespace, name)
+            if obj is not None and owned_by(obj, uid):
+                await self.writer.remove_owner_reference(resource, obj, uid)
+                log.info("released from the Canary's ownership", kind=resource.kind, object=name)
 
     async def _scale_target(self, replicas: int | None, canary: Canary) -> None:
         namespace = canary.metadata.namespace

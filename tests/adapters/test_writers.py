@@ -7,7 +7,7 @@ import time
 import pytest
 
 from canaryd.adapters.informer import MultiInformer
-from canaryd.adapters.kube import CANARIES, EVENTS, HTTP_ROUTES, ApiError
+from canaryd.adapters.kube import CANARIES, EVENTS, HTTP_ROUTES, SERVICES, ApiError
 from canaryd.adapters.ratelimit import TokenBucket
 from canaryd.adapters.writers import Writer, status_merge_patch
 from canaryd.api.constants import FINALIZER
@@ -173,3 +173,39 @@ async def test_token_bucket_allows_a_burst_then_the_rate():
     assert bucket.waited_seconds == 0
     await bucket.acquire()
     assert bucket.waited_seconds == pytest.approx(0.1)
+
+
+def _owner(name: str, uid: str) -> dict:
+    return {"apiVersion": "canaryd.io/v1alpha1", "kind": "Canary", "name": name, "uid": uid}
+
+
+async def test_releasing_removes_only_our_owner_even_from_a_stale_copy(sandbox):
+    server, _, writer, _ = sandbox
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "web-primary",
+            "namespace": NAMESPACE,
+            "ownerReferences": [_owner("web", "uid-web")],
+        },
+        "spec": {"selector": {"app": "web-primary"}, "ports": [{"port": 80}]},
+    }
+    stale = server.store.create("services", service)
+    # Someone else adds an owner in front of ours after canaryd read the Service: our entry moved.
+    server.store.patch(
+        "services",
+        "web-primary",
+        [{"op": "add", "path": "/metadata/ownerReferences/0", "value": _owner("other", "uid-other")}],
+        NAMESPACE,
+        patch_type="json",
+    )
+    released = await writer.remove_owner_reference(SERVICES, stale, "uid-web")
+    assert released is not None
+    stored = server.store.get("services", "web-primary", NAMESPACE)
+    assert [o["uid"] for o in stored["metadata"]["ownerReferences"]] == ["uid-other"]
+    assert stored["spec"]["selector"] == {"app": "web-primary"}
+    # Releasing again is a no-op, and a Service that is gone is not an error.
+    assert await writer.remove_owner_reference(SERVICES, stored, "uid-web") == stored
+    server.store.delete("services", "web-primary", NAMESPACE)
+    assert await writer.remove_owner_reference(SERVICES, stale, "uid-web") is None

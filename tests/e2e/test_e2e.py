@@ -208,6 +208,7 @@ async def test_rollouts_a_user_sees(tmp_path):
 
             # (i) the Canary is deleted mid-run.
             await world.wait_until(lambda: world.weights(store, NS, "deleted") == (60, 40), timeout=40)
+            deleted_uid = store.get("canaries.canaryd.io", "deleted", NS)["metadata"]["uid"]
             store.delete("canaries.canaryd.io", "deleted", NS)
 
             for name in ("good", "edited", "rpc"):
@@ -263,8 +264,24 @@ async def test_rollouts_a_user_sees(tmp_path):
             assert recorders["rpc"].sequence == [(100, 0), (90, 10), (70, 30), (50, 50), (100, 0)]
             assert image(store, "rpc-primary") == "shop:2.0"
 
-            # (i) all traffic was back on the primary when the finalizer went.
+            # (i) all traffic was back on the primary when the finalizer went, and it stays there: the
+            # primary Deployment and both Services outlive the Canary, no longer owned by it.
             assert deleted_at == [(100, 0)]
+            assert world.find(store, "canaries.canaryd.io", NS, "deleted") is None
+            assert world.weights(store, NS, "deleted") == (100, 0)
+            for resource, name in (
+                ("deployments", "deleted-primary"),
+                ("services", "deleted-primary"),
+                ("services", "deleted-canary"),
+            ):
+                left = world.find(store, resource, NS, name)
+                assert left is not None, f"{resource} {name} was garbage-collected with the Canary"
+                owners = [o.get("uid") for o in left["metadata"].get("ownerReferences") or []]
+                assert deleted_uid not in owners
+            assert store.get("deployments", "deleted-primary", NS)["status"].get("readyReplicas", 0) >= 1
+            assert "left in place" in next(
+                e["note"] for e in world.events(store, NS, "deleted") if e["reason"] == "Deleting"
+            )
 
             # Bad input: a condition and an Event, and the controller kept running.
             ghost = world.condition(store, NS, "ghost", "Ready")

@@ -269,7 +269,9 @@ async def test_route_not_accepted_by_its_gateway_moves_no_traffic(cluster):
     recorder.close()
 
 
-async def test_deleted_canary_returns_traffic_before_its_finalizer_goes(cluster):
+async def test_deleted_canary_returns_traffic_before_its_finalizer_goes_and_leaves_the_primary_serving(
+    cluster,
+):
     store = cluster.store
     world.app(store, NS, "gone", step_weights=[30, 60], interval="1s", metrics=METRIC)
     weights_when_deleted: list[tuple[int, int]] = []
@@ -279,14 +281,34 @@ async def test_deleted_canary_returns_traffic_before_its_finalizer_goes(cluster)
             weights_when_deleted.append(world.weights(store, NS, "gone"))
 
     unsubscribe = store.subscribe(on_event)
+    left_behind = [("deployments", "gone-primary"), ("services", "gone-primary"), ("services", "gone-canary")]
     async with running_controller(settings_for(cluster), analyzer=ScriptedAnalysis()):
         await initialized(store, "gone")
+        uid = store.get("canaries.canaryd.io", "gone", NS)["metadata"]["uid"]
+        for resource, name in left_behind:  # created owned by the Canary
+            owners = store.get(resource, name, NS)["metadata"].get("ownerReferences") or []
+            assert [o["uid"] for o in owners] == [uid]
         world.new_revision(store, NS, "gone", "app:2")
         await world.wait_until(lambda: world.weights(store, NS, "gone") == (70, 30), timeout=10)
         store.delete("canaries.canaryd.io", "gone", NS)
         await world.wait_until(lambda: weights_when_deleted, timeout=10)
+        deleting = next(e for e in world.events(store, NS, "gone") if e["reason"] == "Deleting")
+        assert "Deployment gone-primary and Services gone-primary, gone-canary are left in place" in str(
+            deleting["note"]
+        )
+        await asyncio.sleep(0.5)  # the garbage collector has had its chance
     unsubscribe()
     assert weights_when_deleted == [(100, 0)]
+    assert world.find(store, "canaries.canaryd.io", NS, "gone") is None
+    # The route still sends all traffic to gone-primary, so it and both Services outlive the Canary.
+    assert world.weights(store, NS, "gone") == (100, 0)
+    for resource, name in left_behind:
+        obj = world.find(store, resource, NS, name)
+        assert obj is not None, f"{resource} {name} was garbage-collected with the Canary"
+        assert uid not in [o.get("uid") for o in obj["metadata"].get("ownerReferences") or []]
+    primary = store.get("deployments", "gone-primary", NS)
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "app:1.0"
+    assert (primary.get("status") or {}).get("readyReplicas", 0) >= 1
 
 
 async def test_a_primary_scaled_to_zero_still_gets_a_canary_with_a_pod(cluster):
