@@ -300,6 +300,9 @@ async def test_controller_rbac_is_exactly_what_the_controller_uses(tmp_path: Pat
             )
             await until("storefront v3 Failed", phase_is(store, "storefront", "Failed"))
 
+            # Deleting a Canary releases the primary and the Services it owns; one of those patches
+            # meets someone else's edit of the Service (canaryd re-reads it and patches again).
+            server.faults.add("conflict", resource="services", verb="patch", remaining=1)
             store.delete("canaries", "orders", namespace=APP_NAMESPACE)
 
             def orders_gone() -> bool:
