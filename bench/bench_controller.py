@@ -25,7 +25,7 @@ Printed:
 
     python bench/bench_controller.py              # 1,000 Canaries and the baseline
     python bench/bench_controller.py --canaries 200
-    python bench/bench_controller.py --canaries 3000 --baseline 0 --interval 10
+    python bench/bench_controller.py --canaries 3000 --baseline 0 --interval 30 --namespaces 30
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ from canaryd.runtime.controller import running_controller  # noqa: E402
 from canaryd.runtime.log_setup import configure_logging  # noqa: E402
 from canaryd.runtime.settings import Settings  # noqa: E402
 
-NAMESPACE = "bench"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STEPS = [10, 20, 30, 40, 50]
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
@@ -111,12 +110,19 @@ async def pass_everything(canary: Any, metrics: Any, now: datetime) -> tuple[Met
     return tuple(MetricResult(name=m.check.name, verdict=Verdict.PASS, value=100.0) for m in metrics)
 
 
-def objects(index: int, interval: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def namespace_of(index: int, namespaces: int) -> str:
+    """Canary `index` lives in bench-0 .. bench-(namespaces-1), round robin."""
+    return f"bench-{index % namespaces}"
+
+
+def objects(
+    index: int, interval: int, namespace: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     name = f"app-{index:05d}"
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": name}},
@@ -129,9 +135,9 @@ def objects(index: int, interval: int) -> tuple[dict[str, Any], dict[str, Any], 
     route = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {"sandbox.canaryd.io/rps": "1"}},
+        "metadata": {"name": name, "namespace": namespace, "annotations": {"sandbox.canaryd.io/rps": "1"}},
         "spec": {
-            "parentRefs": [{"name": "public", "namespace": NAMESPACE}],
+            "parentRefs": [{"name": "public", "namespace": namespace}],
             "rules": [
                 {
                     "backendRefs": [
@@ -145,7 +151,7 @@ def objects(index: int, interval: int) -> tuple[dict[str, Any], dict[str, Any], 
     canary = {
         "apiVersion": "canaryd.io/v1alpha1",
         "kind": "Canary",
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "service": {"port": 8080},
@@ -199,35 +205,37 @@ async def gather_limited(coroutines: list[Any], limit: int = 64) -> None:
     await asyncio.gather(*(run(c) for c in coroutines))
 
 
-async def arrange(client: KubeClient, count: int, interval: int) -> None:
+async def arrange(client: KubeClient, count: int, interval: int, namespaces: int) -> None:
     for path in sorted((REPO / "manifests" / "crd").glob("*.canaryd.io.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 with contextlib.suppress(ApiError):
                     await client.create(CRDS, "", doc)
-    with contextlib.suppress(ApiError):
-        await client.create(
-            NAMESPACES, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-        )
     classes = (await client.list(GATEWAY_CLASSES))["items"]
     class_name = classes[0]["metadata"]["name"] if classes else "sandbox"
-    await client.create(
-        GATEWAYS,
-        NAMESPACE,
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "Gateway",
-            "metadata": {"name": "public", "namespace": NAMESPACE},
-            "spec": {
-                "gatewayClassName": class_name,
-                "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}],
+    for namespace in sorted({namespace_of(i, namespaces) for i in range(namespaces)}):
+        with contextlib.suppress(ApiError):
+            await client.create(
+                NAMESPACES, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+            )
+        await client.create(
+            GATEWAYS,
+            namespace,
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "Gateway",
+                "metadata": {"name": "public", "namespace": namespace},
+                "spec": {
+                    "gatewayClassName": class_name,
+                    "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}],
+                },
             },
-        },
-    )
-    made = [objects(i, interval) for i in range(count)]
-    await gather_limited([client.create(DEPLOYMENTS, NAMESPACE, d) for d, _, _ in made])
-    await gather_limited([client.create(HTTP_ROUTES, NAMESPACE, r) for _, r, _ in made])
-    await gather_limited([client.create(CANARIES, NAMESPACE, c) for _, _, c in made])
+        )
+    made = [objects(i, interval, namespace_of(i, namespaces)) for i in range(count)]
+    for kind, position in ((DEPLOYMENTS, 0), (HTTP_ROUTES, 1), (CANARIES, 2)):
+        await gather_limited(
+            [client.create(kind, trio[position]["metadata"]["namespace"], trio[position]) for trio in made]
+        )
 
 
 def phases(controller: Any) -> Counter[str]:
@@ -270,13 +278,14 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
         cpu.mark("start")
         arranger = await KubeClient.connect(str(kubeconfig), qps=2000, burst=2000)
         try:
-            await arrange(arranger, count, options.interval)
+            await arrange(arranger, count, options.interval, options.namespaces)
             cpu.mark("setup (create objects)")
             settings = Settings(
                 kubeconfig=str(kubeconfig),
                 health_address="0",
                 metrics_address="0",
-                namespaces=[NAMESPACE],
+                # one namespace: watch it alone; several: watch cluster-wide (one watch per kind)
+                namespaces=[namespace_of(0, 1)] if options.namespaces == 1 else [],
                 qps=options.qps,
                 burst=options.burst,
             )
@@ -297,7 +306,7 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
                     [
                         arranger.patch(
                             DEPLOYMENTS,
-                            NAMESPACE,
+                            namespace_of(i, options.namespaces),
                             f"app-{i:05d}",
                             patch,
                             content_type="application/json-patch+json",
@@ -329,6 +338,7 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
         "count": count,
         "interval": options.interval,
         "qps": options.qps,
+        "namespaces": min(options.namespaces, count),
         "init_seconds": init_seconds,
         "run_seconds": run_seconds,
         "run_delta": after_run - before_run,
@@ -393,7 +403,8 @@ def report_cpu(result: dict[str, Any]) -> None:
 def report(result: dict[str, Any]) -> None:
     lateness = result["lateness"]
     print(
-        f"\n== {result['count']} Canaries, {len(STEPS)} steps each, interval {result['interval']}s, "
+        f"\n== {result['count']} Canaries in {result['namespaces']} namespace(s), {len(STEPS)} steps each, "
+        f"interval {result['interval']}s, "
         f"client limit {result['qps']:g} QPS =="
     )
     print(
@@ -442,6 +453,12 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=30, help="analysis interval in seconds")
     parser.add_argument("--qps", type=float, default=200, help="controller's client-side QPS limit")
     parser.add_argument("--burst", type=int, default=400)
+    parser.add_argument(
+        "--namespaces",
+        type=int,
+        default=1,
+        help="spread the Canaries round robin over this many namespaces (bench-0, bench-1, ...)",
+    )
     args = parser.parse_args()
     configure_logging("console", "warning")
     asyncio.run(main_async(args.canaries, args.baseline, args))
