@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from canaryd.api.constants import Action, Phase, Verdict
+from canaryd.api.durations import human_duration
 from canaryd.api.models import Analysis
 
 UNKNOWN = "-"
@@ -137,27 +138,6 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def human_duration(seconds: float) -> str:
-    """kubectl's short age format: 45s, 3m12s, 25m, 5h3m, 20h, 3d4h, 12d, 2y."""
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s}s"
-    minutes = s // 60
-    if minutes < 10:
-        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = minutes // 60
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    days = hours // 24
-    if days < 8:
-        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
-    if days < 730:
-        return f"{days}d"
-    return f"{days // 365}y"
 
 
 def age(value: Any, now: datetime) -> str:

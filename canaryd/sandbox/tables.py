@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from canaryd.api.durations import human_duration
 from canaryd.sandbox.resources import PrinterColumn, ResourceType
 
 _NAME_DESCRIPTION = (
@@ -92,25 +93,6 @@ def _literal(text: str) -> Any:
         return text
 
 
-def human_duration(seconds: float) -> str:
-    """kubectl's short age: 45s, 5m10s, 3h, 2d5h, 400d."""
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 10:
-        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = minutes // 60
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    days = hours // 24
-    if days < 8:
-        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
-    return f"{days}d" if days < 365 * 2 else f"{days // 365}y"
 
 
 def age(timestamp: str | None, now: datetime) -> str:
