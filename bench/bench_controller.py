@@ -400,7 +400,7 @@ def report_cpu(result: dict[str, Any]) -> None:
     busiest = max(("sandbox", run[2] / run[1]), ("controller", run[3] / run[1]), key=lambda p: p[1])
     print(
         f"    during the run the busier process is the {busiest[0]} at {busiest[1]:.2f} of a core"
-        + (" (saturated: it limits throughput)" if busiest[1] >= 0.9 else " (not saturated)")
+        + (" (at or near saturation: it limits throughput)" if busiest[1] >= 0.8 else " (not saturated)")
     )
 
 
