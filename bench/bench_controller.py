@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import statistics
@@ -289,7 +290,11 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
                 qps=options.qps,
                 burst=options.burst,
             )
-            async with running_controller(settings, analyzer=pass_everything) as controller:
+            shutdown = contextlib.AsyncExitStack()
+            controller = await shutdown.enter_async_context(
+                running_controller(settings, analyzer=pass_everything)
+            )
+            try:
                 lateness = LatenessRecorder()
                 controller.metrics.step_lateness = lateness  # type: ignore[assignment]
                 started = time.monotonic()
@@ -334,6 +339,8 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
                 cpu.mark("run (revision to Succeeded)")
                 after_run = request_counts(controller)
                 steps_taken_at_end = steps_taken(controller)
+            finally:
+                shutdown_hung = await stop_within(shutdown, options.shutdown_timeout)
         finally:
             await arranger.close()
     total_steps = count * len(STEPS) if stalled is None else steps_taken_at_end
@@ -348,6 +355,7 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
         "total_steps": total_steps,
         "lateness": sorted(lateness.samples),
         "stalled": stalled,
+        "shutdown_hung": shutdown_hung,
         "cpu_phases": cpu.phases(),
         # the controller's requests plus the bench's one Deployment patch per Canary
         "run_requests": count
@@ -357,6 +365,20 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
         result["window_delta"] = window_end[0] - window_start[0]
         result["window_steps"] = window_end[1] - window_start[1]
     return result
+
+
+async def stop_within(stack: contextlib.AsyncExitStack, seconds: float) -> str | None:
+    """Stop the controller; if that takes longer than `seconds`, leave it and return the tasks' stacks."""
+    stopping = asyncio.create_task(stack.aclose())
+    done, _ = await asyncio.wait({stopping}, timeout=seconds)
+    if done:
+        stopping.result()
+        return None
+    stacks = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.print_stack(limit=8, file=stacks)
+    return stacks.getvalue()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -433,16 +455,21 @@ def report(result: dict[str, Any]) -> None:
             f"mean {statistics.fmean(lateness) * 1000:.0f} ms"
         )
     report_cpu(result)
+    if result["shutdown_hung"] is not None:
+        print("  CONTROLLER SHUTDOWN DID NOT FINISH within --shutdown-timeout; its tasks were:")
+        print(result["shutdown_hung"])
 
 
-async def main_async(count: int, baseline: int, options: argparse.Namespace) -> None:
+async def main_async(count: int, baseline: int, options: argparse.Namespace) -> bool:
+    """Measure and print; True when a controller could not be stopped (its tasks are left running)."""
     with tempfile.TemporaryDirectory(prefix="canaryd-bench-") as tmp:
         for sub in ("baseline", "scaled"):
             (Path(tmp) / sub).mkdir()
         base = await measure(baseline, Path(tmp) / "baseline", options) if baseline else None
+        if base is not None:
+            report(base)
+            sys.stdout.flush()
         scaled = await measure(count, Path(tmp) / "scaled", options)
-    if base is not None:
-        report(base)
     report(scaled)
     if base is not None and base["lateness"] and scaled["lateness"]:
         print(
@@ -450,6 +477,7 @@ async def main_async(count: int, baseline: int, options: argparse.Namespace) -> 
             f"{percentile(scaled['lateness'], 0.99) / max(percentile(base['lateness'], 0.99), 1e-6):.1f}x"
         )
     print(f"\n  host: {os.cpu_count()} CPUs; sandbox in its own process, controller in this one")
+    return any(r is not None and r["shutdown_hung"] is not None for r in (base, scaled))
 
 
 def main() -> None:
@@ -466,6 +494,9 @@ def main() -> None:
         help="seconds after which an unfinished run is reported as is",
     )
     parser.add_argument(
+        "--shutdown-timeout", type=float, default=60, help="seconds to wait for the controller to stop"
+    )
+    parser.add_argument(
         "--namespaces",
         type=int,
         default=1,
@@ -473,7 +504,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     configure_logging("console", "warning")
-    asyncio.run(main_async(args.canaries, args.baseline, args))
+    loop = asyncio.new_event_loop()
+    hung = loop.run_until_complete(main_async(args.canaries, args.baseline, args))
+    if hung:  # the sandboxes are stopped; a controller task that ignores cancellation would block exit
+        sys.stdout.flush()
+        os._exit(1)
+    loop.close()
 
 
 if __name__ == "__main__":
