@@ -202,7 +202,10 @@ class Informer:
         async with self.client.watch(self.resource, self.namespace, query) as response:
             while True:
                 try:
-                    line = await asyncio.wait_for(response.content.readline(), self.stall_timeout)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that arrives with the line, and shutdown would hang here.
+                    async with asyncio.timeout(self.stall_timeout):
+                        line = await response.content.readline()
                 except TimeoutError:
                     self.stalls += 1
                     log.warning(

@@ -140,11 +140,9 @@ class Watch:
             if timeout is not None and timeout <= 0:
                 return None
             try:
-                item = (
-                    await asyncio.wait_for(self._queue.get(), timeout)
-                    if timeout is not None
-                    else await self._queue.get()
-                )
+                # asyncio.timeout, not wait_for, which can swallow a cancellation on Python 3.11.
+                async with asyncio.timeout(timeout):
+                    item = await self._queue.get()
             except TimeoutError:
                 return None
         if item is _CLOSED:
