@@ -87,6 +87,21 @@ class Draft:
 
     # -- shared transitions ------------------------------------------------------
 
+    def _fresh_run(self, revision: str) -> dict[str, Any]:
+        """The status of a run of ``revision`` that starts now, at step 0 with the primary at 100."""
+        return {
+            "phase": Phase.PROGRESSING,
+            "weight": 0,
+            "revision": revision,
+            "step": 0,
+            "failed_checks": 0,
+            "analysis_errors": 0,
+            "run_started_at": self.now,
+            "last_progress_time": self.now,
+            "last_step_time": None,
+            "metrics": [],
+        }
+
     def start_run(self, revision: str, reason: Reason, message: str) -> None:
         """A fresh run of ``revision`` from step 0, or a wait for a run slot."""
         if not self.observations.run_slot_available:
@@ -98,20 +113,7 @@ class Draft:
                 revision=revision,
             )
             return
-        self.move(
-            reason,
-            message,
-            phase=Phase.PROGRESSING,
-            weight=0,
-            revision=revision,
-            step=0,
-            failed_checks=0,
-            analysis_errors=0,
-            run_started_at=self.now,
-            last_progress_time=self.now,
-            last_step_time=None,
-            metrics=[],
-        )
+        self.move(reason, message, **self._fresh_run(revision))
 
     def restart_run(self, revision: str) -> None:
         """The target changed during a run: traffic back to the primary, analysis from the start."""
@@ -120,16 +122,7 @@ class Draft:
             Reason.REVISION_CHANGED,
             f"revision changed from {previous} to {revision} during the run; "
             "traffic goes back to the primary and the analysis restarts",
-            phase=Phase.PROGRESSING,
-            weight=0,
-            revision=revision,
-            step=0,
-            failed_checks=0,
-            analysis_errors=0,
-            run_started_at=self.now,
-            last_progress_time=self.now,
-            last_step_time=None,
-            metrics=[],
+            **self._fresh_run(revision),
             paused=False,
         )
 
