@@ -511,12 +511,22 @@ def _name_of(obj: Obj) -> tuple[str, str]:
 
 def _route_namespaces(route: Obj) -> set[str]:
     """The namespaces whose objects decide how a route's traffic splits."""
+    return {_name_of(route)[0]} | {namespace for namespace, _ in _route_services(route)}
+
+
+def _route_services(route: Obj) -> set[tuple[str, str]]:
+    """(namespace, name) of every Service a route's rules send traffic to."""
     namespace = _name_of(route)[0]
-    result = {namespace}
-    for rule in (route.get("spec") or {}).get("rules") or []:
-        for ref in rule.get("backendRefs") or []:
-            result.add(str(ref.get("namespace") or namespace))
-    return result
+    return {
+        (str(ref.get("namespace") or namespace), str(ref.get("name") or ""))
+        for rule in (route.get("spec") or {}).get("rules") or []
+        for ref in rule.get("backendRefs") or []
+    }
+
+
+def _template_labels(deployment: Obj | None) -> Mapping[str, Any]:
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    return (template.get("metadata") or {}).get("labels") or {}
 
 
 class TrafficSimulator:
@@ -530,8 +540,11 @@ class TrafficSimulator:
         await traffic.stop()
 
     It keeps its own index of routes, Services, Deployments and ReferenceGrants
-    from store events, and re-plans only the routes whose namespaces changed,
-    so a busy cluster costs little per tick. Each tick adds the requests of the
+    from store events, and re-plans only the routes a change can affect: those
+    naming a changed Service, or a Service whose selector picks a changed
+    Deployment (a ReferenceGrant re-plans its namespace's routes). The cost of
+    a change therefore grows with the Services of its namespace, not with the
+    square of its routes. Each tick adds the requests of the
     wall-clock time elapsed since the previous one; a scrape ticks first.
     """
 
@@ -562,6 +575,9 @@ class TrafficSimulator:
         self._grants: dict[tuple[str, str], Obj] = {}
         self._routes_by_namespace: dict[str, set[RouteKey]] = {}
         self._route_namespaces: dict[RouteKey, set[str]] = {}
+        self._routes_by_service: dict[tuple[str, str], set[RouteKey]] = {}
+        self._route_service_keys: dict[RouteKey, set[tuple[str, str]]] = {}
+        self._services_by_namespace: dict[str, dict[str, Obj]] = {}
         self._plans: dict[RouteKey, RoutePlan] = {}
         self._dirty_namespaces: set[str] = set()
         self._dirty_routes: set[RouteKey] = set()
@@ -621,16 +637,36 @@ class TrafficSimulator:
             for route in self.store.list_refs(f"{key[1]}.{GATEWAY_GROUP}")[0]:
                 self._put_route((kind, *_name_of(route)), route)
         for service in self.store.list_refs("services")[0]:
-            self._services[_name_of(service)] = service
+            self._put_service(_name_of(service), service)
         for deployment in self.store.list_refs("deployments")[0]:
             namespace, name = _name_of(deployment)
             self._deployments.setdefault(namespace, {})[name] = deployment
         for grant in self.store.list_refs(f"referencegrants.{GATEWAY_GROUP}")[0]:
             self._grants[_name_of(grant)] = grant
 
+    def _put_service(self, key: tuple[str, str], service: Obj | None) -> None:
+        namespace, name = key
+        if service is None:
+            self._services.pop(key, None)
+            self._services_by_namespace.get(namespace, {}).pop(name, None)
+        else:
+            self._services[key] = service
+            self._services_by_namespace.setdefault(namespace, {})[name] = service
+
+    def _routes_selecting(self, namespace: str, labels: Mapping[str, Any]) -> set[RouteKey]:
+        """Routes naming a Service in ``namespace`` whose selector picks pods with ``labels``."""
+        routes: set[RouteKey] = set()
+        for name, service in (self._services_by_namespace.get(namespace) or {}).items():
+            selector = (service.get("spec") or {}).get("selector")
+            if selector and matches_label_selector({"matchLabels": selector}, labels):
+                routes |= self._routes_by_service.get((namespace, name), set())
+        return routes
+
     def _put_route(self, key: RouteKey, route: Obj | None) -> None:
         for namespace in self._route_namespaces.pop(key, set()):
             self._routes_by_namespace.get(namespace, set()).discard(key)
+        for service_key in self._route_service_keys.pop(key, set()):
+            self._routes_by_service.get(service_key, set()).discard(key)
         if route is None:
             self._routes.pop(key, None)
             self._plans.pop(key, None)
@@ -640,6 +676,10 @@ class TrafficSimulator:
         self._route_namespaces[key] = namespaces
         for namespace in namespaces:
             self._routes_by_namespace.setdefault(namespace, set()).add(key)
+        service_keys = _route_services(route)
+        self._route_service_keys[key] = service_keys
+        for service_key in service_keys:
+            self._routes_by_service.setdefault(service_key, set()).add(key)
         self._dirty_routes.add(key)
 
     def _on_event(self, event: Any) -> None:
@@ -652,16 +692,19 @@ class TrafficSimulator:
             self._put_route((kind, namespace, name), None if deleted else obj)
             return
         if storage_key == _SERVICES:
-            if deleted:
-                self._services.pop((namespace, name), None)
-            else:
-                self._services[(namespace, name)] = obj
-        elif storage_key == _DEPLOYMENTS:
+            self._put_service((namespace, name), None if deleted else obj)
+            self._dirty_routes |= self._routes_by_service.get((namespace, name), set())
+            return
+        if storage_key == _DEPLOYMENTS:
             if deleted:
                 self._deployments.get(namespace, {}).pop(name, None)
             else:
                 self._deployments.setdefault(namespace, {})[name] = obj
-        elif storage_key == _GRANTS:
+            # Old and new pod labels: a Deployment may move from one Service's selector to another's.
+            for labels in (_template_labels(getattr(event, "old", None)), _template_labels(obj)):
+                self._dirty_routes |= self._routes_selecting(namespace, labels)
+            return
+        if storage_key == _GRANTS:
             if deleted:
                 self._grants.pop((namespace, name), None)
             else:
