@@ -248,8 +248,14 @@ async def test_rollouts_a_user_sees(tmp_path):
             assert "RevisionChanged" in reasons(store, "changing")
             assert world.status(store, NS, "changing")["lastPromotedRevision"] != revision_before
             assert image(store, "changing-primary") == "shop:3.0"
+            # After the change at 30 % the schedule starts again from its first step. The weight
+            # shows 100/0 in between unless the new revision was already ready when the
+            # controller looked, in which case the restart and the first step are one write.
             seq = recorders["changing"].sequence
-            assert seq[seq.index((70, 30)) + 1] == (100, 0) and seq[seq.index((70, 30)) + 2] == (90, 10)
+            restart = seq[seq.index((70, 30)) + 1 :]
+            if restart[0] == (100, 0):
+                restart = restart[1:]
+            assert restart == [(90, 10), (70, 30), (50, 50), (100, 0)]
 
             # (g) no traffic moved through a route the Gateway refused, and the condition says why.
             assert recorders["refused"].sequence == [(100, 0)]
