@@ -1,0 +1,81 @@
+"""pytest fixtures for tests that need a real Kubernetes control plane (``cluster.harness``).
+
+Why this module exists: one session-scoped cluster (about 10-20 s to start once built) is shared by
+every test that asks for ``real_cluster``; tests isolate themselves with ``real_namespace``. It is a
+plugin module so that tests outside tests/realcluster can use it too: add
+``"tests.realcluster.fixtures"`` to ``pytest_plugins`` in tests/conftest.py.
+
+Environment: ``CANARYD_REAL_CLUSTER=0`` skips these tests; with ``CI`` set (true/1) or
+``CANARYD_REQUIRE_REAL_CLUSTER=1`` they can never be skipped: a cluster that cannot be built or
+started fails them. Missing binaries are built (a cold build takes a while; see scripts/cluster build).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from cluster.harness import Cluster, ClusterConfig, ClusterError
+
+MARKER = "realcluster: needs the real control plane of scripts/cluster (built on first use)"
+_started: list[str] = []
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def real_cluster_required() -> bool:
+    return _truthy("CI") or _truthy("CANARYD_REQUIRE_REAL_CLUSTER")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _started:
+        terminalreporter.write_line(line)
+    _started.clear()
+
+
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[Cluster]:
+    """A started cluster: 2 kwok Nodes, Gateway API standard CRDs Established, admin credentials.
+
+    See ``cluster.harness.Cluster`` for what it offers (kubeconfig, api(), kubectl(), create_token(),
+    audit_events(), restart_apiserver(), ...).
+    """
+    if os.environ.get("CANARYD_REAL_CLUSTER", "").strip() == "0":
+        if real_cluster_required():
+            pytest.fail(
+                "CANARYD_REAL_CLUSTER=0, but CI or CANARYD_REQUIRE_REAL_CLUSTER requires the real cluster"
+            )
+        pytest.skip("real cluster disabled by CANARYD_REAL_CLUSTER=0")
+    try:
+        cluster = Cluster.create(ClusterConfig())
+        seconds = cluster.start()
+    except ClusterError as error:
+        pytest.fail(f"real cluster: {error}", pytrace=False)
+    _started.append(
+        f"real cluster: Kubernetes {cluster.version} started in {seconds:.1f} s ({cluster.run_dir})"
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.stop(remove=True)
+
+
+@pytest.fixture
+def real_namespace(real_cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace on the real cluster, deleted (without waiting) after the test."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    status, body = real_cluster.api(
+        "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    assert status == 201, body
+    yield name
+    real_cluster.api("DELETE", f"/api/v1/namespaces/{name}")
