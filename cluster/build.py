@@ -277,10 +277,14 @@ def _run(cmd: list[str], cwd: Path, log: Path, what: str) -> None:
         return
     tail = log.read_text(errors="replace").strip().splitlines()[-40:]
     if any(_PROXY_ERRORS.search(line) for line in tail):
-        proxy = os.environ.get("GOPROXY", "the Go module proxy")
-        raise BuildError(f"{what}: cannot reach the Go module proxy ({proxy}); log: {log}")
+        raise BuildError(f"{what}: cannot reach the Go module proxy ({_goproxy(cmd[0])}); log: {log}")
     last = next((line for line in reversed(tail) if line.strip()), "")
     raise BuildError(f"{what} failed (exit {proc.returncode}): {last.strip()[:200]}; log: {log}")
+
+
+def _goproxy(go: str) -> str:
+    proc = subprocess.run([go, "env", "GOPROXY"], env=_go_env(), capture_output=True, text=True)
+    return proc.stdout.strip() or "GOPROXY unknown"
 
 
 @contextlib.contextmanager
@@ -435,8 +439,9 @@ def ensure(
                 result = Result(target, _version_of(target), True)
             else:
                 if echo:
+                    verb = "fetching" if target == "gateway-api" else "building"
                     print(
-                        f"{target} {_version_of(target)}: building (log: {cache_root() / 'logs'}) ...",
+                        f"{target} {_version_of(target)}: {verb} (log: {cache_root() / 'logs'}) ...",
                         flush=True,
                     )
                 result = _fetch_gateway_api(go) if target == "gateway-api" else _build_tool(TOOLS[target], go)

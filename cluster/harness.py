@@ -52,6 +52,10 @@ class ClusterError(Exception):
     """The cluster could not be started or driven; str() leads with one line naming the cause."""
 
 
+class PortInUse(ClusterError):
+    """A port picked as free was taken before a component bound it (another run raced us): retry."""
+
+
 def runs_dir() -> Path:
     """Where run directories live unless one is given: every ``create`` looks here for leftovers."""
     return build.cache_root() / "runs"
@@ -283,6 +287,7 @@ class Cluster:
         self.config = config
         self._state = state
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._ssl: ssl.SSLContext | None = None
         self.start_seconds: float | None = None
 
     # -- construction -------------------------------------------------------------------------------------
@@ -319,7 +324,8 @@ class Cluster:
                 )
             existing.stop(remove=True)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / OWNER_FILE).write_text(f"{os.getpid() if owner_pid is None else owner_pid}\n")
+        owner = os.getpid() if owner_pid is None else owner_pid
+        (run_dir / OWNER_FILE).write_text(f"{owner} {(_proc_start_time(owner) or '') if owner else ''}\n")
         service_ip = str(next(ipaddress.ip_network(config.service_cidr).hosts()))
         _make_pki(run_dir / "pki", service_ip)
         names = ("etcd-client", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -506,6 +512,8 @@ class Cluster:
                 "--audit-log-maxsize=0",
                 "--audit-log-maxbackup=0",
                 "--profiling=false",
+                # Without it a SIGTERM waits 60 s for open watches to end before the process exits.
+                "--shutdown-watch-termination-grace-period=2s",
             ]
         elif component == "kube-controller-manager":
             kubeconfig = run / "controller-manager.kubeconfig"
@@ -565,7 +573,7 @@ class Cluster:
             return
         for port in self._component_ports(component):
             if not _port_free(port):
-                raise ClusterError(f"{component}: port 127.0.0.1:{port} is already in use by another process")
+                raise PortInUse(f"{component}: port 127.0.0.1:{port} is already in use by another process")
         log = self.log_file(component).open("ab")
         log.write(f"\n==== {time.strftime('%H:%M:%S')} starting {component}\n".encode())
         log.flush()
@@ -620,9 +628,7 @@ class Cluster:
         tail = _tail(log)
         if "address already in use" in tail:
             ports = ", ".join(str(p) for p in self._component_ports(component))
-            return ClusterError(
-                f"{component}: a port it needs ({ports}) is already in use; log: {log}\n{tail}"
-            )
+            return PortInUse(f"{component}: a port it needs ({ports}) is already in use; log: {log}\n{tail}")
         return ClusterError(f"{component} exited (code {code}) while starting; last lines of {log}:\n{tail}")
 
     def _wait(self, what: str, check: Callable[[], bool], timeout: float, watch: tuple[str, ...]) -> None:
@@ -705,7 +711,21 @@ class Cluster:
     # -- API access ----------------------------------------------------------------------------------------
 
     def ssl_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca_file))
+        """Trusts the cluster's CA (and nothing else)."""
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=str(self.ca_file))
+        return self._ssl
+
+    def write_kubeconfig(
+        self, path: Path | str, token: str, namespace: str = "default", user: str = "user"
+    ) -> Path:
+        """A kubeconfig for this cluster with ``token`` (e.g. from :meth:`create_token`)."""
+        path = Path(path)
+        path.write_text(
+            json.dumps(_kubeconfig(self.server, self.ca_file, user, token, namespace), indent=1) + "\n"
+        )
+        path.chmod(0o600)
+        return path
 
     def api(
         self,
@@ -870,11 +890,8 @@ class Cluster:
 # Leftovers
 
 
-def _owner(run_dir: Path) -> int | None:
-    try:
-        return int((run_dir / OWNER_FILE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+def _owner(run_dir: Path) -> tuple[int, str | None] | None:
+    return _read_pid_file(run_dir / OWNER_FILE)
 
 
 def cleanup_stale(directory: Path | None = None) -> list[Path]:
@@ -891,7 +908,7 @@ def cleanup_stale(directory: Path | None = None) -> list[Path]:
         if not run_dir.is_dir():
             continue
         owner = _owner(run_dir)
-        if owner == 0 or (owner is not None and _pid_alive(owner)):
+        if owner is not None and (owner[0] == 0 or _pid_alive(*owner)):
             continue
         if owner is None and time.time() - run_dir.stat().st_mtime < 60:
             continue  # being created right now by another process

@@ -1,8 +1,6 @@
-"""Tests of the real-cluster harness itself; every test here is marked ``realcluster``."""
+"""Tests of the real-cluster harness itself; every test that uses the cluster is marked ``realcluster``."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -13,10 +11,8 @@ from tests.realcluster.fixtures import (  # noqa: F401  (fixtures and hooks, re-
     real_namespace,
 )
 
-_HERE = Path(__file__).parent
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _HERE in Path(str(item.path)).parents:
+        if "real_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.realcluster)

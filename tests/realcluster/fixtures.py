@@ -13,12 +13,13 @@ started fails them. Missing binaries are built (a cold build takes a while; see 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from cluster.harness import Cluster, ClusterConfig, ClusterError
+from cluster.harness import Cluster, ClusterConfig, ClusterError, PortInUse
 
 MARKER = "realcluster: needs the real control plane of scripts/cluster (built on first use)"
 _started: list[str] = []
@@ -55,11 +56,20 @@ def real_cluster() -> Iterator[Cluster]:
                 "CANARYD_REAL_CLUSTER=0, but CI or CANARYD_REQUIRE_REAL_CLUSTER requires the real cluster"
             )
         pytest.skip("real cluster disabled by CANARYD_REAL_CLUSTER=0")
-    try:
-        cluster = Cluster.create(ClusterConfig())
-        seconds = cluster.start()
-    except ClusterError as error:
-        pytest.fail(f"real cluster: {error}", pytrace=False)
+    for attempt in range(3):
+        try:
+            cluster = Cluster.create(ClusterConfig())
+            try:
+                seconds = cluster.start()
+            except PortInUse:
+                shutil.rmtree(cluster.run_dir, ignore_errors=True)
+                raise
+            break
+        except PortInUse as error:  # another run took a port we had picked: pick again
+            if attempt == 2:
+                pytest.fail(f"real cluster: {error}", pytrace=False)
+        except ClusterError as error:
+            pytest.fail(f"real cluster: {error}", pytrace=False)
     _started.append(
         f"real cluster: Kubernetes {cluster.version} started in {seconds:.1f} s ({cluster.run_dir})"
     )

@@ -93,7 +93,10 @@ def test_deployment_gets_ready_pods_and_endpoints(real_cluster: Cluster, real_na
     assert real_cluster.api("POST", f"/api/v1/namespaces/{ns}/services", service)[0] == 201
 
     def replicasets() -> list[dict[str, Any]]:
-        return real_cluster.api("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets")[1]["items"]
+        items: list[dict[str, Any]] = real_cluster.api("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets")[
+            1
+        ]["items"]
+        return items
 
     (replicaset,) = wait_for("a ReplicaSet", replicasets)
     assert replicaset["metadata"]["ownerReferences"][0]["name"] == "web"
