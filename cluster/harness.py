@@ -353,8 +353,12 @@ class Cluster:
         run_dir = Path(run_dir).resolve()
         try:
             raw = json.loads((run_dir / STATE_FILE).read_text())
+        except FileNotFoundError as error:
+            raise ClusterError(
+                f"no cluster in {run_dir} (start one: scripts/cluster up --dir {run_dir})"
+            ) from error
         except (OSError, ValueError) as error:
-            raise ClusterError(f"no cluster in {run_dir} ({error})") from error
+            raise ClusterError(f"unreadable cluster state in {run_dir}: {error}") from error
         state = _State(**raw)
         return cls(run_dir, ClusterConfig(**state.config), state)
 
