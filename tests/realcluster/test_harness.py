@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +24,15 @@ from typing import Any
 import pytest
 
 from cluster import build
-from cluster.harness import COMPONENTS, Cluster, _pid_alive, cleanup_stale
+from cluster.harness import (
+    COMPONENTS,
+    Cluster,
+    ClusterConfig,
+    ClusterError,
+    PortInUse,
+    _pid_alive,
+    cleanup_stale,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -288,3 +297,32 @@ def test_leftovers_of_a_killed_run_are_cleaned_up(tmp_path: Path, real_cluster: 
         owner.kill()
         owner.wait(10)
         cleanup_stale(runs)
+
+
+def test_a_component_that_crashes_at_start_is_named_with_its_log(
+    real_cluster: Cluster, tmp_path: Path
+) -> None:
+    config = ClusterConfig(nodes=1, gateway_api=None, extra_args={"kube-apiserver": ["--no-such-flag"]})
+    cluster = Cluster.create(config, tmp_path / "crash")
+    try:
+        with pytest.raises(ClusterError) as error:
+            cluster.start()
+    finally:
+        cluster.stop(remove=True)
+    first, *rest = str(error.value).splitlines()
+    assert first.startswith("kube-apiserver exited (code 1) while starting; last lines of ")
+    assert any("unknown flag: --no-such-flag" in line for line in rest)
+    assert not any(cluster.alive(component) for component in COMPONENTS)
+
+
+def test_a_port_in_use_is_named(real_cluster: Cluster, tmp_path: Path) -> None:
+    cluster = Cluster.create(ClusterConfig(nodes=1, gateway_api=None), tmp_path / "busy")
+    port = cluster.ports["etcd-client"]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        try:
+            with pytest.raises(PortInUse, match=rf"^etcd: port 127.0.0.1:{port} is already in use"):
+                cluster.start()
+        finally:
+            cluster.stop(remove=True)
