@@ -1,10 +1,11 @@
-"""Fixtures for the packaging tests: a real helm, built from Go modules, and chart rendering.
+"""Fixtures for the packaging tests: real helm and krew, built from Go modules, and chart rendering.
 
 `helm` is the client from helm.sh/helm/v3 at the version pinned in
-packaging/helm/go.mod, built by packaging/helm/build into a cache outside the
-checkout (scripts/test builds it before the suite; here it is built when
-missing, which takes minutes the first time). $CANARYD_HELM names another
-binary of the same version.
+packaging/helm/go.mod, and `krew` the one from sigs.k8s.io/krew pinned in
+packaging/krew/go.mod, each built by its `build` script into a cache outside
+the checkout (scripts/test builds them before the suite; here they are built
+when missing, which takes minutes the first time). $CANARYD_HELM and
+$CANARYD_KREW name other binaries of the same versions.
 """
 
 from __future__ import annotations
@@ -21,20 +22,30 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "canaryd"
 BUILD_HELM = REPO / "packaging" / "helm" / "build"
+BUILD_KREW = REPO / "packaging" / "krew" / "build"
 RELEASE = "canaryd"
 NAMESPACE = "canaryd-system"
 
 
+def _go_tool(variable: str, build: Path) -> str:
+    given = os.environ.get(variable)
+    if given:
+        assert Path(given).is_file() and os.access(given, os.X_OK), f"{variable}={given} is not executable"
+        return given
+    built = subprocess.run([str(build)], capture_output=True, text=True, timeout=1800)
+    if built.returncode != 0:
+        pytest.fail(f"{build.relative_to(REPO)} failed: {built.stderr.strip()}", pytrace=False)
+    return built.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="session")
 def helm() -> str:
-    given = os.environ.get("CANARYD_HELM")
-    if given:
-        assert Path(given).is_file() and os.access(given, os.X_OK), f"CANARYD_HELM={given} is not executable"
-        return given
-    built = subprocess.run([str(BUILD_HELM)], capture_output=True, text=True, timeout=1800)
-    if built.returncode != 0:
-        pytest.fail(f"packaging/helm/build failed: {built.stderr.strip()}", pytrace=False)
-    return built.stdout.strip().splitlines()[-1]
+    return _go_tool("CANARYD_HELM", BUILD_HELM)
+
+
+@pytest.fixture(scope="session")
+def krew() -> str:
+    return _go_tool("CANARYD_KREW", BUILD_KREW)
 
 
 HelmTemplate = Callable[..., list[dict[str, Any]]]
