@@ -47,7 +47,7 @@ SEMVER = re.compile(r"^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+
 def _kubectl() -> str:
     found = shutil.which("kubectl")
     if found is None:
-        pytest.fail("kubectl is missing", pytrace=False)
+        pytest.skip("kubectl is not installed")
     return found
 
 
