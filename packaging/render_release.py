@@ -9,10 +9,10 @@ This script writes those from the manifests, and checks that every place
 naming the version (pyproject.toml, the image tag in the kustomization, the
 Dockerfile, the chart) names the same one.
 
-    python3 packaging/render_release.py          # write deploy/install.yaml and the chart's copies
-    python3 packaging/render_release.py --check  # exit 1 and list what is stale; write nothing
+    .venv/bin/python packaging/render_release.py          # write deploy/install.yaml and the chart's copies
+    .venv/bin/python packaging/render_release.py --check  # exit 1 and list what is stale; write nothing
 
-Needs kubectl (for `kubectl kustomize`).
+Needs kubectl (for `kubectl kustomize`) and PyYAML (the project's virtualenv has it).
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         if stale:
-            print("render_release: stale, run `python3 packaging/render_release.py`:", file=sys.stderr)
+            rerun = ".venv/bin/python packaging/render_release.py"
+            print(f"render_release: stale, run `{rerun}`:", file=sys.stderr)
             for path in stale:
                 print(f"  {path}", file=sys.stderr)
             return 1
