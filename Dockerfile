@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The canaryd controller image.
+# The canaryd controller image: docker build -t canaryd:0.1.0 .
 #
 # Stage 1 builds the canaryd wheel and a wheel for every dependency, so the
 # final stage installs from local files only. Stage 2 is a slim Python with
@@ -14,7 +14,11 @@ COPY canaryd ./canaryd
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
+# canaryd's version (pyproject.toml); the image is tagged canaryd:<version>, as the
+# manifests and the Helm chart name it. packaging/render_release.py checks they agree.
+ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="canaryd" \
+      org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.description="Progressive delivery on Gateway API routes, judged by Prometheus" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -90,7 +90,7 @@ def test_controller_deployment_is_leader_elected_probed_and_hardened() -> None:
 def test_service_monitor_scrapes_the_metrics_service() -> None:
     install = render(MANIFESTS / "default")
     service = _one(install, "Service", "canaryd-metrics")
-    (monitor,) = render(MANIFESTS / "prometheus")
+    (monitor,) = [o for o in render(MANIFESTS / "prometheus") if o["kind"] == "ServiceMonitor"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["kind"] == "ServiceMonitor"
     selector = monitor["spec"]["selector"]["matchLabels"]
