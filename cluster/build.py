@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 GO_DIR = Path(__file__).resolve().parent / "go"
 # Bump when the layout of the cache or the way binaries are built changes.
@@ -416,9 +417,21 @@ def _version_of(target: str) -> str:
 
 
 def ensure(
-    targets: Iterable[str] = DEFAULT_TARGETS, *, force: bool = False, echo: bool = True
+    targets: Iterable[str] = DEFAULT_TARGETS,
+    *,
+    force: bool = False,
+    echo: bool = True,
+    stream: TextIO | None = None,
 ) -> list[Result]:
-    """Build whatever of ``targets`` is not cached yet; returns one Result per target."""
+    """Build whatever of ``targets`` is not cached yet; returns one Result per target.
+
+    With ``echo``, one progress line per target goes to ``stream`` (default: stdout).
+    """
+
+    def say(line: str) -> None:
+        if echo:
+            print(line, file=stream or sys.stdout, flush=True)
+
     targets = list(targets)
     unknown = [t for t in targets if t not in ALL_TARGETS]
     if unknown:
@@ -428,8 +441,7 @@ def ensure(
     for target in targets:
         if target not in missing:
             results.append(Result(target, _version_of(target), True))
-            if echo:
-                print(results[-1].line(), flush=True)
+            say(results[-1].line())
     if not missing:
         return results
     go = find_go()
@@ -438,16 +450,11 @@ def ensure(
             if not force and is_cached(target):  # another process built it while we waited
                 result = Result(target, _version_of(target), True)
             else:
-                if echo:
-                    verb = "fetching" if target == "gateway-api" else "building"
-                    print(
-                        f"{target} {_version_of(target)}: {verb} (log: {cache_root() / 'logs'}) ...",
-                        flush=True,
-                    )
+                verb = "fetching" if target == "gateway-api" else "building"
+                say(f"{target} {_version_of(target)}: {verb} (log: {cache_root() / 'logs'}) ...")
                 result = _fetch_gateway_api(go) if target == "gateway-api" else _build_tool(TOOLS[target], go)
             results.append(result)
-            if echo:
-                print(result.line(), flush=True)
+            say(result.line())
     return results
 
 

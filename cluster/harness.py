@@ -25,6 +25,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -32,7 +33,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from cluster import build
 
@@ -299,17 +300,19 @@ class Cluster:
         run_dir: Path | str | None = None,
         *,
         owner_pid: int | None = None,
+        build_output: TextIO | None = None,
     ) -> Cluster:
         """Prepare (not start) a cluster: build what is missing, clean leftovers, pick ports, make certs.
 
         ``owner_pid`` is the process whose death makes the run a leftover for the next ``create`` to clean
         (default: this process; 0 for a cluster that outlives its creator, as ``scripts/cluster up``).
+        Build progress, if anything must be built, goes to ``build_output`` (default: stdout).
         """
         config = config or ClusterConfig()
         cleanup_stale()
         targets = ["etcd", "kubernetes", "kwok"] + (["gateway-api"] if config.gateway_api else [])
         try:
-            build.ensure(targets, echo=not all(build.is_cached(t) for t in targets))
+            build.ensure(targets, echo=not all(build.is_cached(t) for t in targets), stream=build_output)
         except build.BuildError as error:
             raise ClusterError(f"cluster build: {error}") from error
         if run_dir is None:
@@ -777,6 +780,25 @@ class Cluster:
         )
         if check and proc.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def helm(
+        self, *args: str, check: bool = True, timeout: float = 300.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run helm v3 against the cluster (built on first use), with its config and cache in the run dir."""
+        try:
+            build.ensure(["helm"], echo=not build.is_cached("helm"), stream=sys.stderr)
+        except build.BuildError as error:
+            raise ClusterError(f"cluster build: {error}") from error
+        env = dict(os.environ)
+        env.update(self.env())
+        for kind in ("CACHE", "CONFIG", "DATA"):
+            env[f"HELM_{kind}_HOME"] = str(self.run_dir / "helm" / kind.lower())
+        proc = subprocess.run(
+            [str(build.binary("helm")), *args], capture_output=True, text=True, env=env, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise ClusterError(f"helm {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc
 
     def create_token(self, service_account: str, namespace: str = "default", duration: str = "1h") -> str:

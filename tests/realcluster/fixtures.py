@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -58,7 +59,8 @@ def real_cluster() -> Iterator[Cluster]:
         pytest.skip("real cluster disabled by CANARYD_REAL_CLUSTER=0")
     for attempt in range(3):
         try:
-            cluster = Cluster.create(ClusterConfig())
+            # A cold build takes a while: show its progress past pytest's capture.
+            cluster = Cluster.create(ClusterConfig(), build_output=sys.__stderr__)
             try:
                 seconds = cluster.start()
             except PortInUse:
