@@ -134,8 +134,12 @@ class Notifier:
                 channel.queue.put_nowait(body)
             except asyncio.QueueFull:
                 self.metrics.dropped_notification(name, "queue-full")
-                log.warning("notification dropped: queue full", provider=name, kind=notification.kind.value,
-                            canary=f"{notification.namespace}/{notification.name}")  # fmt: skip
+                log.warning(
+                    "notification dropped: queue full",
+                    provider=name,
+                    kind=notification.kind.value,
+                    canary=f"{notification.namespace}/{notification.name}",
+                )
                 continue
             queued += 1
         return queued
@@ -153,9 +157,12 @@ class Notifier:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 result = await self._sender.deliver(
-                    config.url, encode_payload(body), policy=config.policy, signing_key=config.signing_key,
+                    config.url,
+                    encode_payload(body),
+                    policy=config.policy,
+                    signing_key=config.signing_key,
                     answer_status=check,
-                )  # fmt: skip
+                )
                 self.last_result[config.name] = result
                 self.metrics.observe_notification(config.name, result.outcome.value)
                 if not result.ok:

@@ -164,17 +164,25 @@ class WebhookSender:
         try:
             async with asyncio.timeout(timeout):
                 async with self._client().post(
-                    url, data=body, headers=dict(headers), allow_redirects=False,
+                    url,
+                    data=body,
+                    headers=dict(headers),
+                    allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=None),
-                ) as response:  # fmt: skip
+                ) as response:
                     raw = await response.content.read(MAX_ANSWER_BYTES)
                     status = response.status
                     if answer_status is not None:
                         status = answer_status(status, raw.decode("utf-8", errors="replace"))
                     attempt = _read_answer(status, response.headers.get("Content-Type", ""), raw)
                     if attempt.outcome is Outcome.HTTP_ERROR:
-                        return _Attempt(attempt.outcome, attempt.status, attempt.message, attempt.answer,
-                                        _retry_after(response.headers))  # fmt: skip
+                        return _Attempt(
+                            attempt.outcome,
+                            attempt.status,
+                            attempt.message,
+                            attempt.answer,
+                            _retry_after(response.headers),
+                        )
                     return attempt
         except TimeoutError:
             return _Attempt(Outcome.TIMEOUT, None, f"no answer within {timeout:g}s")
@@ -247,6 +255,7 @@ class WebhookSender:
             url, encode_payload(payload), headers=headers_for(payload), policy=policy, signing_key=signing_key
         )
         if self.metrics is not None:
-            self.metrics.observe_webhook(str(payload.get("type", "")), result.outcome.value, result.attempts,
-                                         result.elapsed)  # fmt: skip
+            self.metrics.observe_webhook(
+                str(payload.get("type", "")), result.outcome.value, result.attempts, result.elapsed
+            )
         return result

@@ -81,10 +81,18 @@ SEVERITY: Final = {
     NotificationKind.WAITING_ON_GATE: Severity.WARNING,
 }
 #: Discord embed colours (RGB as an integer) and Adaptive Card TextBlock colours, by severity.
-DISCORD_COLOUR: Final = {Severity.INFO: 0x3B82F6, Severity.GOOD: 0x22C55E, Severity.WARNING: 0xF59E0B,
-                         Severity.BAD: 0xEF4444}  # fmt: skip
-CARD_COLOUR: Final = {Severity.INFO: "Accent", Severity.GOOD: "Good", Severity.WARNING: "Warning",
-                      Severity.BAD: "Attention"}  # fmt: skip
+DISCORD_COLOUR: Final = {
+    Severity.INFO: 0x3B82F6,
+    Severity.GOOD: 0x22C55E,
+    Severity.WARNING: 0xF59E0B,
+    Severity.BAD: 0xEF4444,
+}
+CARD_COLOUR: Final = {
+    Severity.INFO: "Accent",
+    Severity.GOOD: "Good",
+    Severity.WARNING: "Warning",
+    Severity.BAD: "Attention",
+}
 
 
 @dataclass(frozen=True)
@@ -199,14 +207,27 @@ def format_slack(n: Notification) -> dict[str, Any]:
 def format_teams(n: Notification) -> dict[str, Any]:
     severity = SEVERITY[n.kind]
     body: list[dict[str, Any]] = [
-        {"type": "TextBlock", "text": title(n), "weight": "Bolder", "size": "Medium", "wrap": True,
-         "color": CARD_COLOUR[severity]},
-    ]  # fmt: skip
+        {
+            "type": "TextBlock",
+            "text": title(n),
+            "weight": "Bolder",
+            "size": "Medium",
+            "wrap": True,
+            "color": CARD_COLOUR[severity],
+        },
+    ]
     if n.message:
         body.append({"type": "TextBlock", "text": n.message, "wrap": True})
     body.append({"type": "FactSet", "facts": [{"title": label, "value": value} for label, value in facts(n)]})
-    body.append({"type": "TextBlock", "text": f"canaryd, {format_rfc3339(n.at)}", "isSubtle": True,
-                 "size": "Small", "wrap": True})  # fmt: skip
+    body.append(
+        {
+            "type": "TextBlock",
+            "text": f"canaryd, {format_rfc3339(n.at)}",
+            "isSubtle": True,
+            "size": "Small",
+            "wrap": True,
+        }
+    )
     card = {
         "$schema": ADAPTIVE_CARD_SCHEMA,
         "type": "AdaptiveCard",

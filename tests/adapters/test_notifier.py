@@ -1,8 +1,9 @@
-"""Notifications reach Slack-, Teams-, Discord-shaped and generic receivers, paced, and never hold up the caller."""
+"""Notifications reach Slack-, Teams-, Discord-shaped and generic receivers, paced, never blocking."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,8 +19,18 @@ QUICK = DeliveryPolicy(timeout=1.0, retries=1, backoff=0.01, backoff_cap=0.05)
 
 
 def _note(kind: NotificationKind = NotificationKind.ROLLED_BACK, n: int = 0) -> Notification:
-    return Notification(kind=kind, name=f"api-{n}", namespace="shop", at=T0, revision="r2", weight=20, step=2,
-                        failed_metric="success-rate", failed_value=91.5, threshold="min 99")  # fmt: skip
+    return Notification(
+        kind=kind,
+        name=f"api-{n}",
+        namespace="shop",
+        at=T0,
+        revision="r2",
+        weight=20,
+        step=2,
+        failed_metric="success-rate",
+        failed_value=91.5,
+        threshold="min 99",
+    )
 
 
 async def test_each_provider_gets_a_message_its_service_accepts(chat_receivers: ChatReceivers) -> None:
@@ -40,8 +51,11 @@ async def test_each_provider_gets_a_message_its_service_accepts(chat_receivers: 
         assert "success-rate" in call.body.decode()
     assert chat_receivers.calls("/generic")[0].signed_with(b"k")
     assert {name: r.status for name, r in notifier.last_result.items()} == {
-        "team-slack": 200, "team-teams": 200, "team-discord": 204, "audit": 202,
-    }  # fmt: skip
+        "team-slack": 200,
+        "team-teams": 200,
+        "team-discord": 204,
+        "audit": 202,
+    }
 
 
 async def test_notify_returns_at_once_even_when_the_service_hangs(chat_receivers: ChatReceivers) -> None:
@@ -60,8 +74,9 @@ async def test_a_full_queue_drops_and_counts_instead_of_growing(chat_receivers: 
     chat_receivers.receiver.be_slow(0.5)
     notifier = Notifier(
         [ProviderConfig("slack", Provider.SLACK, chat_receivers.slack_url, policy=QUICK)],
-        metrics=DeliveryMetrics(registry), queue_size=3,
-    )  # fmt: skip
+        metrics=DeliveryMetrics(registry),
+        queue_size=3,
+    )
     notifier.start()
     queued = [notifier.notify(_note(n=n)) for n in range(10)]
     await asyncio.sleep(0)
@@ -69,12 +84,16 @@ async def test_a_full_queue_drops_and_counts_instead_of_growing(chat_receivers: 
     assert notifier.pending("slack") <= 3
     await notifier.stop(drain_timeout=0.1)
     text = generate_latest(registry).decode()
-    assert f'canaryd_notifications_dropped_total{{provider="slack",reason="queue-full"}} {10 - sum(queued)}.0' in text
+    assert (
+        f'canaryd_notifications_dropped_total{{provider="slack",reason="queue-full"}} {10 - sum(queued)}.0'
+        in text
+    )
 
 
 async def test_messages_are_paced_by_the_providers_token_bucket(chat_receivers: ChatReceivers) -> None:
-    notifier = Notifier([ProviderConfig("slack", Provider.SLACK, chat_receivers.slack_url, rate=5, burst=2,
-                                        policy=QUICK)])  # fmt: skip
+    notifier = Notifier(
+        [ProviderConfig("slack", Provider.SLACK, chat_receivers.slack_url, rate=5, burst=2, policy=QUICK)]
+    )
     notifier.start()
     for n in range(6):
         notifier.notify(_note(n=n))
@@ -83,15 +102,17 @@ async def test_messages_are_paced_by_the_providers_token_bucket(chat_receivers: 
     times = [c.received_at for c in calls]
     # 2 at once, then one every 0.2 s: the 6th no earlier than 4 x 0.2 s after the first.
     assert times[-1] - times[0] >= 0.75
-    assert all(later - earlier >= 0.15 for earlier, later in zip(times[2:], times[3:], strict=False))
+    assert all(later - earlier >= 0.15 for earlier, later in itertools.pairwise(times[2:]))
 
 
 async def test_a_slow_provider_does_not_delay_another(chat_receivers: ChatReceivers) -> None:
     slow = chat_receivers.receiver.route("/slow", None, chat_receivers.receiver._default.ok)
-    notifier = Notifier([
-        ProviderConfig("slow", Provider.GENERIC, slow, policy=DeliveryPolicy(timeout=3, retries=0)),
-        ProviderConfig("discord", Provider.DISCORD, chat_receivers.discord_url, policy=QUICK),
-    ])  # fmt: skip
+    notifier = Notifier(
+        [
+            ProviderConfig("slow", Provider.GENERIC, slow, policy=DeliveryPolicy(timeout=3, retries=0)),
+            ProviderConfig("discord", Provider.DISCORD, chat_receivers.discord_url, policy=QUICK),
+        ]
+    )
     chat_receivers.receiver.be_slow(1.0, times=1)
     notifier.start()
     notifier.notify(_note(), providers=["slow"])
@@ -106,21 +127,28 @@ async def test_a_slow_provider_does_not_delay_another(chat_receivers: ChatReceiv
 async def test_failed_deliveries_are_counted_by_provider_and_outcome(chat_receivers: ChatReceivers) -> None:
     registry = CollectorRegistry()
     chat_receivers.receiver.fail_with(404, message="channel_not_found")
-    notifier = Notifier([ProviderConfig("slack", Provider.SLACK, chat_receivers.slack_url, policy=QUICK)],
-                        metrics=DeliveryMetrics(registry))  # fmt: skip
+    notifier = Notifier(
+        [ProviderConfig("slack", Provider.SLACK, chat_receivers.slack_url, policy=QUICK)],
+        metrics=DeliveryMetrics(registry),
+    )
     notifier.start()
     notifier.notify(_note())
     assert await notifier.flush(5)
     await notifier.stop()
     assert notifier.last_result["slack"].status == 404
-    assert 'canaryd_notifications_total{outcome="http-error",provider="slack"} 1.0' in generate_latest(registry).decode()
+    assert (
+        'canaryd_notifications_total{outcome="http-error",provider="slack"} 1.0'
+        in generate_latest(registry).decode()
+    )
 
 
 async def test_teams_throttling_reported_in_a_200_is_retried(chat_receivers: ChatReceivers) -> None:
     from tests.fixtures.webhook_receiver import Answer
 
     chat_receivers.receiver.answer_with(
-        Answer(status=200, body=b"Microsoft Teams endpoint returned HTTP error 429", content_type="text/plain"),
+        Answer(
+            status=200, body=b"Microsoft Teams endpoint returned HTTP error 429", content_type="text/plain"
+        ),
         times=1,
     )
     notifier = Notifier([ProviderConfig("teams", Provider.TEAMS, chat_receivers.teams_url, policy=QUICK)])
@@ -132,11 +160,18 @@ async def test_teams_throttling_reported_in_a_200_is_retried(chat_receivers: Cha
 
 
 async def test_steps_go_only_to_providers_that_subscribed(chat_receivers: ChatReceivers) -> None:
-    notifier = Notifier([
-        ProviderConfig("all", Provider.GENERIC, chat_receivers.generic_url, policy=QUICK,
-                       kinds=list(NotificationKind)),
-        ProviderConfig("default", Provider.SLACK, chat_receivers.slack_url, policy=QUICK),
-    ])  # fmt: skip
+    notifier = Notifier(
+        [
+            ProviderConfig(
+                "all",
+                Provider.GENERIC,
+                chat_receivers.generic_url,
+                policy=QUICK,
+                kinds=list(NotificationKind),
+            ),
+            ProviderConfig("default", Provider.SLACK, chat_receivers.slack_url, policy=QUICK),
+        ]
+    )
     notifier.start()
     assert notifier.notify(_note(NotificationKind.STEP)) == 1
     assert await notifier.flush(5)
@@ -146,8 +181,10 @@ async def test_steps_go_only_to_providers_that_subscribed(chat_receivers: ChatRe
 
 async def test_after_stop_nothing_is_queued_and_the_loss_is_counted(chat_receivers: ChatReceivers) -> None:
     registry = CollectorRegistry()
-    notifier = Notifier([ProviderConfig("slack", Provider.SLACK, chat_receivers.slack_url, policy=QUICK)],
-                        metrics=DeliveryMetrics(registry))  # fmt: skip
+    notifier = Notifier(
+        [ProviderConfig("slack", Provider.SLACK, chat_receivers.slack_url, policy=QUICK)],
+        metrics=DeliveryMetrics(registry),
+    )
     notifier.start()
     await notifier.stop()
     assert notifier.notify(_note()) == 0

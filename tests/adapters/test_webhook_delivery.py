@@ -20,8 +20,18 @@ FAST = DeliveryPolicy(timeout=2.0, retries=2, backoff=0.01, backoff_cap=0.05)
 
 
 def _payload(hook: HookType = HookType.ROLLOUT) -> dict[str, object]:
-    return build_payload(hook=hook, name="payments-api", namespace="payments", phase="Progressing",
-                         revision="abc", weight=10, step=1, failed_checks=0, metadata={"rps": "5"}, now=T0)  # fmt: skip
+    return build_payload(
+        hook=hook,
+        name="payments-api",
+        namespace="payments",
+        phase="Progressing",
+        revision="abc",
+        weight=10,
+        step=1,
+        failed_checks=0,
+        metadata={"rps": "5"},
+        now=T0,
+    )
 
 
 @pytest.fixture
@@ -58,7 +68,9 @@ async def test_a_refusal_is_final_at_once_with_its_status_and_message(
     webhook_receiver: WebhookReceiver, sender: WebhookSender
 ) -> None:
     webhook_receiver.fail_with(403, message="waiting for approval from #releases")
-    result = await sender.call_webhook(webhook_receiver.url, _payload(HookType.CONFIRM_PROMOTION), policy=FAST)
+    result = await sender.call_webhook(
+        webhook_receiver.url, _payload(HookType.CONFIRM_PROMOTION), policy=FAST
+    )
     assert result.outcome is Outcome.HTTP_ERROR and result.status == 403 and result.attempts == 1
     assert result.describe() == "http-error 403 after 1 attempt: waiting for approval from #releases"
 
@@ -82,7 +94,9 @@ async def test_retries_stop_after_the_policy_and_say_how_many_were_made(
     assert len(webhook_receiver.requests) == 3
 
 
-async def test_retry_after_is_honoured_up_to_the_cap(webhook_receiver: WebhookReceiver, sender: WebhookSender) -> None:
+async def test_retry_after_is_honoured_up_to_the_cap(
+    webhook_receiver: WebhookReceiver, sender: WebhookSender
+) -> None:
     webhook_receiver.fail_with(429, times=1, headers={"Retry-After": "0.3"})
     policy = DeliveryPolicy(timeout=2, retries=1, backoff=0.01, backoff_cap=1.0)
     result = await sender.call_webhook(webhook_receiver.url, _payload(), policy=policy)
@@ -90,7 +104,9 @@ async def test_retry_after_is_honoured_up_to_the_cap(webhook_receiver: WebhookRe
     assert result.ok and second.received_at - first.received_at >= 0.3
 
 
-async def test_a_slow_receiver_times_out_per_attempt(webhook_receiver: WebhookReceiver, sender: WebhookSender) -> None:
+async def test_a_slow_receiver_times_out_per_attempt(
+    webhook_receiver: WebhookReceiver, sender: WebhookSender
+) -> None:
     webhook_receiver.be_slow(1.5)
     started = time.monotonic()
     result = await sender.call_webhook(
@@ -101,7 +117,9 @@ async def test_a_slow_receiver_times_out_per_attempt(webhook_receiver: WebhookRe
     assert time.monotonic() - started < 1.4, "a timed-out attempt does not wait for the slow answer"
 
 
-async def test_a_slow_receiver_within_the_timeout_is_ok(webhook_receiver: WebhookReceiver, sender: WebhookSender) -> None:
+async def test_a_slow_receiver_within_the_timeout_is_ok(
+    webhook_receiver: WebhookReceiver, sender: WebhookSender
+) -> None:
     webhook_receiver.be_slow(0.2, times=1)
     result = await sender.call_webhook(webhook_receiver.url, _payload(), policy=FAST)
     assert result.ok and result.elapsed >= 0.2
@@ -133,7 +151,9 @@ async def test_a_bad_url_is_unreachable_with_the_reason(sender: WebhookSender) -
     assert result.outcome is Outcome.UNREACHABLE
 
 
-async def test_the_deadline_bounds_all_attempts(webhook_receiver: WebhookReceiver, sender: WebhookSender) -> None:
+async def test_the_deadline_bounds_all_attempts(
+    webhook_receiver: WebhookReceiver, sender: WebhookSender
+) -> None:
     webhook_receiver.fail_with(503)
     policy = DeliveryPolicy(timeout=0.5, retries=10, backoff=0.2, backoff_cap=0.2, deadline=1.0)
     result = await sender.call_webhook(webhook_receiver.url, _payload(), policy=policy)
@@ -145,7 +165,9 @@ async def test_redirects_are_not_followed(webhook_receiver: WebhookReceiver, sen
 
     webhook_receiver.answer_with(Answer(status=307, body=b"", headers={"Location": "http://127.0.0.1:9/"}))
     result = await sender.call_webhook(webhook_receiver.url, _payload(), policy=FAST)
-    assert result.outcome is Outcome.HTTP_ERROR and result.status == 307 and len(webhook_receiver.requests) == 1
+    assert (
+        result.outcome is Outcome.HTTP_ERROR and result.status == 307 and len(webhook_receiver.requests) == 1
+    )
 
 
 async def test_outcomes_are_counted_by_hook_type(webhook_receiver: WebhookReceiver) -> None:
@@ -163,7 +185,10 @@ async def test_outcomes_are_counted_by_hook_type(webhook_receiver: WebhookReceiv
     assert 'canaryd_webhook_attempts_total{type="confirm-promotion"} 3.0' in text
 
 
-async def test_concurrent_calls_share_one_session(webhook_receiver: WebhookReceiver, sender: WebhookSender) -> None:
-    results = await asyncio.gather(*(sender.call_webhook(webhook_receiver.url, _payload(), policy=FAST)
-                                     for _ in range(20)))  # fmt: skip
+async def test_concurrent_calls_share_one_session(
+    webhook_receiver: WebhookReceiver, sender: WebhookSender
+) -> None:
+    results = await asyncio.gather(
+        *(sender.call_webhook(webhook_receiver.url, _payload(), policy=FAST) for _ in range(20))
+    )
     assert all(r.ok for r in results) and len(webhook_receiver.requests) == 20

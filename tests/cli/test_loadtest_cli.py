@@ -41,20 +41,43 @@ async def test_the_command_serves_webhooks_sends_load_and_stops_on_sigterm() -> 
     port = _free_port()
     env = {**os.environ, "CANARYD_LOADTEST_NAMESPACES": "payments", "CANARYD_LOADTEST_MAX_RPS": "50"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "canaryd.cli.main", "loadtest", "--address", f"127.0.0.1:{port}",
-        "--test-host", "payments-api-canary.payments=127.0.0.1", "--log-format", "console",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "canaryd.cli.main",
+        "loadtest",
+        "--address",
+        f"127.0.0.1:{port}",
+        "--test-host",
+        "payments-api-canary.payments=127.0.0.1",
+        "--log-format",
+        "console",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     sender = WebhookSender()
     try:
         await _wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
         payload = build_payload(
-            hook=HookType.ROLLOUT, name="payments-api", namespace="payments", phase="Progressing", revision="r2",
-            weight=10, step=1, failed_checks=0, now=datetime.now(UTC),
-            metadata={"url": f"http://payments-api-canary.payments:{backend.port}/", "rps": "20",
-                      "duration": "1s", "wait": "true"},
-        )  # fmt: skip
-        result = await sender.call_webhook(f"http://127.0.0.1:{port}/", payload, policy=DeliveryPolicy(timeout=20))
+            hook=HookType.ROLLOUT,
+            name="payments-api",
+            namespace="payments",
+            phase="Progressing",
+            revision="r2",
+            weight=10,
+            step=1,
+            failed_checks=0,
+            now=datetime.now(UTC),
+            metadata={
+                "url": f"http://payments-api-canary.payments:{backend.port}/",
+                "rps": "20",
+                "duration": "1s",
+                "wait": "true",
+            },
+        )
+        result = await sender.call_webhook(
+            f"http://127.0.0.1:{port}/", payload, policy=DeliveryPolicy(timeout=20)
+        )
         assert result.ok, result.describe()
         assert 10 <= len(backend.counts.arrivals) <= 21
         too_fast = {**payload["metadata"], "rps": "80"}
@@ -74,10 +97,17 @@ async def test_the_command_serves_webhooks_sends_load_and_stops_on_sigterm() -> 
 
 async def test_a_test_host_outside_loopback_is_refused_at_start() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "canaryd.cli.main", "loadtest", "--namespaces", "payments",
-        "--test-host", "payments-api-canary.payments=10.0.0.5",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "canaryd.cli.main",
+        "loadtest",
+        "--namespaces",
+        "payments",
+        "--test-host",
+        "payments-api-canary.payments=10.0.0.5",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 2
     assert "loopback" in stderr.decode()

@@ -28,17 +28,36 @@ CHECKS = {
 }
 
 ROLLBACK = Notification(
-    kind=NotificationKind.ROLLED_BACK, name="payments-api", namespace="payments", at=T0, revision="7d9f6c5b8",
-    weight=25, step=2, phase="Failed", message="success-rate 95.2 is below 99 (3 failed checks)",
-    failed_metric="success-rate", failed_value=95.2, threshold="min 99", cluster="prod-eu",
-)  # fmt: skip
+    kind=NotificationKind.ROLLED_BACK,
+    name="payments-api",
+    namespace="payments",
+    at=T0,
+    revision="7d9f6c5b8",
+    weight=25,
+    step=2,
+    phase="Failed",
+    message="success-rate 95.2 is below 99 (3 failed checks)",
+    failed_metric="success-rate",
+    failed_value=95.2,
+    threshold="min 99",
+    cluster="prod-eu",
+)
 
 
 @pytest.mark.parametrize("provider", list(Provider))
 @pytest.mark.parametrize("kind", list(NotificationKind))
 def test_every_kind_is_a_message_the_service_accepts(provider: Provider, kind: NotificationKind) -> None:
-    notification = Notification(kind=kind, name="payments-api", namespace="payments", at=T0, revision="abc",
-                                weight=10, step=1, gate="approve", gate_type="confirm-promotion")  # fmt: skip
+    notification = Notification(
+        kind=kind,
+        name="payments-api",
+        namespace="payments",
+        at=T0,
+        revision="abc",
+        weight=10,
+        step=1,
+        gate="approve",
+        gate_type="confirm-promotion",
+    )
     assert CHECKS[provider](format_message(provider, notification)) == []
 
 
@@ -51,16 +70,23 @@ def test_a_rollback_names_the_failing_metric_its_value_and_threshold(provider: P
 
 def test_titles_say_what_happened() -> None:
     base = {"name": "api", "namespace": "shop", "at": T0, "revision": "r1", "weight": 30, "step": 3}
-    assert title(Notification(NotificationKind.RUN_STARTED, **base)) == "shop/api: canary run started for revision r1"
+    assert (
+        title(Notification(NotificationKind.RUN_STARTED, **base))
+        == "shop/api: canary run started for revision r1"
+    )
     assert title(Notification(NotificationKind.STEP, **base)) == "shop/api: canary at 30% (step 3)"
     assert title(Notification(NotificationKind.PROMOTED, **base)) == "shop/api: revision r1 promoted"
     assert title(ROLLBACK) == "payments/payments-api: rolled back (success-rate 95.2)"
-    waiting = Notification(NotificationKind.WAITING_ON_GATE, gate="approve", gate_type="confirm-promotion", **base)
+    waiting = Notification(
+        NotificationKind.WAITING_ON_GATE, gate="approve", gate_type="confirm-promotion", **base
+    )
     assert title(waiting) == "shop/api: waiting on approve (confirm-promotion)"
 
 
 def test_a_value_prometheus_could_not_give_is_said_so_and_never_sent_as_nan() -> None:
-    no_value = Notification(NotificationKind.ROLLED_BACK, "a", "b", T0, failed_metric="latency", failed_value=math.nan)
+    no_value = Notification(
+        NotificationKind.ROLLED_BACK, "a", "b", T0, failed_metric="latency", failed_value=math.nan
+    )
     generic = format_message(Provider.GENERIC, no_value)
     assert generic["failedMetric"] == {"name": "latency", "value": None, "threshold": None}
     assert generic_problems(generic) == []
@@ -84,8 +110,18 @@ def test_discord_messages_never_mention_anyone() -> None:
     metric=st.text(min_size=1, max_size=3000),
 )
 def test_long_input_is_cut_to_each_services_limits(name: str, message: str, metric: str) -> None:
-    notification = Notification(NotificationKind.ROLLED_BACK, name, "ns", T0, message=message, failed_metric=metric,
-                                failed_value=1.0, threshold="min 99", gate=metric, revision=metric)  # fmt: skip
+    notification = Notification(
+        NotificationKind.ROLLED_BACK,
+        name,
+        "ns",
+        T0,
+        message=message,
+        failed_metric=metric,
+        failed_value=1.0,
+        threshold="min 99",
+        gate=metric,
+        revision=metric,
+    )
     for provider in (Provider.SLACK, Provider.TEAMS, Provider.DISCORD):
         assert CHECKS[provider](format_message(provider, notification)) == [], provider
 

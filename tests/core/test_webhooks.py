@@ -1,4 +1,4 @@
-"""The webhook payload as receivers see it: schema-valid for every hook, stable bytes, signatures, retry timing."""
+"""The webhook payload as receivers see it: valid for every hook, stable bytes, signatures, retry timing."""
 
 from __future__ import annotations
 
@@ -27,10 +27,17 @@ from tests.fixtures.webhook_receiver import schema_problems
 
 def _payload(hook: HookType = HookType.ROLLOUT, **overrides: object) -> dict[str, object]:
     fields: dict[str, object] = {
-        "hook": hook, "name": "payments-api", "namespace": "payments", "phase": "Progressing",
-        "revision": "7d9f6c5b8", "weight": 25, "step": 2, "failed_checks": 1,
-        "metadata": {"cmd": "hey -z 1m -q 10 -c 2 http://payments-api-canary.payments:8080/"}, "now": T0,
-    }  # fmt: skip
+        "hook": hook,
+        "name": "payments-api",
+        "namespace": "payments",
+        "phase": "Progressing",
+        "revision": "7d9f6c5b8",
+        "weight": 25,
+        "step": 2,
+        "failed_checks": 1,
+        "metadata": {"cmd": "hey -z 1m -q 10 -c 2 http://payments-api-canary.payments:8080/"},
+        "now": T0,
+    }
     if hook is HookType.EVENT:
         fields["event"] = EventInfo(reason="Promoted", message="revision promoted")
     fields.update(overrides)
@@ -60,14 +67,28 @@ def test_the_schema_refuses_what_receivers_must_never_see() -> None:
 
 def test_a_payload_is_built_from_a_canary_and_its_status() -> None:
     canary = make_canary(interval="30s")
-    canary = canary.model_copy(update={"status": CanaryStatus(
-        phase=Phase.PROGRESSING, canary_weight=20, step=2, failed_checks=1, revision="abc123")})  # fmt: skip
+    canary = canary.model_copy(
+        update={
+            "status": CanaryStatus(
+                phase=Phase.PROGRESSING, canary_weight=20, step=2, failed_checks=1, revision="abc123"
+            )
+        }
+    )
     payload = payload_for_canary(canary, HookType.ROLLOUT, metadata={"rps": "5"}, now=T0, webhook="load")
-    assert {k: payload[k] for k in ("name", "namespace", "phase", "revision", "weight", "step", "failedChecks")} == {
-        "name": "payments-api", "namespace": "payments", "phase": "Progressing", "revision": "abc123",
-        "weight": 20, "step": 2, "failedChecks": 1,
-    }  # fmt: skip
-    assert payload["interval"] == "30s" and payload["metadata"] == {"rps": "5"} and payload["webhook"] == "load"
+    assert {
+        k: payload[k] for k in ("name", "namespace", "phase", "revision", "weight", "step", "failedChecks")
+    } == {
+        "name": "payments-api",
+        "namespace": "payments",
+        "phase": "Progressing",
+        "revision": "abc123",
+        "weight": 20,
+        "step": 2,
+        "failedChecks": 1,
+    }
+    assert (
+        payload["interval"] == "30s" and payload["metadata"] == {"rps": "5"} and payload["webhook"] == "load"
+    )
     fresh = payload_for_canary(make_canary(), "confirm-rollout", metadata={}, now=T0)
     assert fresh["phase"] is None and fresh["revision"] is None and schema_problems(fresh) == []
 
@@ -85,8 +106,18 @@ def test_bad_input_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="Event"):
         _payload(HookType.ROLLOUT, event=EventInfo("X", "y"))
     with pytest.raises(ValueError, match="Event"):
-        build_payload(hook="event", name="a", namespace="b", phase=None, revision=None, weight=0, step=0,
-                      failed_checks=0, metadata={}, now=T0)  # fmt: skip
+        build_payload(
+            hook="event",
+            name="a",
+            namespace="b",
+            phase=None,
+            revision=None,
+            weight=0,
+            step=0,
+            failed_checks=0,
+            metadata={},
+            now=T0,
+        )
     with pytest.raises(ValueError, match="weight"):
         _payload(weight=120)
     with pytest.raises(ValueError, match="strings"):

@@ -29,11 +29,25 @@ GRPC_HOST = "payments-grpc-canary.payments"
 ONE_TRY = DeliveryPolicy(timeout=30, retries=0)
 
 
-def _payload(metadata: dict[str, str], hook: HookType = HookType.ROLLOUT, namespace: str = "payments",
-             now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
-    return build_payload(hook=hook, name="payments-api", namespace=namespace, phase="Progressing", revision="r2",
-                         weight=10, step=1, failed_checks=0, metadata=metadata, now=now or datetime.now(UTC),
-                         interval="1m")  # fmt: skip
+def _payload(
+    metadata: dict[str, str],
+    hook: HookType = HookType.ROLLOUT,
+    namespace: str = "payments",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    return build_payload(
+        hook=hook,
+        name="payments-api",
+        namespace=namespace,
+        phase="Progressing",
+        revision="r2",
+        weight=10,
+        step=1,
+        failed_checks=0,
+        metadata=metadata,
+        now=now or datetime.now(UTC),
+        interval="1m",
+    )
 
 
 @pytest.fixture
@@ -61,10 +75,12 @@ async def make_tester() -> AsyncIterator[TesterFactory]:
 
     async def make(**overrides: Any) -> LoadTester:
         fields: dict[str, Any] = {
-            "address": "127.0.0.1:0", "namespaces": ["payments", "shop"],
+            "address": "127.0.0.1:0",
+            "namespaces": ["payments", "shop"],
             "test_hosts": [f"{CANARY_HOST}=127.0.0.1", f"{GRPC_HOST}=127.0.0.1", "api-canary.shop=127.0.0.1"],
-            "max_rps": 200, "max_concurrency": 16,
-        }  # fmt: skip
+            "max_rps": 200,
+            "max_concurrency": 16,
+        }
         fields.update(overrides)
         tester = LoadTester(LoadTestSettings(**fields))
         await tester.start()
@@ -96,7 +112,9 @@ def _url(tester: LoadTester, path: str = "/") -> str:
     return f"http://127.0.0.1:{tester.bound[1]}{path}"
 
 
-async def _call(sender: WebhookSender, tester: LoadTester, payload: dict[str, Any], **kw: Any) -> DeliveryResult:
+async def _call(
+    sender: WebhookSender, tester: LoadTester, payload: dict[str, Any], **kw: Any
+) -> DeliveryResult:
     return await sender.call_webhook(_url(tester), payload, policy=ONE_TRY, **kw)
 
 
@@ -104,8 +122,13 @@ async def test_a_rollout_hook_sends_load_at_the_asked_rate_and_no_faster(
     make_tester: TesterFactory, backend: HttpBackend, sender: WebhookSender
 ) -> None:
     tester = await make_tester()
-    metadata = {"url": f"http://{CANARY_HOST}:{backend.port}/checkout", "rps": "40", "concurrency": "4",
-                "duration": "2s", "wait": "true"}  # fmt: skip
+    metadata = {
+        "url": f"http://{CANARY_HOST}:{backend.port}/checkout",
+        "rps": "40",
+        "concurrency": "4",
+        "duration": "2s",
+        "wait": "true",
+    }
     result = await _call(sender, tester, _payload(metadata))
     assert result.ok, result.describe()
     sent = len(backend.counts.arrivals)
@@ -123,8 +146,13 @@ async def test_concurrency_bounds_the_requests_in_flight(
     await slow.start()
     try:
         tester = await make_tester()
-        metadata = {"url": f"http://{CANARY_HOST}:{slow.port}/", "rps": "200", "concurrency": "3",
-                    "duration": "1.5s", "wait": "true"}  # fmt: skip
+        metadata = {
+            "url": f"http://{CANARY_HOST}:{slow.port}/",
+            "rps": "200",
+            "concurrency": "3",
+            "duration": "1.5s",
+            "wait": "true",
+        }
         result = await _call(sender, tester, _payload(metadata))
     finally:
         await slow.stop()
@@ -149,10 +177,17 @@ async def test_concurrency_bounds_the_requests_in_flight(
     ],
 )
 async def test_a_target_outside_the_policy_is_refused_with_a_clear_answer_and_gets_nothing(
-    make_tester: TesterFactory, backend: HttpBackend, sender: WebhookSender, url: str, namespace: str, reason: str
+    make_tester: TesterFactory,
+    backend: HttpBackend,
+    sender: WebhookSender,
+    url: str,
+    namespace: str,
+    reason: str,
 ) -> None:
     tester = await make_tester()
-    result = await _call(sender, tester, _payload({"url": url.format(port=backend.port)}, namespace=namespace))
+    result = await _call(
+        sender, tester, _payload({"url": url.format(port=backend.port)}, namespace=namespace)
+    )
     assert result.outcome is Outcome.HTTP_ERROR and result.status == 403
     assert result.answer["reason"] == reason and result.answer["accepted"] is False
     assert len(result.message) > 20, "the refusal says why"
@@ -164,15 +199,24 @@ async def test_load_beyond_the_limits_is_refused_with_the_limit(
     make_tester: TesterFactory, backend: HttpBackend, sender: WebhookSender
 ) -> None:
     tester = await make_tester(max_rps=50)
-    result = await _call(sender, tester, _payload({"url": f"http://{CANARY_HOST}:{backend.port}/", "rps": "80"}))
-    assert result.status == 422 and result.answer["reason"] == "RateTooHigh" and "at most 50" in result.message
+    result = await _call(
+        sender, tester, _payload({"url": f"http://{CANARY_HOST}:{backend.port}/", "rps": "80"})
+    )
+    assert (
+        result.status == 422 and result.answer["reason"] == "RateTooHigh" and "at most 50" in result.message
+    )
 
 
 async def test_each_step_extends_the_load_and_a_rollback_stops_it(
     make_tester: TesterFactory, backend: HttpBackend, sender: WebhookSender
 ) -> None:
     tester = await make_tester()
-    metadata = {"url": f"http://{CANARY_HOST}:{backend.port}/", "rps": "20", "concurrency": "2", "duration": "30s"}
+    metadata = {
+        "url": f"http://{CANARY_HOST}:{backend.port}/",
+        "rps": "20",
+        "concurrency": "2",
+        "duration": "30s",
+    }
     first = await _call(sender, tester, _payload(metadata))
     second = await _call(sender, tester, _payload(metadata))
     assert first.ok and second.ok and first.answer["created"] and not second.answer["created"]
@@ -192,21 +236,36 @@ async def test_each_step_extends_the_load_and_a_rollback_stops_it(
     assert tester.jobs.running() == []
 
 
-async def test_gates_are_refused_and_events_ignored(make_tester: TesterFactory, sender: WebhookSender) -> None:
+async def test_gates_are_refused_and_events_ignored(
+    make_tester: TesterFactory, sender: WebhookSender
+) -> None:
     tester = await make_tester()
     gate = await _call(sender, tester, _payload({}, hook=HookType.CONFIRM_PROMOTION))
     assert gate.status == 400 and gate.answer["reason"] == "NotAGate"
-    event = build_payload(hook=HookType.EVENT, name="a", namespace="payments", phase=None, revision=None, weight=0,
-                          step=0, failed_checks=0, metadata={}, now=datetime.now(UTC),
-                          event=EventInfo("Promoted", "ok"))  # fmt: skip
+    event = build_payload(
+        hook=HookType.EVENT,
+        name="a",
+        namespace="payments",
+        phase=None,
+        revision=None,
+        weight=0,
+        step=0,
+        failed_checks=0,
+        metadata={},
+        now=datetime.now(UTC),
+        event=EventInfo("Promoted", "ok"),
+    )
     assert (await _call(sender, tester, event)).ok
 
 
 async def test_a_body_that_is_no_payload_is_refused(make_tester: TesterFactory) -> None:
     tester = await make_tester()
     async with aiohttp.ClientSession() as http:
-        for body, reason in ((b"{not json", "NotJSON"), (b'{"apiVersion": "v0"}', "InvalidPayload"),
-                             (b"[]", "InvalidPayload")):  # fmt: skip
+        for body, reason in (
+            (b"{not json", "NotJSON"),
+            (b'{"apiVersion": "v0"}', "InvalidPayload"),
+            (b"[]", "InvalidPayload"),
+        ):
             async with http.post(_url(tester), data=body) as answer:
                 assert answer.status == 400 and (await answer.json())["reason"] == reason
 
@@ -222,14 +281,20 @@ async def test_with_a_key_only_fresh_signed_calls_are_obeyed(
     assert unsigned.status == 401 and unsigned.answer["reason"] == "BadSignature"
     wrong = await _call(sender, tester, _payload(metadata), signing_key=b"guess")
     assert wrong.status == 401
-    stale = await _call(sender, tester, _payload(metadata, now=datetime.now(UTC) - timedelta(hours=1)),
-                        signing_key=b"t0p-secret")  # fmt: skip
+    stale = await _call(
+        sender,
+        tester,
+        _payload(metadata, now=datetime.now(UTC) - timedelta(hours=1)),
+        signing_key=b"t0p-secret",
+    )
     assert stale.status == 401 and stale.answer["reason"] == "Stale"
     signed = await _call(sender, tester, _payload(metadata), signing_key=b"t0p-secret")
     assert signed.ok, signed.describe()
 
 
-async def test_too_many_jobs_are_refused(make_tester: TesterFactory, backend: HttpBackend, sender: WebhookSender) -> None:
+async def test_too_many_jobs_are_refused(
+    make_tester: TesterFactory, backend: HttpBackend, sender: WebhookSender
+) -> None:
     tester = await make_tester(max_jobs=1)
     url = f"http://{CANARY_HOST}:{backend.port}/"
     assert (await _call(sender, tester, _payload({"url": url, "rps": "5"}))).ok
@@ -237,12 +302,19 @@ async def test_too_many_jobs_are_refused(make_tester: TesterFactory, backend: Ht
     assert second.status == 429 and second.answer["reason"] == "TooManyJobs"
 
 
-async def test_metrics_count_requests_and_errors_by_target(make_tester: TesterFactory, sender: WebhookSender) -> None:
+async def test_metrics_count_requests_and_errors_by_target(
+    make_tester: TesterFactory, sender: WebhookSender
+) -> None:
     failing = HttpBackend(status=503)
     await failing.start()
     try:
         tester = await make_tester()
-        metadata = {"url": f"http://{CANARY_HOST}:{failing.port}/", "rps": "30", "duration": "1s", "wait": "true"}
+        metadata = {
+            "url": f"http://{CANARY_HOST}:{failing.port}/",
+            "rps": "30",
+            "duration": "1s",
+            "wait": "true",
+        }
         assert (await _call(sender, tester, _payload(metadata))).ok
         async with aiohttp.ClientSession() as http:
             async with http.get(_url(tester, "/metrics")) as answer:
@@ -260,7 +332,9 @@ async def test_metrics_count_requests_and_errors_by_target(make_tester: TesterFa
     assert _sample(text, "canaryd_loadtest_jobs") == 0
 
 
-async def test_an_unreachable_service_counts_connection_errors(make_tester: TesterFactory, sender: WebhookSender) -> None:
+async def test_an_unreachable_service_counts_connection_errors(
+    make_tester: TesterFactory, sender: WebhookSender
+) -> None:
     gone = HttpBackend()
     port = await gone.start()
     await gone.stop()
@@ -276,8 +350,14 @@ async def test_grpc_load_reaches_a_grpc_service_at_the_asked_rate_with_its_metad
     make_tester: TesterFactory, grpc_backend: GrpcBackend, sender: WebhookSender
 ) -> None:
     tester = await make_tester()
-    metadata = {"url": f"grpc://{GRPC_HOST}:{grpc_backend.port}", "rps": "40", "concurrency": "4",
-                "duration": "1.5s", "wait": "true", "headers": "X-Canary: load"}  # fmt: skip
+    metadata = {
+        "url": f"grpc://{GRPC_HOST}:{grpc_backend.port}",
+        "rps": "40",
+        "concurrency": "4",
+        "duration": "1.5s",
+        "wait": "true",
+        "headers": "X-Canary: load",
+    }
     result = await _call(sender, tester, _payload(metadata))
     assert result.ok, result.describe()
     sent = len(grpc_backend.counts.arrivals)
@@ -291,8 +371,10 @@ async def test_a_grpc_method_the_service_lacks_is_counted_as_an_error(
     make_tester: TesterFactory, grpc_backend: GrpcBackend, sender: WebhookSender
 ) -> None:
     tester = await make_tester()
-    metadata = {"cmd": f"ghz --insecure --call pkg.Missing/Call -z 0.5s -c 1 --rps 10 {GRPC_HOST}:{grpc_backend.port}",
-                "wait": "true"}  # fmt: skip
+    metadata = {
+        "cmd": f"ghz --insecure --call pkg.Missing/Call -z 0.5s -c 1 -r 10 {GRPC_HOST}:{grpc_backend.port}",
+        "wait": "true",
+    }
     result = await _call(sender, tester, _payload(metadata))
     stats = result.answer["job"]["stats"]
     assert stats["sent"] > 0 and stats["codes"] == {"UNIMPLEMENTED": stats["sent"]}
@@ -307,8 +389,11 @@ async def test_the_exact_bytes_are_what_was_signed(make_tester: TesterFactory, t
     tester = await make_tester(webhook_secret_file=str(key_file))
     body = encode_payload(_payload({}, hook=HookType.POST_ROLLOUT))
     async with aiohttp.ClientSession() as http:
-        async with http.post(_url(tester), data=body, headers={"X-Canaryd-Signature": sign(body, b"k")}) as ok:
+        async with http.post(
+            _url(tester), data=body, headers={"X-Canaryd-Signature": sign(body, b"k")}
+        ) as ok:
             assert ok.status == 200
-        async with http.post(_url(tester), data=body + b"\n",
-                             headers={"X-Canaryd-Signature": sign(body, b"k")}) as tampered:  # fmt: skip
+        async with http.post(
+            _url(tester), data=body + b"\n", headers={"X-Canaryd-Signature": sign(body, b"k")}
+        ) as tampered:
             assert tampered.status == 401

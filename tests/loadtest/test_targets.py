@@ -70,7 +70,10 @@ def test_an_external_looking_name_is_read_as_a_service_and_never_resolved_outsid
 
 
 def test_another_cluster_domain_is_honoured() -> None:
-    assert parse_target("http://a.b.svc.corp.internal", cluster_domain="corp.internal").fqdn == "a.b.svc.corp.internal"
+    assert (
+        parse_target("http://a.b.svc.corp.internal", cluster_domain="corp.internal").fqdn
+        == "a.b.svc.corp.internal"
+    )
     with pytest.raises(TargetRefused):
         parse_target("http://a.b.svc.cluster.local", cluster_domain="corp.internal")
 
@@ -122,4 +125,6 @@ async def test_resolution_pins_the_addresses_and_refuses_bad_ones() -> None:
     assert refused.value.reason == "DoesNotResolve" and "'api-canary'" in refused.value.message
     with pytest.raises(TargetRefused):
         await resolve_target(target, static_resolver({fqdn: "127.0.0.1"}))
-    assert await resolve_target(target, static_resolver({fqdn: "127.0.0.1"}), loopback_allowed=True) == ["127.0.0.1"]
+    assert await resolve_target(target, static_resolver({fqdn: "127.0.0.1"}), loopback_allowed=True) == [
+        "127.0.0.1"
+    ]
