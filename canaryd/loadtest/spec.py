@@ -368,12 +368,9 @@ def load_spec(payload: Mapping[str, Any], limits: Limits) -> LoadSpec:
                 f"cmd is read, never run: only hey and ghz command lines are "
                 f"understood, not {tool or 'an empty one'!r}",
             )
-        for key in ("wait",):
-            if key in metadata:
-                draft.wait = metadata[key].strip().lower() in TRUE_WORDS
     else:
         draft, source = _from_metadata(metadata), "metadata"
-        draft.wait = metadata.get("wait", "").strip().lower() in TRUE_WORDS
+    draft.wait = metadata.get("wait", "").strip().lower() in TRUE_WORDS
     if not draft.url:
         raise SpecRefused("NoTarget", "the webhook's metadata names no target: give url (or cmd)")
     target = parse_target(draft.url, cluster_domain=limits.cluster_domain)

@@ -1,4 +1,4 @@
-"""The load tester's manifests: hardened, single, probed, configured with settings ``canaryd loadtest`` accepts."""
+"""The load tester's manifests: hardened, single, probed, with settings `canaryd loadtest` accepts."""
 
 from __future__ import annotations
 
