@@ -192,3 +192,19 @@ async def test_concurrent_calls_share_one_session(
         *(sender.call_webhook(webhook_receiver.url, _payload(), policy=FAST) for _ in range(20))
     )
     assert all(r.ok for r in results) and len(webhook_receiver.requests) == 20
+
+
+async def test_the_counters_register_beside_the_controllers_own_series(webhook_receiver: WebhookReceiver) -> None:
+    from canaryd.runtime.metrics import ControllerMetrics
+
+    controller = ControllerMetrics()
+    sender = WebhookSender(metrics=DeliveryMetrics(controller.registry))
+    try:
+        webhook_receiver.answer_malformed("close")
+        await sender.call_webhook(webhook_receiver.url, _payload(HookType.PRE_ROLLOUT), policy=FAST)
+    finally:
+        await sender.close()
+    text = generate_latest(controller.registry).decode()
+    assert "canaryd_reconciles_total" in text
+    assert 'canaryd_webhook_deliveries_total{outcome="malformed",type="pre-rollout"} 1.0' in text
+    assert "canaryd_notifications_dropped_total" in text

@@ -103,7 +103,7 @@ def test_discord_messages_never_mention_anyone() -> None:
     assert format_message(Provider.DISCORD, ROLLBACK)["allowed_mentions"] == {"parse": []}
 
 
-@settings(max_examples=40)
+@settings(max_examples=40, deadline=None)
 @given(
     name=st.text(min_size=1, max_size=300),
     message=st.text(max_size=9000),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 from canaryd.core.pacing import TokenBucket
 
@@ -35,6 +35,7 @@ def test_nonsense_settings_are_refused(rate: float, burst: int) -> None:
         TokenBucket(rate=rate, burst=burst)
 
 
+@settings(deadline=None)
 @given(
     rate=st.floats(min_value=0.5, max_value=500),
     burst=st.integers(min_value=1, max_value=20),

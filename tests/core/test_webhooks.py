@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 from canaryd.api.constants import Phase
 from canaryd.api.models import CanaryStatus
@@ -128,6 +128,7 @@ def test_bad_input_is_refused_with_the_reason() -> None:
         _payload(hook="pre-promotion")
 
 
+@settings(deadline=None)
 @given(st.dictionaries(st.text(max_size=20), st.text(max_size=50), max_size=8))
 def test_the_sent_bytes_parse_back_to_the_payload(metadata: dict[str, str]) -> None:
     payload = _payload(metadata=metadata)
