@@ -194,7 +194,7 @@ async def test_concurrent_calls_share_one_session(
     assert all(r.ok for r in results) and len(webhook_receiver.requests) == 20
 
 
-async def test_the_counters_register_beside_the_controllers_own_series(webhook_receiver: WebhookReceiver) -> None:
+async def test_the_counters_register_beside_the_controllers_series(webhook_receiver: WebhookReceiver) -> None:
     from canaryd.runtime.metrics import ControllerMetrics
 
     controller = ControllerMetrics()
