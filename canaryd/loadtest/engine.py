@@ -1,10 +1,11 @@
 """Sending the load: workers bounded in number, paced by a token bucket, to pinned addresses only.
 
-One job runs ``concurrency`` workers. Each takes a token from the job's
-bucket (refilled at ``rps``, burst 1, so the rate holds from the first
-second), sends one request and waits for its whole answer; so at most
-``concurrency`` requests are in flight and at most ``rps`` start per second,
-whichever binds first. A job runs until its deadline, which a later call of
+One job runs ``concurrency`` workers. Each reserves a token from the job's
+bucket (refilled at ``rps``, burst 1) and waits its turn, sends one request
+and waits for its whole answer. So at most ``concurrency`` requests are in
+flight, and the n-th request of a job never starts before n/``rps`` seconds
+after the job began: a worker woken late by a busy event loop lets the next
+ones catch up with the schedule, never get ahead of it. A job runs until its deadline, which a later call of
 the same webhook may push back (a Canary's next step extends the load rather
 than doubling it).
 

@@ -30,14 +30,13 @@ class Counts:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
-    def most_in_any_window(self, seconds: float) -> int:
-        """The most arrivals within any ``seconds``-long window."""
-        times, best, start = sorted(self.arrivals), 0, 0
-        for end, at in enumerate(times):
-            while at - times[start] >= seconds:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+    def ahead_of_rate(self, rps: float, since: float) -> list[tuple[int, float]]:
+        """Arrivals earlier than a rate of ``rps`` from ``since`` allows: the n-th (from 0) before n/rps.
+
+        Empty when the rate held. Delays on the way only make arrivals later,
+        so this holds at the receiver whenever it holds at the sender.
+        """
+        return [(n, at - since) for n, at in enumerate(sorted(self.arrivals)) if at - since < n / rps - 1e-6]
 
 
 class HttpBackend:
