@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.prometheus", "tests.fixtures.sandbox"]
+pytest_plugins = [
+    "tests.fixtures.prometheus",
+    "tests.fixtures.sandbox",
+    "tests.fixtures.webhook_receiver",
+    "tests.fixtures.chat_receivers",
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from canaryd.cli import loadtest as loadtest_command
 from canaryd.cli import run as run_command
+from canaryd.loadtest.settings import LoadTestSettings
 from canaryd.runtime.settings import Settings
 from tests.manifests.rendering import MANIFESTS, render
 
@@ -54,6 +56,7 @@ def test_every_run_flag_and_environment_variable_is_documented() -> None:
         assert f"`{variable}`" in configuration, f"{variable} is not in the README's Configuration"
     documented = set(re.findall(r"`(CANARYD_[A-Z_]+)`", README))
     known = {f"CANARYD_{name.upper()}" for name in Settings.model_fields}
+    known |= {f"CANARYD_LOADTEST_{name.upper()}" for name in LoadTestSettings.model_fields}
     assert documented <= known, f"README documents variables that do not exist: {documented - known}"
 
 
@@ -132,3 +135,35 @@ def test_the_canary_and_template_examples_are_valid() -> None:
             model.model_validate(doc)
             checked.add(doc["kind"])
     assert checked == set(models)
+
+
+def test_every_loadtest_flag_and_environment_variable_is_documented() -> None:
+    parser = argparse.ArgumentParser(add_help=False)
+    loadtest_command.add_arguments(parser)
+    section = _section("Load tester")
+    for action in parser._actions:
+        long_flag = next(o for o in action.option_strings if o.startswith("--"))
+        assert f"`{long_flag}" in section, f"{long_flag} is not in the README's Load tester section"
+    for name in LoadTestSettings.model_fields:
+        variable = f"CANARYD_LOADTEST_{name.upper()}"
+        assert f"`{variable}`" in section, f"{variable} is not in the README's Load tester section"
+
+
+def test_the_webhook_payload_examples_are_valid_payloads() -> None:
+    import json
+
+    from canaryd.core.webhooks import payload_id
+    from canaryd.loadtest.spec import Limits, load_spec
+    from tests.fixtures.webhook_receiver import schema_problems
+
+    (example,) = re.findall(r"```json\n(.*?)```", _section("Webhook payload"), flags=re.S)
+    payload = json.loads(example)
+    assert schema_problems(payload) == []
+    assert payload["id"] == payload_id(payload), "the example's id is the one canaryd computes"
+    (curl,) = re.findall(r"-d '(\{.*?\})'", _section("Load tester"), flags=re.S)
+    by_hand = json.loads(curl)
+    assert schema_problems(by_hand) == []
+    assert by_hand["id"] == payload_id(by_hand)
+    spec = load_spec(by_hand, Limits())
+    assert (spec.rps, spec.concurrency, spec.duration) == (20, 4, 60)
+    assert spec.describe() in _section("Load tester")

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "run": ("canaryd.cli.run", "run the controller"),
     "sandbox": ("canaryd.cli.sandbox", "run the local stand-in cluster until interrupted"),
     "demo": ("canaryd.cli.demo", "the guided first run on the sandbox with a real Prometheus"),
+    "loadtest": ("canaryd.cli.loadtest", "the load tester that Canary rollout webhooks call"),
 }
 
 
