@@ -60,10 +60,18 @@ def _k8s_ldflags(version: str) -> list[str]:
 
 
 def _helm_ldflags(version: str) -> list[str]:
-    return [
+    # The Kubernetes version helm assumes for `helm template` and `helm lint` (a chart's kubeVersion is
+    # checked against it) comes from the client-go it is built with, as helm's own Makefile sets it;
+    # without it helm assumes 1.20 and refuses charts that ask for a newer Kubernetes.
+    kube_minor = required_version(GO_DIR / "helm" / "go.mod", "k8s.io/client-go").split(".")[1]
+    flags = [
         f"-X helm.sh/helm/v3/internal/version.version={version}",
+        "-X helm.sh/helm/v3/internal/version.metadata=",
         "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
     ]
+    for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={kube_minor}"]
+    return flags
 
 
 def _no_ldflags(version: str) -> list[str]:

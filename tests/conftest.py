@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.webhook_receiver",
     "tests.fixtures.chat_receivers",
+    "tests.realcluster.fixtures",
 ]
 
 

@@ -1,7 +1,7 @@
 """Fixtures for the packaging tests: real helm and krew, built from Go modules, and chart rendering.
 
 `helm` is the client from helm.sh/helm/v3 at the version pinned in
-packaging/helm/go.mod, and `krew` the one from sigs.k8s.io/krew pinned in
+cluster/go/helm/go.mod (built by the cluster build), and `krew` the one from sigs.k8s.io/krew pinned in
 packaging/krew/go.mod, each built by its `build` script into a cache outside
 the checkout (scripts/test builds them before the suite; here they are built
 when missing, which takes minutes the first time). $CANARYD_HELM and

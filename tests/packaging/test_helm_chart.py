@@ -79,9 +79,9 @@ def _settings(container: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Set
 
 
 def test_helm_is_the_version_pinned_in_go_mod(helm: str) -> None:
-    go_mod = (REPO / "packaging" / "helm" / "go.mod").read_text()
+    go_mod = (REPO / "cluster" / "go" / "helm" / "go.mod").read_text()
     pinned = re.search(r"^\s*helm\.sh/helm/v3 (v\S+)", go_mod, flags=re.M)
-    assert pinned, "packaging/helm/go.mod requires helm.sh/helm/v3"
+    assert pinned, "cluster/go/helm/go.mod requires helm.sh/helm/v3"
     reported = run_helm(helm, "version", "--template", "{{.Version}}").stdout.strip()
     assert reported == pinned.group(1)
 

@@ -2,8 +2,8 @@
 
 Why this module exists: one session-scoped cluster (about 10-20 s to start once built) is shared by
 every test that asks for ``real_cluster``; tests isolate themselves with ``real_namespace``. It is a
-plugin module so that tests outside tests/realcluster can use it too: add
-``"tests.realcluster.fixtures"`` to ``pytest_plugins`` in tests/conftest.py.
+plugin module (tests/conftest.py lists it in ``pytest_plugins``) so that tests anywhere in the suite
+can use it.
 
 Environment: ``CANARYD_REAL_CLUSTER=0`` skips these tests; with ``CI`` set (true/1) or
 ``CANARYD_REQUIRE_REAL_CLUSTER=1`` they can never be skipped: a cluster that cannot be built or
@@ -36,6 +36,12 @@ def real_cluster_required() -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "real_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realcluster)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
