@@ -39,9 +39,6 @@ from typing import Any, TextIO
 import yaml
 
 from canaryd.api.constants import (
-    ANNOTATION_ERROR_RATE,
-    ANNOTATION_LATENCY_MS,
-    ANNOTATION_RPS,
     API_VERSION,
     CANARY_SUFFIX,
     GATEWAY_GROUP,
@@ -50,6 +47,7 @@ from canaryd.api.constants import (
 )
 from canaryd.api.durations import parse_duration
 from canaryd.sandbox.prometheus_server import PrometheusNotInstalledError, PrometheusStartError
+from canaryd.sandbox.sim.knobs import ANNOTATION_ERROR_RATE, ANNOTATION_LATENCY_MS, ANNOTATION_RPS
 
 NAMESPACE = "demo"
 APP = "payments-api"

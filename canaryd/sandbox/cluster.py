@@ -25,12 +25,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from canaryd.sandbox.apiserver import SandboxApiServer
-from canaryd.sandbox.deployments import DEFAULT_READY_DELAY, DeploymentSimulator
-from canaryd.sandbox.gateway import CONTROLLER_NAME, SandboxGateway
 from canaryd.sandbox.prometheus_server import PrometheusServer, find_binary
-from canaryd.sandbox.store import ObjectStore
-from canaryd.sandbox.traffic import DEFAULT_RPS, DEFAULT_TICK_INTERVAL, TrafficSimulator
+from canaryd.sandbox.server.apiserver import SandboxApiServer
+from canaryd.sandbox.server.store import ObjectStore
+from canaryd.sandbox.sim.deployments import DEFAULT_READY_DELAY, DeploymentSimulator
+from canaryd.sandbox.sim.gateway import CONTROLLER_NAME, SandboxGateway
+from canaryd.sandbox.sim.traffic import DEFAULT_RPS, DEFAULT_TICK_INTERVAL, TrafficSimulator
 
 DEFAULT_SCRAPE_INTERVAL = 1.0
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from canaryd.sandbox.apiserver import SandboxApiServer
-from canaryd.sandbox.resources import ResourceType
+from canaryd.sandbox.server.apiserver import SandboxApiServer
+from canaryd.sandbox.server.resources import ResourceType
 from tests.fixtures.sandbox import Kubectl
 from tests.manifests.rendering import MANIFESTS, render
 

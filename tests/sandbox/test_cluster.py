@@ -13,10 +13,10 @@ import pytest
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-from canaryd.api.constants import ANNOTATION_RPS
 from canaryd.sandbox.cluster import SandboxCluster
-from canaryd.sandbox.gateway import CONTROLLER_NAME
 from canaryd.sandbox.prometheus_server import PrometheusNotInstalledError
+from canaryd.sandbox.sim.gateway import CONTROLLER_NAME
+from canaryd.sandbox.sim.knobs import ANNOTATION_RPS
 
 GW_GROUP, GW_VERSION = "gateway.networking.k8s.io", "v1"
 

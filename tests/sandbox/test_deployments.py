@@ -7,8 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from canaryd.api.constants import ANNOTATION_NEVER_READY
-from canaryd.sandbox.deployments import (
+from canaryd.sandbox.server.store import ObjectStore
+from canaryd.sandbox.sim.deployments import (
     DeploymentSimulator,
     Rollout,
     deployment_status,
@@ -17,7 +17,7 @@ from canaryd.sandbox.deployments import (
     next_rollout,
     pod_template_hash,
 )
-from canaryd.sandbox.store import ObjectStore
+from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 DELAY = 2.0

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from canaryd.sandbox.gateway import (
+from canaryd.sandbox.server.store import ObjectStore
+from canaryd.sandbox.sim.gateway import (
     CONTROLLER_NAME,
     GatewayWorld,
     SandboxGateway,
@@ -20,7 +21,6 @@ from canaryd.sandbox.gateway import (
     route_is_accepted,
     route_parent_statuses,
 )
-from canaryd.sandbox.store import ObjectStore
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 GW = "gateway.networking.k8s.io"

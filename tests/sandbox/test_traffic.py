@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from canaryd.api.constants import ANNOTATION_ERROR_RATE, ANNOTATION_LATENCY_MS, ANNOTATION_RPS
 from canaryd.sandbox.cluster import SandboxCluster
-from canaryd.sandbox.gateway import CONTROLLER_NAME, GatewayWorld
-from canaryd.sandbox.store import ObjectStore
-from canaryd.sandbox.traffic import (
+from canaryd.sandbox.server.store import ObjectStore
+from canaryd.sandbox.sim.gateway import CONTROLLER_NAME, GatewayWorld
+from canaryd.sandbox.sim.knobs import ANNOTATION_ERROR_RATE, ANNOTATION_LATENCY_MS, ANNOTATION_RPS
+from canaryd.sandbox.sim.traffic import (
     ANNOTATION_HEADER_SHARE,
     DURATION_BUCKETS,
     LATENCY_MULTIPLIERS,

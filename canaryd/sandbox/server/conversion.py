@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from canaryd.sandbox.resources import ResourceType
+from canaryd.sandbox.server.resources import ResourceType
 
 # events.k8s.io/v1 field -> core/v1 field
 _EVENT_FIELDS = {

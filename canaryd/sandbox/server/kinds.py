@@ -7,7 +7,7 @@ when a real server would refuse them: a Deployment whose selector does not
 match its template, a Service without ports, a CRD whose name is not
 `plural.group`, a custom resource that breaks its openAPIV3Schema.
 
-Custom resources are checked by `canaryd.sandbox.openapi` (`apply_defaults`
+Custom resources are checked by `canaryd.sandbox.server.openapi` (`apply_defaults`
 and `validate`); while that module is missing they are stored as given.
 """
 
@@ -18,13 +18,13 @@ import binascii
 import copy
 from typing import TYPE_CHECKING, Any
 
-from canaryd.sandbox.resources import ResourceType, storage_version_of_crd
+from canaryd.sandbox.server.resources import ResourceType, storage_version_of_crd
 
 if TYPE_CHECKING:
-    from canaryd.sandbox.store import ObjectStore
+    from canaryd.sandbox.server.store import ObjectStore
 
 try:  # the schema validator lives in its own module, which may not exist yet
-    from canaryd.sandbox import openapi as _openapi
+    from canaryd.sandbox.server import openapi as _openapi
 except ImportError:  # pragma: no cover - depends on the checkout
     _openapi = None  # type: ignore[assignment]
 
@@ -227,7 +227,7 @@ def validate_event_namespace(obj: dict[str, Any], reference_field: str) -> list[
 
 
 def _validate_deployment(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
-    from canaryd.sandbox.selectors import matches_label_selector
+    from canaryd.sandbox.labels import matches_label_selector
 
     causes: list[Cause] = []
     spec = obj.get("spec")
@@ -340,7 +340,7 @@ def _validate_crd(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause
 
 
 def apply_schema(rtype: ResourceType, obj: dict[str, Any]) -> tuple[dict[str, Any], list[Cause]]:
-    """Defaults then validation from a CRD version's openAPIV3Schema (via canaryd.sandbox.openapi)."""
+    """Defaults then validation from a CRD version's openAPIV3Schema (via canaryd.sandbox.server.openapi)."""
     if _openapi is None or rtype.schema is None:
         return obj, []
     schema = rtype.schema

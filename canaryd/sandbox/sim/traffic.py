@@ -68,17 +68,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from canaryd.api.constants import (
+from canaryd.api.constants import GATEWAY_GROUP, GRPC_ROUTE, HTTP_ROUTE
+from canaryd.sandbox.labels import matches_label_selector
+from canaryd.sandbox.sim.gateway import GatewayWorld, backend_ref_problem, route_is_accepted
+from canaryd.sandbox.sim.knobs import (
     ANNOTATION_ERROR_RATE,
     ANNOTATION_HEADER_SHARE,
     ANNOTATION_LATENCY_MS,
     ANNOTATION_RPS,
-    GATEWAY_GROUP,
-    GRPC_ROUTE,
-    HTTP_ROUTE,
 )
-from canaryd.sandbox.gateway import GatewayWorld, backend_ref_problem, route_is_accepted
-from canaryd.sandbox.selectors import matches_label_selector
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from the event loop's thread). `resource` is any name kubectl accepts:
 "deployments", "deploy", "Deployment", "httproutes.gateway.networking.k8s.io",
 "events.events.k8s.io" (plain "events" is core/v1), or a `ResourceType`.
 Objects passed in are never kept; objects returned are deep copies you may
-mutate. Failures raise `canaryd.sandbox.errors.ApiError` with `.code`
+mutate. Failures raise `canaryd.sandbox.server.errors.ApiError` with `.code`
 (404, 409, 422, ...), `.reason` and `.status()` (the Status body).
 
     store = ObjectStore()                      # or SandboxApiServer().store
@@ -73,9 +73,10 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from canaryd.sandbox import conversion, errors, kinds
-from canaryd.sandbox.errors import ApiError
-from canaryd.sandbox.patching import (
+from canaryd.sandbox.labels import labels_match
+from canaryd.sandbox.server import conversion, errors, kinds
+from canaryd.sandbox.server.errors import ApiError
+from canaryd.sandbox.server.patching import (
     APPLY_PATCH,
     JSON_PATCH,
     MERGE_PATCH,
@@ -83,14 +84,9 @@ from canaryd.sandbox.patching import (
     apply_patch,
     clone,
 )
-from canaryd.sandbox.resources import ResourceRegistry, ResourceType, types_from_crd
-from canaryd.sandbox.selectors import (
-    fields_match,
-    labels_match,
-    parse_field_selector,
-    parse_label_selector,
-)
-from canaryd.sandbox.watch import ADDED, DELETED, MODIFIED, StoreEvent, Watch
+from canaryd.sandbox.server.resources import ResourceRegistry, ResourceType, types_from_crd
+from canaryd.sandbox.server.selectors import fields_match, parse_field_selector, parse_label_selector
+from canaryd.sandbox.server.watch import ADDED, DELETED, MODIFIED, StoreEvent, Watch
 
 log = logging.getLogger(__name__)
 

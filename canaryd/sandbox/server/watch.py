@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from canaryd.sandbox.selectors import FieldRequirement, Requirement, fields_match, labels_match
+from canaryd.sandbox.labels import Requirement, labels_match
+from canaryd.sandbox.server.selectors import FieldRequirement, fields_match
 
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"

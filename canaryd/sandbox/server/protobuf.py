@@ -16,7 +16,7 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from canaryd.sandbox.errors import ApiError
+from canaryd.sandbox.server.errors import ApiError
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 _MAGIC = b"k8s\x00"

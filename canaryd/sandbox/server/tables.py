@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from canaryd.api.durations import human_duration
-from canaryd.sandbox.resources import PrinterColumn, ResourceType
+from canaryd.sandbox.server.resources import PrinterColumn, ResourceType
 
 _NAME_DESCRIPTION = (
     "Name must be unique within a namespace. Is required when creating resources, although some resources "

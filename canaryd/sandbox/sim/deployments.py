@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from canaryd.api.constants import ANNOTATION_NEVER_READY
+from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from canaryd.api.constants import GATEWAY_GROUP, GRPC_ROUTE, HTTP_ROUTE
-from canaryd.sandbox.selectors import matches_label_selector
+from canaryd.sandbox.labels import matches_label_selector
 
 log = logging.getLogger(__name__)
 

@@ -334,7 +334,7 @@ _PREFERRED = {
 def _with_gateway_schema(resource_type: ResourceType) -> ResourceType:
     from dataclasses import replace
 
-    from canaryd.sandbox.gateway_schemas import SCHEMAS
+    from canaryd.sandbox.server.gateway_schemas import SCHEMAS
 
     if resource_type.group != _GW or resource_type.kind not in SCHEMAS:
         return resource_type
