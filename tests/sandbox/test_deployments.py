@@ -18,6 +18,7 @@ from canaryd.sandbox.sim.deployments import (
     pod_template_hash,
 )
 from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY
+from canaryd.sandbox.store_view import StoreView
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 DELAY = 2.0
@@ -204,7 +205,7 @@ def rolled_out(store: ObjectStore, name: str = "payments-api") -> bool:
 async def test_simulator_converges_status_through_the_status_subresource() -> None:
     store = ObjectStore()
     store.ensure_namespace("payments")
-    simulator = DeploymentSimulator(store, ready_delay=0.05)
+    simulator = DeploymentSimulator(StoreView(store), ready_delay=0.05)
     simulator.start()
     try:
         body = deployment()
@@ -237,7 +238,8 @@ async def test_simulator_converges_status_through_the_status_subresource() -> No
 async def test_simulator_never_readies_a_marked_template_and_gives_up_at_the_deadline() -> None:
     store = ObjectStore()
     store.ensure_namespace("payments")
-    simulator = DeploymentSimulator(store, ready_delay=0.01, time_scale=0.001)  # 100 s deadline = 0.1 s
+    # a 100 s deadline takes 0.1 s
+    simulator = DeploymentSimulator(StoreView(store), ready_delay=0.01, time_scale=0.001)
     simulator.start()
     try:
         body = deployment(annotations={ANNOTATION_NEVER_READY: "true"}, progress_deadline=100, replicas=2)

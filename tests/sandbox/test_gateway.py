@@ -21,6 +21,7 @@ from canaryd.sandbox.sim.gateway import (
     route_is_accepted,
     route_parent_statuses,
 )
+from canaryd.sandbox.store_view import StoreView
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 GW = "gateway.networking.k8s.io"
@@ -511,7 +512,7 @@ def populate(store: ObjectStore) -> None:
 
 async def test_sandbox_gateway_follows_changes_in_the_store() -> None:
     store = ObjectStore()
-    gateway_controller = SandboxGateway(store, gateway_recount_delay=0.01)
+    gateway_controller = SandboxGateway(StoreView(store), gateway_recount_delay=0.01)
     gateway_controller.start()
     try:
         populate(store)
@@ -567,7 +568,7 @@ async def test_sandbox_gateway_follows_changes_in_the_store() -> None:
 
 async def test_sandbox_gateway_keeps_entries_written_by_other_controllers() -> None:
     store = ObjectStore()
-    gateway_controller = SandboxGateway(store, gateway_recount_delay=0.01)
+    gateway_controller = SandboxGateway(StoreView(store), gateway_recount_delay=0.01)
     gateway_controller.start()
     try:
         populate(store)
@@ -607,7 +608,7 @@ async def test_sandbox_gateway_keeps_entries_written_by_other_controllers() -> N
 
 async def test_sandbox_gateway_reevaluates_routes_when_another_namespace_changes() -> None:
     store = ObjectStore()
-    gateway_controller = SandboxGateway(store, gateway_recount_delay=0.01)
+    gateway_controller = SandboxGateway(StoreView(store), gateway_recount_delay=0.01)
     gateway_controller.start()
     try:
         populate(store)

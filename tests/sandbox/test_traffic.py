@@ -27,6 +27,7 @@ from canaryd.sandbox.sim.traffic import (
     plan_traffic,
     render_text,
 )
+from canaryd.sandbox.store_view import StoreView
 
 GW = "gateway.networking.k8s.io"
 ACCEPTED_STATUS = {
@@ -353,7 +354,7 @@ async def test_simulator_replans_when_routes_services_deployments_or_grants_chan
     store = ObjectStore()
     store.ensure_namespace("payments")
     store.ensure_namespace("shared")
-    traffic = TrafficSimulator(store)
+    traffic = TrafficSimulator(StoreView(store))
     await traffic.start()
     try:
         store.create(
