@@ -170,6 +170,19 @@ async def test_deleting_a_namespace_deletes_its_contents(
     assert not exists(store, "namespaces", "team", None)
 
 
+async def test_deleting_a_namespace_that_empties_at_once_succeeds(
+    sandbox_api: SandboxApiServer, sandbox_http
+) -> None:
+    store = sandbox_api.store
+    store.create("namespaces", {"metadata": {"name": "brief"}})
+    store.create("configmaps", {"metadata": {"name": "settings"}}, "brief")
+    async with sandbox_http.delete("/api/v1/namespaces/brief") as response:
+        assert response.status == 200, await response.text()
+        body = await response.json()
+    assert (body["kind"], body["status"], body["details"]["name"]) == ("Status", "Success", "brief")
+    assert not exists(store, "namespaces", "brief", None)
+
+
 async def test_delete_collection_with_selector(sandbox_api: SandboxApiServer, sandbox_http) -> None:
     for name, tier in (("a", "web"), ("b", "web"), ("c", "db")):
         sandbox_api.store.create(
