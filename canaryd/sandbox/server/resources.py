@@ -362,10 +362,6 @@ class ResourceRegistry:
         self._resolved.clear()
         return removed
 
-    def set_preferred_version(self, group: str, version: str) -> None:
-        self._preferred_version[group] = version
-        self._resolved.clear()
-
     def get(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._types.get((group, version, plural))
 

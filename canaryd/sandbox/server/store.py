@@ -152,6 +152,10 @@ class ObjectStore:
     def now(self) -> datetime:
         return self._clock()
 
+    def _timestamp(self) -> str:
+        """Now, as metav1.Time is written: RFC 3339 in whole seconds."""
+        return format_rfc3339(self.now().replace(microsecond=0))
+
     def reseed(self, seed: int) -> None:
         """Make generated names repeatable."""
         self._random.seed(seed)
@@ -322,7 +326,7 @@ class ObjectStore:
         ):
             metadata.pop(transient, None)
         metadata["uid"] = str(uuid.UUID(int=self._random.getrandbits(128), version=4))
-        metadata["creationTimestamp"] = format_rfc3339(self.now().replace(microsecond=0))
+        metadata["creationTimestamp"] = self._timestamp()
         if rtype.tracks_generation:
             metadata["generation"] = 1
         else:
@@ -599,7 +603,7 @@ class ObjectStore:
             if metadata.get("deletionTimestamp"):
                 return self._versioned(rtype, old)
             new = shallow_copy_with_metadata(old)
-            new["metadata"]["deletionTimestamp"] = format_rfc3339(self.now().replace(microsecond=0))
+            new["metadata"]["deletionTimestamp"] = self._timestamp()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             if rtype.tracks_generation:
                 new["metadata"]["generation"] = int(metadata.get("generation", 1)) + 1

@@ -112,11 +112,6 @@ class ApiClusterView:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(informer.stop() for informer in self._informers.values()))
 
-    async def drain(self) -> None:
-        """Wait until every status write handed in so far has been answered."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
     # -- reading ---------------------------------------------------------------------------------------------
 
     def _follower(self, resource: Resource) -> Callable[[str, dict[str, Any]], None]:

@@ -39,9 +39,10 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from canaryd.api.timestamps import format_rfc3339
 from canaryd.sandbox.sim.cluster_view import DEPLOYMENTS, Change, ClusterView, name_of
 from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY
 
@@ -63,10 +64,6 @@ Obj = Mapping[str, Any]
 
 # kube's "safe" alphabet for generated names: no vowels, no look-alike characters.
 _SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pod_template_hash(template: Obj | None) -> str:
@@ -156,7 +153,7 @@ def _condition(
     type_: str, status: bool, reason: str, message: str, now: datetime, previous: Sequence[Obj]
 ) -> dict[str, Any]:
     status_text = "True" if status else "False"
-    transition = update = rfc3339(now)
+    transition = update = format_rfc3339(now.replace(microsecond=0))  # metav1.Time: whole seconds
     for old in previous:
         if old.get("type") != type_:
             continue

@@ -31,10 +31,11 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from canaryd.api.constants import GATEWAY_GROUP, GRPC_ROUTE, HTTP_ROUTE
+from canaryd.api.timestamps import format_rfc3339
 from canaryd.sandbox.labels import matches_label_selector
 from canaryd.sandbox.sim.cluster_view import (
     GATEWAY_CLASSES,
@@ -94,10 +95,6 @@ Key = tuple[str, str]
 # --------------------------------------------------------------------------- helpers
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _meta(obj: Obj) -> Obj:
     return obj.get("metadata") or {}
 
@@ -118,7 +115,7 @@ def condition(
 ) -> dict[str, Any]:
     """A metav1.Condition; lastTransitionTime is kept from `previous` when the status did not change."""
     status_text = "True" if status else "False"
-    transition = rfc3339(now)
+    transition = format_rfc3339(now.replace(microsecond=0))  # metav1.Time: whole seconds
     for old in previous or ():
         if old.get("type") == type_ and old.get("status") == status_text and old.get("lastTransitionTime"):
             transition = str(old["lastTransitionTime"])
