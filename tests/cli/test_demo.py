@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from canaryd import data
 from canaryd.cli.demo import (
     APP,
+    APP_MANIFEST,
     DEFAULT_INTERVAL,
     FAILED_CHECKS_THRESHOLD,
     NAMESPACE,
@@ -188,11 +190,23 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one() -> None:
     print(f"demo at a 2s interval took {seconds:.0f}s")
 
 
-def test_the_hand_driven_sandbox_app_in_docs_is_what_the_demo_applies() -> None:
-    documents = [doc for doc in yaml.safe_load_all((REPO / "docs" / "sandbox-app.yaml").read_text()) if doc]
-    namespace, *app = documents
-    assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-    assert app == app_documents(DEFAULT_INTERVAL)
+def test_the_hand_driven_sandbox_app_in_docs_is_the_one_the_demo_ships_and_applies() -> None:
+    docs_copy = REPO / "docs" / "sandbox-app.yaml"
+    shipped = Path(str(data.path(*APP_MANIFEST)))
+    assert docs_copy.resolve() == shipped.resolve(), "docs/sandbox-app.yaml links to the packaged file"
+    documents = [doc for doc in yaml.safe_load_all(shipped.read_text()) if doc]
+    assert documents[0] == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    assert app_documents(DEFAULT_INTERVAL) == documents
+
+
+def test_a_faster_demo_changes_only_the_canarys_interval() -> None:
+    default, fast = app_documents(DEFAULT_INTERVAL), app_documents("2s")
+    assert [d["kind"] for d in fast] == [d["kind"] for d in default]
+    for before, after in zip(default, fast, strict=True):
+        if after["kind"] == "Canary":
+            assert after["spec"]["analysis"]["interval"] == "2s"
+            after["spec"]["analysis"]["interval"] = DEFAULT_INTERVAL
+        assert after == before
 
 
 def test_without_prometheus_the_demo_says_how_to_install_it() -> None:
