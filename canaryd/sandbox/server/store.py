@@ -65,12 +65,13 @@ all gone, deleting a namespace deletes its contents, deleting a CRD its objects.
 from __future__ import annotations
 
 import builtins
+import functools
 import random
 import string
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec
 
 from canaryd.api.timestamps import format_rfc3339
 from canaryd.sandbox.labels import labels_match
@@ -99,6 +100,19 @@ _PATCH_TYPE_ALIASES = {
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 Key = tuple[str, str]  # (namespace or "", name)
+
+
+P = ParamSpec("P")
+
+
+def _copied(method: Callable[P, dict[str, Any]]) -> Callable[P, dict[str, Any]]:
+    """``method`` returning a deep copy of the stored object it returns."""
+
+    @functools.wraps(method)
+    def copying(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+        return clone(method(*args, **kwargs))
+
+    return copying
 
 
 class ObjectStore:
@@ -202,9 +216,6 @@ class ObjectStore:
         rtype = self.resource_type(resource)
         return self._versioned(rtype, self._stored(rtype, namespace, name))
 
-    def get(self, resource: str | ResourceType, name: str, namespace: str | None = None) -> dict[str, Any]:
-        return clone(self.get_ref(resource, name, namespace))
-
     def list_refs(
         self,
         resource: str | ResourceType,
@@ -254,16 +265,6 @@ class ObjectStore:
         return allowed.__contains__
 
     # ------------------------------------------------------------------ writes
-
-    def create(
-        self,
-        resource: str | ResourceType,
-        obj: dict[str, Any],
-        namespace: str | None = None,
-        *,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        return clone(self.create_ref(resource, obj, namespace, dry_run=dry_run))
 
     def create_ref(
         self,
@@ -343,21 +344,6 @@ class ObjectStore:
             self._register_crd(new)
         return self._versioned(rtype, self._stored(rtype, ns, name))
 
-    def update(
-        self,
-        resource: str | ResourceType,
-        obj: dict[str, Any],
-        namespace: str | None = None,
-        *,
-        dry_run: bool = False,
-        require_resource_version: bool = False,
-    ) -> dict[str, Any]:
-        return clone(
-            self.update_ref(
-                resource, obj, namespace, dry_run=dry_run, require_resource_version=require_resource_version
-            )
-        )
-
     def update_status(
         self,
         resource: str | ResourceType,
@@ -434,29 +420,6 @@ class ObjectStore:
         new = admission.merge_for_update(rtype, old, obj, status_only=subresource == "status")
         return self._write_update(rtype, old, new, dry_run=dry_run)
 
-    def patch(
-        self,
-        resource: str | ResourceType,
-        name: str,
-        patch: Any,
-        namespace: str | None = None,
-        *,
-        patch_type: str = "merge",
-        subresource: str | None = None,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        return clone(
-            self.patch_ref(
-                resource,
-                name,
-                patch,
-                namespace,
-                patch_type=patch_type,
-                subresource=subresource,
-                dry_run=dry_run,
-            )
-        )
-
     def patch_ref(
         self,
         resource: str | ResourceType,
@@ -467,7 +430,6 @@ class ObjectStore:
         patch_type: str = "merge",
         subresource: str | None = None,
         dry_run: bool = False,
-        force_conflict_check: bool = True,
     ) -> dict[str, Any]:
         rtype = self.resource_type(resource)
         content_type = _PATCH_TYPE_ALIASES.get(patch_type, patch_type)
@@ -508,27 +470,6 @@ class ObjectStore:
             patched = conversion.to_storage(rtype, patched, storage_type)
         new = admission.merge_for_update(storage_type, old, patched, status_only=subresource == "status")
         return self._versioned(rtype, self._write_update(storage_type, old, new, dry_run=dry_run))
-
-    def delete(
-        self,
-        resource: str | ResourceType,
-        name: str,
-        namespace: str | None = None,
-        *,
-        propagation_policy: str | None = None,
-        preconditions: dict[str, Any] | None = None,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        return clone(
-            self.delete_ref(
-                resource,
-                name,
-                namespace,
-                propagation_policy=propagation_policy,
-                preconditions=preconditions,
-                dry_run=dry_run,
-            )
-        )
 
     def delete_ref(
         self,
@@ -610,6 +551,13 @@ class ObjectStore:
             self._commit(rtype, MODIFIED, new, old)
             return self._versioned(rtype, new)
         return self._remove(rtype, old)
+
+    # The same reads and writes for callers that may change what they get back: deep copies.
+    get = _copied(get_ref)
+    create = _copied(create_ref)
+    update = _copied(update_ref)
+    patch = _copied(patch_ref)
+    delete = _copied(delete_ref)
 
     def ensure_namespace(self, name: str) -> dict[str, Any]:
         try:
