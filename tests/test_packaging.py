@@ -11,10 +11,8 @@ wheel carries (canaryd/data) and nothing of the checkout.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -24,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.demo import run_demo_json
 
 REPO = Path(__file__).resolve().parents[1]
 #: What the Dockerfile's builder stage copies; the wheel is built from exactly these.
@@ -179,23 +179,10 @@ def test_the_wheel_carries_the_manifests_of_the_checkout(installed_wheel: Instal
 def test_canaryd_demo_runs_from_the_installed_wheel_in_an_empty_directory(
     installed_wheel: InstalledWheel, tmp_path: Path
 ) -> None:
-    if shutil.which("prometheus") is None:
-        pytest.skip("Debian's prometheus is not installed")
     empty = tmp_path / "empty"
     empty.mkdir()
-    process = subprocess.Popen(
-        [installed_wheel.program("canaryd"), "demo", "--json", "--interval", "2s"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=empty, env=installed_wheel.env,
-    )  # fmt: skip
-    try:
-        stdout, stderr = process.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)  # the demo stops its controller, Prometheus and sandbox
-        stdout, stderr = process.communicate(timeout=30)
-        pytest.fail(f"the demo did not finish in 180 s:\n{stdout[-2000:]}\n{stderr[-2000:]}")
-    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    report = json.loads(stdout)
-    assert report["ok"] is True
+    canaryd = [installed_wheel.program("canaryd")]
+    report = run_demo_json(canaryd, cwd=empty, env=installed_wheel.env, timeout=180)
     outcomes = [(o["version"], o["outcome"]) for o in report["outcomes"]]
     assert outcomes == [("v2", "Succeeded"), ("v3", "Failed")]
     assert list(empty.iterdir()) == [], "the demo leaves nothing behind in the directory it ran in"

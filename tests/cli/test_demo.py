@@ -10,9 +10,6 @@ threshold, and the route ends with all traffic on the primary.
 from __future__ import annotations
 
 import io
-import json
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -39,6 +36,7 @@ from canaryd.cli.demo import (
     snapshot_of,
     weight_bar,
 )
+from tests.fixtures.demo import run_demo_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,26 +155,9 @@ def test_the_app_lists_both_backends_and_the_bad_release_sets_the_error_rate() -
 @pytest.mark.e2e
 @pytest.mark.prometheus
 def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one() -> None:
-    if shutil.which("prometheus") is None:
-        pytest.skip("Debian's prometheus is not installed")
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "canaryd.cli.main", "demo", "--json", "--interval", "2s"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)  # the demo stops its controller, Prometheus and sandbox
-        stdout, stderr = process.communicate(timeout=30)
-        pytest.fail(f"the demo did not finish in 240 s:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    report = run_demo_json([sys.executable, "-m", "canaryd.cli.main"], cwd=REPO)
     seconds = time.monotonic() - started
-    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    report = json.loads(stdout)
-    assert report["ok"] is True
     good, bad = report["outcomes"]
     assert (good["version"], good["outcome"]) == ("v2", "Succeeded")
     assert good["weights"] == list(STEP_WEIGHTS), "the healthy release walks every step"

@@ -20,12 +20,14 @@ from typing import Any
 from canaryd.adapters.kube import DEPLOYMENTS, HTTP_ROUTES, SERVICES, KubeClient
 from canaryd.sandbox.server.apiserver import SandboxApiServer
 from canaryd.sandbox.server.store import ObjectStore
-from canaryd.sandbox.sim.api_view import GATEWAY_RESOURCES, ApiClusterView
-from canaryd.sandbox.sim.cluster_view import REFERENCE_GRANTS, ClusterView
+from canaryd.sandbox.sim.api_view import ApiClusterView
+from canaryd.sandbox.sim.cluster_view import GATEWAY_AND_TRAFFIC_RESOURCES, REFERENCE_GRANTS, ClusterView
 from canaryd.sandbox.sim.gateway import CONTROLLER_NAME, SandboxGateway
 from canaryd.sandbox.sim.knobs import ANNOTATION_ERROR_RATE, ANNOTATION_RPS
 from canaryd.sandbox.sim.traffic import TrafficMetrics, TrafficSimulator
 from canaryd.sandbox.store_view import StoreView
+from tests.fixtures.waiting import eventually
+from tests.runtime.world import deployment
 
 GW = "gateway.networking.k8s.io"
 GW_V1 = f"{GW}/v1"
@@ -63,22 +65,7 @@ def arrange(store: ObjectStore) -> None:
         ("payments", "payments-api-canary", "payments-api", {ANNOTATION_ERROR_RATE: "0.25"}),
         ("shared", "search", "search", {}),
     ):
-        store.create(
-            "deployments",
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": app, "namespace": namespace},
-                "spec": {
-                    "replicas": 2,
-                    "selector": {"matchLabels": {"app": app}},
-                    "template": {
-                        "metadata": {"labels": {"app": app}, "annotations": template_annotations},
-                        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
-                    },
-                },
-            },
-        )
+        store.create("deployments", deployment(namespace, app, annotations=template_annotations))
         store.update_status(
             "deployments", {"metadata": {"name": app, "namespace": namespace}, "status": {"readyReplicas": 2}}
         )
@@ -176,7 +163,7 @@ async def simulated(tmp_path: Path, over_http: bool) -> AsyncIterator[Simulated]
     client = await KubeClient.connect(
         str(server.write_kubeconfig(tmp_path / f"kubeconfig-{over_http}")), qps=1000, burst=1000
     )
-    api_view = ApiClusterView(client, GATEWAY_RESOURCES) if over_http else None
+    api_view = ApiClusterView(client, GATEWAY_AND_TRAFFIC_RESOURCES) if over_http else None
     view: ClusterView = api_view if api_view is not None else StoreView(server.store)
     if api_view is not None:
         await api_view.start(timeout=10)
@@ -193,14 +180,6 @@ async def simulated(tmp_path: Path, over_http: bool) -> AsyncIterator[Simulated]
             await api_view.stop()
         await client.close()
         await server.stop()
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def accepted(status: list[dict[str, Any]]) -> tuple[str, str] | None:
@@ -287,4 +266,4 @@ async def test_over_http_the_simulators_write_the_same_status_and_carry_the_same
         assert isinstance(remote.view, ApiClusterView)
         assert remote.view.writes > 0, "the remote simulators wrote status"
         assert remote.client.counts.get(("patch", 200), 0) >= remote.view.writes, "and did so over HTTP"
-        assert remote.client.counts.get(("watch", 200), 0) >= len(GATEWAY_RESOURCES)
+        assert remote.client.counts.get(("watch", 200), 0) >= len(GATEWAY_AND_TRAFFIC_RESOURCES)

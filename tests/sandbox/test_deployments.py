@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from canaryd.sandbox.sim.deployments import (
 )
 from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY
 from canaryd.sandbox.store_view import StoreView
+from tests.fixtures.waiting import eventually
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 DELAY = 2.0
@@ -176,14 +176,6 @@ def test_max_unavailable_follows_the_strategy() -> None:
 
 
 # --------------------------------------------------------------------------- against the sandbox store
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def stored(store: ObjectStore, name: str = "payments-api") -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from canaryd.sandbox.sim.gateway import (
     route_parent_statuses,
 )
 from canaryd.sandbox.store_view import StoreView
+from tests.fixtures.waiting import eventually
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 GW = "gateway.networking.k8s.io"
@@ -461,14 +461,6 @@ def test_hostname_matching(pattern: str, hostname: str, expected: bool) -> None:
 
 
 # --------------------------------------------------------------------------- wired to the store
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def route_conditions(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,6 +26,7 @@ from canaryd.sandbox.sim.traffic import (
     render_text,
 )
 from canaryd.sandbox.store_view import StoreView
+from tests.fixtures.waiting import eventually
 
 GW = "gateway.networking.k8s.io"
 ACCEPTED_STATUS = {
@@ -293,14 +292,6 @@ def test_fast_exposition_is_identical_to_prometheus_client_output() -> None:
 
 
 # --------------------------------------------------------------------------- through a real Prometheus
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def populate(store: ObjectStore) -> None:

@@ -11,7 +11,7 @@ in-process; pointed at a real kube-apiserver they play the Gateway
 implementation of its `canaryd.io/sandbox-gateway` GatewayClass.
 
     client = await KubeClient.connect("kubeconfig", qps=500, burst=1000)
-    view = ApiClusterView(client, GATEWAY_RESOURCES)
+    view = ApiClusterView(client, GATEWAY_AND_TRAFFIC_RESOURCES)
     await view.start()                      # lists every resource, then watches
     gateway = SandboxGateway(view); gateway.start()
     ...
@@ -35,35 +35,10 @@ from typing import Any
 
 from canaryd.adapters.informer import Informer
 from canaryd.adapters.kube import JSON_PATCH, ApiError, KubeClient
-from canaryd.sandbox.sim.cluster_view import (
-    DEPLOYMENTS,
-    GATEWAY_CLASSES,
-    GATEWAYS,
-    GRPC_ROUTES,
-    HTTP_ROUTES,
-    NAMESPACES,
-    REFERENCE_GRANTS,
-    SERVICES,
-    Change,
-    ChangeHandler,
-    Obj,
-    Resource,
-    name_of,
-)
+from canaryd.sandbox.sim.cluster_view import Change, ChangeHandler, Obj, Resource, name_of
 
 log = logging.getLogger(__name__)
 
-#: What the Gateway implementation and the traffic data plane read, together.
-GATEWAY_RESOURCES: tuple[Resource, ...] = (
-    GATEWAY_CLASSES,
-    GATEWAYS,
-    HTTP_ROUTES,
-    GRPC_ROUTES,
-    REFERENCE_GRANTS,
-    SERVICES,
-    NAMESPACES,
-    DEPLOYMENTS,
-)
 #: Attempts at a status write that got no answer or a server error, before it is given up.
 WRITE_ATTEMPTS = 5
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from canaryd.adapters.kube import DEPLOYMENTS, GRPC_ROUTES, HTTP_ROUTES, SERVICES, Resource
+from canaryd.adapters.kube import DEPLOYMENTS, GRPC_ROUTES, HTTP_ROUTES, ROUTE_RESOURCES, SERVICES, Resource
 from canaryd.api.constants import GATEWAY_GROUP
 
 Obj = Mapping[str, Any]
@@ -40,15 +40,31 @@ GATEWAY_CLASSES = Resource(GATEWAY_GROUP, "v1", "gatewayclasses", "GatewayClass"
 GATEWAYS = Resource(GATEWAY_GROUP, "v1", "gateways", "Gateway")
 #: v1beta1: the version every Gateway API release since ReferenceGrant's introduction serves.
 REFERENCE_GRANTS = Resource(GATEWAY_GROUP, "v1beta1", "referencegrants", "ReferenceGrant")
+#: Route kind -> its resource (ROUTE_RESOURCES, from the controller's adapter) and back.
+ROUTE_KINDS: Mapping[Resource, str] = {resource: kind for kind, resource in ROUTE_RESOURCES.items()}
+#: What the Gateway implementation and the traffic data plane read, together.
+GATEWAY_AND_TRAFFIC_RESOURCES: tuple[Resource, ...] = (
+    GATEWAY_CLASSES,
+    GATEWAYS,
+    HTTP_ROUTES,
+    GRPC_ROUTES,
+    REFERENCE_GRANTS,
+    SERVICES,
+    NAMESPACES,
+    DEPLOYMENTS,
+)
 
 __all__ = [
     "DEPLOYMENTS",
     "GATEWAYS",
+    "GATEWAY_AND_TRAFFIC_RESOURCES",
     "GATEWAY_CLASSES",
     "GRPC_ROUTES",
     "HTTP_ROUTES",
     "NAMESPACES",
     "REFERENCE_GRANTS",
+    "ROUTE_KINDS",
+    "ROUTE_RESOURCES",
     "SERVICES",
     "Change",
     "ChangeHandler",

@@ -40,10 +40,10 @@ from canaryd.sandbox.labels import matches_label_selector
 from canaryd.sandbox.sim.cluster_view import (
     GATEWAY_CLASSES,
     GATEWAYS,
-    GRPC_ROUTES,
-    HTTP_ROUTES,
     NAMESPACES,
     REFERENCE_GRANTS,
+    ROUTE_KINDS,
+    ROUTE_RESOURCES,
     SERVICES,
     Change,
     ClusterView,
@@ -81,7 +81,6 @@ REASON_BACKEND_NOT_FOUND = "BackendNotFound"
 REASON_REF_NOT_PERMITTED = "RefNotPermitted"
 REASON_INVALID_KIND = "InvalidKind"
 
-ROUTE_KINDS = (HTTP_ROUTE, GRPC_ROUTE)
 #: Listener protocols the sandbox serves, and the route kinds each one carries.
 PROTOCOL_ROUTE_KINDS: Mapping[str, tuple[str, ...]] = {
     "HTTP": (HTTP_ROUTE, GRPC_ROUTE),
@@ -684,8 +683,6 @@ def gateway_status(
 
 # --------------------------------------------------------------------------- wiring to a cluster
 
-_ROUTE_RESOURCES: Mapping[str, Resource] = {HTTP_ROUTE: HTTP_ROUTES, GRPC_ROUTE: GRPC_ROUTES}
-_ROUTE_KINDS: Mapping[Resource, str] = {HTTP_ROUTES: HTTP_ROUTE, GRPC_ROUTES: GRPC_ROUTE}
 #: What route status depends on besides the routes themselves.
 _WORLD_RESOURCES = (GATEWAY_CLASSES, GATEWAYS, REFERENCE_GRANTS, SERVICES, NAMESPACES)
 RouteKey = tuple[str, str, str]  # (kind, namespace, name)
@@ -743,7 +740,7 @@ class SandboxGateway:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._load()
-        self._stop_watching = self.view.watch([*_WORLD_RESOURCES, *_ROUTE_KINDS], self._on_change)
+        self._stop_watching = self.view.watch([*_WORLD_RESOURCES, *ROUTE_KINDS], self._on_change)
         self._everything_dirty = True
         self._schedule_flush()
 
@@ -807,7 +804,7 @@ class SandboxGateway:
     def _on_change(self, change: Change) -> None:
         resource = change.resource
         deleted = change.type == "DELETED"
-        route_kind = _ROUTE_KINDS.get(resource)
+        route_kind = ROUTE_KINDS.get(resource)
         if route_kind is not None:
             route_key = (route_kind, *name_of(change.obj))
             self._index_route(route_key, None if deleted else change.obj)
@@ -860,7 +857,7 @@ class SandboxGateway:
 
     def routes(self) -> list[tuple[str, Obj]]:
         return [
-            (kind, route) for kind, resource in _ROUTE_RESOURCES.items() for route in self.view.list(resource)
+            (kind, route) for kind, resource in ROUTE_RESOURCES.items() for route in self.view.list(resource)
         ]
 
     def reconcile_all(self) -> None:
@@ -890,7 +887,7 @@ class SandboxGateway:
                 self._write_status(GATEWAYS, gateway, {**(gateway.get("status") or {}), **status})
 
     def _reconcile_route(self, kind: str, namespace: str, name: str, world: GatewayWorld) -> None:
-        resource = _ROUTE_RESOURCES[kind]
+        resource = ROUTE_RESOURCES[kind]
         route = self.view.get(resource, namespace, name)
         if route is None:
             if self._attachments.pop((kind, namespace, name), None):

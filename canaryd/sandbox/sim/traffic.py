@@ -72,14 +72,12 @@ from canaryd.api.constants import GRPC_ROUTE, HTTP_ROUTE
 from canaryd.sandbox.labels import matches_label_selector
 from canaryd.sandbox.sim.cluster_view import (
     DEPLOYMENTS,
-    GRPC_ROUTES,
-    HTTP_ROUTES,
     REFERENCE_GRANTS,
+    ROUTE_KINDS,
     SERVICES,
     Change,
     ClusterView,
     Obj,
-    Resource,
     name_of,
 )
 from canaryd.sandbox.sim.gateway import GatewayWorld, backend_ref_problem, route_is_accepted
@@ -503,7 +501,6 @@ def flows_by_series(plans: Sequence[RoutePlan]) -> dict[tuple[str, str, str, str
 
 # --------------------------------------------------------------------------- the running simulator
 
-_ROUTE_KINDS: Mapping[Resource, str] = {HTTP_ROUTES: HTTP_ROUTE, GRPC_ROUTES: GRPC_ROUTE}
 RouteKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
@@ -602,7 +599,7 @@ class TrafficSimulator:
     async def start(self) -> None:
         self._load()
         self._stop_watching = self.view.watch(
-            [*_ROUTE_KINDS, SERVICES, DEPLOYMENTS, REFERENCE_GRANTS], self._on_change
+            [*ROUTE_KINDS, SERVICES, DEPLOYMENTS, REFERENCE_GRANTS], self._on_change
         )
         app = web.Application()
         app.router.add_get("/metrics", self._serve_metrics)
@@ -633,7 +630,7 @@ class TrafficSimulator:
     # -- the index -------------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        for resource, kind in _ROUTE_KINDS.items():
+        for resource, kind in ROUTE_KINDS.items():
             for route in self.view.list(resource):
                 self._put_route((kind, *name_of(route)), route)
         for service in self.view.list(SERVICES):
@@ -687,7 +684,7 @@ class TrafficSimulator:
         deleted = change.type == "DELETED"
         obj = change.obj
         namespace, name = name_of(obj)
-        kind = _ROUTE_KINDS.get(resource)
+        kind = ROUTE_KINDS.get(resource)
         if kind is not None:
             self._put_route((kind, namespace, name), None if deleted else obj)
             return
