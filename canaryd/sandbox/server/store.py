@@ -115,6 +115,19 @@ def _copied(method: Callable[P, dict[str, Any]]) -> Callable[P, dict[str, Any]]:
     return copying
 
 
+def _copied_items(
+    method: Callable[P, tuple[builtins.list[dict[str, Any]], str]],
+) -> Callable[P, tuple[builtins.list[dict[str, Any]], str]]:
+    """``method`` returning deep copies of the stored objects it lists (and the same resourceVersion)."""
+
+    @functools.wraps(method)
+    def copying(*args: P.args, **kwargs: P.kwargs) -> tuple[builtins.list[dict[str, Any]], str]:
+        items, resource_version = method(*args, **kwargs)
+        return clone(items), resource_version
+
+    return copying
+
+
 class ObjectStore:
     """All objects of the sandbox cluster. See the module docstring for the API."""
 
@@ -239,19 +252,6 @@ class ObjectStore:
                 continue
             items.append(obj)
         return items, self.resource_version
-
-    def list(
-        self,
-        resource: str | ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str]:
-        items, rv = self.list_refs(
-            resource, namespace, label_selector=label_selector, field_selector=field_selector
-        )
-        return clone(items), rv
 
     def count(self, resource: str | ResourceType) -> int:
         return len(self._bucket(self.resource_type(resource)))
@@ -554,6 +554,7 @@ class ObjectStore:
 
     # The same reads and writes for callers that may change what they get back: deep copies.
     get = _copied(get_ref)
+    list = _copied_items(list_refs)
     create = _copied(create_ref)
     update = _copied(update_ref)
     patch = _copied(patch_ref)
