@@ -46,31 +46,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from canaryd.adapters.kube import (  # noqa: E402
-    CANARIES,
-    DEPLOYMENTS,
-    HTTP_ROUTES,
-    ApiError,
-    KubeClient,
-    Resource,
-)
+from canaryd import data  # noqa: E402
+from canaryd.adapters.kube import CANARIES, DEPLOYMENTS, HTTP_ROUTES, ApiError, KubeClient  # noqa: E402
 from canaryd.api.constants import Verdict  # noqa: E402
 from canaryd.core.observations import MetricResult  # noqa: E402
 from canaryd.runtime.controller import running_controller  # noqa: E402
 from canaryd.runtime.log_setup import configure_logging  # noqa: E402
 from canaryd.runtime.settings import Settings  # noqa: E402
+from canaryd.sandbox.apply import CUSTOM_RESOURCE_DEFINITIONS, ensure_namespace  # noqa: E402
+from canaryd.sandbox.sim.cluster_view import GATEWAY_CLASSES, GATEWAYS  # noqa: E402
+from tests.runtime.world import canary, deployment, route  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STEPS = [10, 20, 30, 40, 50]
-CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
-NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
-GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
-GATEWAY_CLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", "GatewayClass", False)
+PASSING = {"name": "ok", "query": "vector(100)", "thresholdRange": {"min": 99}}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -119,53 +111,13 @@ def namespace_of(index: int, namespaces: int) -> str:
 def objects(
     index: int, interval: int, namespace: str
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Canary ``index``'s Deployment, HTTPRoute and Canary, built as the runtime tests build them."""
     name = f"app-{index:05d}"
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
-            },
-        },
-    }
-    route = {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name, "namespace": namespace, "annotations": {"sandbox.canaryd.io/rps": "1"}},
-        "spec": {
-            "parentRefs": [{"name": "public", "namespace": namespace}],
-            "rules": [
-                {
-                    "backendRefs": [
-                        {"name": f"{name}-primary", "port": 8080, "weight": 100},
-                        {"name": f"{name}-canary", "port": 8080, "weight": 0},
-                    ]
-                }
-            ],
-        },
-    }
-    canary = {
-        "apiVersion": "canaryd.io/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "service": {"port": 8080},
-            "routeRefs": [{"kind": "HTTPRoute", "name": name}],
-            "analysis": {
-                "interval": f"{interval}s",
-                "threshold": 2,
-                "stepWeights": STEPS,
-                "metrics": [{"name": "ok", "query": "vector(100)", "thresholdRange": {"min": 99}}],
-            },
-        },
-    }
-    return deployment, route, canary
+    return (
+        deployment(namespace, name, image="app:1", replicas=1),
+        route(namespace, name, rps=1, parent_namespace=namespace),
+        canary(namespace, name, step_weights=STEPS, interval=f"{interval}s", threshold=2, metrics=[PASSING]),
+    )
 
 
 @contextlib.contextmanager
@@ -207,18 +159,13 @@ async def gather_limited(coroutines: list[Any], limit: int = 64) -> None:
 
 
 async def arrange(client: KubeClient, count: int, interval: int, namespaces: int) -> None:
-    for path in sorted((REPO / "manifests" / "crd").glob("*.canaryd.io.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                with contextlib.suppress(ApiError):
-                    await client.create(CRDS, "", doc)
+    for crd in data.documents("crd"):
+        with contextlib.suppress(ApiError):  # installed by an earlier size of this run
+            await client.create(CUSTOM_RESOURCE_DEFINITIONS, "", crd)
     classes = (await client.list(GATEWAY_CLASSES))["items"]
     class_name = classes[0]["metadata"]["name"] if classes else "sandbox"
     for namespace in sorted({namespace_of(i, namespaces) for i in range(namespaces)}):
-        with contextlib.suppress(ApiError):
-            await client.create(
-                NAMESPACES, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-            )
+        await ensure_namespace(client, namespace)
         await client.create(
             GATEWAYS,
             namespace,

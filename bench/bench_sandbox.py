@@ -60,7 +60,7 @@ def deployment(name: str, namespace: str) -> dict[str, Any]:
 async def serve(objects: int) -> None:
     """Child process: start the sandbox, load the objects, print the URL, run until stdin closes."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from canaryd.sandbox.apiserver import SandboxApiServer
+    from canaryd.sandbox.server.apiserver import SandboxApiServer
 
     server = SandboxApiServer(history_limit=10_000)
     store = server.store

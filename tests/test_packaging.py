@@ -4,7 +4,9 @@ No Docker or Podman runs on these machines, so the image itself is never
 built here. What the image depends on is checked instead: the Dockerfile lints
 clean with hadolint, and the wheel its builder stage makes (from the same
 files the .dockerignore lets through) installs into a fresh virtualenv where
-`canaryd --help` runs from the installed package, not from the source tree.
+`canaryd --help` runs from the installed package, not from the source tree,
+and `canaryd demo` runs from it in an empty directory, with the manifests the
+wheel carries (canaryd/data) and nothing of the checkout.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.demo import run_demo_json
 
 REPO = Path(__file__).resolve().parents[1]
 #: What the Dockerfile's builder stage copies; the wheel is built from exactly these.
@@ -79,7 +85,22 @@ def _dependency_view(dev_site_packages: Path, into: Path) -> Path:
     return view
 
 
-def test_wheel_installs_into_a_fresh_venv_and_canaryd_help_runs(tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class InstalledWheel:
+    wheel: Path
+    venv: Path
+    site_packages: Path
+    #: the environment to run its programs in: its bin/ first, no PYTHONPATH or VIRTUAL_ENV of ours
+    env: dict[str, str]
+
+    def program(self, name: str) -> str:
+        return str(self.venv / "bin" / name)
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
+    """canaryd's wheel, built from the Docker build context alone and installed into a fresh venv."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     source = tmp_path / "src"
     source.mkdir()
     for name in BUILD_CONTEXT:
@@ -120,16 +141,48 @@ def test_wheel_installs_into_a_fresh_venv_and_canaryd_help_runs(tmp_path: Path) 
 
     isolated = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     isolated["PATH"] = f"{fresh / 'bin'}{os.pathsep}{isolated.get('PATH', '')}"
+    return InstalledWheel(wheels[0], fresh, fresh_site, isolated)
+
+
+def test_wheel_installs_into_a_fresh_venv_and_canaryd_help_runs(installed_wheel: InstalledWheel) -> None:
     where = subprocess.run(
-        [str(fresh_python), "-c", "import canaryd; print(canaryd.__file__)"],
-        check=True, capture_output=True, text=True, cwd=tmp_path, env=isolated,
+        [installed_wheel.program("python"), "-c", "import canaryd; print(canaryd.__file__)"],
+        check=True, capture_output=True, text=True, cwd=installed_wheel.venv, env=installed_wheel.env,
     ).stdout.strip()  # fmt: skip
-    assert Path(where).is_relative_to(fresh_site), f"canaryd was imported from {where}"
+    assert Path(where).is_relative_to(installed_wheel.site_packages), f"canaryd was imported from {where}"
 
     for command in (["canaryd", "--help"], ["canaryd", "run", "--help"], ["canaryctl", "--help"]):
         result = subprocess.run(
-            [str(fresh / "bin" / command[0]), *command[1:]],
-            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=isolated,
+            [installed_wheel.program(command[0]), *command[1:]],
+            capture_output=True, text=True, timeout=60, cwd=installed_wheel.venv, env=installed_wheel.env,
         )  # fmt: skip
         assert result.returncode == 0, f"{' '.join(command)}: {result.stdout}{result.stderr}"
         assert "usage:" in result.stdout
+
+
+def test_the_wheel_carries_the_manifests_of_the_checkout(installed_wheel: InstalledWheel) -> None:
+    with zipfile.ZipFile(installed_wheel.wheel) as wheel:
+        shipped = {name for name in wheel.namelist() if name.startswith("canaryd/data/")}
+    in_checkout = {
+        f"canaryd/data/{path.relative_to(REPO / 'canaryd' / 'data').as_posix()}"
+        for path in (REPO / "canaryd" / "data").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert shipped == in_checkout
+    links = (("manifests/crd", "crd"), ("manifests/samples", "samples"), ("analysis", "analysis"))
+    for link, target in links:
+        assert (REPO / link).resolve() == (REPO / "canaryd" / "data" / target).resolve(), f"{link} is a link"
+
+
+@pytest.mark.e2e
+@pytest.mark.prometheus
+def test_canaryd_demo_runs_from_the_installed_wheel_in_an_empty_directory(
+    installed_wheel: InstalledWheel, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    canaryd = [installed_wheel.program("canaryd")]
+    report = run_demo_json(canaryd, cwd=empty, env=installed_wheel.env, timeout=180)
+    outcomes = [(o["version"], o["outcome"]) for o in report["outcomes"]]
+    assert outcomes == [("v2", "Succeeded"), ("v3", "Failed")]
+    assert list(empty.iterdir()) == [], "the demo leaves nothing behind in the directory it ran in"

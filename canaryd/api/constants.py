@@ -32,15 +32,6 @@ MANAGER_NAME: Final = "canaryd"
 LABEL_CANARY: Final = "canaryd.io/canary"
 LABEL_APP: Final = "app"
 
-# Sandbox knobs (read only by the sandbox's simulators).
-ANNOTATION_ERROR_RATE: Final = "sandbox.canaryd.io/error-rate"
-ANNOTATION_LATENCY_MS: Final = "sandbox.canaryd.io/latency-ms"
-ANNOTATION_RPS: Final = "sandbox.canaryd.io/rps"
-ANNOTATION_NEVER_READY: Final = "sandbox.canaryd.io/never-ready"
-#: On a route: the share of requests that carry the headers its header-matching rule asks for.
-ANNOTATION_HEADER_SHARE: Final = "sandbox.canaryd.io/header-share"
-
-
 class Phase(StrEnum):
     """Where a Canary is in its lifecycle (status.phase)."""
 

@@ -5,9 +5,13 @@ installing anything into a cluster. The demo starts the sandbox (the local
 stand-in Kubernetes API server, its simulated Deployments and Gateway data
 plane) with a real Prometheus scraping the simulated traffic, starts the real
 controller (`canaryd run`, as a child process against the sandbox's
-kubeconfig), and applies what an application team would: the CRDs, the
-sandbox MetricTemplates from analysis/sandbox.yaml, a Deployment, a Gateway,
-an HTTPRoute listing both backendRefs, and a Canary.
+kubeconfig), and applies, through the API server like kubectl, what an
+application team would: the CRDs, the sandbox MetricTemplates from
+analysis/sandbox.yaml, and the application in demo/sandbox-app.yaml (a
+Gateway, a Deployment, an HTTPRoute listing both backendRefs, and a Canary).
+All three come from the manifests shipped in the package (`canaryd.data`),
+so the demo runs from an installed wheel in an empty directory; the Canary's
+steps, threshold and metric bounds the demo prints are read from them too.
 
 Then it releases two versions by changing the Deployment's pod template: a
 healthy one, which must be promoted, and one answering 30 % of its requests
@@ -27,7 +31,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,34 +39,37 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
-from canaryd.api.constants import (
-    ANNOTATION_ERROR_RATE,
-    ANNOTATION_LATENCY_MS,
-    ANNOTATION_RPS,
-    API_VERSION,
-    CANARY_SUFFIX,
-    GATEWAY_GROUP,
-    PRIMARY_SUFFIX,
-    Phase,
-)
+from canaryd import data
+from canaryd.adapters.kube import CANARIES, DEPLOYMENTS, HTTP_ROUTES, KubeClient
+from canaryd.api.constants import CANARY_SUFFIX, PRIMARY_SUFFIX, Phase
 from canaryd.api.durations import parse_duration
+from canaryd.cli.controller_process import ControllerProcess
+from canaryd.sandbox.apply import create_all
 from canaryd.sandbox.prometheus_server import PrometheusNotInstalledError, PrometheusStartError
+from canaryd.sandbox.sim.knobs import ANNOTATION_ERROR_RATE, ANNOTATION_LATENCY_MS
 
-NAMESPACE = "demo"
-APP = "payments-api"
-TEMPLATES_NAMESPACE = "canaryd-system"
-GATEWAY_CLASS = "sandbox"
-GATEWAY_CONTROLLER = "canaryd.io/sandbox-gateway"
-SERVICE_PORT = 8080
-#: The demo's real pace. A hidden flag shortens it for the test suite.
-DEFAULT_INTERVAL = "20s"
-STEP_WEIGHTS = (10, 25, 50)
-FAILED_CHECKS_THRESHOLD = 2
-SUCCESS_RATE_MIN = 99.0
-LATENCY_P99_MAX_MS = 200.0
-ROUTE_RPS = 100
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+#: What the demo applies, as shipped in the package (the one copy; docs/sandbox-app.yaml links to it).
+APP_MANIFEST = ("demo", "sandbox-app.yaml")
+TEMPLATES_MANIFEST = ("analysis", "sandbox.yaml")
+
+
+def _the_canary(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    (canary,) = (d for d in documents if d.get("kind") == "Canary")
+    return canary
+
+
+_CANARY = _the_canary(data.documents(*APP_MANIFEST))
+_ANALYSIS = _CANARY["spec"]["analysis"]
+_BOUNDS = {m["name"]: m["thresholdRange"] for m in _ANALYSIS["metrics"]}
+NAMESPACE: str = _CANARY["metadata"]["namespace"]
+APP: str = _CANARY["spec"]["targetRef"]["name"]
+#: The demo's real pace (the Canary's interval as shipped). A hidden flag shortens it for the test suite.
+DEFAULT_INTERVAL: str = _ANALYSIS["interval"]
+STEP_WEIGHTS: tuple[int, ...] = tuple(_ANALYSIS["stepWeights"])
+FAILED_CHECKS_THRESHOLD: int = _ANALYSIS["threshold"]
+SUCCESS_RATE_MIN: float = _BOUNDS["success-rate"]["min"]
+LATENCY_P99_MAX_MS: float = _BOUNDS["latency-p99"]["max"]
 BAD_ERROR_RATE = "0.3"
 REFRESH_SECONDS = 0.25
 MESSAGE_WIDTH = 100
@@ -95,134 +101,22 @@ RELEASES = (
 # What the demo applies
 
 
-def repository_root() -> Path:
-    """The source checkout canaryd runs from: the demo reads manifests/crd and analysis/ there."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "manifests" / "crd").is_dir() or not (root / "analysis" / "sandbox.yaml").is_file():
-        raise DemoError(
-            f"manifests/crd and analysis/sandbox.yaml were not found under {root}: "
-            "run the demo from a source checkout (./scripts/demo)"
-        )
-    return root
+def crd_documents() -> list[dict[str, Any]]:
+    return [d for d in data.documents("crd") if d.get("kind") == "CustomResourceDefinition"]
 
 
-def load_documents(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    documents: list[dict[str, Any]] = []
-    for path in paths:
-        with path.open() as handle:
-            documents.extend(doc for doc in yaml.safe_load_all(handle) if isinstance(doc, dict))
-    return documents
-
-
-def crd_documents(root: Path) -> list[dict[str, Any]]:
-    files = sorted(p for p in (root / "manifests" / "crd").glob("*.yaml") if p.name != "kustomization.yaml")
-    return [d for d in load_documents(files) if d.get("kind") == "CustomResourceDefinition"]
-
-
-def template_documents(root: Path) -> list[dict[str, Any]]:
-    return [
-        d for d in load_documents([root / "analysis" / "sandbox.yaml"]) if d.get("kind") == "MetricTemplate"
-    ]
+def template_documents() -> list[dict[str, Any]]:
+    return [d for d in data.documents(*TEMPLATES_MANIFEST) if d.get("kind") == "MetricTemplate"]
 
 
 def app_documents(interval: str) -> list[dict[str, Any]]:
-    """The application team's objects: Gateway, Deployment, HTTPRoute and Canary."""
-    labels = {"app": APP}
-    return [
-        {
-            "apiVersion": f"{GATEWAY_GROUP}/v1",
-            "kind": "GatewayClass",
-            "metadata": {"name": GATEWAY_CLASS},
-            "spec": {"controllerName": GATEWAY_CONTROLLER},
-        },
-        {
-            "apiVersion": f"{GATEWAY_GROUP}/v1",
-            "kind": "Gateway",
-            "metadata": {"name": "public", "namespace": NAMESPACE},
-            "spec": {
-                "gatewayClassName": GATEWAY_CLASS,
-                "listeners": [
-                    {
-                        "name": "http",
-                        "protocol": "HTTP",
-                        "port": 80,
-                        "allowedRoutes": {"namespaces": {"from": "Same"}},
-                    }
-                ],
-            },
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": APP, "namespace": NAMESPACE, "labels": labels},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels, "annotations": {ANNOTATION_LATENCY_MS: "40"}},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "app",
-                                "image": "registry.example/payments-api:v1",
-                                "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
-                                "env": [{"name": "VERSION", "value": "v1"}],
-                            }
-                        ]
-                    },
-                },
-            },
-        },
-        {
-            "apiVersion": f"{GATEWAY_GROUP}/v1",
-            "kind": "HTTPRoute",
-            "metadata": {
-                "name": APP,
-                "namespace": NAMESPACE,
-                "annotations": {ANNOTATION_RPS: str(ROUTE_RPS)},
-            },
-            "spec": {
-                "parentRefs": [{"name": "public"}],
-                "rules": [
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                        "backendRefs": [
-                            {"name": APP + PRIMARY_SUFFIX, "port": SERVICE_PORT, "weight": 100},
-                            {"name": APP + CANARY_SUFFIX, "port": SERVICE_PORT, "weight": 0},
-                        ],
-                    }
-                ],
-            },
-        },
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Canary",
-            "metadata": {"name": APP, "namespace": NAMESPACE},
-            "spec": {
-                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": APP},
-                "service": {"port": SERVICE_PORT},
-                "routeRefs": [{"kind": "HTTPRoute", "name": APP}],
-                "analysis": {
-                    "interval": interval,
-                    "threshold": FAILED_CHECKS_THRESHOLD,
-                    "stepWeights": list(STEP_WEIGHTS),
-                    "metrics": [
-                        {
-                            "name": "success-rate",
-                            "templateRef": {"name": "success-rate", "namespace": TEMPLATES_NAMESPACE},
-                            "thresholdRange": {"min": SUCCESS_RATE_MIN},
-                        },
-                        {
-                            "name": "latency-p99",
-                            "templateRef": {"name": "latency-p99", "namespace": TEMPLATES_NAMESPACE},
-                            "thresholdRange": {"max": LATENCY_P99_MAX_MS},
-                        },
-                    ],
-                },
-                "progressDeadlineSeconds": 300,
-            },
-        },
-    ]
+    """The application team's objects as shipped (namespace, Gateway, Deployment, HTTPRoute, Canary).
+
+    Only the Canary's analysis interval is set to ``interval``.
+    """
+    documents = data.documents(*APP_MANIFEST)
+    _the_canary(documents)["spec"]["analysis"]["interval"] = interval
+    return documents
 
 
 def release_patch(release: Release) -> dict[str, Any]:
@@ -470,23 +364,19 @@ class DemoSettings:
 class Demo:
     """Drives one demo run against a started sandbox and controller."""
 
-    def __init__(self, store: Any, settings: DemoSettings, view: LiveView, timeline: Timeline) -> None:
-        self.store = store
+    def __init__(
+        self, client: KubeClient, settings: DemoSettings, view: LiveView, timeline: Timeline
+    ) -> None:
+        self.client = client
         self.settings = settings
         self.view = view
         self.timeline = timeline
 
-    def apply(self, documents: Sequence[dict[str, Any]], namespace: str | None = None) -> None:
-        for document in documents:
-            kind = document["kind"]
-            target_namespace = document.get("metadata", {}).get("namespace") or namespace
-            if target_namespace:
-                self.store.ensure_namespace(target_namespace)
-            self.store.create(kind, document, namespace=target_namespace)
+    async def apply(self, documents: Sequence[dict[str, Any]]) -> None:
+        await create_all(self.client, documents)
 
-    def canary(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.store.get("canaries", APP, namespace=NAMESPACE)
-        return result
+    async def canary(self) -> dict[str, Any]:
+        return await self.client.get(CANARIES, NAMESPACE, APP)
 
     async def wait_for(
         self,
@@ -498,7 +388,7 @@ class Demo:
         """Show the Canary until ``done``; the previous run's final state is not shown as this release's."""
         deadline = time.monotonic() + timeout
         while True:
-            canary = self.canary()
+            canary = await self.canary()
             snapshot = snapshot_of(canary, release, self.timeline.elapsed())
             stale = (
                 previous_revision is not None
@@ -524,11 +414,11 @@ class Demo:
         )
 
     async def release(self, release: Release) -> Outcome:
-        revision_before = (self.canary().get("status") or {}).get("revision")
+        revision_before = ((await self.canary()).get("status") or {}).get("revision")
         self.timeline.note(f"release {release.version} ({release.description})")
         self.view.say(f"\n== {release.version}: {release.description}; expecting {release.expected.value}")
-        self.store.patch(
-            "deployments", APP, release_patch(release), namespace=NAMESPACE, patch_type="strategic"
+        await self.client.patch(
+            DEPLOYMENTS, NAMESPACE, APP, release_patch(release), content_type=STRATEGIC_MERGE_PATCH
         )
         started = self.timeline.elapsed()
         weights: list[int] = []
@@ -562,8 +452,8 @@ class Demo:
         self.timeline.note(f"{release.version} {final.phase}")
         return outcome
 
-    def route_weights(self) -> dict[str, int]:
-        route = self.store.get("httproutes", APP, namespace=NAMESPACE)
+    async def route_weights(self) -> dict[str, int]:
+        route = await self.client.get(HTTP_ROUTES, NAMESPACE, APP)
         weights: dict[str, int] = {}
         for rule in route["spec"]["rules"]:
             for ref in rule.get("backendRefs") or []:
@@ -578,13 +468,13 @@ class Demo:
         """
         deadline = time.monotonic() + timeout
         while True:
-            weights = self.route_weights()
+            weights = await self.route_weights()
             if weights.get(APP + CANARY_SUFFIX) == 0 or time.monotonic() > deadline:
-                return self.primary_version(), weights
+                return await self.primary_version(), weights
             await asyncio.sleep(REFRESH_SECONDS)
 
-    def primary_version(self) -> str:
-        primary = self.store.get("deployments", APP + PRIMARY_SUFFIX, namespace=NAMESPACE)
+    async def primary_version(self) -> str:
+        primary = await self.client.get(DEPLOYMENTS, NAMESPACE, APP + PRIMARY_SUFFIX)
         for container in primary["spec"]["template"]["spec"]["containers"]:
             for env in container.get("env") or []:
                 if env.get("name") == "VERSION":
@@ -613,8 +503,6 @@ def summary_lines(outcomes: Sequence[Outcome], primary_version: str, weights: di
 async def run_demo(settings: DemoSettings, out: TextIO) -> int:
     from canaryd.sandbox.cluster import SandboxCluster
 
-    root = repository_root()
-    crds, templates = crd_documents(root), template_documents(root)
     view = LiveView(out, enabled=not settings.json_output)
     timeline = Timeline()
     outcomes: list[Outcome] = []
@@ -625,28 +513,32 @@ async def run_demo(settings: DemoSettings, out: TextIO) -> int:
         if cluster.prometheus_url is None:
             raise DemoError("the sandbox started without Prometheus")
         view.say(f"  API server {cluster.api_url}, Prometheus {cluster.prometheus_url}")
-        demo = Demo(cluster.store, settings, view, timeline)
-        demo.apply(crds)
-        demo.apply(templates, namespace=TEMPLATES_NAMESPACE)
-        demo.apply(app_documents(settings.interval))
-        timeline.note("applied CRDs, MetricTemplates, Gateway, Deployment, HTTPRoute and Canary")
-        view.say("Applied the CRDs, the MetricTemplates in analysis/sandbox.yaml, and in namespace")
-        view.say(f"  {NAMESPACE}: a Gateway, Deployment {APP} (v1), HTTPRoute {APP} and a Canary:")
-        view.say(
-            f"  steps {', '.join(f'{w}%' for w in STEP_WEIGHTS)} every {settings.interval}; "
-            f"rollback after {FAILED_CHECKS_THRESHOLD} failed checks; "
-            f"success-rate >= {SUCCESS_RATE_MIN:g}, latency-p99 <= {LATENCY_P99_MAX_MS:g} ms"
-        )
-        async with controller(cluster.kubeconfig_path, cluster.prometheus_url) as log_path:
-            view.say("Started the controller (canaryd run); waiting for it to initialize the Canary ...")
-            try:
-                await demo.initialize()
-                for release in RELEASES:
-                    outcomes.append(await demo.release(release))
-                primary_version, weights = await demo.settled()
-            except DemoError as exc:
-                error = str(exc)
-                view.say(f"\n{error}\ncontroller log (last lines):\n{tail(log_path)}")
+        client = await KubeClient.connect(str(cluster.kubeconfig_path), user_agent="canaryd-demo")
+        try:
+            demo = Demo(client, settings, view, timeline)
+            await demo.apply(crd_documents())
+            await demo.apply(template_documents())
+            await demo.apply(app_documents(settings.interval))
+            timeline.note("applied CRDs, MetricTemplates, Gateway, Deployment, HTTPRoute and Canary")
+            view.say("Applied the CRDs, the MetricTemplates in analysis/sandbox.yaml, and in namespace")
+            view.say(f"  {NAMESPACE}: a Gateway, Deployment {APP} (v1), HTTPRoute {APP} and a Canary:")
+            view.say(
+                f"  steps {', '.join(f'{w}%' for w in STEP_WEIGHTS)} every {settings.interval}; "
+                f"rollback after {FAILED_CHECKS_THRESHOLD} failed checks; "
+                f"success-rate >= {SUCCESS_RATE_MIN:g}, latency-p99 <= {LATENCY_P99_MAX_MS:g} ms"
+            )
+            async with controller(cluster.kubeconfig_path, cluster.prometheus_url) as process:
+                view.say("Started the controller (canaryd run); waiting for it to initialize the Canary ...")
+                try:
+                    await demo.initialize()
+                    for release in RELEASES:
+                        outcomes.append(await demo.release(release))
+                    primary_version, weights = await demo.settled()
+                except DemoError as exc:
+                    error = str(exc)
+                    view.say(f"\n{error}\ncontroller log (last lines):\n{process.log_tail()}")
+        finally:
+            await client.close()
     ok = (
         error is None
         and len(outcomes) == len(RELEASES)
@@ -677,42 +569,21 @@ async def run_demo(settings: DemoSettings, out: TextIO) -> int:
     return 0 if ok else 1
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @contextlib.asynccontextmanager
-async def controller(kubeconfig: str | os.PathLike[str], prometheus_url: str) -> AsyncIterator[Path]:
+async def controller(
+    kubeconfig: str | os.PathLike[str], prometheus_url: str
+) -> AsyncIterator[ControllerProcess]:
     """`canaryd run` against the sandbox as a child process, its log in a temporary file; stopped by PID."""
     with tempfile.TemporaryDirectory(prefix="canaryd-demo-") as workdir:
-        log_path = Path(workdir) / "controller.log"
-        env = dict(os.environ)
-        command = [
-            sys.executable, "-m", "canaryd.cli.main", "run",
-            "--kubeconfig", str(kubeconfig),
-            "--prometheus-url", prometheus_url,
-            "--health-address", "127.0.0.1:0",
-            "--metrics-address", "127.0.0.1:0",
-            "--log-format", "json",
-        ]  # fmt: skip
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = ControllerProcess(kubeconfig, prometheus_url, Path(workdir) / "controller.log").start()
         try:
             await asyncio.sleep(0.2)
-            if process.poll() is not None:
-                raise DemoError(f"the controller exited at once ({process.returncode}):\n{tail(log_path)}")
-            yield log_path
+            if not process.alive():
+                code = process.returncode
+                raise DemoError(f"the controller exited at once ({code}):\n{process.log_tail()}")
+            yield process
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.to_thread(process.wait, 10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    await asyncio.to_thread(process.wait)
+            await asyncio.to_thread(process.stop, 10.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -92,12 +92,12 @@ def main(args: argparse.Namespace) -> int:
 
 async def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from canaryd.sandbox.cluster import SandboxCluster
-    from canaryd.sandbox.gateway import CONTROLLER_NAME
     from canaryd.sandbox.prometheus_server import (
         INSTALL_HINT,
         PrometheusNotInstalledError,
         PrometheusStartError,
     )
+    from canaryd.sandbox.sim.gateway import CONTROLLER_NAME
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -25,12 +25,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from canaryd.sandbox.apiserver import SandboxApiServer
-from canaryd.sandbox.deployments import DEFAULT_READY_DELAY, DeploymentSimulator
-from canaryd.sandbox.gateway import CONTROLLER_NAME, SandboxGateway
 from canaryd.sandbox.prometheus_server import PrometheusServer, find_binary
-from canaryd.sandbox.store import ObjectStore
-from canaryd.sandbox.traffic import DEFAULT_RPS, DEFAULT_TICK_INTERVAL, TrafficSimulator
+from canaryd.sandbox.server.apiserver import SandboxApiServer
+from canaryd.sandbox.server.store import ObjectStore
+from canaryd.sandbox.sim.deployments import DEFAULT_READY_DELAY, DeploymentSimulator
+from canaryd.sandbox.sim.gateway import CONTROLLER_NAME, SandboxGateway
+from canaryd.sandbox.sim.traffic import DEFAULT_RPS, DEFAULT_TICK_INTERVAL, TrafficSimulator
+from canaryd.sandbox.store_view import StoreView
 
 DEFAULT_SCRAPE_INTERVAL = 1.0
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
@@ -77,10 +78,11 @@ class SandboxCluster:
     ) -> None:
         self.api_server = SandboxApiServer(port=port, seed=seed, **(api_server_options or {}))
         self.store: ObjectStore = self.api_server.store
-        self.deployments = DeploymentSimulator(self.store, ready_delay=ready_delay, time_scale=time_scale)
-        self.gateway = SandboxGateway(self.store)
+        view = StoreView(self.store)
+        self.deployments = DeploymentSimulator(view, ready_delay=ready_delay, time_scale=time_scale)
+        self.gateway = SandboxGateway(view)
         self.traffic = TrafficSimulator(
-            self.store, tick_interval=tick_interval, port=metrics_port, default_rps=default_rps
+            view, tick_interval=tick_interval, port=metrics_port, default_rps=default_rps
         )
         if with_prometheus and not simulate_traffic:
             raise ValueError(

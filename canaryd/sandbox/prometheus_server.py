@@ -262,13 +262,6 @@ class PrometheusServer:
         if was_running:
             self.restart()
 
-    def set_scrape_targets(self, targets: Sequence[str]) -> None:
-        """Replace the scrape targets; a running server reloads its configuration (SIGHUP)."""
-        self._scrape_targets = list(targets)
-        self._write_config()
-        if self._process is not None and self.running:
-            os.kill(self._process.pid, signal.SIGHUP)
-
     def query(self, promql: str, at: float | None = None, timeout: float = 5.0) -> dict[str, Any]:
         """Run an instant query and return the decoded ``data`` object (for tests and diagnostics)."""
         params = {"query": promql}

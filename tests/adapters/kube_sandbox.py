@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from canaryd.adapters.kube import KubeClient
-from canaryd.sandbox.apiserver import SandboxApiServer
+from canaryd.sandbox.server.apiserver import SandboxApiServer
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "team"

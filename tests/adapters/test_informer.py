@@ -8,7 +8,7 @@ import pytest
 
 from canaryd.adapters.informer import Informer
 from canaryd.adapters.kube import DEPLOYMENTS
-from canaryd.sandbox.apiserver import SandboxApiServer
+from canaryd.sandbox.server.apiserver import SandboxApiServer
 from tests.adapters.kube_sandbox import NAMESPACE, connect, deployment
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from canaryd.adapters.kube import LEASES
 from canaryd.adapters.leader import LeaderElector
-from canaryd.sandbox.apiserver import SandboxApiServer
+from canaryd.sandbox.server.apiserver import SandboxApiServer
 from tests.adapters.kube_sandbox import connect
 
 LEASE_NS = "canaryd-system"

@@ -12,7 +12,7 @@ from canaryd.adapters.ratelimit import TokenBucket
 from canaryd.adapters.writers import Writer, status_merge_patch
 from canaryd.api.constants import FINALIZER
 from canaryd.core.routes import weight_patch
-from canaryd.sandbox.apiserver import SandboxApiServer
+from canaryd.sandbox.server.apiserver import SandboxApiServer
 from tests.adapters.kube_sandbox import NAMESPACE, connect, install_crds, route
 
 CANARY = {

@@ -19,10 +19,10 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from canaryd.adapters.prometheus import PrometheusEndpoint, PrometheusQuerier
-from canaryd.api.constants import ANNOTATION_ERROR_RATE, ANNOTATION_LATENCY_MS, ANNOTATION_RPS
 from canaryd.api.models import MetricTemplate
 from canaryd.core.promql import QueryResult, Value, analysis_variables, render
 from canaryd.sandbox.cluster import SandboxCluster
+from canaryd.sandbox.sim.knobs import ANNOTATION_ERROR_RATE, ANNOTATION_LATENCY_MS, ANNOTATION_RPS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus]
 

@@ -2,7 +2,7 @@
 
 The API server's verdict is what kube-apiserver does with a custom resource:
 prune and default it from the CRD schema, then validate it (OpenAPI and CEL),
-here through ``canaryd.sandbox.openapi``. The models' verdict is whether
+here through ``canaryd.sandbox.server.openapi``. The models' verdict is whether
 ``canaryd.api.models`` parse the object as the API server stores it.
 """
 
@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from canaryd.api.models import Canary, MetricTemplate
-from canaryd.sandbox import openapi
+from canaryd.sandbox.server import openapi
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "manifests" / "crd"

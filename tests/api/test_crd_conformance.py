@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from canaryd.api.models import CanarySpec, MetricTemplateSpec
-from canaryd.sandbox import openapi
+from canaryd.sandbox.server import openapi
 from tests.api.crd_support import (
     ANALYSIS_DIR,
     base_canary,

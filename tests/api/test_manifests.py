@@ -23,7 +23,7 @@ from canaryd.api.models import (
     MetricStatus,
     MetricTemplateSpec,
 )
-from canaryd.sandbox import openapi
+from canaryd.sandbox.server import openapi
 from tests.api.crd_support import CRD_DIR, ROOT, SAMPLES_DIR, crd, schema
 
 KUBECTL = shutil.which("kubectl")

@@ -1,7 +1,7 @@
 """The sandbox's CRD validator on its own, with schemas that are not canaryd's.
 
 The sandbox API server serves every CRD a user creates through
-``canaryd.sandbox.openapi``, so it must behave like kube-apiserver for any
+``canaryd.sandbox.server.openapi``, so it must behave like kube-apiserver for any
 structural schema: the same pruning and defaulting, errors at the same field
 paths with the same types, and CEL rules with Kubernetes' semantics.
 """
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from canaryd.sandbox import openapi
-from canaryd.sandbox.openapi import FieldError, apply_defaults, unknown_fields, validate
+from canaryd.sandbox.server import openapi
+from canaryd.sandbox.server.openapi import FieldError, apply_defaults, unknown_fields, validate
 
 WIDGET: dict[str, Any] = {
     "type": "object",

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from canaryd.cli import canaryctl
-from canaryd.sandbox.apiserver import SandboxApiServer
+from canaryd.sandbox.server.apiserver import SandboxApiServer
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "payments"
@@ -506,7 +506,7 @@ async def test_an_unreachable_cluster_exits_6(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    from canaryd.sandbox.kubeconfig import write_kubeconfig
+    from canaryd.sandbox.server.kubeconfig import write_kubeconfig
 
     kubeconfig = write_kubeconfig(tmp_path / "closed", f"http://127.0.0.1:{port}")
     result = await asyncio.to_thread(run_ctl, "--kubeconfig", str(kubeconfig), "list")

@@ -10,9 +10,6 @@ threshold, and the route ends with all traffic on the primary.
 from __future__ import annotations
 
 import io
-import json
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,8 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from canaryd import data
 from canaryd.cli.demo import (
     APP,
+    APP_MANIFEST,
     DEFAULT_INTERVAL,
     FAILED_CHECKS_THRESHOLD,
     NAMESPACE,
@@ -37,6 +36,7 @@ from canaryd.cli.demo import (
     snapshot_of,
     weight_bar,
 )
+from tests.fixtures.demo import run_demo_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -155,26 +155,9 @@ def test_the_app_lists_both_backends_and_the_bad_release_sets_the_error_rate() -
 @pytest.mark.e2e
 @pytest.mark.prometheus
 def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one() -> None:
-    if shutil.which("prometheus") is None:
-        pytest.skip("Debian's prometheus is not installed")
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "canaryd.cli.main", "demo", "--json", "--interval", "2s"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)  # the demo stops its controller, Prometheus and sandbox
-        stdout, stderr = process.communicate(timeout=30)
-        pytest.fail(f"the demo did not finish in 240 s:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    report = run_demo_json([sys.executable, "-m", "canaryd.cli.main"], cwd=REPO)
     seconds = time.monotonic() - started
-    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    report = json.loads(stdout)
-    assert report["ok"] is True
     good, bad = report["outcomes"]
     assert (good["version"], good["outcome"]) == ("v2", "Succeeded")
     assert good["weights"] == list(STEP_WEIGHTS), "the healthy release walks every step"
@@ -188,11 +171,23 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one() -> None:
     print(f"demo at a 2s interval took {seconds:.0f}s")
 
 
-def test_the_hand_driven_sandbox_app_in_docs_is_what_the_demo_applies() -> None:
-    documents = [doc for doc in yaml.safe_load_all((REPO / "docs" / "sandbox-app.yaml").read_text()) if doc]
-    namespace, *app = documents
-    assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-    assert app == app_documents(DEFAULT_INTERVAL)
+def test_the_hand_driven_sandbox_app_in_docs_is_the_one_the_demo_ships_and_applies() -> None:
+    docs_copy = REPO / "docs" / "sandbox-app.yaml"
+    shipped = Path(str(data.path(*APP_MANIFEST)))
+    assert docs_copy.resolve() == shipped.resolve(), "docs/sandbox-app.yaml links to the packaged file"
+    documents = [doc for doc in yaml.safe_load_all(shipped.read_text()) if doc]
+    assert documents[0] == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    assert app_documents(DEFAULT_INTERVAL) == documents
+
+
+def test_a_faster_demo_changes_only_the_canarys_interval() -> None:
+    default, fast = app_documents(DEFAULT_INTERVAL), app_documents("2s")
+    assert [d["kind"] for d in fast] == [d["kind"] for d in default]
+    for before, after in zip(default, fast, strict=True):
+        if after["kind"] == "Canary":
+            assert after["spec"]["analysis"]["interval"] == "2s"
+            after["spec"]["analysis"]["interval"] = DEFAULT_INTERVAL
+        assert after == before
 
 
 def test_without_prometheus_the_demo_says_how_to_install_it() -> None:

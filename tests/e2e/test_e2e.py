@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+from canaryd.cli.controller_process import ControllerProcess
 from canaryd.sandbox.cluster import SandboxCluster
 from canaryd.sandbox.prometheus_server import find_binary
-from tests.e2e.controller_process import ControllerProcess
 from tests.runtime import world
 
 pytestmark = pytest.mark.e2e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,8 +15,10 @@ MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
 
 def kustomizations() -> list[Path]:
-    """Every directory under manifests/ that kustomize can build."""
-    return sorted(path.parent for path in MANIFESTS.rglob("kustomization.yaml"))
+    """Every directory under manifests/ that kustomize builds (crd/ and samples/ link into canaryd/data)."""
+    return sorted(
+        Path(root) for root, _, files in os.walk(MANIFESTS, followlinks=True) if "kustomization.yaml" in files
+    )
 
 
 def render(directory: Path) -> list[dict[str, Any]]:

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from canaryd.sandbox.apiserver import SandboxApiServer
-from canaryd.sandbox.resources import ResourceType
+from canaryd.sandbox.server.apiserver import SandboxApiServer
+from canaryd.sandbox.server.resources import ResourceType
 from tests.fixtures.sandbox import Kubectl
 from tests.manifests.rendering import MANIFESTS, render
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from canaryd.api.constants import API_VERSION
-from canaryd.sandbox.apiserver import SandboxApiServer
+from canaryd.sandbox.server.apiserver import SandboxApiServer
 from tests.manifests.rendering import MANIFESTS, render
 
 NAMESPACE = "shop"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from canaryd.sandbox.errors import ApiError
-from canaryd.sandbox.patching import merge_patch, strategic_merge_patch
-from canaryd.sandbox.selectors import labels_match, matches_label_selector, parse_label_selector
+from canaryd.sandbox.labels import labels_match, matches_label_selector
+from canaryd.sandbox.server.errors import ApiError
+from canaryd.sandbox.server.patching import merge_patch, strategic_merge_patch
+from canaryd.sandbox.server.selectors import parse_label_selector
 
 # The examples of RFC 7386, appendix A.
 RFC7386 = [

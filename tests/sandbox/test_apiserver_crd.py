@@ -8,8 +8,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from canaryd.sandbox.apiserver import SandboxApiServer
-from canaryd.sandbox.errors import ApiError
+from canaryd.sandbox.server.apiserver import SandboxApiServer
+from canaryd.sandbox.server.errors import ApiError
 
 # kubernetes_asyncio sends a dict body to custom objects as JSON Patch unless told otherwise
 # (a real API server then answers 400, and so does the sandbox): say merge patch explicitly.

@@ -8,7 +8,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from canaryd.sandbox.apiserver import SandboxApiServer
+from canaryd.sandbox.server.apiserver import SandboxApiServer
 from tests.fixtures.sandbox import deployment_manifest, service_manifest
 
 STALE = "the object has been modified; please apply your changes to the latest version and try again"

@@ -11,7 +11,7 @@ import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from canaryd.sandbox.apiserver import SandboxApiServer
+from canaryd.sandbox.server.apiserver import SandboxApiServer
 from tests.fixtures.sandbox import deployment_manifest
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"

@@ -11,8 +11,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from canaryd.sandbox.apiserver import SandboxApiServer
-from canaryd.sandbox.errors import ApiError
+from canaryd.sandbox.server.apiserver import SandboxApiServer
+from canaryd.sandbox.server.errors import ApiError
 from tests.fixtures.sandbox import deployment_manifest
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from canaryd.sandbox.apiserver import SandboxApiServer
+from canaryd.sandbox.server.apiserver import SandboxApiServer
 from tests.fixtures.sandbox import deployment_manifest, service_manifest
 from tests.sandbox.test_apiserver_crd import WIDGET_CRD
 

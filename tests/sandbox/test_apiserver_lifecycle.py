@@ -6,8 +6,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from canaryd.sandbox.apiserver import SandboxApiServer
-from canaryd.sandbox.errors import ApiError
+from canaryd.sandbox.server.apiserver import SandboxApiServer
+from canaryd.sandbox.server.errors import ApiError
 from tests.fixtures.sandbox import deployment_manifest, service_manifest
 
 
@@ -168,6 +168,19 @@ async def test_deleting_a_namespace_deletes_its_contents(
     assert caught.value.code == 403
     store.patch("configmaps", "held", {"metadata": {"finalizers": []}}, "team")
     assert not exists(store, "namespaces", "team", None)
+
+
+async def test_deleting_a_namespace_that_empties_at_once_succeeds(
+    sandbox_api: SandboxApiServer, sandbox_http
+) -> None:
+    store = sandbox_api.store
+    store.create("namespaces", {"metadata": {"name": "brief"}})
+    store.create("configmaps", {"metadata": {"name": "settings"}}, "brief")
+    async with sandbox_http.delete("/api/v1/namespaces/brief") as response:
+        assert response.status == 200, await response.text()
+        body = await response.json()
+    assert (body["kind"], body["status"], body["details"]["name"]) == ("Status", "Success", "brief")
+    assert not exists(store, "namespaces", "brief", None)
 
 
 async def test_delete_collection_with_selector(sandbox_api: SandboxApiServer, sandbox_http) -> None:

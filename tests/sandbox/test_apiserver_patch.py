@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from canaryd.sandbox.apiserver import SandboxApiServer
+from canaryd.sandbox.server.apiserver import SandboxApiServer
 from tests.fixtures.sandbox import deployment_manifest
 
 WEB = "/apis/apps/v1/namespaces/default/deployments/web"

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 from kubernetes_asyncio import client
 
-from canaryd.sandbox.apiserver import SandboxApiServer
-
-
-def deployment(name: str, image: str = "nginx:1.25", replicas: int = 1) -> dict:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}]},
-            },
-        },
-    }
+from canaryd.sandbox.server.apiserver import SandboxApiServer
+from tests.fixtures.sandbox import deployment_manifest
 
 
 async def test_kubernetes_asyncio_crud_round_trip(sandbox_api: SandboxApiServer, sandbox_k8s_client) -> None:
     apps = client.AppsV1Api(sandbox_k8s_client)
-    created = await apps.create_namespaced_deployment("default", deployment("web"))
+    created = await apps.create_namespaced_deployment("default", deployment_manifest("web"))
     assert created.metadata.uid and created.metadata.generation == 1
     fetched = await apps.read_namespaced_deployment("web", "default")
     assert fetched.spec.template.spec.containers[0].image == "nginx:1.25"
@@ -39,7 +24,8 @@ async def test_kubernetes_asyncio_crud_round_trip(sandbox_api: SandboxApiServer,
 async def test_kubectl_create_get_and_delete(sandbox_api: SandboxApiServer, kubectl) -> None:
     import json
 
-    (await kubectl("create", "--validate=false", "-f", "-", input=json.dumps(deployment("web")))).check()
+    manifest = json.dumps(deployment_manifest("web"))
+    (await kubectl("create", "--validate=false", "-f", "-", input=manifest)).check()
     listing = await kubectl("get", "deployments")
     assert listing.returncode == 0
     assert listing.stdout.split("\n")[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]

@@ -11,8 +11,8 @@ import pytest
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from canaryd.sandbox.apiserver import SandboxApiServer
-from canaryd.sandbox.errors import ApiError
+from canaryd.sandbox.server.apiserver import SandboxApiServer
+from canaryd.sandbox.server.errors import ApiError
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 

@@ -6,27 +6,19 @@ import asyncio
 import os
 import socket
 import urllib.request
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-from canaryd.api.constants import ANNOTATION_RPS
 from canaryd.sandbox.cluster import SandboxCluster
-from canaryd.sandbox.gateway import CONTROLLER_NAME
 from canaryd.sandbox.prometheus_server import PrometheusNotInstalledError
+from canaryd.sandbox.sim.gateway import CONTROLLER_NAME
+from canaryd.sandbox.sim.knobs import ANNOTATION_RPS
+from tests.fixtures.waiting import eventually
 
 GW_GROUP, GW_VERSION = "gateway.networking.k8s.io", "v1"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 def port_open(url: str) -> bool:

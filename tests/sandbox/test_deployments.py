@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from canaryd.api.constants import ANNOTATION_NEVER_READY
-from canaryd.sandbox.deployments import (
+from canaryd.sandbox.server.store import ObjectStore
+from canaryd.sandbox.sim.deployments import (
     DeploymentSimulator,
     Rollout,
     deployment_status,
@@ -17,7 +16,9 @@ from canaryd.sandbox.deployments import (
     next_rollout,
     pod_template_hash,
 )
-from canaryd.sandbox.store import ObjectStore
+from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY
+from canaryd.sandbox.store_view import StoreView
+from tests.fixtures.waiting import eventually
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 DELAY = 2.0
@@ -177,14 +178,6 @@ def test_max_unavailable_follows_the_strategy() -> None:
 # --------------------------------------------------------------------------- against the sandbox store
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 def stored(store: ObjectStore, name: str = "payments-api") -> dict[str, Any]:
     return store.get("deployments", name, "payments")
 
@@ -204,7 +197,7 @@ def rolled_out(store: ObjectStore, name: str = "payments-api") -> bool:
 async def test_simulator_converges_status_through_the_status_subresource() -> None:
     store = ObjectStore()
     store.ensure_namespace("payments")
-    simulator = DeploymentSimulator(store, ready_delay=0.05)
+    simulator = DeploymentSimulator(StoreView(store), ready_delay=0.05)
     simulator.start()
     try:
         body = deployment()
@@ -237,7 +230,8 @@ async def test_simulator_converges_status_through_the_status_subresource() -> No
 async def test_simulator_never_readies_a_marked_template_and_gives_up_at_the_deadline() -> None:
     store = ObjectStore()
     store.ensure_namespace("payments")
-    simulator = DeploymentSimulator(store, ready_delay=0.01, time_scale=0.001)  # 100 s deadline = 0.1 s
+    # a 100 s deadline takes 0.1 s
+    simulator = DeploymentSimulator(StoreView(store), ready_delay=0.01, time_scale=0.001)
     simulator.start()
     try:
         body = deployment(annotations={ANNOTATION_NEVER_READY: "true"}, progress_deadline=100, replicas=2)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from canaryd.sandbox.gateway import (
+from canaryd.sandbox.server.store import ObjectStore
+from canaryd.sandbox.sim.gateway import (
     CONTROLLER_NAME,
     GatewayWorld,
     SandboxGateway,
@@ -20,7 +20,8 @@ from canaryd.sandbox.gateway import (
     route_is_accepted,
     route_parent_statuses,
 )
-from canaryd.sandbox.store import ObjectStore
+from canaryd.sandbox.store_view import StoreView
+from tests.fixtures.waiting import eventually
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 GW = "gateway.networking.k8s.io"
@@ -462,14 +463,6 @@ def test_hostname_matching(pattern: str, hostname: str, expected: bool) -> None:
 # --------------------------------------------------------------------------- wired to the store
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 def route_conditions(
     store: ObjectStore,
     name: str = "payments-api",
@@ -511,7 +504,7 @@ def populate(store: ObjectStore) -> None:
 
 async def test_sandbox_gateway_follows_changes_in_the_store() -> None:
     store = ObjectStore()
-    gateway_controller = SandboxGateway(store, gateway_recount_delay=0.01)
+    gateway_controller = SandboxGateway(StoreView(store), gateway_recount_delay=0.01)
     gateway_controller.start()
     try:
         populate(store)
@@ -567,7 +560,7 @@ async def test_sandbox_gateway_follows_changes_in_the_store() -> None:
 
 async def test_sandbox_gateway_keeps_entries_written_by_other_controllers() -> None:
     store = ObjectStore()
-    gateway_controller = SandboxGateway(store, gateway_recount_delay=0.01)
+    gateway_controller = SandboxGateway(StoreView(store), gateway_recount_delay=0.01)
     gateway_controller.start()
     try:
         populate(store)
@@ -607,7 +600,7 @@ async def test_sandbox_gateway_keeps_entries_written_by_other_controllers() -> N
 
 async def test_sandbox_gateway_reevaluates_routes_when_another_namespace_changes() -> None:
     store = ObjectStore()
-    gateway_controller = SandboxGateway(store, gateway_recount_delay=0.01)
+    gateway_controller = SandboxGateway(StoreView(store), gateway_recount_delay=0.01)
     gateway_controller.start()
     try:
         populate(store)

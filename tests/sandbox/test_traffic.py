@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from canaryd.api.constants import ANNOTATION_ERROR_RATE, ANNOTATION_LATENCY_MS, ANNOTATION_RPS
 from canaryd.sandbox.cluster import SandboxCluster
-from canaryd.sandbox.gateway import CONTROLLER_NAME, GatewayWorld
-from canaryd.sandbox.store import ObjectStore
-from canaryd.sandbox.traffic import (
+from canaryd.sandbox.server.store import ObjectStore
+from canaryd.sandbox.sim.gateway import CONTROLLER_NAME, GatewayWorld
+from canaryd.sandbox.sim.knobs import ANNOTATION_ERROR_RATE, ANNOTATION_LATENCY_MS, ANNOTATION_RPS
+from canaryd.sandbox.sim.traffic import (
     ANNOTATION_HEADER_SHARE,
     DURATION_BUCKETS,
     LATENCY_MULTIPLIERS,
@@ -27,6 +25,8 @@ from canaryd.sandbox.traffic import (
     plan_traffic,
     render_text,
 )
+from canaryd.sandbox.store_view import StoreView
+from tests.fixtures.waiting import eventually
 
 GW = "gateway.networking.k8s.io"
 ACCEPTED_STATUS = {
@@ -294,14 +294,6 @@ def test_fast_exposition_is_identical_to_prometheus_client_output() -> None:
 # --------------------------------------------------------------------------- through a real Prometheus
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
 def populate(store: ObjectStore) -> None:
     store.ensure_namespace("payments")
     store.create(
@@ -353,7 +345,7 @@ async def test_simulator_replans_when_routes_services_deployments_or_grants_chan
     store = ObjectStore()
     store.ensure_namespace("payments")
     store.ensure_namespace("shared")
-    traffic = TrafficSimulator(store)
+    traffic = TrafficSimulator(StoreView(store))
     await traffic.start()
     try:
         store.create(

@@ -10,7 +10,7 @@ store adds its served versions here, and deleting it removes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -106,6 +106,47 @@ _CORE_EVENT_FIELDS = (
     "source",
     "type",
 )
+
+def _gateway_api(
+    version: str,
+    plural: str,
+    kind: str,
+    namespaced: bool,
+    short_names: tuple[str, ...] = (),
+    *,
+    status: bool = True,
+    columns: tuple[PrinterColumn, ...] = (),
+) -> ResourceType:
+    """A Gateway API kind: built in here, a custom resource (category gateway-api) on a real cluster."""
+    return ResourceType(
+        _GW, version, plural, kind, namespaced, kind.lower(), short_names, ("gateway-api",),
+        has_status=status, printer_columns=columns, custom_resource=True,
+    )  # fmt: skip
+
+
+_HOSTNAMES = _col("Hostnames", ".spec.hostnames")
+_GATEWAY_API_V1 = (
+    _gateway_api(
+        "v1", "gatewayclasses", "GatewayClass", False, ("gc",),
+        columns=(
+            _col("Controller", ".spec.controllerName"),
+            _col("Accepted", '.status.conditions[?(@.type=="Accepted")].status'),
+            _AGE,
+            _col("Description", ".spec.description", priority=1),
+        ),
+    ),
+    _gateway_api(
+        "v1", "gateways", "Gateway", True, ("gtw",),
+        columns=(
+            _col("Class", ".spec.gatewayClassName"),
+            _col("Address", ".status.addresses[*].value"),
+            _col("Programmed", '.status.conditions[?(@.type=="Programmed")].status'),
+            _AGE,
+        ),
+    ),
+    _gateway_api("v1", "httproutes", "HTTPRoute", True, columns=(_HOSTNAMES, _AGE)),
+    _gateway_api("v1", "grpcroutes", "GRPCRoute", True, columns=(_HOSTNAMES, _AGE)),
+)  # fmt: skip
 
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ResourceType(
@@ -207,117 +248,12 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         has_status=True,
         strategic_merge=True,
     ),
-    ResourceType(
-        _GW,
-        "v1",
-        "gatewayclasses",
-        "GatewayClass",
-        False,
-        "gatewayclass",
-        ("gc",),
-        ("gateway-api",),
-        has_status=True,
-        printer_columns=(
-            _col("Controller", ".spec.controllerName"),
-            _col("Accepted", '.status.conditions[?(@.type=="Accepted")].status'),
-            _AGE,
-            _col("Description", ".spec.description", priority=1),
-        ),
-        custom_resource=True,
+    *_GATEWAY_API_V1,
+    _gateway_api(
+        "v1beta1", "referencegrants", "ReferenceGrant", True, ("refgrant",), status=False, columns=(_AGE,)
     ),
-    ResourceType(
-        _GW,
-        "v1",
-        "gateways",
-        "Gateway",
-        True,
-        "gateway",
-        ("gtw",),
-        ("gateway-api",),
-        has_status=True,
-        printer_columns=(
-            _col("Class", ".spec.gatewayClassName"),
-            _col("Address", ".status.addresses[*].value"),
-            _col("Programmed", '.status.conditions[?(@.type=="Programmed")].status'),
-            _AGE,
-        ),
-        custom_resource=True,
-    ),
-    ResourceType(
-        _GW,
-        "v1",
-        "httproutes",
-        "HTTPRoute",
-        True,
-        "httproute",
-        (),
-        ("gateway-api",),
-        has_status=True,
-        printer_columns=(_col("Hostnames", ".spec.hostnames"), _AGE),
-        custom_resource=True,
-    ),
-    ResourceType(
-        _GW,
-        "v1",
-        "grpcroutes",
-        "GRPCRoute",
-        True,
-        "grpcroute",
-        (),
-        ("gateway-api",),
-        has_status=True,
-        printer_columns=(_col("Hostnames", ".spec.hostnames"), _AGE),
-        custom_resource=True,
-    ),
-    ResourceType(
-        _GW,
-        "v1beta1",
-        "referencegrants",
-        "ReferenceGrant",
-        True,
-        "referencegrant",
-        ("refgrant",),
-        ("gateway-api",),
-        printer_columns=(_AGE,),
-        custom_resource=True,
-    ),
-    # The standard channel still serves v1beta1 of the older Gateway API kinds.
-    ResourceType(
-        _GW,
-        "v1beta1",
-        "gatewayclasses",
-        "GatewayClass",
-        False,
-        "gatewayclass",
-        ("gc",),
-        ("gateway-api",),
-        has_status=True,
-        custom_resource=True,
-    ),
-    ResourceType(
-        _GW,
-        "v1beta1",
-        "gateways",
-        "Gateway",
-        True,
-        "gateway",
-        ("gtw",),
-        ("gateway-api",),
-        has_status=True,
-        custom_resource=True,
-    ),
-    ResourceType(
-        _GW,
-        "v1beta1",
-        "httproutes",
-        "HTTPRoute",
-        True,
-        "httproute",
-        (),
-        ("gateway-api",),
-        has_status=True,
-        custom_resource=True,
-    ),
+    # The standard channel still serves v1beta1 of the older Gateway API kinds (without printer columns).
+    *(replace(t, version="v1beta1", printer_columns=()) for t in _GATEWAY_API_V1 if t.kind != "GRPCRoute"),
 )
 
 #: The version each group prefers (listed first in discovery).
@@ -332,9 +268,7 @@ _PREFERRED = {
 
 
 def _with_gateway_schema(resource_type: ResourceType) -> ResourceType:
-    from dataclasses import replace
-
-    from canaryd.sandbox.gateway_schemas import SCHEMAS
+    from canaryd.sandbox.server.gateway_schemas import SCHEMAS
 
     if resource_type.group != _GW or resource_type.kind not in SCHEMAS:
         return resource_type
@@ -361,10 +295,6 @@ class ResourceRegistry:
             del self._types[(resource_type.group, resource_type.version, resource_type.plural)]
         self._resolved.clear()
         return removed
-
-    def set_preferred_version(self, group: str, version: str) -> None:
-        self._preferred_version[group] = version
-        self._resolved.clear()
 
     def get(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._types.get((group, version, plural))

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from canaryd.api.durations import human_duration
-from canaryd.sandbox.resources import PrinterColumn, ResourceType
+from canaryd.api.timestamps import parse_rfc3339
+from canaryd.sandbox.server.resources import PrinterColumn, ResourceType
 
 _NAME_DESCRIPTION = (
     "Name must be unique within a namespace. Is required when creating resources, although some resources "
@@ -98,9 +99,8 @@ def _literal(text: str) -> Any:
 def age(timestamp: str | None, now: datetime) -> str:
     if not timestamp:
         return "<unknown>"
-    try:
-        created = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
+    created = parse_rfc3339(timestamp)
+    if created is None:
         return "<unknown>"
     return human_duration((now - created).total_seconds())
 

@@ -1,20 +1,27 @@
-"""Watches on the sandbox store: what `?watch=1` streams and what simulators iterate.
+"""The sandbox store's change feed: the event history, open watches and subscribers.
 
-A watch sees the events of one resource (optionally one namespace) through
-its label and field selectors with the real server's semantics: an object
-that starts matching arrives as ADDED, one that stops matching as DELETED.
-Events are queued per watch so a slow reader never blocks a writer.
+Every committed change becomes a `StoreEvent` in a bounded history (so a
+watch can resume from a resourceVersion, and one older than the history gets
+410 Gone), is offered to the open watches of its resource and is handed to
+the store's subscribers. A watch sees the events of one resource (optionally
+one namespace) through its label and field selectors with the real server's
+semantics: an object that starts matching arrives as ADDED, one that stops
+matching as DELETED. Events are queued per watch so a slow reader never
+blocks a writer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from canaryd.sandbox.selectors import FieldRequirement, Requirement, fields_match, labels_match
+from canaryd.sandbox.labels import Requirement, labels_match
+from canaryd.sandbox.server.selectors import FieldRequirement, fields_match
 
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
@@ -44,6 +51,8 @@ class WatchEvent:
 
 
 _CLOSED = object()
+
+log = logging.getLogger(__name__)
 
 
 class Watch:
@@ -165,3 +174,74 @@ class Watch:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+StorageKey = tuple[str, str]
+
+
+class ChangeFeed:
+    """Where committed changes go: the bounded history, the open watches and the subscribers."""
+
+    def __init__(self, history_limit: int) -> None:
+        self._history: deque[StoreEvent] = deque(maxlen=max(1, history_limit))
+        self._compacted_rv = 0
+        self._watches: dict[StorageKey, set[Watch]] = {}
+        self._subscribers: list[Callable[[StoreEvent], None]] = []
+
+    @property
+    def oldest_resource_version(self) -> int:
+        """Watches may resume from this resourceVersion or any later one (older ones get 410 Gone)."""
+        return self._compacted_rv
+
+    def publish(self, event: StoreEvent) -> None:
+        if len(self._history) == self._history.maxlen:
+            self._compacted_rv = self._history[0].resource_version
+        self._history.append(event)
+        for watch in list(self._watches.get(event.storage_key, ())):
+            watch.offer(event)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a faulty subscriber must not break writes
+                log.exception("store subscriber failed")
+
+    def since(self, storage_key: StorageKey, resource_version: int) -> Iterable[StoreEvent]:
+        """The kept events of one resource after ``resource_version`` (see `oldest_resource_version`)."""
+        return [
+            e for e in self._history if e.resource_version > resource_version and e.storage_key == storage_key
+        ]
+
+    def add_watch(self, watch: Watch) -> None:
+        if watch.storage_key is not None:
+            self._watches.setdefault(watch.storage_key, set()).add(watch)
+
+    def forget_watch(self, watch: Watch) -> None:
+        if watch.storage_key is not None:
+            self._watches.get(watch.storage_key, set()).discard(watch)
+
+    def open_watch_count(self) -> int:
+        return sum(len(w) for w in self._watches.values())
+
+    def close_watches(self, storage_keys: Iterable[StorageKey] | None = None) -> int:
+        """Close the open watches of these resources (all when None); returns how many were closed."""
+        closed = 0
+        for key in list(self._watches) if storage_keys is None else storage_keys:
+            for watch in list(self._watches.get(key, ())):
+                watch.close()
+                closed += 1
+        return closed
+
+    def drop(self, storage_key: StorageKey) -> None:
+        """Close and forget every watch of a resource that is no longer served."""
+        for watch in list(self._watches.pop(storage_key, ())):
+            watch.close()
+
+    def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` synchronously with every change; returns the function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe

@@ -160,10 +160,6 @@ def gone(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
 
 
-def not_acceptable(message: str) -> ApiError:
-    return ApiError(406, "NotAcceptable", message)
-
-
 def internal(message: str) -> ApiError:
     return ApiError(
         500, "InternalError", f"Internal error occurred: {message}", causes=[{"message": message}]

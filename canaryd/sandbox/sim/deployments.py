@@ -25,9 +25,9 @@ Model (kept simple on purpose):
   (RollingUpdate's maxUnavailable, default 25% rounded down; 0 for Recreate).
 
 The status computation is pure (`next_rollout`, `deployment_status`,
-`next_change_at`); `DeploymentSimulator` runs it against the sandbox store and
-writes through the status subresource, so resourceVersion and generation
-behave as on a real cluster.
+`next_change_at`); `DeploymentSimulator` runs it against a `ClusterView` (the
+sandbox's store in-process, or any API server) and writes through the status
+subresource, so resourceVersion and generation behave as on a real cluster.
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from canaryd.api.constants import ANNOTATION_NEVER_READY
+from canaryd.api.timestamps import format_rfc3339
+from canaryd.sandbox.sim.cluster_view import DEPLOYMENTS, Change, ClusterView, name_of
+from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,6 @@ Obj = Mapping[str, Any]
 
 # kube's "safe" alphabet for generated names: no vowels, no look-alike characters.
 _SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pod_template_hash(template: Obj | None) -> str:
@@ -155,7 +153,7 @@ def _condition(
     type_: str, status: bool, reason: str, message: str, now: datetime, previous: Sequence[Obj]
 ) -> dict[str, Any]:
     status_text = "True" if status else "False"
-    transition = update = rfc3339(now)
+    transition = update = format_rfc3339(now.replace(microsecond=0))  # metav1.Time: whole seconds
     for old in previous:
         if old.get("type") != type_:
             continue
@@ -277,28 +275,25 @@ def next_change_at(
     return min(future) if future else None
 
 
-DEPLOYMENTS_KEY = ("apps", "deployments")
-
-
 class DeploymentSimulator:
-    """Runs the status computation for every Deployment in a sandbox store.
+    """Runs the status computation for every Deployment a `ClusterView` shows.
 
-    Reacts to store changes (through `store.subscribe`) and wakes itself up
-    when a status is due to change (pods becoming ready, a deadline passing).
-    Start and stop it inside a running event loop::
+    Reacts to Deployment changes and wakes itself up when a status is due to
+    change (pods becoming ready, a deadline passing). Start and stop it inside
+    a running event loop::
 
-        simulator = DeploymentSimulator(store, ready_delay=0.2)
+        simulator = DeploymentSimulator(StoreView(store), ready_delay=0.2)
         simulator.start()
         ...
         simulator.stop()
     """
 
     def __init__(
-        self, store: Any, *, ready_delay: float = DEFAULT_READY_DELAY, time_scale: float = 1.0
+        self, view: ClusterView, *, ready_delay: float = DEFAULT_READY_DELAY, time_scale: float = 1.0
     ) -> None:
         if ready_delay < 0 or time_scale <= 0:
             raise ValueError("ready_delay must be >= 0 and time_scale > 0")
-        self.store = store
+        self.view = view
         self.ready_delay = ready_delay
         self.time_scale = time_scale
         self.status_writes = 0
@@ -306,31 +301,26 @@ class DeploymentSimulator:
         self._dirty: set[tuple[str, str]] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._flush_scheduled = False
-        self._unsubscribe: Any = None
+        self._stop_watching: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._unsubscribe = self.store.subscribe(self._on_event)
-        items, _ = self.store.list_refs("deployments")
-        for item in items:
-            metadata = item.get("metadata") or {}
-            self._mark((metadata.get("namespace", ""), metadata.get("name", "")))
+        self._stop_watching = self.view.watch([DEPLOYMENTS], self._on_change)
+        for item in self.view.list(DEPLOYMENTS):
+            self._mark(name_of(item))
 
     def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        if self._stop_watching is not None:
+            self._stop_watching()
+            self._stop_watching = None
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         self._loop = None
 
-    def _on_event(self, event: Any) -> None:
-        if event.storage_key != DEPLOYMENTS_KEY:
-            return
-        metadata = event.obj.get("metadata") or {}
-        self._mark((metadata.get("namespace", ""), metadata.get("name", "")))
+    def _on_change(self, change: Change) -> None:
+        self._mark(name_of(change.obj))
 
     def _mark(self, key: tuple[str, str]) -> None:
         self._dirty.add(key)
@@ -353,15 +343,14 @@ class DeploymentSimulator:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
-        try:
-            deployment = self.store.get_ref("deployments", name, namespace)
-        except Exception:  # gone
+        deployment = self.view.get(DEPLOYMENTS, namespace, name)
+        if deployment is None:  # gone
             self._rollouts.pop(key, None)
             return
         metadata = deployment.get("metadata") or {}
         if (deployment.get("spec") or {}).get("paused"):
             return
-        now = self.store.now()
+        now = self.view.now()
         uid = metadata.get("uid", "")
         remembered = self._rollouts.get(key)
         previous = remembered[1] if remembered is not None and remembered[0] == uid else None
@@ -370,19 +359,7 @@ class DeploymentSimulator:
         status = deployment_status(
             deployment, rollout, now, ready_delay=self.ready_delay, time_scale=self.time_scale
         )
-        if status != deployment.get("status"):
-            self.store.update_status(
-                "deployments",
-                {
-                    "metadata": {
-                        "name": name,
-                        "namespace": namespace,
-                        "resourceVersion": metadata.get("resourceVersion"),
-                    },
-                    "status": status,
-                },
-                namespace,
-            )
+        if status != deployment.get("status") and self.view.write_status(DEPLOYMENTS, deployment, status):
             self.status_writes += 1
         due = next_change_at(
             deployment, rollout, now, ready_delay=self.ready_delay, time_scale=self.time_scale

@@ -37,16 +37,16 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from canaryd.sandbox import discovery, errors, kinds, protobuf
-from canaryd.sandbox.audit import AuditEntry, AuditLog
-from canaryd.sandbox.errors import ApiError
-from canaryd.sandbox.faults import FaultInjector
-from canaryd.sandbox.kubeconfig import write_kubeconfig
-from canaryd.sandbox.patching import APPLY_PATCH, PATCH_TYPES
-from canaryd.sandbox.resources import ResourceType
-from canaryd.sandbox.store import ObjectStore
-from canaryd.sandbox.tables import render_table
-from canaryd.sandbox.watch import BOOKMARK, ERROR
+from canaryd.sandbox.server import discovery, errors, kinds, protobuf
+from canaryd.sandbox.server.audit import AuditEntry, AuditLog
+from canaryd.sandbox.server.errors import ApiError
+from canaryd.sandbox.server.faults import FaultInjector
+from canaryd.sandbox.server.kubeconfig import write_kubeconfig
+from canaryd.sandbox.server.patching import APPLY_PATCH, PATCH_TYPES
+from canaryd.sandbox.server.resources import ResourceType
+from canaryd.sandbox.server.store import ObjectStore
+from canaryd.sandbox.server.tables import render_table
+from canaryd.sandbox.server.watch import BOOKMARK, ERROR
 
 log = logging.getLogger(__name__)
 
@@ -706,7 +706,7 @@ class SandboxApiServer:
             if content_type not in PATCH_TYPES:
                 raise errors.unsupported_media_type(content_type)
             info.patch_type = content_type
-            from canaryd.sandbox.patching import apply_patch
+            from canaryd.sandbox.server.patching import apply_patch
 
             desired = apply_patch(scale, body, content_type)
         else:

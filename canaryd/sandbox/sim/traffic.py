@@ -59,7 +59,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,17 +68,25 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from canaryd.api.constants import (
+from canaryd.api.constants import GRPC_ROUTE, HTTP_ROUTE
+from canaryd.sandbox.labels import matches_label_selector
+from canaryd.sandbox.sim.cluster_view import (
+    DEPLOYMENTS,
+    REFERENCE_GRANTS,
+    ROUTE_KINDS,
+    SERVICES,
+    Change,
+    ClusterView,
+    Obj,
+    name_of,
+)
+from canaryd.sandbox.sim.gateway import GatewayWorld, backend_ref_problem, route_is_accepted
+from canaryd.sandbox.sim.knobs import (
     ANNOTATION_ERROR_RATE,
     ANNOTATION_HEADER_SHARE,
     ANNOTATION_LATENCY_MS,
     ANNOTATION_RPS,
-    GATEWAY_GROUP,
-    GRPC_ROUTE,
-    HTTP_ROUTE,
 )
-from canaryd.sandbox.gateway import GatewayWorld, backend_ref_problem, route_is_accepted
-from canaryd.sandbox.selectors import matches_label_selector
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +121,6 @@ DURATION_BUCKETS: tuple[float, ...] = (
     5.0,
 )
 
-Obj = Mapping[str, Any]
 Key = tuple[str, str]
 
 
@@ -494,29 +501,17 @@ def flows_by_series(plans: Sequence[RoutePlan]) -> dict[tuple[str, str, str, str
 
 # --------------------------------------------------------------------------- the running simulator
 
-_ROUTE_KINDS_BY_KEY: Mapping[tuple[str, str], str] = {
-    (GATEWAY_GROUP, "httproutes"): HTTP_ROUTE,
-    (GATEWAY_GROUP, "grpcroutes"): GRPC_ROUTE,
-}
-_SERVICES = ("", "services")
-_DEPLOYMENTS = ("apps", "deployments")
-_GRANTS = (GATEWAY_GROUP, "referencegrants")
 RouteKey = tuple[str, str, str]  # (kind, namespace, name)
-
-
-def _name_of(obj: Obj) -> tuple[str, str]:
-    metadata = obj.get("metadata") or {}
-    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
 def _route_namespaces(route: Obj) -> set[str]:
     """The namespaces whose objects decide how a route's traffic splits."""
-    return {_name_of(route)[0]} | {namespace for namespace, _ in _route_services(route)}
+    return {name_of(route)[0]} | {namespace for namespace, _ in _route_services(route)}
 
 
 def _route_services(route: Obj) -> set[tuple[str, str]]:
     """(namespace, name) of every Service a route's rules send traffic to."""
-    namespace = _name_of(route)[0]
+    namespace = name_of(route)[0]
     return {
         (str(ref.get("namespace") or namespace), str(ref.get("name") or ""))
         for rule in (route.get("spec") or {}).get("rules") or []
@@ -530,17 +525,17 @@ def _template_labels(deployment: Obj | None) -> Mapping[str, Any]:
 
 
 class TrafficSimulator:
-    """Sends simulated traffic through the sandbox store's accepted routes and serves /metrics.
+    """Sends simulated traffic through the accepted routes a `ClusterView` shows, and serves /metrics.
 
     Start and stop it inside a running event loop::
 
-        traffic = TrafficSimulator(store, tick_interval=0.1)
+        traffic = TrafficSimulator(StoreView(store), tick_interval=0.1)
         await traffic.start()          # binds 127.0.0.1:port (0 = a free port)
         print(traffic.metrics_url)     # http://127.0.0.1:PORT/metrics
         await traffic.stop()
 
     It keeps its own index of routes, Services, Deployments and ReferenceGrants
-    from store events, and re-plans only the routes a change can affect: those
+    from watched changes, and re-plans only the routes a change can affect: those
     naming a changed Service, or a Service whose selector picks a changed
     Deployment (a ReferenceGrant re-plans its namespace's routes). The cost of
     a change therefore grows with the Services of its namespace, not with the
@@ -550,7 +545,7 @@ class TrafficSimulator:
 
     def __init__(
         self,
-        store: Any,
+        view: ClusterView,
         *,
         tick_interval: float = DEFAULT_TICK_INTERVAL,
         host: str = "127.0.0.1",
@@ -559,7 +554,7 @@ class TrafficSimulator:
     ) -> None:
         if tick_interval <= 0:
             raise ValueError("tick_interval must be positive")
-        self.store = store
+        self.view = view
         self.tick_interval = tick_interval
         self.host = host
         self.port = port
@@ -581,7 +576,7 @@ class TrafficSimulator:
         self._plans: dict[RouteKey, RoutePlan] = {}
         self._dirty_namespaces: set[str] = set()
         self._dirty_routes: set[RouteKey] = set()
-        self._unsubscribe: Any = None
+        self._stop_watching: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._last_tick: float | None = None
@@ -603,7 +598,9 @@ class TrafficSimulator:
 
     async def start(self) -> None:
         self._load()
-        self._unsubscribe = self.store.subscribe(self._on_event)
+        self._stop_watching = self.view.watch(
+            [*ROUTE_KINDS, SERVICES, DEPLOYMENTS, REFERENCE_GRANTS], self._on_change
+        )
         app = web.Application()
         app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/healthz", self._serve_health)
@@ -618,9 +615,9 @@ class TrafficSimulator:
         self._task = asyncio.create_task(self._run(), name="sandbox-traffic")
 
     async def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        if self._stop_watching is not None:
+            self._stop_watching()
+            self._stop_watching = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -633,16 +630,16 @@ class TrafficSimulator:
     # -- the index -------------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        for key, kind in _ROUTE_KINDS_BY_KEY.items():
-            for route in self.store.list_refs(f"{key[1]}.{GATEWAY_GROUP}")[0]:
-                self._put_route((kind, *_name_of(route)), route)
-        for service in self.store.list_refs("services")[0]:
-            self._put_service(_name_of(service), service)
-        for deployment in self.store.list_refs("deployments")[0]:
-            namespace, name = _name_of(deployment)
+        for resource, kind in ROUTE_KINDS.items():
+            for route in self.view.list(resource):
+                self._put_route((kind, *name_of(route)), route)
+        for service in self.view.list(SERVICES):
+            self._put_service(name_of(service), service)
+        for deployment in self.view.list(DEPLOYMENTS):
+            namespace, name = name_of(deployment)
             self._deployments.setdefault(namespace, {})[name] = deployment
-        for grant in self.store.list_refs(f"referencegrants.{GATEWAY_GROUP}")[0]:
-            self._grants[_name_of(grant)] = grant
+        for grant in self.view.list(REFERENCE_GRANTS):
+            self._grants[name_of(grant)] = grant
 
     def _put_service(self, key: tuple[str, str], service: Obj | None) -> None:
         namespace, name = key
@@ -682,35 +679,32 @@ class TrafficSimulator:
             self._routes_by_service.setdefault(service_key, set()).add(key)
         self._dirty_routes.add(key)
 
-    def _on_event(self, event: Any) -> None:
-        storage_key = event.storage_key
-        deleted = event.type == "DELETED"
-        obj = event.obj
-        namespace, name = _name_of(obj)
-        kind = _ROUTE_KINDS_BY_KEY.get(storage_key)
+    def _on_change(self, change: Change) -> None:
+        resource = change.resource
+        deleted = change.type == "DELETED"
+        obj = change.obj
+        namespace, name = name_of(obj)
+        kind = ROUTE_KINDS.get(resource)
         if kind is not None:
             self._put_route((kind, namespace, name), None if deleted else obj)
             return
-        if storage_key == _SERVICES:
+        if resource == SERVICES:
             self._put_service((namespace, name), None if deleted else obj)
             self._dirty_routes |= self._routes_by_service.get((namespace, name), set())
             return
-        if storage_key == _DEPLOYMENTS:
+        if resource == DEPLOYMENTS:
             if deleted:
                 self._deployments.get(namespace, {}).pop(name, None)
             else:
                 self._deployments.setdefault(namespace, {})[name] = obj
             # Old and new pod labels: a Deployment may move from one Service's selector to another's.
-            for labels in (_template_labels(getattr(event, "old", None)), _template_labels(obj)):
+            for labels in (_template_labels(change.old), _template_labels(obj)):
                 self._dirty_routes |= self._routes_selecting(namespace, labels)
             return
-        if storage_key == _GRANTS:
-            if deleted:
-                self._grants.pop((namespace, name), None)
-            else:
-                self._grants[(namespace, name)] = obj
+        if deleted:
+            self._grants.pop((namespace, name), None)
         else:
-            return
+            self._grants[(namespace, name)] = obj
         self._dirty_namespaces.add(namespace)
 
     def _replan(self) -> None:

@@ -16,7 +16,8 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from canaryd.sandbox.errors import ApiError
+from canaryd.api.timestamps import format_rfc3339
+from canaryd.sandbox.server.errors import ApiError
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 _MAGIC = b"k8s\x00"
@@ -241,7 +242,7 @@ def _decode(data: bytes, table: Table, path: str) -> dict[str, Any]:
             parts = {n: v for n, _w, v in _fields(value)}
             if not parts.get(1):
                 continue
-            obj[name] = datetime.fromtimestamp(_signed(parts.get(1, 0)), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            obj[name] = format_rfc3339(datetime.fromtimestamp(_signed(parts.get(1, 0)), UTC))
         elif kind == "intstr":
             parts = {n: v for n, _w, v in _fields(value)}
             obj[name] = bytes(parts[3]).decode() if parts.get(1) == 1 else _signed(parts.get(2, 0))

@@ -2,9 +2,8 @@
 
 Lists and watches filter with these, as a real API server does, so the
 controller's label-scoped caches and kubectl's `-l` and `--field-selector`
-behave the same here. `matches_label_selector` also evaluates the structured
-form (`matchLabels`/`matchExpressions`) the simulators need to find which
-Deployment a Service selects.
+behave the same here. What a parsed label requirement matches is defined in
+``canaryd.sandbox.labels``, which the simulators share.
 """
 
 from __future__ import annotations
@@ -14,28 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from canaryd.sandbox.errors import ApiError, bad_request
-
-
-@dataclass(frozen=True)
-class Requirement:
-    key: str
-    operator: str  # "=", "!=", "in", "notin", "exists", "!exists"
-    values: frozenset[str] = frozenset()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        present = self.key in labels
-        value = labels.get(self.key)
-        if self.operator == "exists":
-            return present
-        if self.operator == "!exists":
-            return not present
-        if self.operator in ("=", "in"):
-            return present and value in self.values
-        if self.operator in ("!=", "notin"):
-            return not present or value not in self.values
-        return False
-
+from canaryd.sandbox.labels import Requirement
+from canaryd.sandbox.server.errors import bad_request
 
 _KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
 _VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
@@ -85,11 +64,6 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
     return requirements
 
 
-def labels_match(requirements: list[Requirement], labels: Mapping[str, str] | None) -> bool:
-    labels = labels or {}
-    return all(r.matches(labels) for r in requirements)
-
-
 @dataclass(frozen=True)
 class FieldRequirement:
     path: str
@@ -130,41 +104,3 @@ def field_value(obj: Mapping[str, Any], path: str) -> str:
 
 def fields_match(requirements: list[FieldRequirement], obj: Mapping[str, Any]) -> bool:
     return all((field_value(obj, r.path) == r.value) == r.equal for r in requirements)
-
-
-def matches_label_selector(selector: Mapping[str, Any] | None, labels: Mapping[str, str] | None) -> bool:
-    """Evaluate a structured LabelSelector (matchLabels + matchExpressions) against labels.
-
-    An empty selector matches everything, a missing (None) one matches nothing, as for Deployments.
-    """
-    if selector is None:
-        return False
-    labels = labels or {}
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expression in selector.get("matchExpressions") or []:
-        operator = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}.get(
-            expression.get("operator", "")
-        )
-        if operator is None:
-            return False
-        requirement = Requirement(
-            expression.get("key", ""), operator, frozenset(expression.get("values") or ())
-        )
-        if not requirement.matches(labels):
-            return False
-    return True
-
-
-__all__ = [
-    "ApiError",
-    "FieldRequirement",
-    "Requirement",
-    "field_value",
-    "fields_match",
-    "labels_match",
-    "matches_label_selector",
-    "parse_field_selector",
-    "parse_label_selector",
-]

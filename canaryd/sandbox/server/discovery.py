@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from canaryd.sandbox.resources import ResourceRegistry, ResourceType
+from canaryd.sandbox.server.resources import ResourceRegistry, ResourceType
 
 KUBERNETES_VERSION = {
     "major": "1",

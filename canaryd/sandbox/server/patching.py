@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 
 import jsonpatch
 
-from canaryd.sandbox.errors import ApiError, bad_request, unprocessable
+from canaryd.sandbox.server.errors import ApiError, bad_request, unprocessable
 
 _Json = TypeVar("_Json")
 

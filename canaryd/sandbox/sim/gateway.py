@@ -13,7 +13,7 @@ a Service (`InvalidKind`), or across namespaces without a ReferenceGrant
 (`RefNotPermitted`). Reasons and messages follow the Gateway API spec.
 
 The decisions are pure functions over a `GatewayWorld` snapshot (tested without
-a server); `SandboxGateway` wires them to the sandbox store, re-evaluating when
+a server); `SandboxGateway` wires them to a `ClusterView`, re-evaluating when
 routes, gateways, gateway classes, services, namespaces or reference grants
 change. It owns only the `status.parents` entries carrying its controllerName,
 and leaves entries written by other controllers untouched.
@@ -29,13 +29,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from canaryd.api.constants import GATEWAY_GROUP, GRPC_ROUTE, HTTP_ROUTE
-from canaryd.sandbox.selectors import matches_label_selector
+from canaryd.api.timestamps import format_rfc3339
+from canaryd.sandbox.labels import matches_label_selector
+from canaryd.sandbox.sim.cluster_view import (
+    GATEWAY_CLASSES,
+    GATEWAYS,
+    NAMESPACES,
+    REFERENCE_GRANTS,
+    ROUTE_KINDS,
+    ROUTE_RESOURCES,
+    SERVICES,
+    Change,
+    ClusterView,
+    Obj,
+    Resource,
+    name_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +81,6 @@ REASON_BACKEND_NOT_FOUND = "BackendNotFound"
 REASON_REF_NOT_PERMITTED = "RefNotPermitted"
 REASON_INVALID_KIND = "InvalidKind"
 
-ROUTE_KINDS = (HTTP_ROUTE, GRPC_ROUTE)
 #: Listener protocols the sandbox serves, and the route kinds each one carries.
 PROTOCOL_ROUTE_KINDS: Mapping[str, tuple[str, ...]] = {
     "HTTP": (HTTP_ROUTE, GRPC_ROUTE),
@@ -74,15 +88,10 @@ PROTOCOL_ROUTE_KINDS: Mapping[str, tuple[str, ...]] = {
 }
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
-Obj = Mapping[str, Any]
 Key = tuple[str, str]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _meta(obj: Obj) -> Obj:
@@ -105,7 +114,7 @@ def condition(
 ) -> dict[str, Any]:
     """A metav1.Condition; lastTransitionTime is kept from `previous` when the status did not change."""
     status_text = "True" if status else "False"
-    transition = rfc3339(now)
+    transition = format_rfc3339(now.replace(microsecond=0))  # metav1.Time: whole seconds
     for old in previous or ():
         if old.get("type") == type_ and old.get("status") == status_text and old.get("lastTransitionTime"):
             transition = str(old["lastTransitionTime"])
@@ -672,26 +681,18 @@ def gateway_status(
     }
 
 
-# --------------------------------------------------------------------------- wiring to the store
+# --------------------------------------------------------------------------- wiring to a cluster
 
-_ROUTE_RESOURCES: Mapping[str, str] = {HTTP_ROUTE: "httproutes", GRPC_ROUTE: "grpcroutes"}
-_ROUTE_KINDS_BY_KEY: Mapping[Key, str] = {
-    (GATEWAY_GROUP, "httproutes"): HTTP_ROUTE,
-    (GATEWAY_GROUP, "grpcroutes"): GRPC_ROUTE,
-}
-_GATEWAY_CLASSES = (GATEWAY_GROUP, "gatewayclasses")
-_GATEWAYS = (GATEWAY_GROUP, "gateways")
-_GRANTS = (GATEWAY_GROUP, "referencegrants")
-_SERVICES = ("", "services")
-_NAMESPACES = ("", "namespaces")
+#: What route status depends on besides the routes themselves.
+_WORLD_RESOURCES = (GATEWAY_CLASSES, GATEWAYS, REFERENCE_GRANTS, SERVICES, NAMESPACES)
 RouteKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
-def _only_status_changed(event: Any) -> bool:
-    """A MODIFIED event whose spec, labels and generation did not change (e.g. a status write)."""
-    if event.type != "MODIFIED" or event.old is None:
+def _only_status_changed(change: Change) -> bool:
+    """A MODIFIED change whose spec, labels and generation did not change (e.g. a status write)."""
+    if change.type != "MODIFIED" or change.old is None:
         return False
-    old, new = event.old, event.obj
+    old, new = change.old, change.obj
     return (
         old.get("spec") == new.get("spec")
         and _meta(old).get("labels") == _meta(new).get("labels")
@@ -707,10 +708,10 @@ def _route_namespaces(route: Obj) -> set[str]:
 
 
 class SandboxGateway:
-    """Keeps GatewayClass, Gateway, HTTPRoute and GRPCRoute status current in a sandbox store.
+    """Keeps GatewayClass, Gateway, HTTPRoute and GRPCRoute status current through a `ClusterView`.
 
     It keeps its own view of gateway classes, gateways, namespaces, Services and
-    ReferenceGrants from store events. A route change re-evaluates that route
+    ReferenceGrants from watched changes. A route change re-evaluates that route
     at once (and recounts the Gateways' attached routes shortly after); a
     Service, namespace-label or ReferenceGrant change re-evaluates the routes
     that depend on that namespace; a gateway class or Gateway change
@@ -718,8 +719,8 @@ class SandboxGateway:
     with the read resourceVersion, and only when it differs.
     """
 
-    def __init__(self, store: Any, *, gateway_recount_delay: float = 0.2) -> None:
-        self.store = store
+    def __init__(self, view: ClusterView, *, gateway_recount_delay: float = 0.2) -> None:
+        self.view = view
         self.gateway_recount_delay = gateway_recount_delay
         self.status_writes = 0
         self._world = GatewayWorld()
@@ -733,20 +734,20 @@ class SandboxGateway:
         self._gateways_dirty = False
         self._flush_scheduled = False
         self._gateway_timer: asyncio.TimerHandle | None = None
-        self._unsubscribe: Any = None
+        self._stop_watching: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._load()
-        self._unsubscribe = self.store.subscribe(self._on_event)
+        self._stop_watching = self.view.watch([*_WORLD_RESOURCES, *ROUTE_KINDS], self._on_change)
         self._everything_dirty = True
         self._schedule_flush()
 
     def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        if self._stop_watching is not None:
+            self._stop_watching()
+            self._stop_watching = None
         if self._gateway_timer is not None:
             self._gateway_timer.cancel()
             self._gateway_timer = None
@@ -759,25 +760,23 @@ class SandboxGateway:
     # -- the view --------------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        for storage_key in (_GATEWAY_CLASSES, _GATEWAYS, _GRANTS, _SERVICES, _NAMESPACES):
-            for obj in self.store.list_refs(
-                f"{storage_key[1]}.{storage_key[0]}" if storage_key[0] else storage_key[1]
-            )[0]:
-                self._remember(storage_key, obj, deleted=False)
+        for resource in _WORLD_RESOURCES:
+            for obj in self.view.list(resource):
+                self._remember(resource, obj, deleted=False)
         for kind, route in self.routes():
-            self._index_route((kind, _meta(route).get("namespace", ""), _meta(route).get("name", "")), route)
+            self._index_route((kind, *name_of(route)), route)
 
-    def _remember(self, storage_key: Key, obj: Obj, *, deleted: bool) -> None:
-        namespace, name = str(_meta(obj).get("namespace") or ""), str(_meta(obj).get("name") or "")
+    def _remember(self, resource: Resource, obj: Obj, *, deleted: bool) -> None:
+        namespace, name = name_of(obj)
         table: dict[Any, Obj]
         key: Any = (namespace, name)
-        if storage_key == _GATEWAY_CLASSES:
+        if resource == GATEWAY_CLASSES:
             table, key = self._world.gateway_classes, name
-        elif storage_key == _GATEWAYS:
+        elif resource == GATEWAYS:
             table = self._world.gateways
-        elif storage_key == _SERVICES:
+        elif resource == SERVICES:
             table = self._world.services
-        elif storage_key == _NAMESPACES:
+        elif resource == NAMESPACES:
             table, key = self._world.namespaces, name
         else:
             table = self._grants
@@ -785,7 +784,7 @@ class SandboxGateway:
             table.pop(key, None)
         else:
             table[key] = obj
-        if storage_key == _GRANTS:
+        if resource == REFERENCE_GRANTS:
             self._world.reference_grants = list(self._grants.values())
 
     def _index_route(self, key: RouteKey, route: Obj | None) -> None:
@@ -800,33 +799,29 @@ class SandboxGateway:
         for namespace in namespaces:
             self._routes_by_namespace.setdefault(namespace, set()).add(key)
 
-    # -- events ----------------------------------------------------------------------------------------------
+    # -- changes ---------------------------------------------------------------------------------------------
 
-    def _on_event(self, event: Any) -> None:
-        storage_key = event.storage_key
-        deleted = event.type == "DELETED"
-        route_kind = _ROUTE_KINDS_BY_KEY.get(storage_key)
+    def _on_change(self, change: Change) -> None:
+        resource = change.resource
+        deleted = change.type == "DELETED"
+        route_kind = ROUTE_KINDS.get(resource)
         if route_kind is not None:
-            metadata = _meta(event.obj)
-            route_key = (route_kind, metadata.get("namespace", ""), metadata.get("name", ""))
-            self._index_route(route_key, None if deleted else event.obj)
+            route_key = (route_kind, *name_of(change.obj))
+            self._index_route(route_key, None if deleted else change.obj)
             if not deleted:
                 self._dirty_routes.add(route_key)
             self._schedule_flush()
             return
-        if storage_key not in (_GATEWAY_CLASSES, _GATEWAYS, _GRANTS, _SERVICES, _NAMESPACES):
+        self._remember(resource, change.obj, deleted=deleted)
+        if _only_status_changed(change):
             return
-        self._remember(storage_key, event.obj, deleted=deleted)
-        if _only_status_changed(event):
-            return
-        if storage_key in (_GATEWAY_CLASSES, _GATEWAYS):
+        if resource in (GATEWAY_CLASSES, GATEWAYS):
             self._everything_dirty = True
         else:
-            metadata = _meta(event.obj)
-            namespace = (
-                metadata.get("name", "") if storage_key == _NAMESPACES else metadata.get("namespace", "")
+            namespace, name = name_of(change.obj)
+            self._dirty_routes.update(
+                self._routes_by_namespace.get(name if resource == NAMESPACES else namespace, ())
             )
-            self._dirty_routes.update(self._routes_by_namespace.get(namespace, ()))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -861,53 +856,40 @@ class SandboxGateway:
     # -- evaluation ------------------------------------------------------------------------------------------
 
     def routes(self) -> list[tuple[str, Obj]]:
-        result: list[tuple[str, Obj]] = []
-        for kind, resource in _ROUTE_RESOURCES.items():
-            items, _ = self.store.list_refs(f"{resource}.{GATEWAY_GROUP}")
-            result.extend((kind, item) for item in items)
-        return result
+        return [
+            (kind, route) for kind, resource in ROUTE_RESOURCES.items() for route in self.view.list(resource)
+        ]
 
     def reconcile_all(self) -> None:
         world = self._world
-        now = self.store.now()
-        classes, _ = self.store.list_refs("gatewayclasses.gateway.networking.k8s.io")
-        for gateway_class in classes:
+        now = self.view.now()
+        for gateway_class in self.view.list(GATEWAY_CLASSES):
             status = gateway_class_status(gateway_class, now)
             if status is not None:
-                self._write_status(
-                    "gatewayclasses.gateway.networking.k8s.io",
-                    gateway_class,
-                    {**(gateway_class.get("status") or {}), **status},
-                )
+                merged = {**(gateway_class.get("status") or {}), **status}
+                self._write_status(GATEWAY_CLASSES, gateway_class, merged)
         self._attachments.clear()
         for kind, route in self.routes():
-            self._reconcile_route(
-                kind, _meta(route).get("namespace", ""), _meta(route).get("name", ""), world
-            )
+            self._reconcile_route(kind, *name_of(route), world)
         self._reconcile_gateways(world)
 
     def _reconcile_gateways(self, world: GatewayWorld) -> None:
-        now = self.store.now()
+        now = self.view.now()
         counts: dict[Key, dict[str, int]] = {}
         for attachments in self._attachments.values():
             for gateway_key, listener_names in attachments.items():
                 per_listener = counts.setdefault(gateway_key, {})
                 for listener_name in listener_names:
                     per_listener[listener_name] = per_listener.get(listener_name, 0) + 1
-        gateways, _ = self.store.list_refs("gateways.gateway.networking.k8s.io")  # fresh: status changes too
-        for gateway in gateways:
-            key = (_meta(gateway).get("namespace", ""), _meta(gateway).get("name", ""))
-            status = gateway_status(gateway, world, (), now, attached_counts=counts.get(key, {}))
+        for gateway in self.view.list(GATEWAYS):  # read again: their status changes too
+            status = gateway_status(gateway, world, (), now, attached_counts=counts.get(name_of(gateway), {}))
             if status is not None:
-                self._write_status(
-                    "gateways.gateway.networking.k8s.io", gateway, {**(gateway.get("status") or {}), **status}
-                )
+                self._write_status(GATEWAYS, gateway, {**(gateway.get("status") or {}), **status})
 
     def _reconcile_route(self, kind: str, namespace: str, name: str, world: GatewayWorld) -> None:
-        resource = f"{_ROUTE_RESOURCES[kind]}.{GATEWAY_GROUP}"
-        try:
-            route = self.store.get_ref(resource, name, namespace)
-        except Exception:
+        resource = ROUTE_RESOURCES[kind]
+        route = self.view.get(resource, namespace, name)
+        if route is None:
             if self._attachments.pop((kind, namespace, name), None):
                 self._gateways_dirty = True
             return
@@ -915,26 +897,18 @@ class SandboxGateway:
         if self._attachments.get((kind, namespace, name), {}) != attachments:
             self._attachments[(kind, namespace, name)] = attachments
             self._gateways_dirty = True
-        ours = route_parent_statuses(route, kind, world, self.store.now())
+        ours = route_parent_statuses(route, kind, world, self.view.now())
         parents = merged_route_parents(route, ours)
         current = route.get("status") or {}
         if parents == (current.get("parents") or []):
             return
         self._write_status(resource, route, {**current, "parents": parents})
 
-    def _write_status(self, resource: str, obj: Obj, status: dict[str, Any]) -> None:
+    def _write_status(self, resource: Resource, obj: Obj, status: dict[str, Any]) -> None:
         if status == obj.get("status"):
             return
-        metadata = _meta(obj)
-        body = {
-            "metadata": {"name": metadata.get("name"), "resourceVersion": metadata.get("resourceVersion")},
-            "status": status,
-        }
-        namespace = metadata.get("namespace")
-        if namespace:
-            body["metadata"]["namespace"] = namespace
         try:
-            self.store.update_status(resource, body, namespace)
-            self.status_writes += 1
-        except Exception as error:  # a conflict: the change that caused it brings us back here
-            log.debug("status write for %s %s failed: %s", resource, metadata.get("name"), error)
+            if self.view.write_status(resource, obj, status):
+                self.status_writes += 1
+        except Exception as error:  # refused: the change that caused it brings us back here
+            log.debug("status write for %s %s failed: %s", resource.plural, name_of(obj)[1], error)

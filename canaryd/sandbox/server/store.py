@@ -1,17 +1,19 @@
-"""The sandbox cluster's object store, and the Python API the simulators use.
+"""The sandbox cluster's object store: what etcd and kube-apiserver's storage layer keep.
 
-Everything the HTTP server does goes through this store, and the simulators
-(Deployment status, Gateway implementation, traffic) running in the same
-process call it directly, so both see one consistent cluster: one global
-resourceVersion counter, uids, generation, finalizers, owner-reference
-garbage collection and a bounded event history for watch resumption.
+Everything the HTTP server does goes through this store, and tests and the
+in-process simulators (through `canaryd.sandbox.store_view`) use its Python
+API, so all see one consistent cluster: one global resourceVersion counter,
+uids, generation, finalizers, owner-reference garbage collection and a
+bounded event history for watch resumption. The store keeps the objects and
+orders the writes; what a write must pass is in ``admission``, what a deletion
+sets off in ``cascade``, and the history, watches and subscribers in ``watch``.
 
 Python API (all methods are synchronous except iterating a watch; call them
 from the event loop's thread). `resource` is any name kubectl accepts:
 "deployments", "deploy", "Deployment", "httproutes.gateway.networking.k8s.io",
 "events.events.k8s.io" (plain "events" is core/v1), or a `ResourceType`.
 Objects passed in are never kept; objects returned are deep copies you may
-mutate. Failures raise `canaryd.sandbox.errors.ApiError` with `.code`
+mutate. Failures raise `canaryd.sandbox.server.errors.ApiError` with `.code`
 (404, 409, 422, ...), `.reason` and `.status()` (the Status body).
 
     store = ObjectStore()                      # or SandboxApiServer().store
@@ -55,7 +57,7 @@ writes through `/status` (update_status, subresource="status") change only
 status and writes to the main resource never change status; strategic merge
 patch is refused (415) for custom resources; built-in kinds get the real
 server's defaults and validation (kinds.py), CRD kinds their schema's
-(openapi.py); events.k8s.io Events and core Events are one object in two
+(openapi); events.k8s.io Events and core Events are one object in two
 shapes (conversion.py); deleting an owner deletes dependents whose owners are
 all gone, deleting a namespace deletes its contents, deleting a CRD its objects.
 """
@@ -63,19 +65,21 @@ all gone, deleting a namespace deletes its contents, deleting a CRD its objects.
 from __future__ import annotations
 
 import builtins
-import logging
+import functools
 import random
-import re
 import string
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec
 
-from canaryd.sandbox import conversion, errors, kinds
-from canaryd.sandbox.errors import ApiError
-from canaryd.sandbox.patching import (
+from canaryd.api.timestamps import format_rfc3339
+from canaryd.sandbox.labels import labels_match
+from canaryd.sandbox.server import admission, conversion, errors
+from canaryd.sandbox.server.admission import shallow_copy_with_metadata
+from canaryd.sandbox.server.cascade import Cascade
+from canaryd.sandbox.server.errors import ApiError
+from canaryd.sandbox.server.patching import (
     APPLY_PATCH,
     JSON_PATCH,
     MERGE_PATCH,
@@ -83,16 +87,9 @@ from canaryd.sandbox.patching import (
     apply_patch,
     clone,
 )
-from canaryd.sandbox.resources import ResourceRegistry, ResourceType, types_from_crd
-from canaryd.sandbox.selectors import (
-    fields_match,
-    labels_match,
-    parse_field_selector,
-    parse_label_selector,
-)
-from canaryd.sandbox.watch import ADDED, DELETED, MODIFIED, StoreEvent, Watch
-
-log = logging.getLogger(__name__)
+from canaryd.sandbox.server.resources import ResourceRegistry, ResourceType, types_from_crd
+from canaryd.sandbox.server.selectors import fields_match, parse_field_selector, parse_label_selector
+from canaryd.sandbox.server.watch import ADDED, DELETED, MODIFIED, ChangeFeed, StoreEvent, Watch
 
 _PATCH_TYPE_ALIASES = {
     "merge": MERGE_PATCH,
@@ -100,15 +97,35 @@ _PATCH_TYPE_ALIASES = {
     "strategic": STRATEGIC_MERGE_PATCH,
     "apply": APPLY_PATCH,
 }
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 Key = tuple[str, str]  # (namespace or "", name)
 
 
-def format_timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+P = ParamSpec("P")
+
+
+def _copied(method: Callable[P, dict[str, Any]]) -> Callable[P, dict[str, Any]]:
+    """``method`` returning a deep copy of the stored object it returns."""
+
+    @functools.wraps(method)
+    def copying(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+        return clone(method(*args, **kwargs))
+
+    return copying
+
+
+def _copied_items(
+    method: Callable[P, tuple[builtins.list[dict[str, Any]], str]],
+) -> Callable[P, tuple[builtins.list[dict[str, Any]], str]]:
+    """``method`` returning deep copies of the stored objects it lists (and the same resourceVersion)."""
+
+    @functools.wraps(method)
+    def copying(*args: P.args, **kwargs: P.kwargs) -> tuple[builtins.list[dict[str, Any]], str]:
+        items, resource_version = method(*args, **kwargs)
+        return clone(items), resource_version
+
+    return copying
 
 
 class ObjectStore:
@@ -128,10 +145,11 @@ class ObjectStore:
         self._rv = 0
         self._objects: dict[tuple[str, str], dict[Key, dict[str, Any]]] = {}
         self._uids: dict[str, tuple[tuple[str, str], Key]] = {}
-        self._history: deque[StoreEvent] = deque(maxlen=max(1, history_limit))
-        self._compacted_rv = 0
-        self._watches: dict[tuple[str, str], set[Watch]] = {}
-        self._subscribers: list[Callable[[StoreEvent], None]] = []
+        self._feed = ChangeFeed(history_limit)
+        namespaces = self.registry.get("", "v1", "namespaces")
+        assert namespaces is not None
+        self._namespaces = namespaces
+        self._cascade = Cascade(self, namespaces)
         self._random = random.Random()
         self._cluster_ip_counter = 10
         for name in DEFAULT_NAMESPACES:
@@ -156,10 +174,14 @@ class ObjectStore:
     @property
     def oldest_resource_version(self) -> int:
         """Watches may resume from this resourceVersion or any later one (older ones get 410 Gone)."""
-        return self._compacted_rv
+        return self._feed.oldest_resource_version
 
     def now(self) -> datetime:
         return self._clock()
+
+    def _timestamp(self) -> str:
+        """Now, as metav1.Time is written: RFC 3339 in whole seconds."""
+        return format_rfc3339(self.now().replace(microsecond=0))
 
     def reseed(self, seed: int) -> None:
         """Make generated names repeatable."""
@@ -189,16 +211,6 @@ class ObjectStore:
         """The stored object as seen through `rtype` (its apiVersion, and converted fields for events)."""
         return conversion.to_view(rtype, obj)
 
-    def _validate_view(self, rtype: ResourceType, obj: dict[str, Any]) -> None:
-        """Checks that belong to the version written through (events.k8s.io/v1 is strict about Events)."""
-        if rtype.group == "events.k8s.io" and rtype.kind == "Event":
-            causes = kinds.validate_event_v1(obj)
-            if causes:
-                name = (obj.get("metadata") or {}).get("name") or (obj.get("metadata") or {}).get(
-                    "generateName", ""
-                )
-                raise errors.invalid(rtype.kind, rtype.group, name, causes)
-
     def _storage_type(self, rtype: ResourceType) -> ResourceType:
         """The type whose shape objects of `rtype` are stored in (itself, except events.k8s.io Events)."""
         if not conversion.needs_conversion(rtype):
@@ -216,9 +228,6 @@ class ObjectStore:
         """The stored object itself (do not mutate): for the HTTP layer."""
         rtype = self.resource_type(resource)
         return self._versioned(rtype, self._stored(rtype, namespace, name))
-
-    def get(self, resource: str | ResourceType, name: str, namespace: str | None = None) -> dict[str, Any]:
-        return clone(self.get_ref(resource, name, namespace))
 
     def list_refs(
         self,
@@ -244,19 +253,6 @@ class ObjectStore:
             items.append(obj)
         return items, self.resource_version
 
-    def list(
-        self,
-        resource: str | ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str]:
-        items, rv = self.list_refs(
-            resource, namespace, label_selector=label_selector, field_selector=field_selector
-        )
-        return clone(items), rv
-
     def count(self, resource: str | ResourceType) -> int:
         return len(self._bucket(self.resource_type(resource)))
 
@@ -269,16 +265,6 @@ class ObjectStore:
         return allowed.__contains__
 
     # ------------------------------------------------------------------ writes
-
-    def create(
-        self,
-        resource: str | ResourceType,
-        obj: dict[str, Any],
-        namespace: str | None = None,
-        *,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        return clone(self.create_ref(resource, obj, namespace, dry_run=dry_run))
 
     def create_ref(
         self,
@@ -293,8 +279,8 @@ class ObjectStore:
             raise errors.bad_request("the body of the request must be a JSON object")
         storage_type = self._storage_type(rtype)
         if storage_type is not rtype:
-            self._check_kind(rtype, obj)
-            self._validate_view(rtype, obj)
+            admission.check_kind(rtype, obj)
+            admission.check_version_view(rtype, obj)
             stored_shape = conversion.to_storage(rtype, obj, storage_type)
             created = self.create_ref(storage_type, stored_shape, namespace, dry_run=dry_run)
             return self._versioned(rtype, created)
@@ -304,7 +290,7 @@ class ObjectStore:
             metadata = {}
         new["metadata"] = metadata
         ns = self._namespace_for(rtype, namespace, new)
-        self._check_kind(rtype, new)
+        admission.check_kind(rtype, new)
         name = metadata.get("name")
         if not name:
             prefix = metadata.get("generateName")
@@ -322,7 +308,7 @@ class ObjectStore:
                     ],
                 )
             name = prefix + "".join(self._random.choices(string.ascii_lowercase + string.digits, k=5))
-        self._validate_name(rtype, name)
+        admission.check_name(rtype, name)
         if rtype.namespaced:
             self._check_namespace(ns)
         if (ns, name) in self._bucket(rtype):
@@ -341,7 +327,7 @@ class ObjectStore:
         ):
             metadata.pop(transient, None)
         metadata["uid"] = str(uuid.UUID(int=self._random.getrandbits(128), version=4))
-        metadata["creationTimestamp"] = format_timestamp(self.now())
+        metadata["creationTimestamp"] = self._timestamp()
         if rtype.tracks_generation:
             metadata["generation"] = 1
         else:
@@ -350,28 +336,13 @@ class ObjectStore:
         new["kind"] = rtype.kind
         if rtype.has_status:
             new.pop("status", None)
-        new = self._admit(rtype, new, None)
+        new = admission.admit(rtype, new, None, self.allocate_cluster_ip)
         if dry_run:
             return new
         self._commit(rtype, ADDED, new, None)
         if rtype.kind == "CustomResourceDefinition" and rtype.group == "apiextensions.k8s.io":
             self._register_crd(new)
         return self._versioned(rtype, self._stored(rtype, ns, name))
-
-    def update(
-        self,
-        resource: str | ResourceType,
-        obj: dict[str, Any],
-        namespace: str | None = None,
-        *,
-        dry_run: bool = False,
-        require_resource_version: bool = False,
-    ) -> dict[str, Any]:
-        return clone(
-            self.update_ref(
-                resource, obj, namespace, dry_run=dry_run, require_resource_version=require_resource_version
-            )
-        )
 
     def update_status(
         self,
@@ -408,11 +379,11 @@ class ObjectStore:
         if not name:
             raise errors.bad_request("name is required for an update")
         ns = self._namespace_for(rtype, namespace, obj)
-        self._check_kind(rtype, obj)
+        admission.check_kind(rtype, obj)
         storage_type = self._storage_type(rtype)
         if storage_type is not rtype:
             if subresource is None:
-                self._validate_view(rtype, obj)
+                admission.check_version_view(rtype, obj)
             updated = self.update_ref(
                 storage_type,
                 conversion.to_storage(rtype, obj, storage_type),
@@ -446,31 +417,8 @@ class ObjectStore:
             raise errors.path_not_found()
         if subresource == "status" and not rtype.has_status:
             raise errors.path_not_found()
-        new = self._merge_for_update(rtype, old, obj, status_only=subresource == "status")
+        new = admission.merge_for_update(rtype, old, obj, status_only=subresource == "status")
         return self._write_update(rtype, old, new, dry_run=dry_run)
-
-    def patch(
-        self,
-        resource: str | ResourceType,
-        name: str,
-        patch: Any,
-        namespace: str | None = None,
-        *,
-        patch_type: str = "merge",
-        subresource: str | None = None,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        return clone(
-            self.patch_ref(
-                resource,
-                name,
-                patch,
-                namespace,
-                patch_type=patch_type,
-                subresource=subresource,
-                dry_run=dry_run,
-            )
-        )
 
     def patch_ref(
         self,
@@ -482,7 +430,6 @@ class ObjectStore:
         patch_type: str = "merge",
         subresource: str | None = None,
         dry_run: bool = False,
-        force_conflict_check: bool = True,
     ) -> dict[str, Any]:
         rtype = self.resource_type(resource)
         content_type = _PATCH_TYPE_ALIASES.get(patch_type, patch_type)
@@ -519,31 +466,10 @@ class ObjectStore:
             )
         storage_type = self._storage_type(rtype)
         if storage_type is not rtype:
-            self._validate_view(rtype, patched)
+            admission.check_version_view(rtype, patched)
             patched = conversion.to_storage(rtype, patched, storage_type)
-        new = self._merge_for_update(storage_type, old, patched, status_only=subresource == "status")
+        new = admission.merge_for_update(storage_type, old, patched, status_only=subresource == "status")
         return self._versioned(rtype, self._write_update(storage_type, old, new, dry_run=dry_run))
-
-    def delete(
-        self,
-        resource: str | ResourceType,
-        name: str,
-        namespace: str | None = None,
-        *,
-        propagation_policy: str | None = None,
-        preconditions: dict[str, Any] | None = None,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        return clone(
-            self.delete_ref(
-                resource,
-                name,
-                namespace,
-                propagation_policy=propagation_policy,
-                preconditions=preconditions,
-                dry_run=dry_run,
-            )
-        )
 
     def delete_ref(
         self,
@@ -609,23 +535,30 @@ class ObjectStore:
             )
         uid = metadata.get("uid", "")
         if policy == "Orphan":
-            self._orphan_dependents(uid)
+            self._cascade.orphan_dependents(uid)
         elif policy == "Foreground":
-            for dep_type, dep in self._dependents(uid):
-                self._delete_if_exists(dep_type, dep, "Foreground")
+            self._cascade.delete_dependents(uid)
         if rtype.kind == "Namespace" and rtype.group == "":
-            return self._delete_namespace(rtype, old)
+            return self._versioned(rtype, self._cascade.delete_namespace(old))
         if metadata.get("finalizers"):
             if metadata.get("deletionTimestamp"):
                 return self._versioned(rtype, old)
-            new = _shallow_copy_with_metadata(old)
-            new["metadata"]["deletionTimestamp"] = format_timestamp(self.now())
+            new = shallow_copy_with_metadata(old)
+            new["metadata"]["deletionTimestamp"] = self._timestamp()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             if rtype.tracks_generation:
                 new["metadata"]["generation"] = int(metadata.get("generation", 1)) + 1
             self._commit(rtype, MODIFIED, new, old)
             return self._versioned(rtype, new)
         return self._remove(rtype, old)
+
+    # The same reads and writes for callers that may change what they get back: deep copies.
+    get = _copied(get_ref)
+    list = _copied_items(list_refs)
+    create = _copied(create_ref)
+    update = _copied(update_ref)
+    patch = _copied(patch_ref)
+    delete = _copied(delete_ref)
 
     def ensure_namespace(self, name: str) -> dict[str, Any]:
         try:
@@ -656,7 +589,7 @@ class ObjectStore:
             labels,
             fields,
             copy_objects=copy_objects,
-            on_close=self._forget_watch,
+            on_close=self._feed.forget_watch,
             view=lambda stored: self._versioned(rtype, stored),
         )
         initial = (
@@ -679,160 +612,35 @@ class ObjectStore:
                 raise errors.bad_request(f"invalid resource version: {resource_version!r}") from None
             if since < self.oldest_resource_version:
                 raise errors.gone(f"too old resource version: {since} ({self.oldest_resource_version + 1})")
-            for event in self._history:
-                if event.resource_version > since and event.storage_key == rtype.storage_key:
-                    watch.offer(event)
-        self._watches.setdefault(rtype.storage_key, set()).add(watch)
+            for event in self._feed.since(rtype.storage_key, since):
+                watch.offer(event)
+        self._feed.add_watch(watch)
         return watch
 
-    def _forget_watch(self, watch: Watch) -> None:
-        if watch.storage_key is not None:
-            self._watches.get(watch.storage_key, set()).discard(watch)
-
     def open_watch_count(self) -> int:
-        return sum(len(w) for w in self._watches.values())
+        return self._feed.open_watch_count()
 
     def close_watches(self, resource: str | ResourceType | None = None) -> int:
         """Close open watches (of one resource, or all); returns how many were closed."""
-        keys = [self.resource_type(resource).storage_key] if resource is not None else list(self._watches)
-        closed = 0
-        for key in keys:
-            for watch in list(self._watches.get(key, ())):
-                watch.close()
-                closed += 1
-        return closed
+        keys = None if resource is None else [self.resource_type(resource).storage_key]
+        return self._feed.close_watches(keys)
 
     def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
-        self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
-
-        return unsubscribe
+        """Call ``callback`` synchronously with every committed change; returns the unsubscriber."""
+        return self._feed.subscribe(callback)
 
     # ------------------------------------------------------------------ internals
 
-    def _check_kind(self, rtype: ResourceType, obj: dict[str, Any]) -> None:
-        kind = obj.get("kind")
-        api_version = obj.get("apiVersion")
-        if kind and kind != rtype.kind:
-            raise errors.bad_request(
-                f"the API version in the data ({api_version}) does not match the expected "
-                f"API version ({rtype.api_version})"
-                if api_version != rtype.api_version
-                else f"Object kind {kind} does not match {rtype.kind}"
-            )
-        if (
-            api_version
-            and api_version.split("/")[0] != (rtype.group or api_version.split("/")[0])
-            and "/" in api_version
-        ):
-            raise errors.bad_request(
-                f"the API version in the data ({api_version}) does not match the expected "
-                f"API version ({rtype.api_version})"
-            )
-
-    def _validate_name(self, rtype: ResourceType, name: str) -> None:
-        pattern = (
-            _DNS_LABEL if rtype.kind in ("Namespace", "Service") and rtype.group == "" else _DNS_SUBDOMAIN
-        )
-        if rtype.kind == "Event":
-            return
-        if len(name) > 253 or not pattern.fullmatch(name):
-            kind_of_name = "RFC 1123 label" if pattern is _DNS_LABEL else "RFC 1123 subdomain"
-            raise errors.invalid(
-                rtype.kind,
-                rtype.group,
-                name,
-                [
-                    {
-                        "reason": "FieldValueInvalid",
-                        "field": "metadata.name",
-                        "message": f'Invalid value: "{name}": a lowercase {kind_of_name} must consist of '
-                        "lower case alphanumeric characters, '-' or '.', and must start and end with an "
-                        "alphanumeric character",
-                    }
-                ],
-            )
-
     def _check_namespace(self, namespace: str) -> None:
-        if not self.require_namespaces:
-            return
-        ns = self._objects.get(("", "namespaces"), {}).get(("", namespace))
-        if ns is None:
-            raise errors.not_found("namespaces", "", namespace)
-        if (ns.get("metadata") or {}).get("deletionTimestamp"):
-            raise errors.ApiError(
-                403,
-                "Forbidden",
-                f"unable to create new content in namespace {namespace} because it is being terminated",
-                name=namespace,
-                kind="namespaces",
-            )
-
-    def _merge_for_update(
-        self, rtype: ResourceType, old: dict[str, Any], body: dict[str, Any], *, status_only: bool
-    ) -> dict[str, Any]:
-        old_meta = old["metadata"]
-        if status_only:
-            new = _shallow_copy_with_metadata(old)
-            if "status" in body:
-                new["status"] = clone(body["status"])
-            else:
-                new.pop("status", None)
-            return new
-        new = clone(body)
-        meta: dict[str, Any] = new["metadata"] if isinstance(new.get("metadata"), dict) else {}
-        new["metadata"] = meta
-        for kept in (
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "name",
-            "namespace",
-            "generation",
-            "resourceVersion",
-        ):
-            if kept in old_meta:
-                meta[kept] = old_meta[kept]
-            else:
-                meta.pop(kept, None)
-        meta.pop("managedFields", None)
-        new["apiVersion"] = (
-            old.get("apiVersion", rtype.api_version) if rtype.crd_name is None else rtype.api_version
-        )
-        new["kind"] = rtype.kind
-        if rtype.has_status:
-            if "status" in old:
-                new["status"] = old["status"]
-            else:
-                new.pop("status", None)
-        if old_meta.get("deletionTimestamp"):
-            added = set(meta.get("finalizers") or ()) - set(old_meta.get("finalizers") or ())
-            if added:
-                raise errors.invalid(
-                    rtype.kind,
-                    rtype.group,
-                    old_meta["name"],
-                    [
-                        {
-                            "reason": "FieldValueForbidden",
-                            "field": "metadata.finalizers",
-                            "message": "Forbidden: no new finalizers can be added if the object is being "
-                            f"deleted, found new finalizers {sorted(added)!r}",
-                        }
-                    ],
-                )
-        return new
+        if self.require_namespaces:
+            admission.check_namespace_open(namespace, self.stored_namespace(namespace))
 
     def _write_update(
         self, rtype: ResourceType, old: dict[str, Any], new: dict[str, Any], *, dry_run: bool
     ) -> dict[str, Any]:
-        new = self._admit(rtype, new, old)
+        new = admission.admit(rtype, new, old, self.allocate_cluster_ip)
         meta = new["metadata"]
-        if rtype.tracks_generation and _spec_changed(rtype, old, new):
+        if rtype.tracks_generation and admission.spec_changed(rtype, old, new):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
         comparable_old = {**old, "apiVersion": new.get("apiVersion")}
         if new == comparable_old:
@@ -846,17 +654,6 @@ class ObjectStore:
         if rtype.kind == "CustomResourceDefinition" and rtype.group == "apiextensions.k8s.io":
             self._register_crd(new)
         return self._versioned(rtype, new)
-
-    def _admit(self, rtype: ResourceType, new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
-        """Defaults and validation, as admission would do before the write is stored."""
-        new = kinds.apply_builtin_defaults(rtype, new, old, self)
-        causes = kinds.validate_builtin(rtype, new, old)
-        if rtype.schema is not None:
-            new, schema_causes = kinds.apply_schema(rtype, new)
-            causes.extend(schema_causes)
-        if causes:
-            raise errors.invalid(rtype.kind, rtype.group, (new.get("metadata") or {}).get("name", ""), causes)
-        return new
 
     def allocate_cluster_ip(self) -> str:
         self._cluster_ip_counter += 1
@@ -879,19 +676,7 @@ class ObjectStore:
         self._bucket(rtype)[key] = new
         self._uids[new["metadata"]["uid"]] = (rtype.storage_key, key)
         if notify:
-            self._publish(StoreEvent(event_type, self._rv, rtype.storage_key, ns or None, new, old))
-
-    def _publish(self, event: StoreEvent) -> None:
-        if len(self._history) == self._history.maxlen:
-            self._compacted_rv = self._history[0].resource_version
-        self._history.append(event)
-        for watch in list(self._watches.get(event.storage_key, ())):
-            watch.offer(event)
-        for callback in list(self._subscribers):
-            try:
-                callback(event)
-            except Exception:  # a faulty subscriber must not break writes
-                log.exception("store subscriber failed")
+            self._feed.publish(StoreEvent(event_type, self._rv, rtype.storage_key, ns or None, new, old))
 
     def _remove(self, rtype: ResourceType, current: dict[str, Any]) -> dict[str, Any]:
         meta = current["metadata"]
@@ -900,17 +685,19 @@ class ObjectStore:
         self._bucket(rtype).pop(key, None)
         self._uids.pop(meta.get("uid", ""), None)
         self._rv += 1
-        final = _shallow_copy_with_metadata(current)
+        final = shallow_copy_with_metadata(current)
         final["metadata"]["resourceVersion"] = str(self._rv)
-        self._publish(StoreEvent(DELETED, self._rv, rtype.storage_key, ns or None, final, current))
+        self._feed.publish(StoreEvent(DELETED, self._rv, rtype.storage_key, ns or None, final, current))
         if rtype.kind == "CustomResourceDefinition" and rtype.group == "apiextensions.k8s.io":
             self._unregister_crd(final)
-        self._collect_garbage(meta.get("uid", ""))
+        self._cascade.collect_garbage(meta.get("uid", ""))
         if ns:
-            self._maybe_finish_namespace(ns)
+            self._cascade.finish_namespace(ns)
         return self._versioned(rtype, final)
 
-    def _all_objects(self) -> Iterable[tuple[ResourceType, dict[str, Any]]]:
+    # ------------------------------------------------------------------ for the cascade (cascade.Stored)
+
+    def stored_objects(self) -> Iterable[tuple[ResourceType, dict[str, Any]]]:
         by_key: dict[tuple[str, str], ResourceType] = {}
         for known in self.registry.all():
             by_key.setdefault(known.storage_key, known)
@@ -921,69 +708,25 @@ class ObjectStore:
             for obj in builtins.list(bucket.values()):
                 yield rtype, obj
 
-    def _dependents(self, owner_uid: str) -> builtins.list[tuple[ResourceType, dict[str, Any]]]:
-        if not owner_uid:
-            return []
-        return [
-            (rtype, obj)
-            for rtype, obj in self._all_objects()
-            if any(ref.get("uid") == owner_uid for ref in (obj["metadata"].get("ownerReferences") or ()))
-        ]
+    def has_uid(self, uid: str) -> bool:
+        return uid in self._uids
 
-    def _orphan_dependents(self, owner_uid: str) -> None:
-        for rtype, obj in self._dependents(owner_uid):
-            new = _shallow_copy_with_metadata(obj)
-            refs = [r for r in obj["metadata"].get("ownerReferences") or () if r.get("uid") != owner_uid]
-            if refs:
-                new["metadata"]["ownerReferences"] = refs
-            else:
-                new["metadata"].pop("ownerReferences", None)
-            self._commit(rtype, MODIFIED, new, obj)
+    def stored_namespace(self, name: str) -> dict[str, Any] | None:
+        return self._objects.get(self._namespaces.storage_key, {}).get(("", name))
 
-    def _collect_garbage(self, owner_uid: str) -> None:
-        """Delete dependents whose owners are all gone (the garbage collector's background cascade)."""
-        for rtype, obj in self._dependents(owner_uid):
-            refs = obj["metadata"].get("ownerReferences") or ()
-            if all(ref.get("uid") not in self._uids for ref in refs):
-                self._delete_if_exists(rtype, obj, "Background")
+    def namespace_in_use(self, namespace: str) -> bool:
+        return any(
+            key[0] == namespace
+            for storage_key, bucket in self._objects.items()
+            if storage_key != self._namespaces.storage_key
+            for key in bucket
+        )
 
-    def _delete_if_exists(self, rtype: ResourceType, obj: dict[str, Any], policy: str) -> None:
-        meta = obj["metadata"]
-        try:
-            self.delete_ref(rtype, meta["name"], meta.get("namespace"), propagation_policy=policy)
-        except ApiError as error:
-            if error.code != 404:
-                raise
+    def commit_modified(self, rtype: ResourceType, new: dict[str, Any], old: dict[str, Any]) -> None:
+        self._commit(rtype, MODIFIED, new, old)
 
-    def _delete_namespace(self, rtype: ResourceType, namespace_obj: dict[str, Any]) -> dict[str, Any]:
-        name = namespace_obj["metadata"]["name"]
-        if not namespace_obj["metadata"].get("deletionTimestamp"):
-            new = _shallow_copy_with_metadata(namespace_obj)
-            new["metadata"]["deletionTimestamp"] = format_timestamp(self.now())
-            new["status"] = {**(namespace_obj.get("status") or {}), "phase": "Terminating"}
-            self._commit(rtype, MODIFIED, new, namespace_obj)
-        for other_type, obj in list(self._all_objects()):
-            if other_type.namespaced and obj["metadata"].get("namespace") == name:
-                self._delete_if_exists(other_type, obj, "Background")
-        removed = self._maybe_finish_namespace(name)
-        if removed is not None:
-            return removed
-        return self._versioned(rtype, self._stored(rtype, None, name))
-
-    def _maybe_finish_namespace(self, namespace: str) -> dict[str, Any] | None:
-        """Remove a terminating namespace once nothing is left in it; returns the removed namespace."""
-        namespaces = self._objects.get(("", "namespaces"), {})
-        ns_obj = namespaces.get(("", namespace))
-        if ns_obj is None or not ns_obj["metadata"].get("deletionTimestamp"):
-            return None
-        for storage_key, bucket in self._objects.items():
-            if storage_key == ("", "namespaces"):
-                continue
-            if any(key[0] == namespace for key in bucket):
-                return None
-        rtype = self.registry.get("", "v1", "namespaces")
-        assert rtype is not None
-        return self._remove(rtype, ns_obj)
+    def remove(self, rtype: ResourceType, current: dict[str, Any]) -> dict[str, Any]:
+        return self._remove(rtype, current)
 
     def _register_crd(self, crd: dict[str, Any]) -> None:
         name = crd["metadata"]["name"]
@@ -1000,19 +743,5 @@ class ObjectStore:
             for obj in list(bucket.values()):
                 self._remove(rtype, obj)
             self._objects.pop(rtype.storage_key, None)
-            for watch in list(self._watches.pop(rtype.storage_key, ())):
-                watch.close()
+            self._feed.drop(rtype.storage_key)
 
-
-def _shallow_copy_with_metadata(obj: dict[str, Any]) -> dict[str, Any]:
-    new = dict(obj)
-    new["metadata"] = dict(obj.get("metadata") or {})
-    return new
-
-
-def _spec_changed(rtype: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> bool:
-    ignored = {"metadata", "status"} if rtype.has_status else {"metadata"}
-    ignored |= {"apiVersion", "kind"}
-    old_rest = {k: v for k, v in old.items() if k not in ignored}
-    new_rest = {k: v for k, v in new.items() if k not in ignored}
-    return old_rest != new_rest

@@ -7,26 +7,20 @@ when a real server would refuse them: a Deployment whose selector does not
 match its template, a Service without ports, a CRD whose name is not
 `plural.group`, a custom resource that breaks its openAPIV3Schema.
 
-Custom resources are checked by `canaryd.sandbox.openapi` (`apply_defaults`
-and `validate`); while that module is missing they are stored as given.
+Custom resources are checked by `canaryd.sandbox.server.openapi` (`apply_defaults`
+and `validate`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import copy
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from canaryd.sandbox.resources import ResourceType, storage_version_of_crd
-
-if TYPE_CHECKING:
-    from canaryd.sandbox.store import ObjectStore
-
-try:  # the schema validator lives in its own module, which may not exist yet
-    from canaryd.sandbox import openapi as _openapi
-except ImportError:  # pragma: no cover - depends on the checkout
-    _openapi = None  # type: ignore[assignment]
+from canaryd.sandbox.labels import matches_label_selector
+from canaryd.sandbox.server import openapi
+from canaryd.sandbox.server.resources import ResourceType, storage_version_of_crd
 
 Cause = dict[str, str]
 
@@ -36,13 +30,16 @@ def _cause(field: str, message: str, reason: str = "FieldValueInvalid") -> Cause
 
 
 def apply_builtin_defaults(
-    rtype: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, store: ObjectStore
+    rtype: ResourceType,
+    obj: dict[str, Any],
+    old: dict[str, Any] | None,
+    allocate_cluster_ip: Callable[[], str],
 ) -> dict[str, Any]:
     key = (rtype.group, rtype.kind)
     if key == ("apps", "Deployment"):
         _default_deployment(obj)
     elif key == ("", "Service"):
-        _default_service(obj, old, store)
+        _default_service(obj, old, allocate_cluster_ip)
     elif key == ("", "Namespace"):
         _default_namespace(obj, old)
     elif key == ("", "Secret"):
@@ -95,7 +92,9 @@ def _default_deployment(obj: dict[str, Any]) -> None:
                     port.setdefault("protocol", "TCP")
 
 
-def _default_service(obj: dict[str, Any], old: dict[str, Any] | None, store: ObjectStore) -> None:
+def _default_service(
+    obj: dict[str, Any], old: dict[str, Any] | None, allocate_cluster_ip: Callable[[], str]
+) -> None:
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return
@@ -104,7 +103,7 @@ def _default_service(obj: dict[str, Any], old: dict[str, Any] | None, store: Obj
     old_spec = (old or {}).get("spec") or {}
     if spec["type"] != "ExternalName":
         if not spec.get("clusterIP"):
-            spec["clusterIP"] = old_spec.get("clusterIP") or store.allocate_cluster_ip()
+            spec["clusterIP"] = old_spec.get("clusterIP") or allocate_cluster_ip()
         if not spec.get("clusterIPs"):
             spec["clusterIPs"] = old_spec.get("clusterIPs") or [spec["clusterIP"]]
         spec.setdefault("ipFamilies", ["IPv4"])
@@ -227,7 +226,6 @@ def validate_event_namespace(obj: dict[str, Any], reference_field: str) -> list[
 
 
 def _validate_deployment(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
-    from canaryd.sandbox.selectors import matches_label_selector
 
     causes: list[Cause] = []
     spec = obj.get("spec")
@@ -340,45 +338,15 @@ def _validate_crd(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause
 
 
 def apply_schema(rtype: ResourceType, obj: dict[str, Any]) -> tuple[dict[str, Any], list[Cause]]:
-    """Defaults then validation from a CRD version's openAPIV3Schema (via canaryd.sandbox.openapi)."""
-    if _openapi is None or rtype.schema is None:
+    """Defaults then validation from a CRD version's openAPIV3Schema (via canaryd.sandbox.server.openapi)."""
+    if rtype.schema is None:
         return obj, []
-    schema = rtype.schema
-    defaulted = _openapi.apply_defaults(schema, copy.deepcopy(obj))
-    if defaulted is not None:
-        obj = defaulted
-    causes: list[Cause] = []
-    for problem in _openapi.validate(schema, obj) or []:
-        causes.append(_as_cause(problem))
-    return obj, causes
-
-
-def _as_cause(problem: Any) -> Cause:
-    """A metav1.StatusCause (JSON keys reason, message, field) from a validator error."""
-    if hasattr(problem, "cause_type") and hasattr(problem, "body"):
-        return {
-            "reason": str(problem.cause_type),
-            "message": str(problem.body()),
-            "field": str(getattr(problem, "path", "")),
-        }
-
-    def attribute(name: str) -> Any:
-        if isinstance(problem, dict):
-            return problem.get(name)
-        return getattr(problem, name, None)
-
-    path = attribute("path") or attribute("field") or ""
-    if isinstance(path, list | tuple):
-        path = ".".join(str(p) for p in path)
-    return {
-        "reason": str(attribute("reason") or "FieldValueInvalid"),
-        "message": str(attribute("message") or problem),
-        "field": str(path),
-    }
+    defaulted = openapi.apply_defaults(rtype.schema, obj)  # a pruned, defaulted copy
+    return defaulted, [problem.as_cause() for problem in openapi.validate(rtype.schema, defaulted)]
 
 
 def unknown_fields(rtype: ResourceType, obj: Any) -> list[str]:
     """Fields a CRD's schema would prune (what `fieldValidation=Strict` refuses)."""
-    if _openapi is None or rtype.schema is None or not hasattr(_openapi, "unknown_fields"):
+    if rtype.schema is None:
         return []
-    return list(_openapi.unknown_fields(rtype.schema, obj))
+    return openapi.unknown_fields(rtype.schema, obj)

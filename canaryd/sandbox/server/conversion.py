@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from canaryd.sandbox.resources import ResourceType
+from canaryd.sandbox.server.resources import ResourceType
 
 # events.k8s.io/v1 field -> core/v1 field
 _EVENT_FIELDS = {
@@ -54,11 +54,3 @@ def to_storage(rtype: ResourceType, obj: dict[str, Any], storage_type: ResourceT
         stored["kind"] = storage_type.kind
         return stored
     return obj
-
-
-def field_path_to_storage(rtype: ResourceType, path: str) -> str:
-    if _is_events_v1(rtype):
-        head, _, rest = path.partition(".")
-        mapped = _EVENT_FIELDS.get(head, head)
-        return f"{mapped}.{rest}" if rest else mapped
-    return path
