@@ -152,7 +152,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "step-above-default-max",
         _with(linear_canary, **{f"{AN}__stepWeight": 60, f"{AN}__maxWeight": _DELETE}),
         "spec.analysis.maxWeight",
-        "50, the default",
+        "maxWeight (50 when not set) must not be below stepWeight",
     ),
     (
         "max-with-step-weights",
