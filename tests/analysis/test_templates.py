@@ -41,8 +41,10 @@ ANALYSIS_DIR = Path(__file__).resolve().parents[2] / "analysis"
 EXPECTED = {
     ("sandbox.yaml", "success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
     ("sandbox.yaml", "latency-p99"): EXPECTED_CANARY_P99_MS,
+    ("sandbox.yaml", "error-rate"): 100 - EXPECTED_CANARY_SUCCESS_PERCENT,
     ("app-metrics.yaml", "app-success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
     ("app-metrics.yaml", "app-latency-p99"): EXPECTED_CANARY_P99_MS,
+    ("app-metrics.yaml", "app-error-rate"): 100 - EXPECTED_CANARY_SUCCESS_PERCENT,
     ("envoy-gateway.yaml", "envoy-gateway-success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
     ("envoy-gateway.yaml", "envoy-gateway-latency-p99"): EXPECTED_MESH_P99_MS,
     ("istio.yaml", "istio-success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
