@@ -47,11 +47,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from canaryd.adapters.prometheus import PrometheusQuerier  # noqa: E402
-from canaryd.api.models import Canary, MetricTemplate  # noqa: E402
-from canaryd.runtime.backtest import BacktestResult, endpoint_factory, replay  # noqa: E402
-from canaryd.sandbox.prometheus_server import PrometheusServer  # noqa: E402
-from tests.fixtures.scenarios import (  # noqa: E402
+from canaryd.adapters.prometheus import PrometheusQuerier
+from canaryd.api.models import Canary, MetricTemplate
+from canaryd.runtime.backtest import BacktestResult, endpoint_factory, replay
+from canaryd.sandbox.prometheus_server import PrometheusServer
+from tests.fixtures.scenarios import (
     JUDGES,
     RUN_MINUTES,
     Scenario,
@@ -188,7 +188,9 @@ def _goals(rows: dict[str, dict[str, object]]) -> list[tuple[str, bool, str]]:
     for judge in ("mann-whitney", "sequential"):
         row = rows[judge]
         doubled = int(row["doubled_promoted"])  # type: ignore[call-overload]
-        results.append((f"{judge}: no false promotion of >=2x errors at >=5 rps", doubled == 0, f"{doubled} promoted"))
+        results.append(
+            (f"{judge}: no false promotion of >=2x errors at >=5 rps", doubled == 0, f"{doubled} promoted")
+        )
         healthy = int(row["healthy"])  # type: ignore[call-overload]
         rollbacks = int(row["false_rollbacks"])  # type: ignore[call-overload]
         share = 100 * rollbacks / healthy if healthy else 0.0
@@ -213,7 +215,9 @@ def _goals(rows: dict[str, dict[str, object]]) -> list[tuple[str, bool, str]]:
             ratio <= 0.5, f"{_minutes(sequential_time)} vs {_minutes(fixed_sample_time)} (ratio {ratio:.2f})",
         ))  # fmt: skip
     else:
-        results.append(("sequential median time to roll back a clear regression <= half", False, "not measured"))
+        results.append(
+            ("sequential median time to roll back a clear regression <= half", False, "not measured")
+        )
     return results
 
 

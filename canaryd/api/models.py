@@ -218,6 +218,9 @@ class Comparison(_Model):
     direction: CompareDirection = CompareDirection.INCREASE
     #: How far the canary may move in the bad direction, relative to the primary (0.25 = 25 %).
     tolerance: JsonFloat = Field(default=0.25, ge=0, le=100)
+    #: A move the canary may make whatever the relative tolerance, in the metric's unit (0: none);
+    #: what lets a comparison pass a canary against a primary at 0 (a service without errors).
+    absolute_tolerance: JsonFloat = Field(default=0.0, ge=0)
     #: A failure of this metric fails the run at once (and zeroes the comparison score).
     critical: StrictBool = False
     #: This metric's share of the comparison score.

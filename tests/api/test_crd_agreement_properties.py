@@ -69,6 +69,7 @@ comparisons = st.builds(
     judge=_optional(st.sampled_from(["MannWhitney", "Sequential", "mannwhitney"])),
     direction=_optional(st.sampled_from(["increase", "decrease", "either", "up"])),
     tolerance=_optional(st.one_of(st.floats(-1, 2), st.just("0.1"))),
+    absoluteTolerance=_optional(st.sampled_from([0, 0.5, -0.1, "1"])),
     critical=_optional(st.sampled_from([True, False, "true"])),
     weight=_optional(st.sampled_from([0, 0.5, 1, -1, 1001, "1"])),
     resolution=_optional(DURATIONS),

@@ -262,6 +262,12 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "greater than or equal to 0",
     ),
     (
+        "compare-negative-absolute-tolerance",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"absoluteTolerance": -1}}),
+        "spec.analysis.metrics[0].compare.absoluteTolerance",
+        "greater than or equal to 0",
+    ),
+    (
         "compare-zero-weight",
         _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"weight": 0}}),
         "spec.analysis.metrics[0].compare.weight",
@@ -856,6 +862,7 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
                 f"{M0}__thresholdRange": _DELETE,
                 f"{M0}__compare": {
                     "judge": "Sequential", "direction": "either", "tolerance": 0, "critical": True,
+                    "absoluteTolerance": 0.5,
                     "weight": 0.5, "resolution": "1m", "confidence": 0.5, "outliers": "Remove",
                 },
                 f"{AN}__scoreThresholds": {"pass": 75, "marginal": 75},

@@ -5,7 +5,9 @@ judges' inputs (values per side, windows paired by time, or event counts per
 window), and where a judgement becomes the metric's verdict, its message and
 the explanation kept in status:
 
-- ``Pass`` and ``Fail`` (``High``/``Low``) as the judge classified;
+- ``Pass`` and ``Fail`` (``High``/``Low``) as the judge classified (an
+  ``absoluteTolerance`` is in the metric's unit; the Sequential judge on
+  counts reads it as percentage points of events);
 - ``Inconclusive`` while the evidence says neither;
 - ``NoData`` when a side has no sample at all (no traffic), which follows
   the Canary's ``noDataPolicy``;
@@ -71,12 +73,12 @@ def _pairs(canary: SideData, primary: SideData) -> list[tuple[float, float]]:
     ]
 
 
-def _band_text(direction: CompareDirection, tolerance: float) -> str:
-    if direction is CompareDirection.INCREASE:
-        return f"+{tolerance * 100:.3g}%"
-    if direction is CompareDirection.DECREASE:
-        return f"-{tolerance * 100:.3g}%"
-    return f"±{tolerance * 100:.3g}%"
+def _band_text(direction: CompareDirection, tolerance: float, absolute: float, counts: bool) -> str:
+    sign = {CompareDirection.INCREASE: "+", CompareDirection.DECREASE: "-"}.get(direction, "±")
+    text = f"{sign}{tolerance * 100:.3g}%"
+    if absolute > 0:
+        text += f" (or {sign}{absolute:g}{' points' if counts else ''})"
+    return text
 
 
 _FOUND = {
@@ -92,7 +94,7 @@ def _number(value: float | None) -> str:
 
 
 def describe(judgement: Judgement, judge: CompareJudge, counts: bool, direction: CompareDirection,
-             tolerance: float, confidence: float) -> str:  # fmt: skip
+             tolerance: float, confidence: float, absolute: float = 0.0) -> str:  # fmt: skip
     """The judgement in one line for status, Events and ``kubectl canary status``."""
     if judgement.classification is None:
         return judgement.detail
@@ -109,7 +111,8 @@ def describe(judgement: Judgement, judge: CompareJudge, counts: bool, direction:
     interval = (
         f"{percent(judgement.shift_lower)} … {percent(judgement.shift_upper)} at {kind}{level}"
     )
-    found = _FOUND[judgement.classification].format(band=_band_text(direction, tolerance))
+    band = _band_text(direction, tolerance, absolute, counts)
+    found = _FOUND[judgement.classification].format(band=band)
     return f"{sides}: shift {percent(judgement.shift)} ({interval}), {found}; {judgement.detail}"
 
 
@@ -139,16 +142,18 @@ def judge_comparison(
             f"the window is shorter than one resolution ({comparison.resolution}): no sample yet",
         )
     direction, tolerance = comparison.direction, comparison.tolerance
-    confidence = comparison.effective_confidence
+    confidence, absolute = comparison.effective_confidence, comparison.absolute_tolerance
     counts = comparison.judge is CompareJudge.SEQUENTIAL and canary.total is not None
     if counts:
         judgement = sequential.judge_counts(
-            _count_windows(canary, primary), direction=direction, tolerance=tolerance, confidence=confidence
-        )
+            _count_windows(canary, primary), direction=direction, tolerance=tolerance, confidence=confidence,
+            absolute_tolerance=absolute / 100,  # percentage points of events
+        )  # fmt: skip
     elif comparison.judge is CompareJudge.SEQUENTIAL:
         judgement = sequential.judge_means(
-            _pairs(canary, primary), direction=direction, tolerance=tolerance, confidence=confidence
-        )
+            _pairs(canary, primary), direction=direction, tolerance=tolerance, confidence=confidence,
+            absolute_tolerance=absolute,
+        )  # fmt: skip
     else:
         judgement = mann_whitney.judge(
             list(_points(canary.value).values()),
@@ -157,8 +162,9 @@ def judge_comparison(
             tolerance=tolerance,
             confidence=confidence,
             outliers=comparison.outliers,
+            absolute_tolerance=absolute,
         )
-    message = describe(judgement, comparison.judge, counts, direction, tolerance, confidence)
+    message = describe(judgement, comparison.judge, counts, direction, tolerance, confidence, absolute)
     if judgement.classification is None:
         empty = [s.value for s in (canary, primary) if isinstance(s.value, NoData)]
         reason = f" ({empty[0].message})" if empty else ""

@@ -15,11 +15,12 @@ primary, the way Kayenta's NetflixACAJudge does:
    U distribution puts ``(1 - confidence) / 2`` in each tail: exact for small
    samples, the normal approximation beyond);
 4. the interval against the tolerance band ``tolerance x |mean of the
-   primary|``: ``High``/``Low`` when it lies beyond, ``Pass`` when it lies
-   within, ``Inconclusive`` when it straddles the edge (too few samples to
-   tell). Unlike Kayenta, a side with more than half its samples on one
-   value never passes: windows that are mostly 0 (no error in a window of a
-   few requests) give a median shift of 0 whatever the error rate does, so a
+   primary|`` (or ``absoluteTolerance`` when that is wider): ``High``/``Low``
+   when it lies beyond, ``Pass`` when it lies within, ``Inconclusive`` when
+   it straddles the edge (too few samples to tell). Unlike Kayenta, a side
+   with more than half its samples on one value (and others besides) never
+   passes: windows that are mostly 0 (no error in a window of a few
+   requests) give a median shift of 0 whatever the error rate does, so a
    rank test on them cannot see a regression of a rare event.
 
 The test is a fixed-sample test: each check has its own false alarm
@@ -122,11 +123,17 @@ def hodges_lehmann(
 
 
 def tied_share(values: Sequence[float]) -> float:
-    """The share of ``values`` equal to the most common one."""
+    """The share of ``values`` equal to the most common one, when they are not all equal (else 0).
+
+    All equal values hide nothing (their mean is their median); mostly equal
+    ones with a few others (windows without errors, and some with) do.
+    """
     counts: dict[float, int] = {}
     for value in values:
         counts[value] = counts.get(value, 0) + 1
-    return max(counts.values()) / len(values) if values else 0.0
+    if len(counts) < 2:
+        return 0.0
+    return max(counts.values()) / len(values)
 
 
 def u_test_p_value(canary: Sequence[float], primary: Sequence[float]) -> float:
@@ -162,8 +169,12 @@ def judge(
     tolerance: float,
     confidence: float,
     outliers: OutlierStrategy = OutlierStrategy.KEEP,
+    absolute_tolerance: float = 0.0,
 ) -> Judgement:
-    """The fixed-sample verdict on one interval's samples of each side."""
+    """The fixed-sample verdict on one interval's samples of each side.
+
+    The band is ``max(tolerance x |mean of the primary|, absolute_tolerance)``.
+    """
     canary_values, primary_values = finite(canary), finite(primary)
     if outliers is OutlierStrategy.REMOVE:
         canary_values, primary_values = without_outliers(canary_values), without_outliers(primary_values)
@@ -178,7 +189,7 @@ def judge(
     canary_mean = statistics.fmean(canary_values)
     primary_mean = statistics.fmean(primary_values)
     estimate, lower, upper = hodges_lehmann(canary_values, primary_values, confidence)
-    band = tolerance * abs(primary_mean)
+    band = max(tolerance * abs(primary_mean), absolute_tolerance)
     classification = classify(lower, upper, band, direction)
     p_value = u_test_p_value(canary_values, primary_values)
     detail = f"Mann-Whitney p={p_value:.3g}"

@@ -27,7 +27,14 @@ Two tests, by what the template gives:
   a nonnegative supermartingale under the null, so by Ville's inequality it
   ever exceeds ``1 / alpha`` with probability at most ``alpha``. Windows
   without traffic on a side add nothing. Built for rare events such as
-  errors; for a share near 1 (successes), compare its complement.
+  errors; for a share near 1 (successes), compare its complement. A ratio
+  says nothing while neither side has had a matching event (a service
+  without errors): with an ``absolute_tolerance`` (a share of events) the
+  canary also passes when its rate is confidently below the primary's times
+  (1 + tolerance) plus that allowance, and fails only when it is
+  confidently above it too. Those rate bounds are anytime-valid Poisson
+  confidence sequences of each side (the same mixture over the grid), and
+  the error probability is split between the two ways of passing.
 - **Means** (any other metric, e.g. a latency percentile per window). The
   canary and primary values of the same window are paired, so a drift that
   moves both cancels, and the mean of ``canary - (1 + tolerance) x primary``
@@ -56,7 +63,7 @@ LOG_RATIO_GRID = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8)
 MIN_PAIRED_WINDOWS = 10
 #: The number of windows the normal mixture is tuned for (its interval is tightest around there).
 TUNED_WINDOWS = 30
-_BISECTION_STEPS = 18
+_BISECTION_STEPS = 12
 _LOG_RATIO_RANGE = 7.0
 
 
@@ -95,30 +102,53 @@ def _log_mean_exp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values) / len(values))
 
 
+@dataclass(frozen=True)
+class _Events:
+    """The windows with matching events, as the test needs them."""
+
+    canary_matching: float
+    #: Matching events of both sides, and the canary's traffic over the primary's, per window.
+    events: tuple[float, ...]
+    traffic_ratios: tuple[float, ...]
+
+    @classmethod
+    def of(cls, windows: Sequence[WindowCounts]) -> _Events:
+        kept = [w for w in windows if w.canary_matching + w.primary_matching > 0]
+        return cls(
+            canary_matching=sum(w.canary_matching for w in kept),
+            events=tuple(w.canary_matching + w.primary_matching for w in kept),
+            traffic_ratios=tuple(w.canary_total / w.primary_total for w in kept),
+        )
+
+    def log_e_value(self, ratio: float, upward: bool) -> float:
+        if not self.events:
+            return 0.0
+        shares = [r * ratio / (r * ratio + 1) for r in self.traffic_ratios]
+        pairs = list(zip(self.events, shares, strict=True))
+        logs = []
+        for step in LOG_RATIO_GRID:
+            delta = step if upward else -step
+            growth = math.expm1(delta)
+            spent = sum(events * math.log1p(share * growth) for events, share in pairs)
+            logs.append(self.canary_matching * delta - spent)
+        return _log_mean_exp(logs)
+
+
 def log_e_value(windows: Sequence[WindowCounts], ratio: float, upward: bool) -> float:
     """Log of the mixture e-value against "canary rate = ``ratio`` x primary rate".
 
     ``upward`` mixes over higher ratios (evidence that the canary's rate is
     above), else over lower ones. Windows must be :func:`usable_windows`.
+    For each window with ``m`` matching events on the two sides, the canary's
+    share of them is binomial with probability ``p0 = r t / (r t + 1)``
+    under the null (``t``: the canary's traffic over the primary's, ``r``:
+    the ratio); the likelihood ratio of an odds multiplier ``e^d`` is
+    ``exp(d x canary's events - m x log(1 + p0 (e^d - 1)))``.
     """
-    sign = 1.0 if upward else -1.0
-    logs = []
-    for step in LOG_RATIO_GRID:
-        delta = sign * step
-        growth = math.exp(delta)
-        total = 0.0
-        for w in windows:
-            events = w.canary_matching + w.primary_matching
-            if events <= 0:
-                continue
-            weight = w.canary_total * ratio
-            null_share = weight / (weight + w.primary_total)
-            total += w.canary_matching * delta - events * math.log1p(null_share * (growth - 1))
-        logs.append(total)
-    return _log_mean_exp(logs)
+    return _Events.of(windows).log_e_value(ratio, upward)
 
 
-def _ratio_bound(windows: Sequence[WindowCounts], log_threshold: float, upward: bool) -> float:
+def _ratio_bound(events: _Events, log_threshold: float, upward: bool) -> float:
     """The edge of the confidence sequence for the rate ratio: the ratio where the test stops rejecting.
 
     Upward: the smallest ratio not rejected by the test for higher ratios
@@ -128,7 +158,7 @@ def _ratio_bound(windows: Sequence[WindowCounts], log_threshold: float, upward: 
     low, high = -_LOG_RATIO_RANGE, _LOG_RATIO_RANGE
 
     def rejected(log_ratio: float) -> bool:
-        return log_e_value(windows, math.exp(log_ratio), upward) >= log_threshold
+        return events.log_e_value(math.exp(log_ratio), upward) >= log_threshold
 
     if upward:
         if not rejected(low):
@@ -149,14 +179,139 @@ def _ratio_bound(windows: Sequence[WindowCounts], log_threshold: float, upward: 
     return math.exp(high if upward else low)
 
 
+def _log_poisson_e_value(matching: float, exposure: float, rate: float, upward: bool) -> float:
+    """Log mixture e-value against "matching events ~ Poisson(exposure x rate)", for higher or lower rates."""
+    logs = []
+    for step in LOG_RATIO_GRID:
+        delta = step if upward else -step
+        logs.append(delta * matching - exposure * rate * math.expm1(delta))
+    return _log_mean_exp(logs)
+
+
+def rate_bound(matching: float, exposure: float, alpha: float, upper: bool) -> float:
+    """An anytime-valid bound on a Poisson rate per event (``matching`` of ``exposure``) at ``alpha``."""
+    threshold = math.log(1 / alpha)
+    if exposure <= 0:
+        return 1.0 if upper else 0.0
+    if not upper and matching <= 0:
+        return 0.0
+    low, high = math.log(1e-12), 0.0  # rates as shares of events: at most 1
+
+    def rejected(log_rate: float) -> bool:
+        # An upper bound: the rates so high that the data reject them (evidence of a lower rate).
+        return _log_poisson_e_value(matching, exposure, math.exp(log_rate), upward=not upper) >= threshold
+
+    if upper and not rejected(high):
+        return 1.0
+    if not upper and not rejected(low):
+        return 0.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        if rejected(middle) == upper:
+            high = middle
+        else:
+            low = middle
+    return math.exp(high if upper else low)
+
+
+@dataclass(frozen=True)
+class _Totals:
+    canary_matching: float
+    canary_total: float
+    primary_matching: float
+    primary_total: float
+
+    @classmethod
+    def of(cls, windows: Sequence[WindowCounts]) -> _Totals:
+        return cls(
+            sum(w.canary_matching for w in windows),
+            sum(w.canary_total for w in windows),
+            sum(w.primary_matching for w in windows),
+            sum(w.primary_total for w in windows),
+        )
+
+    def bounds(self, alpha: float) -> tuple[float, float, float, float]:
+        """The canary's low and high rate bounds, then the primary's, each at ``alpha``."""
+        return (
+            rate_bound(self.canary_matching, self.canary_total, alpha, upper=False),
+            rate_bound(self.canary_matching, self.canary_total, alpha, upper=True),
+            rate_bound(self.primary_matching, self.primary_total, alpha, upper=False),
+            rate_bound(self.primary_matching, self.primary_total, alpha, upper=True),
+        )
+
+
+def _classify_events(
+    events: _Events,
+    totals: _Totals,
+    direction: CompareDirection,
+    tolerance: float,
+    confidence: float,
+    absolute_tolerance: float = 0.0,
+) -> Classification:
+    sides = 2 if direction is CompareDirection.EITHER else 1
+    alpha = (1 - confidence) / sides
+    allowance = absolute_tolerance > 0
+    # With an allowance there are two ways to pass (the ratio, or the rate bounds): each gets half the
+    # error probability, and each of the four rate bounds a quarter of that half.
+    log_threshold = math.log((2 if allowance else 1) / alpha)
+    canary_low, canary_high, primary_low, primary_high = (
+        totals.bounds(alpha / 8) if allowance else (0.0, 1.0, 0.0, 1.0)
+    )
+
+    def evidence(ratio: float, upward: bool) -> bool:
+        if ratio <= 0:
+            return upward  # every rate is at least 0 times the primary's
+        return events.log_e_value(ratio, upward) >= log_threshold
+
+    high_ratio, low_ratio = 1 + tolerance, 1 - tolerance
+    beyond_high = not allowance or canary_low > high_ratio * primary_high + absolute_tolerance
+    beyond_low = not allowance or canary_high < low_ratio * primary_low - absolute_tolerance
+    if direction is not CompareDirection.DECREASE and beyond_high and evidence(high_ratio, upward=True):
+        return Classification.HIGH
+    if direction is not CompareDirection.INCREASE and beyond_low and evidence(low_ratio, upward=False):
+        return Classification.LOW
+    below_high = (
+        direction is CompareDirection.DECREASE
+        or evidence(high_ratio, upward=False)
+        or (allowance and canary_high < high_ratio * primary_low + absolute_tolerance)
+    )
+    above_low = (
+        direction is CompareDirection.INCREASE
+        or evidence(low_ratio, upward=True)
+        or (allowance and canary_low > low_ratio * primary_high - absolute_tolerance)
+    )
+    return Classification.PASS if below_high and above_low else Classification.INCONCLUSIVE
+
+
+def classify_counts(
+    windows: Sequence[WindowCounts],
+    *,
+    direction: CompareDirection,
+    tolerance: float,
+    confidence: float,
+    absolute_tolerance: float = 0.0,
+) -> Classification | None:
+    """Only the classification of :func:`judge_counts` (None: no usable window), without the interval."""
+    usable = usable_windows(windows)
+    if not usable:
+        return None
+    return _classify_events(
+        _Events.of(usable), _Totals.of(usable), direction, tolerance, confidence, absolute_tolerance
+    )
+
+
 def judge_counts(
     windows: Sequence[WindowCounts],
     *,
     direction: CompareDirection,
     tolerance: float,
     confidence: float,
+    absolute_tolerance: float = 0.0,
 ) -> Judgement:
-    """The sequential verdict on event counts (e.g. failed requests of all requests) per window."""
+    """The sequential verdict on event counts (e.g. failed requests of all requests) per window.
+
+    ``absolute_tolerance`` is a share of events (0.001: 0.1 percentage point).
+    """
     usable = usable_windows(windows)
     if not usable:
         return Judgement(None, detail="no window with traffic on both sides since the run started")
@@ -166,32 +321,14 @@ def judge_counts(
     primary_total = sum(w.primary_total for w in usable)
     canary_share = canary_matching / canary_total
     primary_share = primary_matching / primary_total
-    alpha = 1 - confidence
-    sides = 2 if direction is CompareDirection.EITHER else 1
-    log_threshold = math.log(sides / alpha)
     counted = f"{canary_matching:.0f}/{canary_total:.0f} vs {primary_matching:.0f}/{primary_total:.0f} events"
-
-    def evidence(ratio: float, upward: bool) -> bool:
-        if ratio <= 0:
-            return upward  # every rate is at least 0 times the primary's
-        return log_e_value(usable, ratio, upward) >= log_threshold
-
-    high_ratio, low_ratio = 1 + tolerance, 1 - tolerance
-    high = direction is not CompareDirection.DECREASE and evidence(high_ratio, upward=True)
-    low = direction is not CompareDirection.INCREASE and evidence(low_ratio, upward=False)
-    below_high = direction is CompareDirection.DECREASE or evidence(high_ratio, upward=False)
-    above_low = direction is CompareDirection.INCREASE or evidence(low_ratio, upward=True)
-    if high:
-        classification = Classification.HIGH
-    elif low:
-        classification = Classification.LOW
-    elif below_high and above_low:
-        classification = Classification.PASS
-    else:
-        classification = Classification.INCONCLUSIVE
-    interval_threshold = math.log(2 / alpha)
-    lower = _ratio_bound(usable, interval_threshold, upward=True)
-    upper = _ratio_bound(usable, interval_threshold, upward=False)
+    events = _Events.of(usable)
+    classification = _classify_events(
+        events, _Totals.of(usable), direction, tolerance, confidence, absolute_tolerance
+    )
+    interval_threshold = math.log(2 / (1 - confidence))
+    lower = _ratio_bound(events, interval_threshold, upward=True)
+    upper = _ratio_bound(events, interval_threshold, upward=False)
     shift = canary_share / primary_share - 1 if primary_share > 0 else None
     if canary_matching + primary_matching <= 0:
         detail = f"no matching events on either side yet ({counted})"
@@ -234,8 +371,12 @@ def judge_means(
     direction: CompareDirection,
     tolerance: float,
     confidence: float,
+    absolute_tolerance: float = 0.0,
 ) -> Judgement:
-    """The sequential verdict on per-window values, paired by window: ``(canary, primary)``."""
+    """The sequential verdict on per-window values, paired by window: ``(canary, primary)``.
+
+    Each window's band is ``max(tolerance x |primary|, absolute_tolerance)``.
+    """
     usable = [(c, p) for c, p in pairs if math.isfinite(c) and math.isfinite(p)]
     canary_count = sum(1 for c, _ in pairs if math.isfinite(c))
     primary_count = sum(1 for _, p in pairs if math.isfinite(p))
@@ -262,10 +403,12 @@ def judge_means(
     alpha = 1 - confidence
     sides = 2 if direction is CompareDirection.EITHER else 1
     side_alpha = alpha / sides
-    # Above the band: canary - primary - tolerance x |primary| > 0;
-    # below it: primary - tolerance x |primary| - canary > 0.
-    _, above_lower, above_upper = _bounds([c - p - tolerance * abs(p) for c, p in usable], side_alpha)
-    _, below_lower, below_upper = _bounds([p - tolerance * abs(p) - c for c, p in usable], side_alpha)
+    # Above the band: canary - primary - band > 0; below it: primary - band - canary > 0.
+    bands = [max(tolerance * abs(p), absolute_tolerance) for _, p in usable]
+    above = [c - p - band for (c, p), band in zip(usable, bands, strict=True)]
+    below = [p - band - c for (c, p), band in zip(usable, bands, strict=True)]
+    _, above_lower, above_upper = _bounds(above, side_alpha)
+    _, below_lower, below_upper = _bounds(below, side_alpha)
     high = direction is not CompareDirection.DECREASE and above_lower > 0
     low = direction is not CompareDirection.INCREASE and below_lower > 0
     within_high = direction is CompareDirection.DECREASE or above_upper <= 0
@@ -296,8 +439,10 @@ __all__ = [
     "LOG_RATIO_GRID",
     "MIN_PAIRED_WINDOWS",
     "WindowCounts",
+    "classify_counts",
     "judge_counts",
     "judge_means",
     "log_e_value",
+    "rate_bound",
     "usable_windows",
 ]
