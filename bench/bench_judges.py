@@ -14,6 +14,7 @@ so what is measured is what users get. Printed per judge:
 - median and p95 time to a decision (Succeeded or Failed) from the start;
 - median time to roll back a clear regression (3x the errors or 2x the p99
   at 20 requests/s or more);
+- the undecided runs by traffic;
 
 then whether the goals hold:
 
@@ -182,6 +183,18 @@ def _table(rows: Sequence[dict[str, object]], regressions: int, doubled: int, cl
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
 
 
+def _undecided_by_traffic(outcomes: Sequence[Outcome]) -> str:
+    levels = sorted({o.scenario.rps for o in outcomes})
+    lines = ["undecided runs by traffic (requests/s): " + "  ".join(f"{rps:g}" for rps in levels)]
+    for judge in JUDGES:
+        cells = []
+        for rps in levels:
+            mine = [o for o in outcomes if o.judge == judge and o.scenario.rps == rps]
+            cells.append(f"{sum(o.undecided for o in mine)}/{len(mine)}")
+        lines.append(f"  {judge:<13} " + "  ".join(cells))
+    return "\n".join(lines)
+
+
 def _goals(rows: dict[str, dict[str, object]]) -> list[tuple[str, bool, str]]:
     fixed = rows["thresholds"]
     results: list[tuple[str, bool, str]] = []
@@ -262,6 +275,8 @@ def main() -> int:
     print()
     rows = {judge: _row(judge, outcomes) for judge in JUDGES}
     print(_table(list(rows.values()), regressions, doubled, clear))
+    print()
+    print(_undecided_by_traffic(outcomes))
     print()
     goals = _goals(rows)
     for text, met, detail in goals:

@@ -75,6 +75,8 @@ def percent(share: float | None) -> str:
         return "n/a"
     if math.isinf(share):
         return "+inf" if share > 0 else "-inf"
+    if abs(share) >= 10:
+        return f"{share * 100:+.0f}%"
     return f"{share * 100:+.3g}%"
 
 

@@ -40,5 +40,6 @@ def test_relative_shifts_and_their_text() -> None:
     assert relative(math.inf, 4.0) == math.inf
     assert percent(0.4231) == "+42.3%"
     assert percent(-0.031) == "-3.1%"
+    assert percent(14.99) == "+1499%"
     assert percent(None) == "n/a"
     assert percent(-math.inf) == "-inf"
