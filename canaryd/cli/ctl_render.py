@@ -20,6 +20,7 @@ import yaml
 from canaryd.api.constants import Action, Phase, Verdict
 from canaryd.api.durations import human_duration
 from canaryd.api.models import Analysis
+from canaryd.core.judges.judgement import percent
 
 UNKNOWN = "-"
 PROGRESS_BAR_WIDTH = 30
@@ -175,7 +176,7 @@ def format_share(value: Any) -> str:
     """A relative shift (0.42) as ``+42%``; unknown or unbounded as ``-``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return UNKNOWN
-    return f"{value * 100:+.3g}%"
+    return percent(float(value))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
