@@ -65,6 +65,50 @@ class Verdict(StrEnum):
     FAIL = "Fail"
     NO_DATA = "NoData"
     ERROR = "Error"
+    #: A comparison with the primary that has not enough evidence either way (yet).
+    INCONCLUSIVE = "Inconclusive"
+
+
+class CompareJudge(StrEnum):
+    """How a comparison metric judges the canary against the primary."""
+
+    #: A fixed-sample test of the metric's last interval (Mann-Whitney U, Hodges-Lehmann shift).
+    MANN_WHITNEY = "MannWhitney"
+    #: An anytime-valid test of everything since the run started (may decide at any check).
+    SEQUENTIAL = "Sequential"
+
+
+class CompareDirection(StrEnum):
+    """Which way a comparison metric must not move for the canary to be healthy."""
+
+    INCREASE = "increase"
+    DECREASE = "decrease"
+    EITHER = "either"
+
+
+class Classification(StrEnum):
+    """What a comparison found: the canary is within tolerance, above it, below it, or not known yet."""
+
+    PASS = "Pass"
+    HIGH = "High"
+    LOW = "Low"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class OutlierStrategy(StrEnum):
+    """Whether the fixed-sample judge drops samples outside 3 interquartile ranges before testing."""
+
+    KEEP = "Keep"
+    REMOVE = "Remove"
+
+
+class InconclusivePolicy(StrEnum):
+    """What a run does while its comparison metrics are inconclusive (or their score is marginal)."""
+
+    #: Stay at the current weight without counting a failed check, until the progress deadline.
+    HOLD = "Hold"
+    #: Pause the run: a person promotes, aborts or resumes it.
+    PAUSE = "Pause"
 
 
 class Action(StrEnum):
@@ -112,6 +156,10 @@ class Reason(StrEnum):
     ANALYSIS_FAILED = "AnalysisFailed"
     ANALYSIS_NO_DATA = "AnalysisNoData"
     ANALYSIS_ERROR = "AnalysisError"
+    #: Comparison metrics have not enough evidence either way, or their score is marginal.
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    #: A critical or sequential comparison metric failed: the run fails at once.
+    CRITICAL_METRIC_FAILED = "CriticalMetricFailed"
     REVISION_CHANGED = "RevisionChanged"
     PROMOTING = "Promoting"
     FINALISING = "Finalising"

@@ -42,7 +42,12 @@ from canaryd.api.constants import (
     GATEWAY_GROUP,
     METRIC_TEMPLATE_KIND,
     Action,
+    Classification,
+    CompareDirection,
+    CompareJudge,
+    InconclusivePolicy,
     NoDataPolicy,
+    OutlierStrategy,
     Phase,
     Verdict,
 )
@@ -202,11 +207,48 @@ class ThresholdRange(_Model):
         return self
 
 
+#: The confidence a comparison uses when the metric sets none, per judge.
+DEFAULT_CONFIDENCE: Final = {CompareJudge.MANN_WHITNEY: 0.95, CompareJudge.SEQUENTIAL: 0.95}
+
+
+class Comparison(_Model):
+    """How a metric is judged against the primary instead of a fixed range."""
+
+    judge: CompareJudge = CompareJudge.MANN_WHITNEY
+    direction: CompareDirection = CompareDirection.INCREASE
+    #: How far the canary may move in the bad direction, relative to the primary (0.25 = 25 %).
+    tolerance: JsonFloat = Field(default=0.25, ge=0, le=100)
+    #: A move the canary may make whatever the relative tolerance, in the metric's unit (0: none);
+    #: what lets a comparison pass a canary against a primary at 0 (a service without errors).
+    absolute_tolerance: JsonFloat = Field(default=0.0, ge=0)
+    #: A failure of this metric fails the run at once (and zeroes the comparison score).
+    critical: StrictBool = False
+    #: This metric's share of the comparison score.
+    weight: JsonFloat = Field(default=1.0, gt=0, le=1000)
+    #: The step of the range query, and the window each sample covers (``{{ interval }}``).
+    resolution: Duration = "30s"
+    #: MannWhitney: the confidence of the shift's interval; Sequential: 1 - the false alarm probability.
+    confidence: JsonFloat | None = Field(default=None, ge=0.5, lt=1)
+    outliers: OutlierStrategy = OutlierStrategy.KEEP
+
+    _resolution_ok = field_validator("resolution")(_check_duration)
+
+    @property
+    def resolution_delta(self) -> timedelta:
+        return parse_duration(self.resolution)
+
+    @property
+    def effective_confidence(self) -> float:
+        return self.confidence if self.confidence is not None else DEFAULT_CONFIDENCE[self.judge]
+
+
 class MetricCheck(_Model):
     name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
     template_ref: TemplateRef | None = None
     query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_LENGTH)
-    threshold_range: ThresholdRange
+    threshold_range: ThresholdRange | None = None
+    #: Judge the metric against the primary (the template is rendered once for each side).
+    compare: Comparison | None = None
     interval: Duration | None = None
     variables: dict[str, str] = Field(default_factory=dict)
 
@@ -216,6 +258,21 @@ class MetricCheck(_Model):
     def _one_source(self) -> MetricCheck:
         if (self.template_ref is None) == (self.query is None):
             raise ValueError(f"metric {self.name!r} needs exactly one of templateRef or query")
+        if (self.threshold_range is None) == (self.compare is None):
+            raise ValueError(f"metric {self.name!r} needs exactly one of thresholdRange or compare")
+        return self
+
+
+class ScoreThresholds(_Model):
+    """The comparison score (0-100) a round needs to pass, and below which it fails."""
+
+    pass_: JsonFloat = Field(default=95.0, ge=0, le=100, alias="pass")
+    marginal: JsonFloat = Field(default=75.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _order(self) -> ScoreThresholds:
+        if self.marginal > self.pass_:
+            raise ValueError(f"scoreThresholds marginal ({self.marginal:g}) is above pass ({self.pass_:g})")
         return self
 
 
@@ -229,6 +286,10 @@ class Analysis(_Model):
         default=None, min_length=1, max_length=100
     )
     no_data_policy: NoDataPolicy = NoDataPolicy.HOLD
+    #: What a round does when its comparison metrics are inconclusive or their score is marginal.
+    inconclusive_policy: InconclusivePolicy = InconclusivePolicy.HOLD
+    #: The comparison score a round needs (95 to pass, 75 not to fail when not set).
+    score_thresholds: ScoreThresholds | None = None
     metrics: list[MetricCheck] = Field(default_factory=list, max_length=20)
 
     _interval_ok = field_validator("interval")(_check_duration)
@@ -254,6 +315,10 @@ class Analysis(_Model):
     @property
     def interval_delta(self) -> timedelta:
         return parse_duration(self.interval)
+
+    @property
+    def scoring(self) -> ScoreThresholds:
+        return self.score_thresholds if self.score_thresholds is not None else ScoreThresholds()
 
     def weights(self) -> tuple[int, ...]:
         """The weight of each step, in order: explicit stepWeights, or stepWeight up to maxWeight."""
@@ -294,15 +359,43 @@ class Condition(_Model):
     observed_generation: JsonInt = Field(default=0, ge=0)
 
 
+#: A number that may be NaN or infinite in memory and is written as null.
+FiniteOrNull = Annotated[
+    JsonFloat | None, PlainSerializer(_finite_or_null, return_type=float | None, when_used="json")
+]
+
+
+class ComparisonStatus(_Model):
+    """Why a comparison metric got its verdict: both sides' values, the shift and the score."""
+
+    judge: CompareJudge
+    classification: Classification
+    direction: CompareDirection = CompareDirection.INCREASE
+    #: The canary's and the primary's values over the samples judged (their median or their share).
+    canary: FiniteOrNull = None
+    primary: FiniteOrNull = None
+    #: The estimated shift of the canary relative to the primary (0.2 = 20 % higher), and its interval.
+    shift: FiniteOrNull = None
+    shift_lower: FiniteOrNull = None
+    shift_upper: FiniteOrNull = None
+    tolerance: JsonFloat = Field(default=0.0, ge=0)
+    confidence: JsonFloat = Field(default=0.95, ge=0, le=1)
+    canary_samples: JsonInt = Field(default=0, ge=0)
+    primary_samples: JsonInt = Field(default=0, ge=0)
+    critical: StrictBool = False
+    weight: JsonFloat = Field(default=1.0, ge=0)
+    #: The weighted score (0-100) of the round's comparison metrics; None when none was decided.
+    score: FiniteOrNull = None
+
+
 class MetricStatus(_Model):
     name: str = Field(min_length=1, max_length=63)
     verdict: Verdict
-    #: The measured value; NaN or infinity (kept in memory) is written as null.
-    value: Annotated[
-        JsonFloat | None, PlainSerializer(_finite_or_null, return_type=float | None, when_used="json")
-    ] = None
+    #: The measured value (a comparison's: the canary's); NaN or infinity (kept in memory) is written as null.
+    value: FiniteOrNull = None
     message: str = Field(default="", max_length=32768)
     checked_at: Timestamp | None = None
+    comparison: ComparisonStatus | None = None
 
 
 ActionId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -387,8 +480,19 @@ class PrometheusProvider(_Model):
     _timeout_ok = field_validator("timeout")(_check_duration)
 
 
+class EventCounts(_Model):
+    """The event counts a template's value is a share of, over each sample's window."""
+
+    #: All events in the window (e.g. requests).
+    total: str = Field(min_length=1, max_length=MAX_QUERY_LENGTH)
+    #: The events the value counts (e.g. failed requests).
+    matching: str = Field(min_length=1, max_length=MAX_QUERY_LENGTH)
+
+
 class MetricTemplateSpec(_Model):
     query: str = Field(min_length=1, max_length=MAX_QUERY_LENGTH)
+    #: Lets the Sequential judge test a share of events as counts (Poisson) rather than as ratios.
+    counts: EventCounts | None = None
     provider: PrometheusProvider = Field(default_factory=PrometheusProvider)
     variables: dict[str, str] = Field(default_factory=dict)
     unit: str | None = Field(default=None, max_length=32)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from canaryd.api.constants import Action, Reason, Verdict
+from canaryd.api.models import ComparisonStatus
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class MetricResult:
     verdict: Verdict
     value: float | None = None
     message: str = ""
+    #: For a metric judged against the primary: both sides, the shift, the classification.
+    comparison: ComparisonStatus | None = None
 
 
 @dataclass(frozen=True)

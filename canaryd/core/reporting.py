@@ -8,7 +8,7 @@ only the failing transition knows: it is written once and then kept.
 
 from __future__ import annotations
 
-from canaryd.api.constants import ConditionType, Phase, Reason
+from canaryd.api.constants import ConditionType, InconclusivePolicy, Phase, Reason
 from canaryd.api.models import Condition
 from canaryd.core import schedule
 from canaryd.core.conditions import DesiredCondition, merge_conditions
@@ -160,14 +160,19 @@ def _run_state(draft: Draft) -> DesiredCondition:
     )
     due = schedule.next_analysis_at(draft.canary, status)
     next_text = f"; next analysis at {due.isoformat()}" if due is not None else ""
-    outcome = round_outcome(status.metrics, analysis.no_data_policy) if status.metrics else None
+    outcome = (
+        round_outcome(status.metrics, analysis.no_data_policy, analysis.scoring) if status.metrics else None
+    )
     reason = {
         None: Reason.STEP_ADVANCED,
         RoundOutcome.ADVANCE: Reason.STEP_ADVANCED,
         RoundOutcome.FAILED_CHECK: Reason.ANALYSIS_FAILED,
         RoundOutcome.ERROR: Reason.ANALYSIS_ERROR,
         RoundOutcome.HOLD: Reason.ANALYSIS_NO_DATA,
+        RoundOutcome.INCONCLUSIVE: Reason.ANALYSIS_INCONCLUSIVE,
     }[outcome]
+    if outcome is RoundOutcome.INCONCLUSIVE:
+        counts += "; waiting for enough evidence to compare the canary with the primary"
     if status.step == 0:
         reason = Reason.NEW_REVISION
     return DesiredCondition(kind, "True", reason.value, f"{where}; {counts}{next_text}")
@@ -206,7 +211,9 @@ def _analysis(draft: Draft) -> DesiredCondition | None:
         f"errors {status.analysis_errors}/{analysis.error_threshold}"
     )
     message = f"last round: {describe_round(status.metrics)}; {counts}"
-    outcome = round_outcome(status.metrics, analysis.no_data_policy)
+    outcome = round_outcome(status.metrics, analysis.no_data_policy, analysis.scoring)
+    if outcome is RoundOutcome.INCONCLUSIVE:
+        return DesiredCondition(kind, "Unknown", Reason.ANALYSIS_INCONCLUSIVE.value, message)
     if outcome is RoundOutcome.ADVANCE:
         return DesiredCondition(kind, "True", Reason.ANALYSIS_PASSED.value, message)
     if outcome is RoundOutcome.FAILED_CHECK:
@@ -218,7 +225,23 @@ def _analysis(draft: Draft) -> DesiredCondition | None:
 
 def _paused(draft: Draft) -> DesiredCondition | None:
     kind = ConditionType.PAUSED
-    if draft.status.paused:
+    status = draft.status
+    if status.paused:
+        analysis = draft.canary.spec.analysis
+        if (
+            analysis.inconclusive_policy is InconclusivePolicy.PAUSE
+            and status.metrics
+            and round_outcome(status.metrics, analysis.no_data_policy, analysis.scoring)
+            is RoundOutcome.INCONCLUSIVE
+        ):
+            name = draft.canary.metadata.name
+            return DesiredCondition(
+                kind,
+                "True",
+                Reason.ANALYSIS_INCONCLUSIVE.value,
+                "paused because the comparison with the primary is inconclusive: "
+                f"kubectl canary promote, abort or resume {name}",
+            )
         return DesiredCondition(kind, "True", Reason.PAUSED.value, "paused by a manual action")
     if draft.status.condition(kind) is not None:
         return DesiredCondition(kind, "False", Reason.RESUMED.value, "not paused")

@@ -5,9 +5,11 @@ queries. Each metric's query comes from its MetricTemplate (or an inline
 ``query``), rendered with the Canary's variables (escaped, so no resource
 name can inject PromQL), sent to the template's Prometheus (or the
 controller's default) at the decision time, and judged against its
-thresholdRange. Whatever goes wrong with one metric (a missing variable, a
-Secret that cannot be read, Prometheus down) becomes that metric's Error
-verdict with a message, never an exception that stops the Canary.
+thresholdRange. A metric with ``compare`` is judged against the primary
+instead (``runtime.metric_checks``: range queries for both sides). Whatever
+goes wrong with one metric (a missing variable, a Secret that cannot be
+read, Prometheus down) becomes that metric's Error verdict with a message,
+never an exception that stops the Canary.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from canaryd.api.models import Canary, PrometheusProvider
 from canaryd.core.observations import MetricResult
 from canaryd.core.promql import TemplateError, analysis_variables, judge, render
 from canaryd.core.workloads import canary_service_name
+from canaryd.runtime.metric_checks import run_comparison
 from canaryd.runtime.metrics import ControllerMetrics
 from canaryd.runtime.observe import ResolvedMetric
 from canaryd.runtime.settings import Settings
@@ -108,6 +111,11 @@ class PrometheusAnalyzer:
                 None,
                 f"cannot read the Prometheus credentials Secret: {exc.message}",
             )
+        if check.compare is not None:
+            compared = await run_comparison(self.querier, endpoint, canary, check, template, now)
+            log.debug("metric compared", metric=check.name, verdict=compared.verdict.value)
+            return compared
+        assert check.threshold_range is not None  # the model holds exactly one of compare and thresholdRange
         result = await self.querier.query(endpoint, promql, at=now)
         verdict = judge(check.name, result, check.threshold_range)
         log.debug("metric checked", metric=check.name, verdict=verdict.verdict.value, value=verdict.value)

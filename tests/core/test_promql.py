@@ -19,10 +19,12 @@ from canaryd.core.promql import (
     NoDataReason,
     QueryError,
     QueryErrorKind,
+    RangeSeries,
     TemplateError,
     UnsafeValueError,
     Value,
     analysis_variables,
+    interpret_range_result,
     interpret_result,
     judge,
     placeholders,
@@ -273,3 +275,33 @@ def test_errors_are_their_own_verdict_with_the_kind() -> None:
     assert result.verdict is Verdict.ERROR
     assert result.message == "unreachable: connection refused"
     assert math.isclose(judge("x", Value(1.0), ThresholdRange(min=0)).value or 0, 1.0)
+
+
+# -- range results and the workload variable --------------------------------------------------------------
+
+
+def test_a_range_result_of_one_series_is_its_points_in_time_order() -> None:
+    raw = [{"metric": {}, "values": [[1700000030, "2"], [1700000000, "1.5"], [1700000060, "NaN"]]}]
+    result = interpret_range_result(raw)
+    assert isinstance(result, RangeSeries)
+    assert result.points[:2] == ((1700000000.0, 1.5), (1700000030.0, 2.0))
+    assert math.isnan(result.by_time()[1700000060.0])
+
+
+def test_a_range_result_without_series_is_no_data_and_with_several_an_error() -> None:
+    assert interpret_range_result([]) == NoData(NoDataReason.EMPTY)
+    two = [{"metric": {"a": "1"}, "values": []}, {"metric": {"a": "2"}, "values": []}]
+    several = interpret_range_result(two)
+    assert isinstance(several, QueryError) and "2 series" in several.message
+    for broken in ("x", [{"metric": {}}], [{"values": [[1, "x"]]}], [{"values": [[1]]}]):
+        assert isinstance(interpret_range_result(broken), QueryError), broken
+
+
+def test_the_workload_variable_is_the_target_unless_a_side_names_another() -> None:
+    common = {
+        "namespace": "shop", "target": "api", "service": "api-primary", "route": "api", "interval": "1m"
+    }
+    assert analysis_variables(**common)["workload"] == "api"
+    assert analysis_variables(**common, workload="api-primary")["workload"] == "api-primary"
+    with pytest.raises(TemplateError, match="cannot be overridden"):
+        analysis_variables(**common, overrides={"workload": "x"})
