@@ -5,6 +5,9 @@ an error (Prometheus unreachable, a query that does not parse) is counted
 apart from failures, since it says nothing about the new revision; a metric
 with no data follows the Canary's no-data policy (Fail counts a failed check,
 Hold neither advances nor counts, Pass lets the round pass).
+
+A check asked once per route gets the worst of its verdicts, in the same
+order: a failure on any route, else an error, else no data, else a pass.
 """
 
 from __future__ import annotations
@@ -37,6 +40,24 @@ def round_outcome(results: Sequence[MetricResult | MetricStatus], no_data: NoDat
     if Verdict.NO_DATA in verdicts and no_data is NoDataPolicy.HOLD:
         return RoundOutcome.HOLD
     return RoundOutcome.ADVANCE
+
+
+#: Worst first: the order in which one route's verdict outweighs another's for the same check.
+_SEVERITY = (Verdict.FAIL, Verdict.ERROR, Verdict.NO_DATA, Verdict.PASS)
+
+
+def worst_per_route(per_route: Sequence[tuple[str, MetricResult]]) -> MetricResult:
+    """One check's result from its results on each route: the worst verdict, naming the route(s).
+
+    With a single route the result is that route's, unchanged.
+    """
+    if len(per_route) == 1:
+        return per_route[0][1]
+    worst = min(_SEVERITY.index(result.verdict) for _, result in per_route)
+    deciding = [(route, result) for route, result in per_route if _SEVERITY.index(result.verdict) == worst]
+    first = deciding[0][1]
+    message = "; ".join(f"route {route}: {result.message}" for route, result in deciding)
+    return MetricResult(name=first.name, verdict=first.verdict, value=first.value, message=message)
 
 
 def describe_result(result: MetricResult | MetricStatus) -> str:

@@ -3,9 +3,10 @@
 The round runs only when the core says one is due, so an idle Canary costs no
 queries. Each metric's query comes from its MetricTemplate (or an inline
 ``query``), rendered with the Canary's variables (escaped, so no resource
-name can inject PromQL), sent to the template's Prometheus (or the
-controller's default) at the decision time, and judged against its
-thresholdRange. Whatever goes wrong with one metric (a missing variable, a
+name can inject PromQL; once per route when it uses ``{{ route }}``), sent to
+the template's Prometheus (or the controller's default) at the decision time,
+and judged against its thresholdRange (the worst route's verdict when there
+are several). Whatever goes wrong with one metric (a missing variable, a
 Secret that cannot be read, Prometheus down) becomes that metric's Error
 verdict with a message, never an exception that stops the Canary.
 """
@@ -30,9 +31,10 @@ from canaryd.adapters.prometheus import (
 )
 from canaryd.api.constants import Verdict
 from canaryd.api.models import Canary, PrometheusProvider
+from canaryd.api.naming import workload_names
 from canaryd.core.observations import MetricResult
-from canaryd.core.promql import TemplateError, analysis_variables, judge, render
-from canaryd.core.workloads import canary_service_name
+from canaryd.core.promql import TemplateError, check_queries, judge
+from canaryd.core.verdicts import worst_per_route
 from canaryd.runtime.metrics import ControllerMetrics
 from canaryd.runtime.observe import ResolvedMetric
 from canaryd.runtime.settings import Settings
@@ -80,16 +82,16 @@ class PrometheusAnalyzer:
         try:
             query = template.spec.query if template is not None else (check.query or "")
             provider = template.spec.provider if template is not None else PrometheusProvider()
-            variables = analysis_variables(
+            queries = check_queries(
+                query,
                 namespace=namespace,
                 target=target,
-                service=canary_service_name(target),
-                route=canary.spec.route_refs[0].name,
+                service=workload_names(target).canary_service,
+                routes=[ref.name for ref in canary.spec.route_refs],
                 interval=check.interval or canary.spec.analysis.interval,
                 template_defaults=template.spec.variables if template is not None else None,
                 overrides=check.variables,
             )
-            promql = render(query, variables)
             credentials = await self._credentials(
                 provider, template.metadata.namespace if template is not None else namespace
             )
@@ -108,8 +110,15 @@ class PrometheusAnalyzer:
                 None,
                 f"cannot read the Prometheus credentials Secret: {exc.message}",
             )
-        result = await self.querier.query(endpoint, promql, at=now)
-        verdict = judge(check.name, result, check.threshold_range)
+        answers = await asyncio.gather(
+            *(self.querier.query(endpoint, promql, at=now) for _, promql in queries)
+        )
+        verdict = worst_per_route(
+            [
+                (route, judge(check.name, answer, check.threshold_range))
+                for (route, _), answer in zip(queries, answers, strict=True)
+            ]
+        )
         log.debug("metric checked", metric=check.name, verdict=verdict.verdict.value, value=verdict.value)
         return verdict
 

@@ -39,7 +39,7 @@ from canaryd.adapters.kube import (
 from canaryd.adapters.leader import LeaderElector
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer
-from canaryd.api.constants import CANARY_SUFFIX, PRIMARY_SUFFIX
+from canaryd.api.naming import workload_names
 from canaryd.core import lifecycle
 from canaryd.runtime.http import Endpoints
 from canaryd.runtime.metrics import ControllerMetrics
@@ -62,11 +62,12 @@ def _references(canary: dict[str, Any]) -> set[RefKey]:
     refs: set[RefKey] = set()
     target = (spec.get("targetRef") or {}).get("name") if isinstance(spec.get("targetRef"), dict) else None
     if isinstance(target, str) and target:
+        names = workload_names(target)
         refs |= {
             ("Deployment", namespace, target),
-            ("Deployment", namespace, target + PRIMARY_SUFFIX),
-            ("Service", namespace, target + PRIMARY_SUFFIX),
-            ("Service", namespace, target + CANARY_SUFFIX),
+            ("Deployment", namespace, names.primary),
+            ("Service", namespace, names.primary),
+            ("Service", namespace, names.canary_service),
         }
     for ref in spec.get("routeRefs") or []:
         if isinstance(ref, dict) and isinstance(ref.get("name"), str):

@@ -28,7 +28,7 @@ from canaryd.core.readiness import canary_ready, traffic_on_primary
 from tests.core.world import World, make_canary, with_status
 
 REVISIONS = ("rev1", "rev2", "rev3")
-PROMOTED_PHASES = (Phase.PROMOTING, Phase.FINALISING, Phase.SUCCEEDED)
+PROMOTED_PHASES = (Phase.PROMOTING, Phase.FINALIZING, Phase.SUCCEEDED)
 
 
 @st.composite

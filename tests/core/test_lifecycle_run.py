@@ -134,12 +134,12 @@ def test_promotion_waits_for_the_primary_then_returns_traffic_then_scales_the_ca
     assert world.route_weights == (50, 50)
 
     world.roll_out()
-    finalising = world.decide()
-    assert finalising.status.phase is Phase.FINALISING
-    assert actions(finalising) == [SetRouteWeights(primary=100, canary=0)]
-    assert finalising.status.canary_weight == 0
+    finalizing = world.decide()
+    assert finalizing.status.phase is Phase.FINALIZING
+    assert actions(finalizing) == [SetRouteWeights(primary=100, canary=0)]
+    assert finalizing.status.canary_weight == 0
     scaling = world.decide()
-    assert scaling.status.phase is Phase.FINALISING
+    assert scaling.status.phase is Phase.FINALIZING
     assert actions(scaling) == [ScaleTarget(replicas=0)]
     done = world.decide()
     assert done.status.phase is Phase.SUCCEEDED

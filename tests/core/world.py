@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from canaryd.api.constants import Action, Verdict
-from canaryd.api.models import Canary, CanaryStatus
+from canaryd.api.models import ActionRequest, Canary, CanaryStatus
 from canaryd.core.effects import (
     AddFinalizer,
     Effect,
@@ -26,7 +26,6 @@ from canaryd.core.effects import (
 )
 from canaryd.core.lifecycle import Decision, analysis_due, decide
 from canaryd.core.observations import (
-    ActionRequest,
     MetricResult,
     Observations,
     RouteState,
@@ -231,7 +230,7 @@ class World:
                     self.primary_hash = effect.template_hash
                     self.primary_ready = False
             elif isinstance(effect, ScaleTarget):
-                replicas = REPLICAS if effect.replicas is None else effect.replicas
+                replicas = effect.replicas
                 if replicas != self.target_replicas:
                     self.target_replicas = replicas
                     self.target_ready = replicas == 0
