@@ -402,8 +402,6 @@ class CanaryStatus(_Model):
 
 
 class Canary(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
-
     api_version: Literal["canaryd.io/v1alpha1"] = "canaryd.io/v1alpha1"
     kind: Literal["Canary"] = CANARY_KIND
     metadata: ObjectMeta
@@ -439,8 +437,6 @@ class MetricTemplateSpec(_Model):
 
 
 class MetricTemplate(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
-
     api_version: Literal["canaryd.io/v1alpha1"] = "canaryd.io/v1alpha1"
     kind: Literal["MetricTemplate"] = METRIC_TEMPLATE_KIND
     metadata: ObjectMeta

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from canaryd.adapters.informer import MultiInformer
+from canaryd.adapters.informer import Key, MultiInformer
 from canaryd.adapters.kube import (
     CANARIES,
     DEPLOYMENTS,
@@ -50,7 +50,6 @@ from canaryd.runtime.workers import WorkerPool
 
 log = structlog.get_logger("canaryd.controller")
 
-Key = tuple[str, str]
 RefKey = tuple[str, str, str]  # (kind, namespace, name)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from canaryd.adapters.informer import Key
 from canaryd.adapters.kube import CANARIES, DEPLOYMENTS, ROUTE_RESOURCES, SERVICES, ApiError
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer, status_merge_patch
@@ -51,7 +52,6 @@ from canaryd.runtime.observe import Caches, ResolvedMetric, RunSlots, observe, o
 
 log = structlog.get_logger("canaryd.reconciler")
 
-Key = tuple[str, str]
 Analyzer = Callable[[Canary, tuple[ResolvedMetric, ...], datetime], Awaitable[tuple[MetricResult, ...]]]
 DecideFn = Callable[[Canary, Observations, datetime], Decision]
 DueFn = Callable[[Canary, Observations, datetime], bool]
