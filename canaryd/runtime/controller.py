@@ -39,8 +39,8 @@ from canaryd.adapters.kube import (
 from canaryd.adapters.leader import LeaderElector
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer
-from canaryd.api.naming import workload_names
 from canaryd.core import lifecycle
+from canaryd.core.references import Reference, references
 from canaryd.runtime.http import Endpoints
 from canaryd.runtime.metrics import ControllerMetrics
 from canaryd.runtime.observe import Caches, RunSlots
@@ -50,33 +50,6 @@ from canaryd.runtime.workers import WorkerPool
 
 log = structlog.get_logger("canaryd.controller")
 
-RefKey = tuple[str, str, str]  # (kind, namespace, name)
-
-
-def _references(canary: dict[str, Any]) -> set[RefKey]:
-    """What a Canary depends on, read leniently from the raw object (it may be malformed)."""
-    meta = canary.get("metadata") or {}
-    namespace = str(meta.get("namespace", ""))
-    spec: dict[str, Any] = canary["spec"] if isinstance(canary.get("spec"), dict) else {}
-    refs: set[RefKey] = set()
-    target = (spec.get("targetRef") or {}).get("name") if isinstance(spec.get("targetRef"), dict) else None
-    if isinstance(target, str) and target:
-        names = workload_names(target)
-        refs |= {
-            ("Deployment", namespace, target),
-            ("Deployment", namespace, names.primary),
-            ("Service", namespace, names.primary),
-            ("Service", namespace, names.canary_service),
-        }
-    for ref in spec.get("routeRefs") or []:
-        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
-            refs.add((str(ref.get("kind", "HTTPRoute")), namespace, ref["name"]))
-    analysis: dict[str, Any] = spec["analysis"] if isinstance(spec.get("analysis"), dict) else {}
-    for metric in analysis.get("metrics") or []:
-        template = metric.get("templateRef") if isinstance(metric, dict) else None
-        if isinstance(template, dict) and isinstance(template.get("name"), str):
-            refs.add(("MetricTemplate", str(template.get("namespace") or namespace), template["name"]))
-    return refs
 
 
 class Controller:
@@ -102,8 +75,8 @@ class Controller:
         self.endpoints = Endpoints(self.metrics.registry, self.readiness)
         self.elector: LeaderElector | None = None
         self.reconciler: Reconciler | None = None
-        self._index: dict[RefKey, set[Key]] = defaultdict(set)
-        self._refs_of: dict[Key, set[RefKey]] = {}
+        self._index: dict[Reference, set[Key]] = defaultdict(set)
+        self._refs_of: dict[Key, set[Reference]] = {}
         self._leading = False
         self._lead_task: asyncio.Task[None] | None = None
         self._closers: list[Any] = []
@@ -275,7 +248,7 @@ class Controller:
             if self._leading:
                 asyncio.get_running_loop().create_task(self.workers.discard(key))
             return
-        refs = _references(obj)
+        refs = references(obj)
         self._refs_of[key] = refs
         for ref in refs:
             self._index[ref].add(key)

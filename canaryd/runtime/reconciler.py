@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -39,6 +39,7 @@ from canaryd.core.lifecycle import Decision
 from canaryd.core.observations import MetricResult, Observations
 from canaryd.core.revision import deployment_template_hash
 from canaryd.core.routes import weight_patch
+from canaryd.core.schedule import retry_backoff
 from canaryd.core.workloads import (
     primary_deployment,
     primary_template_patch,
@@ -55,9 +56,6 @@ log = structlog.get_logger("canaryd.reconciler")
 Analyzer = Callable[[Canary, tuple[ResolvedMetric, ...], datetime], Awaitable[tuple[MetricResult, ...]]]
 DecideFn = Callable[[Canary, Observations, datetime], Decision]
 DueFn = Callable[[Canary, Observations, datetime], bool]
-
-MAX_BACKOFF = timedelta(seconds=60)
-
 
 class RouteConflict(Exception):
     """A guarded route patch lost a race; the route was read again."""
@@ -149,7 +147,7 @@ class Reconciler:
     def _retry_later(self, key: Key, why: str) -> None:
         attempts = self._failures.get(key, 0) + 1
         self._failures[key] = attempts
-        delay = min(timedelta(seconds=0.5 * 2 ** (attempts - 1)), MAX_BACKOFF)
+        delay = retry_backoff(attempts)
         log.warning("reconcile will be retried", error=why, attempt=attempts, delay=delay.total_seconds())
         self.scheduler.wake_at(key_text(key), self.clock() + delay)
 

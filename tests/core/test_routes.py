@@ -190,6 +190,10 @@ def test_weight_only_generations_do_not_make_an_accepted_route_look_unaccepted()
     edited["spec"]["rules"][1]["filters"] = []
     edited["metadata"]["generation"] = 6
     assert not inspect_route("HTTPRoute", "r", edited, PRIMARY, CANARY, records[0]).accepted
+    # Nor for a Gateway that has not reached the first generation the record vouches for.
+    behind = copy.deepcopy(obj)
+    behind["status"]["parents"][0]["conditions"][0]["observedGeneration"] = 2
+    assert not inspect_route("HTTPRoute", "r", behind, PRIMARY, CANARY, records[0]).accepted
     # Nor is the record trusted for another object of the same name.
     recreated = copy.deepcopy(obj)
     recreated["metadata"]["uid"] = "other-uid"
