@@ -51,7 +51,6 @@ from canaryd.runtime.workers import WorkerPool
 log = structlog.get_logger("canaryd.controller")
 
 
-
 class Controller:
     def __init__(
         self,

@@ -57,6 +57,7 @@ Analyzer = Callable[[Canary, tuple[ResolvedMetric, ...], datetime], Awaitable[tu
 DecideFn = Callable[[Canary, Observations, datetime], Decision]
 DueFn = Callable[[Canary, Observations, datetime], bool]
 
+
 class RouteConflict(Exception):
     """A guarded route patch lost a race; the route was read again."""
 
