@@ -30,24 +30,46 @@ CANARY_SUFFIX: Final = "-canary"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGER_NAME: Final = "canaryd"
 LABEL_CANARY: Final = "canaryd.io/canary"
-LABEL_APP: Final = "app"
 
 class Phase(StrEnum):
-    """Where a Canary is in its lifecycle (status.phase)."""
+    """Where a Canary is in its lifecycle (status.phase).
+
+    Spelled as Kubernetes spells its own phases (American English). Statuses
+    written by earlier versions may say ``Finalising``: it reads as
+    ``Finalizing``, and the controller only ever writes the new spelling.
+    """
 
     INITIALIZING = "Initializing"
     INITIALIZED = "Initialized"
     WAITING = "Waiting"
     PROGRESSING = "Progressing"
     PROMOTING = "Promoting"
-    FINALISING = "Finalising"
+    FINALIZING = "Finalizing"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     TERMINATING = "Terminating"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Phase | None:
+        return cls.FINALIZING if value in LEGACY_PHASE_SPELLINGS else None
+
+
+#: Phase values older controllers wrote, still accepted when reading a status.
+LEGACY_PHASE_SPELLINGS: Final = frozenset({"Finalising"})
+
+
+def parse_phase(value: object) -> Phase | None:
+    """The phase a raw ``status.phase`` value names (old spellings included), or None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return Phase(value)
+    except ValueError:
+        return None
+
 
 #: Phases in which a run is under way (traffic may be on the canary).
-ACTIVE_PHASES: Final = frozenset({Phase.PROGRESSING, Phase.PROMOTING, Phase.FINALISING})
+ACTIVE_PHASES: Final = frozenset({Phase.PROGRESSING, Phase.PROMOTING, Phase.FINALIZING})
 
 
 class NoDataPolicy(StrEnum):
@@ -162,7 +184,7 @@ class Reason(StrEnum):
     CRITICAL_METRIC_FAILED = "CriticalMetricFailed"
     REVISION_CHANGED = "RevisionChanged"
     PROMOTING = "Promoting"
-    FINALISING = "Finalising"
+    FINALIZING = "Finalizing"
     SUCCEEDED = "Succeeded"
     THRESHOLD_REACHED = "FailedChecksThresholdReached"
     ERROR_LIMIT_REACHED = "AnalysisErrorLimitReached"

@@ -32,6 +32,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -54,7 +55,6 @@ from canaryd.api.constants import (
 from canaryd.api.durations import NANOSECONDS_PER_SECOND, parse_duration, parse_duration_ns
 from canaryd.api.timestamps import format_rfc3339, parse_rfc3339
 
-MIN_INTERVAL = timedelta(seconds=1)
 #: The maxWeight a stepWeight schedule climbs to when maxWeight is not given.
 DEFAULT_MAX_WEIGHT: Final = 50
 #: Longest duration string the CRD accepts (bounds the cost of its CEL rules).
@@ -183,9 +183,13 @@ class ServiceSpec(_Model):
         return value
 
 
+#: The route kinds canaryd weights.
+RouteKind = Literal["HTTPRoute", "GRPCRoute"]
+
+
 class RouteRef(_Model):
     group: Literal["gateway.networking.k8s.io"] = GATEWAY_GROUP
-    kind: Literal["HTTPRoute", "GRPCRoute"] = "HTTPRoute"
+    kind: RouteKind = "HTTPRoute"
     name: ObjectName
 
 
@@ -401,8 +405,17 @@ class MetricStatus(_Model):
 ActionId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-class ActionRecord(_Model):
-    """A manual action, as requested and as acknowledged by the controller."""
+class ActionRequest(_Model):
+    """``status.requestedAction``: a manual action as a person asked for it (by ``kubectl canary``)."""
+
+    id: ActionId
+    action: Action
+    requested_at: Timestamp | None = None
+    requested_by: str = Field(default="", max_length=253)
+
+
+class ActionAcknowledgement(_Model):
+    """``status.lastAction``: the controller's answer to the request with the same id."""
 
     id: ActionId
     action: Action
@@ -410,13 +423,32 @@ class ActionRecord(_Model):
     at: Timestamp | None = None
 
 
-class ActionRequestRecord(_Model):
-    """A manual action as a person asked for it (written by ``kubectl canary`` to status)."""
+def action_pending(requested_id: object, acknowledged_id: object) -> bool:
+    """A request is pending exactly while ``requestedAction.id != lastAction.id`` (and it has an id).
 
-    id: ActionId
-    action: Action
-    requested_at: Timestamp | None = None
-    requested_by: str = Field(default="", max_length=253)
+    The one statement of the rule: the controller, the lifecycle and
+    ``kubectl canary`` (which reads statuses leniently, hence plain values) all
+    ask here.
+    """
+    return bool(requested_id) and requested_id != acknowledged_id
+
+
+class RouteGenerations(_Model):
+    """Generations of one route that differ from each other only in the two weights canaryd writes.
+
+    ``first`` is a generation canaryd saw; every generation up to ``last`` has
+    the same spec apart from those weights, whose hash is ``specHash``. An
+    Accepted condition the Gateway reported for a generation in that range
+    still holds for the route as it is now (see ``canaryd.core.routes``), also
+    after a restart of the controller.
+    """
+
+    kind: RouteKind
+    name: ObjectName
+    uid: str = Field(min_length=1, max_length=128)
+    first: JsonInt = Field(ge=0)
+    last: JsonInt = Field(ge=0)
+    spec_hash: str = Field(min_length=1, max_length=64)
 
 
 class CanaryStatus(_Model):
@@ -432,10 +464,12 @@ class CanaryStatus(_Model):
     last_progress_time: Timestamp | None = None
     paused: StrictBool = False
     #: Written by ``kubectl canary`` through the status subresource; never by the controller.
-    requested_action: ActionRequestRecord | None = None
+    requested_action: ActionRequest | None = None
     #: The controller's acknowledgement of the last action it handled (same id).
-    last_action: ActionRecord | None = None
+    last_action: ActionAcknowledgement | None = None
     metrics: list[MetricStatus] = Field(default_factory=list, max_length=64)
+    #: For each weighted route, the generations that differ only in canaryd's two weights.
+    route_generations: list[RouteGenerations] = Field(default_factory=list, max_length=16)
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     observed_generation: JsonInt = Field(default=0, ge=0)
 
@@ -449,10 +483,18 @@ class CanaryStatus(_Model):
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
 
+    @property
+    def pending_action(self) -> ActionRequest | None:
+        """The requested action the controller has not answered yet."""
+        request = self.requested_action
+        answered = self.last_action.id if self.last_action is not None else None
+        return request if request is not None and action_pending(request.id, answered) else None
+
+    def route_record(self, kind: str, name: str) -> RouteGenerations | None:
+        return next((r for r in self.route_generations if (r.kind, r.name) == (kind, name)), None)
+
 
 class Canary(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
-
     api_version: Literal["canaryd.io/v1alpha1"] = "canaryd.io/v1alpha1"
     kind: Literal["Canary"] = CANARY_KIND
     metadata: ObjectMeta
@@ -499,9 +541,16 @@ class MetricTemplateSpec(_Model):
 
 
 class MetricTemplate(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
-
     api_version: Literal["canaryd.io/v1alpha1"] = "canaryd.io/v1alpha1"
     kind: Literal["MetricTemplate"] = METRIC_TEMPLATE_KIND
     metadata: ObjectMeta
     spec: MetricTemplateSpec
+
+
+def validation_text(exc: ValidationError) -> str:
+    """A validation error as one line a person can act on: ``spec.analysis.interval: ...; ...``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", "")))
+    return "; ".join(parts)

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from canaryd.adapters.prometheus import PrometheusQuerier
 from canaryd.api.constants import CANARY_KIND, METRIC_TEMPLATE_KIND
 from canaryd.api.durations import format_duration, parse_duration
-from canaryd.api.models import Canary, MetricTemplate
+from canaryd.api.models import Canary, MetricTemplate, validation_text
 from canaryd.api.timestamps import format_rfc3339, parse_rfc3339
 from canaryd.runtime.backtest import (
     VERDICT_NAMES,
@@ -41,7 +41,6 @@ from canaryd.runtime.backtest import (
     endpoint_factory,
     replay,
 )
-from canaryd.runtime.observe import validation_text
 
 DEFAULT_NAMESPACE = "default"
 

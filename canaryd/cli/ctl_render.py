@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from canaryd.api.constants import Action, Phase, Verdict
+from canaryd.api.constants import Phase, Verdict, parse_phase
 from canaryd.api.durations import human_duration
-from canaryd.api.models import Analysis
+from canaryd.api.models import Analysis, action_pending
 from canaryd.core.judges.judgement import percent
 
 UNKNOWN = "-"
@@ -75,7 +75,10 @@ def error_threshold(canary: dict[str, Any]) -> int:
 
 
 def phase(canary: dict[str, Any]) -> str:
-    return str(status(canary).get("phase") or "")
+    """The phase in today's spelling (a status written as ``Finalising`` reads ``Finalizing``)."""
+    raw = status(canary).get("phase")
+    known = parse_phase(raw)
+    return known.value if known is not None else str(raw or "")
 
 
 def weight(canary: dict[str, Any]) -> int:
@@ -97,10 +100,8 @@ def routes(canary: dict[str, Any]) -> list[str]:
 def pending_request(canary: dict[str, Any]) -> dict[str, Any] | None:
     """The manual action a person asked for that the controller has not acknowledged yet."""
     requested = as_dict(status(canary).get("requestedAction"))
-    if not requested.get("id"):
-        return None
     last = as_dict(status(canary).get("lastAction"))
-    return None if last.get("id") == requested["id"] else requested
+    return requested if action_pending(requested.get("id"), last.get("id")) else None
 
 
 def run_outcome(canary: dict[str, Any], target_revision: str | None) -> str | None:
@@ -476,12 +477,3 @@ def watch_signature(canary: dict[str, Any], target_revision: str | None = None) 
         st.get("paused"), st.get("revision"), pending.get("id") if pending else None, target_revision,
     )
 
-
-ACTION_VERBS = {
-    Action.PROMOTE.value: "promote",
-    Action.PROMOTE_STEP.value: "promote --step",
-    Action.ABORT.value: "abort",
-    Action.PAUSE.value: "pause",
-    Action.RESUME.value: "resume",
-    Action.RETRY.value: "retry",
-}

@@ -52,8 +52,8 @@ def advance(draft: Draft) -> None:
         _progressing(draft)
     elif phase is Phase.PROMOTING:
         _promoting(draft)
-    elif phase is Phase.FINALISING:
-        _finalising(draft)
+    elif phase is Phase.FINALIZING:
+        _finalizing(draft)
 
 
 def _begin_termination(draft: Draft) -> None:
@@ -91,8 +91,8 @@ def _target_missing(draft: Draft) -> None:
         )
     elif status.phase is Phase.PROMOTING:
         _promoting(draft)  # the primary already runs the revision: promotion needs no target
-    elif status.phase is Phase.FINALISING:
-        _finalising(draft)
+    elif status.phase is Phase.FINALIZING:
+        _finalizing(draft)
 
 
 def _initialize(draft: Draft) -> None:
@@ -317,14 +317,14 @@ def _promoting(draft: Draft) -> None:
         return  # the revision to copy is no longer in the target: analyse the new one instead
     if primary_serves(primary, status.revision):
         draft.move(
-            Reason.FINALISING,
+            Reason.FINALIZING,
             f"{draft.primary_name} serves revision {status.revision}: traffic returns to it",
-            phase=Phase.FINALISING,
+            phase=Phase.FINALIZING,
             weight=0,
         )
 
 
-def _finalising(draft: Draft) -> None:
+def _finalizing(draft: Draft) -> None:
     target = draft.observations.target
     scaled_down = target is None or target.desired_replicas == 0
     if traffic_on_primary(draft.observations) and scaled_down:

@@ -20,7 +20,12 @@ Built-in variables, set by canaryd for each check (see ``analysis_variables``):
 - ``service``: the canary Service, ``<target>-canary``;
 - ``workload``: the Deployment serving the side measured: ``<target>`` (the
   canary), or ``<target>-primary`` when a comparison renders the primary's side;
-- ``route``: the name of the (first) route the Canary weights;
+- ``route``: the name of a route the Canary weights. A template that uses it
+  is rendered once per route in ``spec.routeRefs``, each rendering asked and
+  judged on its own, and the check's verdict is the worst of them (see
+  ``canaryd.core.verdicts.worst_per_route``): a metric about "the route" holds
+  only if it holds on every route that carries the canary's traffic. A
+  template without ``{{ route }}`` is asked once;
 - ``interval``: the metric's interval as a PromQL duration (``1m``, ``90s``).
 
 User variables come from the MetricTemplate's ``spec.variables`` (defaults)
@@ -52,7 +57,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -269,6 +274,41 @@ def promql_duration(interval: timedelta | str) -> str:
     if delta < _MIN_INTERVAL:
         raise UnsafeValueError(f"interval {format_duration(delta)!r} is shorter than 1s")
     return format_duration(delta)
+
+
+def check_queries(
+    query: str,
+    *,
+    namespace: str,
+    target: str,
+    service: str,
+    routes: Sequence[str],
+    interval: timedelta | str,
+    template_defaults: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> list[tuple[str, str]]:
+    """The PromQL one check asks, as (route name, query): one per route when ``query`` uses ``{{ route }}``.
+
+    A template that does not use ``{{ route }}`` gives one query (paired with
+    the first route's name). Route names repeated across kinds are asked once.
+    Raises TemplateError for the first rendering that fails.
+    """
+    names = list(dict.fromkeys(routes))
+    if "route" not in placeholders(query):
+        names = names[:1]
+    rendered = []
+    for route in names:
+        variables = analysis_variables(
+            namespace=namespace,
+            target=target,
+            service=service,
+            route=route,
+            interval=interval,
+            template_defaults=template_defaults,
+            overrides=overrides,
+        )
+        rendered.append((route, render(query, variables)))
+    return rendered
 
 
 def analysis_variables(
@@ -502,6 +542,7 @@ __all__ = [
     "UnsafeValueError",
     "Value",
     "analysis_variables",
+    "check_queries",
     "classify_number",
     "interpret_range_result",
     "interpret_result",

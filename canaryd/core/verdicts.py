@@ -16,6 +16,10 @@ inconclusive and follows ``inconclusivePolicy``. A round failed by a
 critical metric, or by a Sequential one (whose verdict already accounts
 for every look), is decisive: the run fails without waiting for
 ``threshold`` failed checks.
+
+A check asked once per route gets the worst of its verdicts: a failure on
+any route, else an error, else an inconclusive comparison, else no data,
+else a pass.
 """
 
 from __future__ import annotations
@@ -111,6 +115,27 @@ def decisive_failure(results: Sequence[Result], scoring: ScoreThresholds | None 
             if result.comparison is not None and result.comparison.judge is CompareJudge.SEQUENTIAL:
                 return result
     return None
+
+
+#: Worst first: the order in which one route's verdict outweighs another's for the same check.
+_SEVERITY = (Verdict.FAIL, Verdict.ERROR, Verdict.INCONCLUSIVE, Verdict.NO_DATA, Verdict.PASS)
+
+
+def worst_per_route(per_route: Sequence[tuple[str, MetricResult]]) -> MetricResult:
+    """One check's result from its results on each route: the worst verdict, naming the route(s).
+
+    With a single route the result is that route's, unchanged.
+    """
+    if len(per_route) == 1:
+        return per_route[0][1]
+    worst = min(_SEVERITY.index(result.verdict) for _, result in per_route)
+    deciding = [(route, result) for route, result in per_route if _SEVERITY.index(result.verdict) == worst]
+    first = deciding[0][1]
+    message = "; ".join(f"route {route}: {result.message}" for route, result in deciding)
+    return MetricResult(
+        name=first.name, verdict=first.verdict, value=first.value, message=message,
+        comparison=first.comparison,
+    )
 
 
 def describe_result(result: Result) -> str:

@@ -16,27 +16,30 @@ from datetime import datetime
 from canaryd.adapters.prometheus import PrometheusEndpoint, PrometheusQuerier
 from canaryd.api.constants import Verdict
 from canaryd.api.models import Canary, MetricCheck, MetricTemplate
+from canaryd.api.naming import workload_names
 from canaryd.core.judges.compare import SideData, judge_comparison
 from canaryd.core.judges.plan import RangeQuery, SideQueries, plan_comparison
 from canaryd.core.observations import MetricResult
-from canaryd.core.promql import RangeResult, TemplateError, analysis_variables, judge, render
-from canaryd.core.workloads import canary_service_name
+from canaryd.core.promql import RangeResult, TemplateError, check_queries, judge
+from canaryd.core.verdicts import worst_per_route
 
 
-def threshold_query(canary: Canary, check: MetricCheck, template: MetricTemplate | None) -> str:
-    """The PromQL of a threshold check, rendered for the canary (raises TemplateError)."""
+def threshold_queries(
+    canary: Canary, check: MetricCheck, template: MetricTemplate | None
+) -> list[tuple[str, str]]:
+    """The PromQL of a threshold check for the canary, as (route, query): one per route when the
+    template uses ``{{ route }}`` (see ``core.promql.check_queries``). Raises TemplateError."""
     target = canary.spec.target_ref.name
-    variables = analysis_variables(
+    return check_queries(
+        template.spec.query if template is not None else (check.query or ""),
         namespace=canary.metadata.namespace,
         target=target,
-        service=canary_service_name(target),
-        route=canary.spec.route_refs[0].name,
+        service=workload_names(target).canary_service,
+        routes=[ref.name for ref in canary.spec.route_refs],
         interval=check.interval or canary.spec.analysis.interval,
         template_defaults=template.spec.variables if template is not None else None,
         overrides=check.variables,
     )
-    query = template.spec.query if template is not None else (check.query or "")
-    return render(query, variables)
 
 
 async def run_threshold(
@@ -47,14 +50,21 @@ async def run_threshold(
     template: MetricTemplate | None,
     now: datetime,
 ) -> MetricResult:
-    """An instant query at ``now``, judged against the check's thresholdRange."""
+    """Instant queries at ``now`` (one per route where the template asks), each judged against the
+    check's thresholdRange; the check's result is the worst route's."""
     if check.threshold_range is None:
         raise ValueError(f"metric {check.name} has no thresholdRange")
     try:
-        promql = threshold_query(canary, check, template)
+        queries = threshold_queries(canary, check, template)
     except (TemplateError, ValueError) as exc:
         return MetricResult(check.name, Verdict.ERROR, None, f"cannot build the query: {exc}")
-    return judge(check.name, await querier.query(endpoint, promql, at=now), check.threshold_range)
+    answers = await asyncio.gather(*(querier.query(endpoint, promql, at=now) for _, promql in queries))
+    return worst_per_route(
+        [
+            (route, judge(check.name, answer, check.threshold_range))
+            for (route, _), answer in zip(queries, answers, strict=True)
+        ]
+    )
 
 
 async def run_comparison(
@@ -90,4 +100,4 @@ async def run_comparison(
     return judge_comparison(check, canary_data, primary_data, samples=plan.samples)
 
 
-__all__ = ["run_comparison", "run_threshold", "threshold_query"]
+__all__ = ["run_comparison", "run_threshold", "threshold_queries"]

@@ -744,6 +744,24 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "Duplicate value",
     ),
     (
+        "status-route-kind",
+        _with_status(status__routeGenerations__0__kind="Ingress"),
+        "status.routeGenerations[0].kind",
+        "supported values",
+    ),
+    (
+        "status-route-generation-negative",
+        _with_status(status__routeGenerations__0__first=-1),
+        "status.routeGenerations[0].first",
+        "greater than or equal to 0",
+    ),
+    (
+        "status-route-no-hash",
+        _with_status(status__routeGenerations__0__specHash=_DELETE),
+        "status.routeGenerations[0].specHash",
+        "Required",
+    ),
+    (
         "status-generation",
         _with_status(status__observedGeneration=-1),
         "status.observedGeneration",
@@ -887,6 +905,8 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         _with(base_template, **{"spec__counts": {"total": "sum(a)", "matching": "sum(b)"}}),
     ),
     ("status-nan-value", _with_status(status__metrics__0__value=None)),
+    ("status-finalizing", _with_status(status__phase="Finalizing")),
+    ("status-finalising-as-written-before", _with_status(status__phase="Finalising")),
     ("status-only-action", _with(base_canary, status={"requestedAction": {"id": "r1", "action": "promote"}})),
     (
         "template-minimal",
@@ -1076,6 +1096,16 @@ def test_a_status_round_trips_through_the_models_unchanged() -> None:
     obj["status"] = dumped
     assert server_errors(obj) == []
     assert CanaryStatus.model_validate(dumped).dump() == dumped
+
+
+def test_the_old_spelling_finalising_reads_as_finalizing_and_is_never_written() -> None:
+    from canaryd.api.constants import Phase, parse_phase
+    from canaryd.api.models import CanaryStatus
+
+    status = CanaryStatus.model_validate({**valid_status(), "phase": "Finalising"})
+    assert status.phase is Phase.FINALIZING
+    assert status.dump()["phase"] == "Finalizing"
+    assert parse_phase("Finalising") is Phase.FINALIZING and parse_phase("Paused") is None
 
 
 def test_a_nan_metric_value_is_written_as_null_which_the_schema_accepts() -> None:

@@ -135,6 +135,17 @@ def test_pending_action_is_shown_until_acknowledged() -> None:
     assert render.pending_request(done) is None
 
 
+def test_a_phase_written_as_finalising_before_reads_and_counts_as_finalizing() -> None:
+    old = canary(phase="Finalising", canaryWeight=0)
+    assert render.phase(old) == "Finalizing"
+    assert render.list_table([old], all_namespaces=False, wide=False, now=NOW).splitlines()[1].split()[1] == (
+        "Finalizing"
+    )
+    assert wanted_state_holds("promote", old)
+    assert not wanted_state_holds("abort", old), "a promotion under way is not a rolled-back run"
+    assert render.phase(canary(phase="SomethingNew")) == "SomethingNew"
+
+
 def test_human_durations_match_kubectl() -> None:
     assert [render.human_duration(s) for s in (5, 119, 130, 600, 3 * 3600 + 300, 9 * 3600, 3 * 86400 + 3600,
                                                 40 * 86400, 800 * 86400)] == [

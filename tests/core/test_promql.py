@@ -24,6 +24,7 @@ from canaryd.core.promql import (
     UnsafeValueError,
     Value,
     analysis_variables,
+    check_queries,
     interpret_range_result,
     interpret_result,
     judge,
@@ -188,6 +189,34 @@ def test_user_variables_layer_over_template_defaults_but_not_over_builtins() -> 
             namespace="shop", target="checkout", service="checkout-canary", route="checkout", interval="1m",
             overrides={"namespace": "payments"},
         )
+
+
+def _queries(query: str, routes: list[str]) -> list[tuple[str, str]]:
+    return check_queries(
+        query, namespace="shop", target="checkout", service="checkout-canary", routes=routes, interval="1m"
+    )
+
+
+def test_a_query_about_the_route_is_asked_for_every_route_in_order() -> None:
+    query = 'sum(rate(x{route="{{ route }}", service="{{ service }}"}[{{ interval }}]))'
+    assert _queries(query, ["checkout", "checkout-grpc", "checkout"]) == [
+        ("checkout", 'sum(rate(x{route="checkout", service="checkout-canary"}[1m]))'),
+        ("checkout-grpc", 'sum(rate(x{route="checkout-grpc", service="checkout-canary"}[1m]))'),
+    ]
+
+
+def test_a_query_without_the_route_is_asked_once() -> None:
+    query = 'sum(rate(x{service="{{ service }}"}[{{ interval }}]))'
+    assert _queries(query, ["checkout", "checkout-grpc"]) == [
+        ("checkout", 'sum(rate(x{service="checkout-canary"}[1m]))')
+    ]
+
+
+def test_each_route_name_is_escaped_where_it_stands() -> None:
+    query = 'x{route=~"{{ route }}|legacy", cluster="httproute/shop/{{ route }}/rule/0"}'
+    (_, one), (_, two) = _queries(query, ["a.b", "c"])
+    assert one == r'x{route=~"a\\.b|legacy", cluster="httproute/shop/a.b/rule/0"}'  # the dot is literal
+    assert two == 'x{route=~"c|legacy", cluster="httproute/shop/c/rule/0"}'
 
 
 # -- answers ---------------------------------------------------------------------------------------
