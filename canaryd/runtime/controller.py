@@ -209,6 +209,8 @@ class Controller:
             self._lead_task = None
         await self.workers.stop()
         self.scheduler.cancel_all()
+        # The new leader reports every Canary from now on; series kept here would go stale.
+        self.metrics.forget_canaries()
 
     async def stop(self) -> None:
         """Stop acting, give up the Lease, stop watching; safe to call twice."""
@@ -245,13 +247,19 @@ class Controller:
             if self.reconciler is not None:
                 self.reconciler.forget(key)
             if self._leading:
-                asyncio.get_running_loop().create_task(self.workers.discard(key))
+                asyncio.get_running_loop().create_task(self._discard(key))
             return
         refs = references(obj)
         self._refs_of[key] = refs
         for ref in refs:
             self._index[ref].add(key)
         self.workers.enqueue(key)
+
+    async def _discard(self, key: Key) -> None:
+        """Stop a deleted Canary's worker, then forget it again: a pass that was under way is over."""
+        await self.workers.discard(key)
+        if self.reconciler is not None and self.caches is not None and self.caches.canaries.get(*key) is None:
+            self.reconciler.forget(key)
 
     def _dependency(self, kind: str) -> Any:
         def handler(event_type: str, obj: dict[str, Any]) -> None:

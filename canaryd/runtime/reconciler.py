@@ -164,8 +164,9 @@ class Reconciler:
         now = self.clock()
         if self.analysis_due(canary, observations, now):
             results = await self.analyzer(canary, observed.metrics, now)
-            for result in results:
-                self.metrics.analysis_verdicts.labels(key[0], key[1], result.name, result.verdict.value).inc()
+            if self.caches.canaries.get(*key) is not None:
+                for result in results:
+                    self.metrics.analysis_verdicts.labels(*key, result.name, result.verdict.value).inc()
             observations = replace(observations, analysis=results)
             now = self.clock()
         decision = self.decide(canary, observations, now)
@@ -182,7 +183,9 @@ class Reconciler:
     def _after(self, key: Key, before: CanaryStatus, decision: Decision, now: datetime) -> None:
         """Metrics of the pass, and the next wake-up the decision asks for."""
         status = decision.status
-        self.metrics.set_canary(key[0], key[1], status.phase, status.canary_weight)
+        if self.caches.canaries.get(*key) is not None:
+            # A Canary deleted while this pass ran was forgotten already: its series must not come back.
+            self.metrics.set_canary(key[0], key[1], status.phase, status.canary_weight)
         due = self._fired_due.pop(key, None)
         if due is not None and (status.step != before.step or status.phase != before.phase):
             self.metrics.step_lateness.observe(max(0.0, (now - due).total_seconds()))
