@@ -242,7 +242,7 @@ class Informer:
         obj.setdefault("kind", self.resource.kind)
         key = object_key(obj)
         if event_type == "DELETED":
-            self._bury(key, self._objects.pop(key, None) or obj)
+            self._bury(key, self._objects.pop(key, obj))
             self._notify("DELETED", obj)
         elif event_type in ("ADDED", "MODIFIED"):
             current = self._objects.get(key)

@@ -150,6 +150,8 @@ class ConditionType(StrEnum):
     ROUTES_READY = "RoutesReady"
     ANALYSIS_HEALTHY = "AnalysisHealthy"
     PAUSED = "Paused"
+    #: Whether canaryd's last pass applied everything it decided (written only after a failure).
+    RECONCILED = "Reconciled"
 
 
 class Reason(StrEnum):
@@ -205,3 +207,11 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     # Deletion
     DELETING = "Deleting"
+    # Reconciled: a pass that could not be finished (see canaryd.core.failures)
+    RECONCILED = "Reconciled"
+    #: The API server refused a write with an answer no retry changes (400, 403, 422, ...).
+    API_REJECTED = "ApiRejected"
+    #: The API server kept failing (5xx, 429, no answer, conflicts) for several passes in a row.
+    API_UNAVAILABLE = "ApiUnavailable"
+    #: An unexpected error inside canaryd.
+    RECONCILE_ERROR = "ReconcileError"

@@ -131,7 +131,7 @@ def _next_wakeup(draft: Draft, unsettled: bool) -> datetime | None:
     canary, status, now = draft.canary, draft.status, draft.now
     if canary.spec.suspend and not draft.observations.deleting:
         return None
-    recheck = now + schedule.recheck_interval(canary)
+    recheck = schedule.later(now, schedule.recheck_interval(canary))
     phase = status.phase
     if phase is Phase.PROGRESSING:
         if status.paused:
@@ -143,7 +143,7 @@ def _next_wakeup(draft: Draft, unsettled: bool) -> datetime | None:
             wake = schedule.next_analysis_at(canary, status) or recheck
         return min(wake, deadline) if deadline is not None else wake
     if phase is Phase.WAITING:
-        return now + schedule.interval(canary)
+        return schedule.later(now, schedule.interval(canary))
     if phase in (Phase.INITIALIZING, Phase.PROMOTING, Phase.FINALIZING):
         return recheck
     if phase is Phase.TERMINATING:
