@@ -206,6 +206,8 @@ def _routes(draft: Draft) -> DesiredCondition:
             reason = Reason.ROUTE_NOT_FOUND
         elif not route.has_backends:
             reason = Reason.ROUTE_MISSING_BACKENDS
+        elif route.port_problem:
+            reason = Reason.ROUTE_PORT_MISMATCH
         else:
             reason = Reason.ROUTE_NOT_ACCEPTED
         break

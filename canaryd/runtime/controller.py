@@ -40,6 +40,7 @@ from canaryd.adapters.leader import LeaderElector
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer
 from canaryd.core import lifecycle
+from canaryd.core.claims import REFUSAL_REASONS
 from canaryd.core.references import Reference, references
 from canaryd.runtime.http import Endpoints
 from canaryd.runtime.metrics import ControllerMetrics
@@ -248,6 +249,7 @@ class Controller:
                 self.reconciler.forget(key)
             if self._leading:
                 asyncio.get_running_loop().create_task(self._discard(key))
+            self._wake_refused_peers(key[0])
             return
         refs = references(obj)
         self._refs_of[key] = refs
@@ -260,6 +262,19 @@ class Controller:
         await self.workers.discard(key)
         if self.reconciler is not None and self.caches is not None and self.caches.canaries.get(*key) is None:
             self.reconciler.forget(key)
+
+    def _wake_refused_peers(self, namespace: str) -> None:
+        """A Canary went away: those it kept from their target (``core.claims``) may act now."""
+        if self.caches is None:
+            return
+        for obj in self.caches.canaries.items():
+            meta = obj.get("metadata") or {}
+            if meta.get("namespace") != namespace:
+                continue
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            ready = next((c for c in conditions if isinstance(c, dict) and c.get("type") == "Ready"), {})
+            if ready.get("reason") in REFUSAL_REASONS:
+                self.workers.enqueue((namespace, str(meta.get("name", ""))))
 
     def _dependency(self, kind: str) -> Any:
         def handler(event_type: str, obj: dict[str, Any]) -> None:
