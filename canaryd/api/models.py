@@ -482,7 +482,10 @@ class RouteGenerations(_Model):
 
 class CanaryStatus(_Model):
     phase: Phase | None = None
+    #: The weight the routes carry (see ``canaryd.core.inflight``).
     canary_weight: JsonInt = Field(default=0, ge=0, le=100)
+    #: The weight canaryd is putting on the routes; None once they carry it.
+    moving_to_weight: JsonInt | None = Field(default=None, ge=0, le=100)
     step: JsonInt = Field(default=0, ge=0, le=MAX_INT32)
     failed_checks: JsonInt = Field(default=0, ge=0, le=MAX_INT32)
     analysis_errors: JsonInt = Field(default=0, ge=0, le=MAX_INT32)

@@ -42,7 +42,7 @@ from canaryd.core.draft import Draft
 from canaryd.core.effects import Effect, ReleaseOwned, RemoveFinalizer, SetRouteWeights
 from canaryd.core.observations import Observations
 from canaryd.core.phases import advance, progress_blocker
-from canaryd.core.readiness import canary_ready
+from canaryd.core.readiness import canary_ready, routes_show
 from canaryd.core.reporting import conditions, problem_events
 from canaryd.core.routes import record_weight_write
 
@@ -71,7 +71,9 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
     ready, routes usable, no configuration problem), runs the revision under
     analysis, and one interval has passed since the last step, round or
     resume. A pending manual action goes first: no round is due until it is
-    answered. ``decide`` uses a round only when this holds.
+    answered. A round judges the step's weight, so none is due until every
+    route carries it (a weight patch lost to a conflict is written again
+    first). ``decide`` uses a round only when this holds.
     """
     status = canary.status
     target = observations.target
@@ -86,6 +88,7 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
         or not observations.routes_usable
         or observations.config_problems
         or _action_pending(canary, observations)
+        or not routes_show(observations, 100 - status.canary_weight, status.canary_weight)
         or refusal(claim_of(canary), observations) is not None
     ):
         return False

@@ -5,7 +5,10 @@ The reconciler decides nothing; it interprets a core decision:
 1. the status (a merge patch on /status) is written first: it is the record of
    what canaryd intends, so a controller killed at any point resumes from it
    and re-applies (idempotently) whatever effect had not happened yet, and a
-   step is never taken twice;
+   step is never taken twice; a new weight is written there as
+   ``movingToWeight`` and becomes ``canaryWeight`` only once the route
+   patches went through (``core.inflight``), so status never runs ahead of
+   the routes;
 2. the effects, in the order the decision gives them (its Events first); the
    first failure stops the pass (a later effect may depend on an earlier one).
    A route that someone changed meanwhile (409/422 on the guarded patch) is
@@ -37,6 +40,7 @@ from canaryd.adapters.writers import Writer, status_merge_patch
 from canaryd.api.models import Canary, CanaryStatus, validation_text
 from canaryd.api.naming import workload_names
 from canaryd.core import effects as fx
+from canaryd.core import inflight
 from canaryd.core.concurrency import starts_run
 from canaryd.core.failures import (
     PERSISTENT_ATTEMPTS,
@@ -223,10 +227,12 @@ class Reconciler:
 
     async def _reconcile(self, key: Key, raw: dict[str, Any]) -> None:
         try:
-            canary = Canary.model_validate(raw)
+            written = Canary.model_validate(raw)
         except ValidationError as exc:
             await self._report_invalid(raw, validation_text(exc))
             return
+        # Decisions read the weight a run is at: the one being moved to, if a move is under way.
+        canary = written.model_copy(update={"status": inflight.intended(written.status)})
         slot = self.slots.available(key, self.caches.canaries, canary.status.phase)
         self._doing[key] = "reading the Canary's objects from the caches"
         observed = observe(canary, raw, self.caches, slot)
@@ -245,16 +251,26 @@ class Reconciler:
         decision = self.decide(canary, observations, now)
         if starts_run(canary.status, decision.status):
             self.slots.claim(key)  # before any await, so a concurrent decision counts this run
+        staged = inflight.stage(
+            decision.status, written.status.canary_weight, observations.routes, decision.effects
+        )
         self._doing[key] = "writing the Canary's status"
         try:
-            await self._write_status(key, raw, canary.status, decision.status)
+            await self._write_status(key, raw, written.status, staged.before_routes)
         finally:
             self.slots.release(key)
         for effect in decision.effects:
             self._doing[key] = describe_effect(effect, canary.metadata.namespace, canary.spec.target_ref.name)
             await self._apply(effect, canary, observed.target, decision.status)
+        shown = staged.before_routes
+        if staged.once_routed is not None:
+            # Every weight patch went through: status may now say the routes carry the new weight.
+            self._doing[key] = "recording the weight the routes now carry"
+            patch = status_merge_patch(staged.before_routes.dump(), staged.once_routed.dump())
+            await self.writer.patch_status(key[0], key[1], patch)
+            shown = staged.once_routed
         self._doing[key] = "scheduling the next look"
-        self._after(key, canary.status, decision, now)
+        self._after(key, canary.status, replace(decision, status=shown), now)
 
     def _after(self, key: Key, before: CanaryStatus, decision: Decision, now: datetime) -> None:
         """Metrics of the pass, and the next wake-up the decision asks for."""
