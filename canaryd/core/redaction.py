@@ -62,9 +62,16 @@ def redact_url(url: str) -> str:
         return re.sub(r"//[^/@\s]*@", f"//{HIDDEN}@", url)
 
 
+#: ``token=...`` outside a full URL (an HTTP client may quote only the path and query it failed on).
+_SENSITIVE_PAIR = re.compile(
+    r"(?i)(?<![A-Za-z0-9_])(" + "|".join(sorted(SENSITIVE_PARAMETERS)) + r")=([^&\s'\"<>/]+)"
+)
+
+
 def redact_text(text: str) -> str:
     """``text`` with every URL in it redacted, and any Bearer/Basic credential hidden."""
     text = _URL.sub(lambda match: redact_url(match.group(0)), text)
+    text = _SENSITIVE_PAIR.sub(lambda match: f"{match.group(1)}={HIDDEN}", text)
     return _AUTH_HEADER.sub(lambda match: f"{match.group(1)} {HIDDEN}", text)
 
 
