@@ -494,7 +494,7 @@ _APPLY_ORDER = (
 
 
 async def run_batch(cluster: Any, prometheus: HostilePrometheus, batch: list[Case], figures: Figures,
-                    settle_seconds: float = 20.0) -> None:  # fmt: skip
+                    settle_seconds: float = 40.0) -> None:  # fmt: skip
     """Apply a batch (one namespace per case), roll a new revision, judge every Canary, delete them."""
     store = cluster.store
     canaries: dict[int, tuple[str, str]] = {}
