@@ -16,6 +16,10 @@ connections it accepts). So the same process can watch the API server on the hos
 a process living inside the namespace could not reach (its 127.0.0.1 is its own), and serve its
 metrics on the host's loopback, with no control channel between two processes to keep in step.
 
+A pod that is deleted (or being deleted) still answers for ``--drain-seconds`` (5 s), as a container
+does in its termination grace period: kwok removes pods at once, while a Gateway learns of the new
+endpoints a moment later, and without it every rollout would cost the requests of that moment.
+
 Each port speaks HTTP/1.1 and gRPC (h2c) at once, as many real servers do: a connection whose first
 bytes are the HTTP/2 preface is handed to that pod's own grpcio server (started on first use, on a
 unix socket), anything else is read as HTTP/1.1. Every answer names the pod (header
@@ -191,6 +195,7 @@ class PodListener:
         self.connections: set[asyncio.StreamWriter] = set()
         self.grpc_server: grpc.aio.Server | None = None
         self.grpc_socket: Path | None = None
+        self.draining_until: float | None = None  # loop time: the pod is gone, its port still answers
 
     async def start(self) -> None:
         sock = self.app.network.listen(self.ip, self.port)
@@ -350,6 +355,7 @@ class PodApp:
     network: PodNetwork
     kubeconfig: Path
     grpc_dir: Path
+    drain_seconds: float = 5.0
     metrics: Metrics = field(default_factory=Metrics)
     listeners: dict[tuple[str, int], PodListener] = field(default_factory=dict)
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)  # uid -> pod object
@@ -362,12 +368,22 @@ class PodApp:
         for obj in self.pods.values():
             for key in serving_keys(obj, self.networks):
                 wanted[key] = obj
-        for key in [k for k in self.listeners if k not in wanted]:
-            await self.listeners.pop(key).stop()
+        now = asyncio.get_running_loop().time()
+        for key, listener in list(self.listeners.items()):
+            if key in wanted:
+                continue
+            # Like a container in its termination grace period, the pod answers a while after it is
+            # gone, so that requests a Gateway sends before it has the new endpoints still land.
+            if listener.draining_until is None:
+                listener.draining_until = now + self.drain_seconds
+                log.info("draining %s on %s:%s for %g s", listener.pod.label, *key, self.drain_seconds)
+            if now >= listener.draining_until:
+                await self.listeners.pop(key).stop()
+                log.info("stopped %s on %s:%s", listener.pod.label, *key)
         for key, obj in wanted.items():
             pod = pod_from_object(obj)
             listener = self.listeners.get(key)
-            if listener is not None and listener.pod.uid != pod.uid:  # the IP went to another pod
+            if listener is not None and listener.pod.uid != pod.uid:  # the IP went to another pod at once
                 await self.listeners.pop(key).stop()
                 listener = None
             if listener is None:
@@ -381,6 +397,14 @@ class PodApp:
                 log.info("serving %s on %s:%s", pod.label, *key)
             else:
                 listener.pod.error_rate, listener.pod.latency_ms = pod.error_rate, pod.latency_ms
+                listener.draining_until = None
+
+    async def reap(self) -> None:
+        """Stop the listeners whose drain time is over (reconcile only runs when a pod changes)."""
+        while True:
+            await asyncio.sleep(0.5)
+            if any(listener.draining_until is not None for listener in self.listeners.values()):
+                await self.reconcile()
 
     async def watch(self, ready: Callable[[], None]) -> None:
         server, token, context = _read_kubeconfig(self.kubeconfig)
@@ -459,7 +483,7 @@ async def _main(args: argparse.Namespace) -> int:
         return 2
     grpc_dir = Path(args.grpc_dir or tempfile.mkdtemp(prefix="canaryd-podapp-"))
     grpc_dir.mkdir(parents=True, exist_ok=True)
-    app = PodApp(network, Path(args.kubeconfig), grpc_dir)
+    app = PodApp(network, Path(args.kubeconfig), grpc_dir, drain_seconds=args.drain_seconds)
     try:
         runner = await app.serve_metrics(args.metrics_port)
     except OSError as error:
@@ -474,11 +498,15 @@ async def _main(args: argparse.Namespace) -> int:
         print("ready", flush=True)
 
     watcher = asyncio.create_task(app.watch(ready))
+    reaper = asyncio.create_task(app.reap())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
     watcher.cancel()
+    reaper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
+    with contextlib.suppress(asyncio.CancelledError):
+        await reaper
     await app.close()
     await runner.cleanup()
     if watcher in done and not watcher.cancelled() and watcher.exception() is not None:
@@ -493,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-cidr", action="append", required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--grpc-dir")
+    parser.add_argument(
+        "--drain-seconds", type=float, default=5.0, help="how long a deleted pod still answers (grace period)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)

@@ -196,9 +196,18 @@ class DataPlane:
             f"--providers.kubernetesgateway.certauthfilepath={cluster.ca_file}",
             # Weights take effect within a tenth of a second of the route's change, not 2 s later.
             "--providers.providersthrottleduration=100ms",
+            # Traefik writes the status of every Gateway and route on each change; its client's default
+            # rate limit (50 qps) would hold the next configuration back behind those writes.
+            "--providers.kubernetesgateway.qps=1000",
+            "--providers.kubernetesgateway.burst=2000",
             f"--entrypoints.{ENTRYPOINT}.address=127.0.0.1:{self.ports['web']}",
             f"--entrypoints.traefik.address=127.0.0.1:{self.ports['traefik']}",
             "--ping=true",
+            # Traefik's API (read-only, on the loopback-only "traefik" entry point): which weights it
+            # has applied, so a measurement can start when the Gateway, not the API server, has them.
+            "--api=true",
+            "--api.insecure=true",
+            "--api.dashboard=false",
             "--metrics.prometheus=true",
             "--metrics.prometheus.addserviceslabels=true",
             f"--metrics.prometheus.buckets={LATENCY_BUCKETS}",

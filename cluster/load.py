@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import grpc
@@ -172,12 +173,80 @@ async def until_answered(
         await probe.stop()
 
 
+class AppliedWeights:
+    """When Traefik applied each canary weight of one route: its API, polled every ``interval`` seconds.
+
+    Traefik needs a moment (under load, a second or two) between the API server storing new weights
+    and its routers using them; measuring from the API server's moment would blame canaryd for that.
+    ``changes`` holds (time.monotonic(), canary weight in percent) for every weight Traefik showed.
+    """
+
+    def __init__(
+        self, api: str, kind: str, namespace: str, route: str, canary_service: str, *,
+        interval: float = 0.1, max_seconds: float = 600.0,
+    ) -> None:  # fmt: skip
+        self.api = api.rstrip("/")
+        self.prefix = f"{kind.lower()}-{namespace}-{route}-gw-"
+        self.canary = f"-svc-{namespace}-{canary_service}-"
+        self.interval, self.max_seconds = interval, max_seconds
+        self.changes: list[tuple[float, int]] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def weight(self, services: list[dict[str, Any]]) -> int | None:
+        """The canary's percentage in the route's weighted service; None while Traefik has no such route."""
+        total = canary = 0
+        found = False
+        for service in services:
+            name = str(service.get("name", ""))
+            weighted = service.get("weighted")
+            if not (name.startswith(self.prefix) and name.endswith("-wrr@kubernetesgateway")):
+                continue
+            found = True
+            for child in (weighted or {}).get("services") or []:
+                weight = int(child.get("weight", 1))
+                total += weight
+                canary += weight if self.canary in str(child.get("name", "")) else 0
+        if not found:
+            return None
+        return round(100 * canary / total) if total else 0
+
+    def start(self) -> AppliedWeights:
+        self._task = asyncio.create_task(self.run(), name=f"applied weights {self.prefix}")
+        return self
+
+    async def stop(self) -> list[tuple[float, int]]:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        return self.changes
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_seconds
+        url = f"{self.api}/api/http/services"
+        params = {"search": self.prefix, "per_page": "1000"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            while not self._stop.is_set() and loop.time() < deadline:
+                try:
+                    async with session.get(url, params=params) as response:
+                        services = await response.json()
+                    weight = self.weight(services) if isinstance(services, list) else None
+                    if weight is not None and (not self.changes or self.changes[-1][1] != weight):
+                        self.changes.append((time.monotonic(), weight))
+                except (aiohttp.ClientError, TimeoutError, ValueError):
+                    pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
+
+
 @dataclass(frozen=True)
 class StepShare:
     """The requests sent while one canary weight was in force, and how many the canary answered."""
 
-    weight: int  # the canary's weight (percent) canaryd had set
-    seconds: float  # how long the window lasted (after the settling time)
+    weight: int  # the canary's weight (percent) canaryd (or a person) set
+    lag: float | None  # seconds from the API server having the weight to the Gateway using it
+    seconds: float  # how long the window lasted
     requests: int  # requests a pod answered in the window
     canary: int  # of those, answered by a canary pod
     unanswered: int  # requests in the window no pod answered (the Gateway's own errors, timeouts)
@@ -203,27 +272,58 @@ class StepShare:
         return bool(self.requests) and abs(self.share - self.weight) <= self.tolerance
 
 
+def _applied_at(
+    changes: Sequence[tuple[float, int]], applied: Sequence[tuple[float, int]]
+) -> list[float | None]:
+    """For each change, when the Gateway started using it (None: it never showed that weight alone).
+
+    Matched in order: change i is the first applied entry with its weight after change i-1's.
+    """
+    starts: list[float | None] = []
+    cursor = 0
+    for at, weight in changes:
+        found = None
+        for index in range(cursor, len(applied)):
+            seen_at, seen = applied[index]
+            if seen == weight and seen_at >= at - 0.2:  # the poll may see it a moment before our watch
+                found, cursor = seen_at, index + 1
+                break
+        starts.append(found)
+    return starts
+
+
 def step_shares(
     samples: Sequence[Sample], changes: Sequence[tuple[float, int]], is_canary: Callable[[str], bool],
-    *, settle: float = 0.5, end: float | None = None,
+    *, applied: Sequence[tuple[float, int]] | None = None, settle: float = 0.2, end: float | None = None,
 ) -> list[StepShare]:  # fmt: skip
-    """Per weight in force (``changes``: (time.monotonic(), canary weight), oldest first), the share.
+    """Per weight set (``changes``: (time.monotonic(), canary weight), oldest first), the canary's share.
 
-    A window starts ``settle`` seconds after its change (the Gateway applies a change a moment after the
-    API server has it) and ends at the next change (or ``end``, or the last sample).
+    A window starts when the Gateway applied the weight (``applied``, as :class:`AppliedWeights`
+    records it; without it, at the change itself) plus ``settle`` seconds for requests in flight, and
+    ends when the Gateway showed another weight (without ``applied``: at the next change), or at
+    ``end``, or after the last sample. A weight the Gateway never showed (overtaken by the next one)
+    gets an empty window. ``lag`` is known for changes made while ``applied`` was being recorded.
     """
     ordered = sorted(samples, key=lambda s: s.sent)
     stop = end if end is not None else (ordered[-1].sent + 1e-6 if ordered else 0.0)
+    starts = _applied_at(changes, applied) if applied is not None else [at for at, _ in changes]
+    watched_from = applied[0][0] if applied else -math.inf
     shares = []
     for index, (at, weight) in enumerate(changes):
-        start = at + settle
-        until = changes[index + 1][0] if index + 1 < len(changes) else stop
-        window = [s for s in ordered if start <= s.sent < until]
+        began = starts[index]
+        if applied is not None:  # until the Gateway showed anything else
+            following = [t for t, _ in applied if began is not None and t > began]
+        else:
+            following = [t for t in starts[index + 1 :] if t is not None]
+        until = following[0] if following else stop
+        window = [] if began is None else [s for s in ordered if began + settle <= s.sent < until]
         answered = [s for s in window if s.pod is not None]
+        known = began is not None and applied is not None and at >= watched_from
         shares.append(
             StepShare(
                 weight=weight,
-                seconds=max(0.0, until - start),
+                lag=max(0.0, began - at) if known and began is not None else None,
+                seconds=0.0 if began is None else max(0.0, until - began - settle),
                 requests=len(answered),
                 canary=sum(1 for s in answered if is_canary(s.pod or "")),
                 unanswered=len(window) - len(answered),
@@ -243,14 +343,20 @@ def canary_pods_of(target: str) -> Callable[[str], bool]:
 
 
 def format_table(title: str, shares: Sequence[StepShare]) -> str:
-    """The table printed for every run: weight set, share measured, requests, tolerance."""
-    lines = [
-        title,
-        f"  {'weight':>6}  {'measured':>8}  {'requests':>8}  {'canary':>6}  {'tolerance':>9}  {'no pod':>6}",
-    ]
+    """The table printed for every run: weight set, when the Gateway used it, share measured, tolerance."""
+    header = ("weight", "applied", "measured", "requests", "canary", "tolerance", "no pod")
+    lines = [title, "  " + "  ".join(f"{h:>9}" for h in header)]
     for step in shares:
-        lines.append(
-            f"  {step.weight:>5}%  {step.share:>7.1f}%  {step.requests:>8}  {step.canary:>6}  "
-            f"{'±' + format(step.tolerance, '.1f'):>9}  {step.unanswered:>6}"
+        applied = (
+            "never"
+            if step.lag is None and step.seconds == 0
+            else ""
+            if step.lag is None
+            else f"+{step.lag:.1f}s"
         )
+        cells = (
+            f"{step.weight}%", applied, f"{step.share:.1f}%", str(step.requests), str(step.canary),
+            f"±{step.tolerance:.1f}", str(step.unanswered),
+        )  # fmt: skip
+        lines.append("  " + "  ".join(f"{c:>9}" for c in cells))
     return "\n".join(lines)
