@@ -369,17 +369,17 @@ class PodApp:
             for key in serving_keys(obj, self.networks):
                 wanted[key] = obj
         now = asyncio.get_running_loop().time()
-        for key, listener in list(self.listeners.items()):
+        for key, leaving in list(self.listeners.items()):
             if key in wanted:
                 continue
             # Like a container in its termination grace period, the pod answers a while after it is
             # gone, so that requests a Gateway sends before it has the new endpoints still land.
-            if listener.draining_until is None:
-                listener.draining_until = now + self.drain_seconds
-                log.info("draining %s on %s:%s for %g s", listener.pod.label, *key, self.drain_seconds)
-            if now >= listener.draining_until:
+            if leaving.draining_until is None:
+                leaving.draining_until = now + self.drain_seconds
+                log.info("draining %s on %s:%s for %g s", leaving.pod.label, *key, self.drain_seconds)
+            if now >= leaving.draining_until:
                 await self.listeners.pop(key).stop()
-                log.info("stopped %s on %s:%s", listener.pod.label, *key)
+                log.info("stopped %s on %s:%s", leaving.pod.label, *key)
         for key, obj in wanted.items():
             pod = pod_from_object(obj)
             listener = self.listeners.get(key)
