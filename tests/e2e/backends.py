@@ -166,9 +166,8 @@ class RealStore:
     """The sandbox store's methods the scenarios use (create, get, patch, delete, list_refs,
     ensure_namespace, subscribe), on the real API server as admin. Errors raise :class:`RealApiError`.
 
-    ``subscribe`` watches the routes and Canaries of ``watched`` namespaces; a new subscriber first
-    gets every current object as an ADDED event (the sandbox's simulators write each route soon after
-    it is created, so a subscriber there sees it too).
+    ``subscribe`` watches the routes and Canaries of ``watched`` namespaces and, as the sandbox's does,
+    calls back for every change from then on (not for what exists already).
     """
 
     WATCHED = (
@@ -235,9 +234,6 @@ class RealStore:
             if not watcher.primed.wait(20):
                 raise AssertionError(f"cannot list {watcher.resource} in {watcher.namespace}")
         with self.lock:
-            for watcher in self._watchers:
-                for obj in watcher.objects.values():
-                    callback(RealEvent("ADDED", watcher.key, obj))
             self._subscribers.append(callback)
 
         def unsubscribe() -> None:

@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 from canaryd.sandbox.prometheus_server import find_binary
-from tests.e2e.backends import BACKENDS, Backend, assert_traffic_followed_the_weights, backend
+from tests.e2e.backends import (
+    BACKENDS,
+    REAL,
+    Backend,
+    RealBackend,
+    assert_traffic_followed_the_weights,
+    backend,
+)
 from tests.runtime import world
 
 pytestmark = pytest.mark.e2e
@@ -324,3 +331,38 @@ async def test_two_replicas_only_the_leader_acts_and_the_other_takes_over(
         recorder.close()
         for process in replicas_.values():
             process.stop()
+
+
+@pytest.mark.realcluster
+async def test_a_kube_apiserver_restart_mid_run_loses_no_step(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The real kube-apiserver restarted mid-run: watches break, writes fail for a while; the run goes on
+    from where it was, no step is applied twice, and real requests keep following the weights.
+    (Real cluster only: the sandbox's API server is the same process as its store.)"""
+    async with backend(REAL, request) as env:
+        store, ns = env.store, env.ns
+        assert isinstance(env, RealBackend)
+        app(env, "steady", steps=[10, 20, 30, 40, 50])
+        recorder = world.WeightRecorder(store, ns, "steady")
+        ctl = env.controller(tmp_path).start()
+        try:
+            await until_phase(env, "steady", "Initialized", timeout=30)
+            await env.carry_traffic("steady")
+            world.new_revision(store, ns, "steady", "shop:2.0")
+            await world.wait_until(lambda: world.weights(store, ns, "steady") == (80, 20), timeout=40)
+            await asyncio.to_thread(env.cluster.restart_apiserver)
+            await until_phase(env, "steady", "Succeeded", timeout=90)
+            assert recorder.sequence == [(100, 0), (90, 10), (80, 20), (70, 30), (60, 40), (50, 50), (100, 0)]
+            assert image(env, "steady-primary") == "shop:2.0"
+            notes = [
+                e["note"] for e in world.events(store, ns, "steady") if "canary weight" in e.get("note", "")
+            ]
+            assert len(notes) == len(set(notes)), f"a step was applied twice: {notes}"
+            assert len(env.route_patches("steady")) == len(recorder.sequence) - 1
+            assert ctl.alive()
+            assert_traffic_followed_the_weights(env.traffic_report({"steady": recorder}))
+        finally:
+            recorder.close()
+            code = ctl.stop()
+        assert code == 0, ctl.log()[-3000:]
