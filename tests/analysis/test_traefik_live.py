@@ -2,8 +2,9 @@
 
 On the real cluster with the real data plane (``real_dataplane``), a canary whose pods answer 20 % of
 requests with 500 and take about 40 ms, beside a healthy primary, must read as about 80 % success
-and a p99 near 70 ms (more when the machine is busy), and the primary as 100 %. For gRPC, Traefik's ``code`` does not show a failed
-call (the file's note says so): the application's own metrics (analysis/app-metrics.yaml) do.
+and a p99 near 70 ms (more when the machine is busy), and the primary as 100 %. For gRPC, Traefik's
+``code`` does not show a failed call (the file's note says so): the application's own metrics
+(analysis/app-metrics.yaml) do.
 """
 
 from __future__ import annotations
