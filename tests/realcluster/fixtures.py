@@ -5,6 +5,11 @@ every test that asks for ``real_cluster``; tests isolate themselves with ``real_
 plugin module (tests/conftest.py lists it in ``pytest_plugins``) so that tests anywhere in the suite
 can use it.
 
+``real_dataplane`` (session) adds the real data plane (``cluster.dataplane``): the pod CIDR in a
+network namespace, every Ready pod answered by the pods' application, Traefik as the Gateway. The
+cluster's pod CIDR is reserved per run (``cluster.podnet``) so that parallel runs never route the same
+one.
+
 Environment: ``CANARYD_REAL_CLUSTER=0`` skips these tests; with ``CI`` set (true/1) or
 ``CANARYD_REQUIRE_REAL_CLUSTER=1`` they can never be skipped: a cluster that cannot be built or
 started fails them. Missing binaries are built (a cold build takes a while; see scripts/cluster build).
@@ -20,6 +25,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from cluster import podnet
+from cluster.dataplane import DataPlane
 from cluster.harness import Cluster, ClusterConfig, ClusterError, PortInUse
 
 MARKER = "realcluster: needs the real control plane of scripts/cluster (built on first use)"
@@ -63,10 +70,15 @@ def real_cluster() -> Iterator[Cluster]:
                 "CANARYD_REAL_CLUSTER=0, but CI or CANARYD_REQUIRE_REAL_CLUSTER requires the real cluster"
             )
         pytest.skip("real cluster disabled by CANARYD_REAL_CLUSTER=0")
+    try:
+        reservation = podnet.reserve()
+    except podnet.PodNetError as error:
+        pytest.fail(f"real cluster: {error}", pytrace=False)
     for attempt in range(3):
         try:
             # A cold build takes a while: show its progress past pytest's capture.
-            cluster = Cluster.create(ClusterConfig(), build_output=sys.__stderr__)
+            config = ClusterConfig(pod_cidr=reservation.cidr)
+            cluster = Cluster.create(config, build_output=sys.__stderr__)
             try:
                 seconds = cluster.start()
             except PortInUse:
@@ -75,8 +87,10 @@ def real_cluster() -> Iterator[Cluster]:
             break
         except PortInUse as error:  # another run took a port we had picked: pick again
             if attempt == 2:
+                reservation.release()
                 pytest.fail(f"real cluster: {error}", pytrace=False)
         except ClusterError as error:
+            reservation.release()
             pytest.fail(f"real cluster: {error}", pytrace=False)
     _started.append(
         f"real cluster: Kubernetes {cluster.version} started in {seconds:.1f} s ({cluster.run_dir})"
@@ -85,6 +99,36 @@ def real_cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop(remove=True)
+        reservation.release()
+
+
+@pytest.fixture(scope="session")
+def real_dataplane(real_cluster: Cluster) -> Iterator[DataPlane]:
+    """Traefik and the pods' application on ``real_cluster``: see ``cluster.dataplane.DataPlane``.
+
+    Gateways must come from ``real_dataplane.gateway(namespace, name)`` (the listener port is
+    Traefik's entry point); requests go through ``cluster.load.RouteLoad(real_dataplane.web_url, host)``.
+    """
+    for attempt in range(3):
+        try:
+            plane = DataPlane.create(real_cluster)
+            seconds = plane.start()
+            break
+        except PortInUse as error:  # another run took a port we had picked: pick again
+            if attempt == 2:
+                pytest.fail(f"real data plane: {error}", pytrace=False)
+        except ClusterError as error:
+            pytest.fail(f"real data plane: {error}", pytrace=False)
+        except podnet.PodNetError as error:
+            pytest.fail(f"real data plane: {error}", pytrace=False)
+    _started.append(
+        f"real data plane: pod network {plane.network.netns}, Traefik on {plane.web_url}, started in "
+        f"{seconds:.1f} s ({plane.run_dir})"
+    )
+    try:
+        yield plane
+    finally:
+        plane.stop(remove=True)
 
 
 @pytest.fixture
