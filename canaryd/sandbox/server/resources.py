@@ -2,10 +2,13 @@
 
 A resource type is what discovery advertises and what URL paths resolve to:
 group, version, plural, kind, scope, subresources and printer columns. The
-built-in list covers what canaryd and its users touch on a real cluster
-(namespaces, services, deployments, events, leases, secrets, configmaps,
-CRDs and the Gateway API kinds); a CustomResourceDefinition written to the
-store adds its served versions here, and deleting it removes them.
+built-in list covers what canaryd, its install and its users touch on a real
+cluster (namespaces, services, deployments, events, leases, secrets,
+configmaps, CRDs; pods, replicasets, endpointslices and endpoints, which the
+simulators write; serviceaccounts, the RBAC kinds, poddisruptionbudgets,
+networkpolicies and admission policies, stored but not enforced); a
+CustomResourceDefinition written to the store adds its served versions here,
+and deleting it removes them.
 """
 
 from __future__ import annotations
@@ -148,6 +151,40 @@ _GATEWAY_API_V1 = (
     _gateway_api("v1", "grpcroutes", "GRPCRoute", True, columns=(_HOSTNAMES, _AGE)),
 )  # fmt: skip
 
+_RBAC = "rbac.authorization.k8s.io"
+_ADMISSION = "admissionregistration.k8s.io"
+
+# What the simulators write (Pods, ReplicaSets, EndpointSlices, Endpoints: see canaryd.sandbox.sim) and
+# what an install holds that only a real cluster acts on (ServiceAccounts, RBAC, disruption budgets,
+# network policies, admission policies): stored, defaulted as the real server defaults them, never enforced.
+_STORED_TYPES: tuple[ResourceType, ...] = (
+    ResourceType("", "v1", "pods", "Pod", True, "pod", ("po",), ("all",), has_status=True,
+                 strategic_merge=True),
+    ResourceType("apps", "v1", "replicasets", "ReplicaSet", True, "replicaset", ("rs",), ("all",),
+                 has_status=True, has_scale=True, strategic_merge=True),
+    ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, "endpointslice",
+                 strategic_merge=True),
+    ResourceType("", "v1", "endpoints", "Endpoints", True, "endpoints", ("ep",), tracks_generation=False,
+                 strategic_merge=True),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ("sa",),
+                 tracks_generation=False, strategic_merge=True),
+    ResourceType(_RBAC, "v1", "clusterroles", "ClusterRole", False, "clusterrole",
+                 tracks_generation=False, strategic_merge=True),
+    ResourceType(_RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", False, "clusterrolebinding",
+                 tracks_generation=False, strategic_merge=True),
+    ResourceType(_RBAC, "v1", "roles", "Role", True, "role", tracks_generation=False, strategic_merge=True),
+    ResourceType(_RBAC, "v1", "rolebindings", "RoleBinding", True, "rolebinding", tracks_generation=False,
+                 strategic_merge=True),
+    ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget",
+                 ("pdb",), has_status=True, strategic_merge=True),
+    ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy",
+                 ("netpol",), strategic_merge=True),
+    ResourceType(_ADMISSION, "v1", "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False,
+                 "validatingadmissionpolicy", has_status=True, strategic_merge=True),
+    ResourceType(_ADMISSION, "v1", "validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding",
+                 False, "validatingadmissionpolicybinding", strategic_merge=True),
+)  # fmt: skip
+
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ResourceType(
         "",
@@ -254,6 +291,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ),
     # The standard channel still serves v1beta1 of the older Gateway API kinds (without printer columns).
     *(replace(t, version="v1beta1", printer_columns=()) for t in _GATEWAY_API_V1 if t.kind != "GRPCRoute"),
+    *_STORED_TYPES,
 )
 
 #: The version each group prefers (listed first in discovery).
@@ -264,6 +302,11 @@ _PREFERRED = {
     "coordination.k8s.io": "v1",
     "apiextensions.k8s.io": "v1",
     _GW: "v1",
+    "discovery.k8s.io": "v1",
+    _RBAC: "v1",
+    "policy": "v1",
+    "networking.k8s.io": "v1",
+    _ADMISSION: "v1",
 }
 
 
