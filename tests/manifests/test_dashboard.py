@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
+from canaryd.cli.controller_process import ControllerProcess
 from canaryd.sandbox.cluster import SandboxCluster
 from canaryd.sandbox.prometheus_server import PrometheusServer, free_loopback_port
-from tests.e2e.controller_process import ControllerProcess
 from tests.manifests.rendering import MANIFESTS
 from tests.runtime import world
 
