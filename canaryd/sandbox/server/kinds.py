@@ -342,7 +342,8 @@ def apply_schema(rtype: ResourceType, obj: dict[str, Any]) -> tuple[dict[str, An
     if rtype.schema is None:
         return obj, []
     defaulted = openapi.apply_defaults(rtype.schema, obj)  # a pruned, defaulted copy
-    return defaulted, [problem.as_cause() for problem in openapi.validate(rtype.schema, defaulted)]
+    problems = openapi.validate(rtype.schema, defaulted, status_subresource=rtype.has_status)
+    return defaulted, [problem.as_cause() for problem in problems]
 
 
 def unknown_fields(rtype: ResourceType, obj: Any) -> list[str]:
