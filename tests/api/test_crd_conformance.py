@@ -38,6 +38,9 @@ from tests.api.crd_support import (
     stored,
     valid_status,
 )
+from tests.api.crd_support import (
+    crd as _crd,
+)
 
 _DELETE = object()
 
@@ -1039,3 +1042,82 @@ def test_the_real_api_server_prunes_an_unknown_field_like_the_sandbox(real_serve
     assert verdict.stored is not None, verdict.causes
     assert verdict.stored["spec"] == stored(obj)["spec"]
     assert "stepWieghts" not in verdict.stored["spec"]["analysis"]
+
+
+# --- CRDs: what the real server refuses to install, the sandbox refuses alike ------------------------------
+
+
+def _probe_crd(rule: str, message_expression: str | None = None, **schema_changes: Any) -> dict[str, Any]:
+    validation: dict[str, Any] = {"rule": rule, "message": "m"}
+    if message_expression:
+        validation["messageExpression"] = message_expression
+    spec_schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"x": {"type": "integer"}, "s": {"type": "string", "maxLength": 10}},
+        "x-kubernetes-validations": [validation],
+        **schema_changes,
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "probes.conformance.example"},
+        "spec": {
+            "group": "conformance.example",
+            "scope": "Namespaced",
+            "names": {"plural": "probes", "kind": "Probe"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec_schema}}},
+                }
+            ],
+        },
+    }
+
+
+def _canary_crd_with_its_old_message_expression() -> dict[str, Any]:
+    """The Canary CRD with the maxWeight messageExpression a real server refused (now a static message)."""
+    crd = copy.deepcopy(_crd("Canary"))
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    analysis = spec["properties"]["analysis"]
+    rule = next(r for r in analysis["x-kubernetes-validations"] if r.get("fieldPath") == ".maxWeight")
+    rule["messageExpression"] = (
+        "'maxWeight (' + (has(self.maxWeight) ? string(self.maxWeight) : '50, the default') + "
+        "') must not be below stepWeight (' + string(self.stepWeight) + ')'"
+    )
+    crd["metadata"]["name"] = "canaries.old.canaryd.io"
+    crd["spec"]["group"] = "old.canaryd.io"
+    return crd
+
+
+CRD_CASES: list[tuple[str, Callable[[], dict[str, Any]], bool]] = [
+    ("concatenated-conversion-in-message", _canary_crd_with_its_old_message_expression, False),
+    ("concatenated-conversion-in-rule", lambda: _probe_crd("'a' + string(self.x) != ''"), False),
+    ("conversion-alone-in-message", lambda: _probe_crd("self.x > 0", "string(self.x)"), True),
+    ("concatenated-bounded-string", lambda: _probe_crd("self.x > 0", "'a' + self.s"), True),
+    ("method-of-a-conversion", lambda: _probe_crd("string(self.x).size() + 1 < 5"), True),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "accepted"), CRD_CASES, ids=[c[0] for c in CRD_CASES])
+def test_the_sandbox_refuses_the_crds_the_real_api_server_refuses_with_its_causes(
+    real_cluster: Any, case: str, build: Callable[[], dict[str, Any]], accepted: bool
+) -> None:
+    from canaryd.sandbox.server.errors import ApiError
+    from canaryd.sandbox.server.store import ObjectStore
+
+    crd = build()
+    code, answer = real_cluster.api(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions?dryRun=All", crd
+    )
+    assert code == (201 if accepted else 422), answer
+    try:
+        ObjectStore(gateway_api=False).create("customresourcedefinitions", crd)
+    except ApiError as error:
+        assert not accepted, f"{case}: the sandbox refused what the real server accepts: {error}"
+        real = sorted((c["field"], c["message"]) for c in answer["details"]["causes"])
+        assert sorted((c["field"], c["message"]) for c in error.causes or []) == real
+    else:
+        assert accepted, f"{case}: the sandbox accepted what the real server refuses: {answer}"

@@ -334,6 +334,29 @@ def _validate_crd(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause
         old_spec = old.get("spec") or {}
         if old_spec.get("group") != group:
             causes.append(_cause("spec.group", f'Invalid value: "{group}": field is immutable'))
+    causes.extend(_schema_causes(versions))
+    return causes
+
+
+def _schema_causes(versions: list[dict[str, Any]]) -> list[Cause]:
+    """What kube-apiserver finds wrong with the versions' schemas (structure, CEL rules, their cost).
+
+    Fields are named as it names them: ``spec.validation.openAPIV3Schema...`` when every version has
+    the same schema (it keeps one copy then), else ``spec.versions[i].schema.openAPIV3Schema...``.
+    """
+    schemas = [((v.get("schema") or {}).get("openAPIV3Schema")) for v in versions]
+    if not any(schemas):
+        return []
+    shared = all(s == schemas[0] for s in schemas)
+    causes: list[Cause] = []
+    for position, schema in enumerate(schemas[:1] if shared else schemas):
+        if not isinstance(schema, dict):
+            continue
+        prefix = "spec.validation." if shared else f"spec.versions[{position}].schema."
+        for problem in openapi.check_schema(schema):
+            location, _, message = problem.partition(": ")
+            reason = "FieldValueForbidden" if message.startswith("Forbidden") else "FieldValueInvalid"
+            causes.append(_cause(prefix + location, message, reason))
     return causes
 
 

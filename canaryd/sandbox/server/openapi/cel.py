@@ -254,6 +254,61 @@ def compile_rule(rule: str) -> celpy.Runner:
     return _ENVIRONMENT.program(ast, functions=KUBERNETES_CEL_FUNCTIONS)
 
 
+#: What kube-apiserver says of a rule or messageExpression whose estimated cost it cannot bound.
+COST_BUDGET_MESSAGE: Final = (
+    "estimated {what} cost exceeds budget by factor of more than 100x (try simplifying the rule, "
+    "or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"
+)
+
+
+@lru_cache(maxsize=4096)
+def has_unbounded_cost(expression: str) -> bool:
+    """Whether kube-apiserver's cost estimator finds no bound for ``expression`` (it then refuses the CRD).
+
+    Only the case cel-go cannot size at all is recognised: a string concatenation (``+``) with an
+    operand that is a ``string(...)`` conversion, whose result has no size estimate (measured on a
+    v1.35 kube-apiserver: ``'a' + string(self.x)`` is refused, ``string(self.x)`` alone is not). The
+    estimator's other cases (costs multiplied by unbounded list and map sizes) are not modelled.
+    """
+    try:
+        tree = _ENVIRONMENT.compile(expression)
+    except CELParseError:
+        return False
+    return any(_is_string_conversion(operand) for operand in _plus_operands(tree))
+
+
+def _plus_operands(tree: Any) -> list[Any]:
+    """Both sides of every ``+``: addition(addition_add(left), right) in cel-python's parse tree."""
+    operands = []
+    for node in tree.iter_subtrees():
+        children = node.children
+        plus = len(children) == 2 and getattr(children[0], "data", "") == "addition_add"
+        if node.data == "addition" and plus:
+            operands += [children[0].children[0], children[1]]
+    return operands
+
+
+def _is_string_conversion(node: Any) -> bool:
+    """Whether ``node`` evaluates to a ``string(...)`` call (through parentheses and ternary branches)."""
+    while hasattr(node, "data"):
+        if node.data == "ident_arg":
+            return bool(node.children) and str(node.children[0]) == "string"
+        if node.data == "expr" and len(node.children) == 3:  # cond ? a : b
+            return _is_string_conversion(node.children[1]) or _is_string_conversion(node.children[2])
+        subtrees = [child for child in node.children if hasattr(child, "data")]
+        if node.data not in _WRAPPERS or len(subtrees) != 1:
+            return False  # e.g. string(x).size(): a method of the conversion, not the conversion
+        node = subtrees[0]
+    return False
+
+
+#: Parse-tree nodes that only wrap the value of their one child.
+_WRAPPERS: Final = frozenset(
+    {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary",
+     "member", "primary", "paren_expr"}
+)  # fmt: skip
+
+
 _OLD_SELF: Final = re.compile(r"\boldSelf\b")
 
 
