@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
 
-from canaryd.adapters.kube import ApiError, KubeClient, Resource
+from canaryd.adapters.kube import ApiError, KubeClient, Resource, WatchStalled
 
 log = structlog.get_logger("canaryd.informer")
 
@@ -78,9 +77,6 @@ class Informer:
 
     def items(self) -> Iterator[dict[str, Any]]:
         return iter(list(self._objects.values()))
-
-    def keys(self) -> list[Key]:
-        return list(self._objects)
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -199,32 +195,22 @@ class Informer:
         }
         if self.label_selector:
             query["labelSelector"] = self.label_selector
-        async with self.client.watch(self.resource, self.namespace, query) as response:
-            while True:
-                try:
-                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                    # cancellation that arrives with the line, and shutdown would hang here.
-                    async with asyncio.timeout(self.stall_timeout):
-                        line = await response.content.readline()
-                except TimeoutError:
-                    self.stalls += 1
-                    log.warning(
-                        "watch stalled, restarting", resource=self.resource.plural, seconds=self.stall_timeout
-                    )
-                    return
-                if not line:
-                    return  # the server closed the stream (timeoutSeconds): resume from the last version
-                line = line.strip()
-                if not line:
-                    continue
-                self._apply(json.loads(line))
+        events = self.client.watch_events(
+            self.resource, self.namespace, query, stall_timeout=self.stall_timeout
+        )
+        try:
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    self._apply(event)
+        except WatchStalled:
+            self.stalls += 1
+            log.warning(
+                "watch stalled, restarting", resource=self.resource.plural, seconds=self.stall_timeout
+            )
 
     def _apply(self, event: dict[str, Any]) -> None:
         event_type = event.get("type")
         obj = event.get("object") or {}
-        if event_type == "ERROR":
-            code = int(obj.get("code") or 0)
-            raise ApiError(code, str(obj.get("reason", "")), str(obj.get("message", "")), obj)
         rv = _rv(obj)
         if rv:
             self.resource_version = rv
@@ -298,7 +284,3 @@ class MultiInformer:
 
     async def stop(self) -> None:
         await asyncio.gather(*(inf.stop() for inf in self.informers))
-
-    async def wait_synced(self, timeout: float | None = None) -> bool:
-        results = await asyncio.gather(*(inf.wait_synced(timeout) for inf in self.informers))
-        return all(results)

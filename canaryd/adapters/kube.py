@@ -1,26 +1,31 @@
-"""The one way canaryd talks to a Kubernetes API server.
+"""The one way canaryd talks to a Kubernetes API server: the controller and ``kubectl canary`` alike.
 
-Configuration (a kubeconfig file, or the in-cluster service account),
-authentication and TLS come from kubernetes_asyncio, so canaryd behaves like
-every other client of the cluster. On top of it this module adds what a
-controller needs and the generated typed clients lack: the resources canaryd
-uses (built-in, Gateway API and its own CRDs) addressed uniformly as JSON,
-streaming watches, a client-side rate limit on every call, and a count of
-requests by verb and response code.
+Configuration (kubeconfig files found and merged as kubectl does, or the
+in-cluster service account), authentication and TLS come from
+kubernetes_asyncio, so canaryd behaves like every other client of the
+cluster. On top of it this module adds what the generated typed clients lack:
+the resources canaryd uses (built-in, Gateway API and its own CRDs) addressed
+uniformly as JSON, one error type for every way a request fails (``ApiError``,
+status 0 when no answer came), a timeout and a client-side rate limit on every
+call, watch streams as decoded events, and a count of requests by verb and
+response code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.config.kube_config import KubeConfigLoader, KubeConfigMerger
 
 from canaryd.adapters.ratelimit import TokenBucket
 from canaryd.api.constants import CANARY_PLURAL, GROUP, METRIC_TEMPLATE_PLURAL, VERSION
@@ -66,6 +71,8 @@ HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRou
 GRPC_ROUTES = Resource("gateway.networking.k8s.io", "v1", "grpcroutes", "GRPCRoute")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 EVENTS = Resource("events.k8s.io", "v1", "events", "Event")
+#: The older core/v1 Events, which ``kubectl canary status`` reads besides events.k8s.io/v1.
+CORE_EVENTS = Resource("", "v1", "events", "Event")
 
 ROUTE_RESOURCES = {"HTTPRoute": HTTP_ROUTES, "GRPCRoute": GRPC_ROUTES}
 
@@ -85,17 +92,21 @@ class ApiError(Exception):
         return self.status == 404
 
     @property
+    def already_exists(self) -> bool:
+        return self.status == 409 and self.reason == "AlreadyExists"
+
+    @property
     def conflict(self) -> bool:
         """The write lost a race: a stale resourceVersion (409) or a failed ``test`` op (409/422)."""
         return self.status in (409, 422)
 
     @property
-    def already_exists(self) -> bool:
-        return self.status == 409 and self.reason == "AlreadyExists"
-
-    @property
     def gone(self) -> bool:
         return self.status == 410
+
+
+class WatchError(ApiError):
+    """An ERROR event in a watch stream (410 Gone when the history the watch asked for is compacted)."""
 
 
 RequestObserver = Callable[[str, str, int], None]
@@ -106,21 +117,74 @@ class ConfigurationError(Exception):
     """No usable way to reach the API server; the message says what to set."""
 
 
+@dataclass(frozen=True)
+class KubeconfigContext:
+    """The kubeconfig context a connection uses, as a person names it."""
+
+    name: str
+    #: The context's namespace; "default" when it sets none (as kubectl does).
+    namespace: str
+    user: str
+
+
+def kubeconfig_search_path(explicit: str | None) -> str:
+    """Where kubectl looks for kubeconfig files: the flag, then $KUBECONFIG, then ~/.kube/config."""
+    if explicit:
+        return explicit
+    from_env = os.environ.get("KUBECONFIG", "")
+    if from_env:
+        return from_env
+    return str(Path.home() / ".kube" / "config")
+
+
+async def load_kubeconfig(paths: str, context: str | None = None) -> tuple[Configuration, KubeconfigContext]:
+    """Client configuration from kubeconfig files as kubectl reads them.
+
+    ``paths`` is a list separated like $KUBECONFIG; the files that exist are
+    merged (the first file that names a cluster, user or context wins), and
+    ``context`` (default: the current context) chooses the cluster and user.
+    Raises ConfigurationError with a message that says what to fix.
+    """
+    existing = [p for p in paths.split(os.pathsep) if p and Path(p).expanduser().exists()]
+    if not existing:
+        raise ConfigurationError(f"no kubeconfig found at {paths} (pass --kubeconfig or set KUBECONFIG)")
+    configuration = Configuration()
+    try:
+        merged = KubeConfigMerger(os.pathsep.join(existing))
+        if merged.config is None:
+            raise ConfigurationError(f"kubeconfig {paths} is empty")
+        contexts = merged.config.value.get("contexts") or []
+        if not contexts:
+            raise ConfigurationError(f"kubeconfig {paths} has no contexts")
+        wanted = context or merged.config.value.get("current-context")
+        if not wanted:
+            raise ConfigurationError(f"kubeconfig {paths} has no current-context (pass --context)")
+        names = [getattr(c, "value", c).get("name") for c in contexts]
+        if wanted not in names:
+            raise ConfigurationError(f'context "{wanted}" does not exist in kubeconfig {paths}')
+        loader = KubeConfigLoader(config_dict=merged.config, active_context=wanted, config_base_path=None)
+        await loader.load_and_set(configuration)
+    except ConfigurationError:
+        raise
+    except (kube_config.ConfigException, KeyError, TypeError, ValueError, OSError, AssertionError) as exc:
+        raise ConfigurationError(f"cannot use kubeconfig {paths}: {exc}") from exc
+    current = loader.current_context or {}
+    body = current.get("context") or {}
+    chosen = KubeconfigContext(
+        name=str(current.get("name", wanted)),
+        namespace=str(body.get("namespace") or "default"),
+        user=str(body.get("user", "")),
+    )
+    return configuration, chosen
+
+
 async def load_configuration(kubeconfig: str | None, context: str | None = None) -> Configuration:
-    """Client configuration from a kubeconfig file, or from the pod's service account when none is given."""
+    """The controller's configuration: a kubeconfig file, or the pod's service account when none is given."""
     configuration = Configuration()
     if kubeconfig:
         if not os.path.isfile(kubeconfig):
             raise ConfigurationError(f"kubeconfig {kubeconfig} does not exist")
-        try:
-            await kube_config.load_kube_config(
-                config_file=kubeconfig,
-                context=context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
-        except kube_config.ConfigException as exc:
-            raise ConfigurationError(f"kubeconfig {kubeconfig} cannot be used: {exc}") from exc
+        configuration, _ = await load_kubeconfig(kubeconfig, context)
     else:
         try:
             kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -146,7 +210,7 @@ def _plural_of(path: str) -> str:
 
 
 class KubeClient:
-    """JSON requests and watch streams against one API server, rate limited and counted."""
+    """JSON requests and watch streams against one API server, rate limited, timed out and counted."""
 
     def __init__(
         self,
@@ -157,11 +221,14 @@ class KubeClient:
         on_request: RequestObserver | None = None,
         user_agent: str = "canaryd",
         max_connections: int = 256,
+        request_timeout: float = 30.0,
     ) -> None:
         configuration.connection_pool_maxsize = max_connections
         self._api = ApiClient(configuration)
         self._api.user_agent = user_agent
         self.limiter = TokenBucket(qps, burst)
+        #: Seconds one request may take, answer included (for a watch: until the stream opens).
+        self.request_timeout = request_timeout
         self._on_request = on_request
         #: Requests made so far, by (verb, code); handy for tests and benchmarks.
         self.counts: dict[tuple[str, int], int] = {}
@@ -221,35 +288,42 @@ class KubeClient:
         query: dict[str, Any] | None = None,
         body: Any = None,
         content_type: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
     ) -> Any:
         """Send one request and return its JSON body; raise ApiError on any non-2xx answer.
 
         ``verb`` is the Kubernetes verb (get, list, create, update, patch, delete)
-        the request counts under.
+        the request counts under. No answer within ``timeout`` seconds (default:
+        the client's ``request_timeout``), a refused connection or a TLS failure
+        is an ApiError with status 0, caused by what went wrong.
         """
         await self.limiter.acquire()
         try:
             response = await self._send(
-                method, path, query=query, body=body, content_type=content_type, timeout=timeout
+                method,
+                path,
+                query=query,
+                body=body,
+                content_type=content_type,
+                timeout=timeout if timeout is not None else self.request_timeout,
             )
+            async with response:
+                raw = await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._observe(verb, path, 0)
             raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
-        async with response:
-            raw = await response.read()
-            self._observe(verb, path, response.status)
-            try:
-                data = json.loads(raw) if raw else None
-            except ValueError:
-                data = raw.decode(errors="replace")
-            if not 200 <= response.status < 300:
-                if isinstance(data, dict):
-                    raise ApiError(
-                        response.status, str(data.get("reason", "")), str(data.get("message", "")), data
-                    )
-                raise ApiError(response.status, response.reason or "", str(data)[:500], data)
-            return data
+        self._observe(verb, path, response.status)
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = raw.decode(errors="replace")
+        if not 200 <= response.status < 300:
+            if isinstance(data, dict):
+                raise ApiError(
+                    response.status, str(data.get("reason", "")), str(data.get("message", "")), data
+                )
+            raise ApiError(response.status, response.reason or "", str(data)[:500], data)
+        return data
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.request("get", "GET", resource.path(namespace, name))
@@ -299,19 +373,21 @@ class KubeClient:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Open a watch stream; the caller reads newline-delimited JSON events from ``content``.
 
-        Raises ApiError when the server refuses the watch (410 Gone included).
+        Raises ApiError when the server refuses the watch (410 Gone included),
+        or sends no answer within ``request_timeout``.
         """
         await self.limiter.acquire()
         path = resource.path(namespace)
         try:
-            response = await self._send(
-                "GET",
-                path,
-                query={**query, "watch": "true"},
-                body=None,
-                content_type=None,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            )
+            async with asyncio.timeout(self.request_timeout):
+                response = await self._send(
+                    "GET",
+                    path,
+                    query={**query, "watch": "true"},
+                    body=None,
+                    content_type=None,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._observe("watch", path, 0)
             raise ApiError(0, "Unreachable", f"watch {path}: {exc!r}") from exc
@@ -331,5 +407,49 @@ class KubeClient:
             response.release()
             response.close()
 
+    async def watch_events(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        query: dict[str, Any],
+        *,
+        stall_timeout: float | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The decoded events of one watch stream (bookmarks included), until the server ends it.
+
+        An ERROR event raises WatchError (``gone`` for 410); a stream that
+        sends nothing for ``stall_timeout`` seconds raises WatchStalled; a
+        stream that breaks raises ApiError with status 0. Iterate it under
+        ``contextlib.aclosing`` so the stream is released when the caller stops.
+        """
+        async with self.watch(resource, namespace, query) as response:
+            while True:
+                try:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that arrives with the line, and shutdown would hang here.
+                    async with asyncio.timeout(stall_timeout):
+                        line = await response.content.readline()
+                except TimeoutError as exc:
+                    if stall_timeout is not None:
+                        raise WatchStalled(f"nothing arrived for {stall_timeout:g}s") from exc
+                    raise ApiError(0, "Unreachable", f"watch {resource.plural}: {exc!r}") from exc
+                except (aiohttp.ClientError, OSError) as exc:
+                    raise ApiError(0, "Unreachable", f"watch {resource.plural}: {exc!r}") from exc
+                if not line:
+                    return  # the server closed the stream (timeoutSeconds)
+                line = line.strip()
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    obj = event.get("object") or {}
+                    code = int(obj.get("code") or 0)
+                    raise WatchError(code, str(obj.get("reason", "")), str(obj.get("message", "")), obj)
+                yield event
+
     async def close(self) -> None:
         await self._api.close()
+
+
+class WatchStalled(Exception):
+    """A watch stream on which nothing (no event, no bookmark) arrived for too long."""

@@ -23,15 +23,11 @@ from typing import Any
 import structlog
 
 from canaryd.adapters.kube import LEASES, ApiError, KubeClient
+from canaryd.api.timestamps import format_rfc3339
 
 log = structlog.get_logger("canaryd.leader")
 
 Callback = Callable[[], Awaitable[None]]
-
-
-def micro_time(moment: datetime) -> str:
-    """A metav1.MicroTime string."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
@@ -72,7 +68,7 @@ class LeaderElector:
     # -- one attempt ----------------------------------------------------------------------------
 
     def _spec(self, acquire_time: str, transitions: int) -> dict[str, Any]:
-        now = micro_time(datetime.now(UTC))
+        now = format_rfc3339(datetime.now(UTC), "microseconds")
         return {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, round(self.lease_duration)),
@@ -194,7 +190,7 @@ class LeaderElector:
                 **spec,
                 "holderIdentity": "",
                 "leaseDurationSeconds": 1,
-                "renewTime": micro_time(datetime.now(UTC)),
+                "renewTime": format_rfc3339(datetime.now(UTC), "microseconds"),
             }
             await self.client.replace(LEASES, self.namespace, self.name, lease)
             log.info("released the lease", lease=f"{self.namespace}/{self.name}")

@@ -1,4 +1,4 @@
-"""Instant queries to Prometheus for canary analysis, safe to call from the event loop.
+"""Instant and range queries to Prometheus for canary analysis, safe to call from the event loop.
 
 prometheus-api-client is synchronous (requests) and waits forever by default,
 so a slow or dead Prometheus would freeze every canary the controller runs.
@@ -15,7 +15,8 @@ This module wraps it so that:
   auth failure or a malformed answer is not;
 - the answer is typed (``canaryd.core.promql``): ``Value``, ``NoData``
   (empty, NaN, ±Inf) or ``QueryError`` with a kind (unreachable, http_status,
-  bad_query, timeout, unexpected_shape).
+  bad_query, timeout, unexpected_shape); a range query (for comparison
+  metrics) gives a ``RangeSeries``, ``NoData`` (no series) or ``QueryError``.
 
 Credentials come already resolved: ``credentials_from_secret`` maps a
 Secret's ``data`` (base64) to a bearer token (key ``token``) or basic auth
@@ -46,7 +47,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -63,7 +64,10 @@ from canaryd.core.promql import (
     QueryError,
     QueryErrorKind,
     QueryResult,
+    RangeResult,
+    RangeSeries,
     Value,
+    interpret_range_result,
     interpret_result,
 )
 
@@ -197,8 +201,8 @@ class QueryObservation:
     attempts: int
 
 
-def _outcome(result: QueryResult) -> str:
-    if isinstance(result, Value):
+def _outcome(result: QueryResult | RangeResult) -> str:
+    if isinstance(result, Value | RangeSeries):
         return "value"
     if isinstance(result, NoData):
         return "no_data"
@@ -256,19 +260,53 @@ class PrometheusQuerier:
     ) -> QueryResult:
         """Run one instant query (at ``at``, else now) and return its typed result. Never raises for
         Prometheus-side problems: they come back as ``QueryError``."""
-        if self._closed:
-            raise RuntimeError("PrometheusQuerier is closed")
-        per_attempt = timeout if timeout is not None else endpoint.timeout
         params: dict[str, str] = {}
         if at is not None:
             stamp = at.timestamp() if isinstance(at, datetime) else float(at)
             params["time"] = f"{stamp:.3f}"
+        result = await self._run(endpoint, promql, params, timeout, ranged=False)
+        assert not isinstance(result, RangeSeries)
+        return result
+
+    async def query_range(
+        self,
+        endpoint: PrometheusEndpoint,
+        promql: str,
+        *,
+        start: datetime,
+        end: datetime,
+        step: timedelta,
+        timeout: float | None = None,
+    ) -> RangeResult:
+        """Run one range query (a point every ``step`` from ``start`` to ``end``) and return its one
+        series, NoData or a ``QueryError``; never raises for Prometheus-side problems."""
+        params = {
+            "start": f"{start.timestamp():.3f}",
+            "end": f"{end.timestamp():.3f}",
+            "step": f"{step.total_seconds():g}",
+        }
+        result = await self._run(endpoint, promql, params, timeout, ranged=True)
+        assert not isinstance(result, Value)
+        return result
+
+    async def _run(
+        self,
+        endpoint: PrometheusEndpoint,
+        promql: str,
+        params: dict[str, str],
+        timeout: float | None,
+        *,
+        ranged: bool,
+    ) -> QueryResult | RangeResult:
+        if self._closed:
+            raise RuntimeError("PrometheusQuerier is closed")
+        per_attempt = timeout if timeout is not None else endpoint.timeout
         started = time.perf_counter()
         attempts = 0
-        result: QueryResult
+        result: QueryResult | RangeResult
         while True:
             attempts += 1
-            result, transient = await self._attempt(endpoint, promql, params, per_attempt)
+            result, transient = await self._attempt(endpoint, promql, params, per_attempt, ranged)
             if not transient or attempts > self.retries:
                 break
             await asyncio.sleep(self._backoff(attempts))
@@ -323,20 +361,21 @@ class PrometheusQuerier:
         return state
 
     async def _attempt(
-        self, endpoint: PrometheusEndpoint, promql: str, params: dict[str, str], timeout: float
-    ) -> tuple[QueryResult, bool]:
+        self, endpoint: PrometheusEndpoint, promql: str, params: dict[str, str], timeout: float,
+        ranged: bool = False,
+    ) -> tuple[QueryResult | RangeResult, bool]:
         state = self._server_state(endpoint.server)
         await state.semaphore.acquire()
         loop = asyncio.get_running_loop()
         try:
             future = loop.run_in_executor(
-                self._executor, self._call_in_thread, state, endpoint, promql, params, timeout
+                self._executor, self._call_in_thread, state, endpoint, promql, params, timeout, ranged
             )
         except BaseException:
             state.semaphore.release()
             raise
 
-        def finished(done: asyncio.Future[tuple[QueryResult, bool]]) -> None:
+        def finished(done: asyncio.Future[tuple[QueryResult | RangeResult, bool]]) -> None:
             state.semaphore.release()
             if not done.cancelled():
                 done.exception()  # mark as retrieved when nobody awaits it any more
@@ -354,21 +393,29 @@ class PrometheusQuerier:
         promql: str,
         params: dict[str, str],
         timeout: float,
-    ) -> tuple[QueryResult, bool]:
+        ranged: bool = False,
+    ) -> tuple[QueryResult | RangeResult, bool]:
         with state.lock:
             state.in_flight += 1
             state.max_in_flight_seen = max(state.max_in_flight_seen, state.in_flight)
         try:
-            return self._call(endpoint, promql, params, timeout)
+            return self._call(endpoint, promql, params, timeout, ranged)
         finally:
             with state.lock:
                 state.in_flight -= 1
 
     def _call(
-        self, endpoint: PrometheusEndpoint, promql: str, params: dict[str, str], timeout: float
-    ) -> tuple[QueryResult, bool]:
+        self, endpoint: PrometheusEndpoint, promql: str, params: dict[str, str], timeout: float,
+        ranged: bool = False,
+    ) -> tuple[QueryResult | RangeResult, bool]:
         try:
             client = self._client(endpoint)
+            if ranged:
+                # The library rounds start and end to whole seconds; the params given win over them.
+                raw = client.custom_query_range(
+                    promql, datetime.now(), datetime.now(), params["step"], params=params, timeout=timeout
+                )
+                return interpret_range_result(raw), False
             raw = client.custom_query(promql, params=params, timeout=timeout)
         except requests.exceptions.Timeout:
             return QueryError(QueryErrorKind.TIMEOUT, f"no answer within {timeout:g}s"), True
@@ -437,7 +484,7 @@ def _short(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _status_error(text: str) -> tuple[QueryResult, bool]:
+def _status_error(text: str) -> tuple[QueryResult | RangeResult, bool]:
     match = _STATUS_MESSAGE.match(text)
     if match is None:
         return QueryError(QueryErrorKind.HTTP_STATUS, _short(Exception(text))), False

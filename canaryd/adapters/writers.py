@@ -34,13 +34,12 @@ from canaryd.adapters.kube import (
     EVENTS,
     JSON_PATCH,
     MERGE_PATCH,
-    SERVICES,
     ApiError,
     KubeClient,
     Resource,
 )
-from canaryd.adapters.leader import micro_time
 from canaryd.api.constants import FINALIZER
+from canaryd.api.timestamps import format_rfc3339
 
 log = structlog.get_logger("canaryd.writers")
 
@@ -125,10 +124,6 @@ class Writer:
     async def patch_deployment(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         result = await self.client.patch(DEPLOYMENTS, namespace, name, ops, content_type=JSON_PATCH)
         return self._remember(DEPLOYMENTS, result)
-
-    async def patch_service(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        result = await self.client.patch(SERVICES, namespace, name, patch, content_type=MERGE_PATCH)
-        return self._remember(SERVICES, result)
 
     async def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
         result = await self.client.patch(DEPLOYMENTS, namespace, name, {"spec": {"replicas": replicas}})
@@ -234,7 +229,7 @@ class Writer:
                 "name": f"{meta.get('name')}.{time.time_ns():x}{next(_event_counter) % 1000:03d}",
                 "namespace": meta.get("namespace"),
             },
-            "eventTime": micro_time(now),
+            "eventTime": format_rfc3339(now, "microseconds"),
             "reportingController": REPORTING_CONTROLLER,
             "reportingInstance": self.identity[:128],
             "action": (action or "Reconcile")[:128],

@@ -30,24 +30,46 @@ CANARY_SUFFIX: Final = "-canary"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGER_NAME: Final = "canaryd"
 LABEL_CANARY: Final = "canaryd.io/canary"
-LABEL_APP: Final = "app"
 
 class Phase(StrEnum):
-    """Where a Canary is in its lifecycle (status.phase)."""
+    """Where a Canary is in its lifecycle (status.phase).
+
+    Spelled as Kubernetes spells its own phases (American English). Statuses
+    written by earlier versions may say ``Finalising``: it reads as
+    ``Finalizing``, and the controller only ever writes the new spelling.
+    """
 
     INITIALIZING = "Initializing"
     INITIALIZED = "Initialized"
     WAITING = "Waiting"
     PROGRESSING = "Progressing"
     PROMOTING = "Promoting"
-    FINALISING = "Finalising"
+    FINALIZING = "Finalizing"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     TERMINATING = "Terminating"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Phase | None:
+        return cls.FINALIZING if value in LEGACY_PHASE_SPELLINGS else None
+
+
+#: Phase values older controllers wrote, still accepted when reading a status.
+LEGACY_PHASE_SPELLINGS: Final = frozenset({"Finalising"})
+
+
+def parse_phase(value: object) -> Phase | None:
+    """The phase a raw ``status.phase`` value names (old spellings included), or None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return Phase(value)
+    except ValueError:
+        return None
+
 
 #: Phases in which a run is under way (traffic may be on the canary).
-ACTIVE_PHASES: Final = frozenset({Phase.PROGRESSING, Phase.PROMOTING, Phase.FINALISING})
+ACTIVE_PHASES: Final = frozenset({Phase.PROGRESSING, Phase.PROMOTING, Phase.FINALIZING})
 
 
 class NoDataPolicy(StrEnum):
@@ -65,6 +87,50 @@ class Verdict(StrEnum):
     FAIL = "Fail"
     NO_DATA = "NoData"
     ERROR = "Error"
+    #: A comparison with the primary that has not enough evidence either way (yet).
+    INCONCLUSIVE = "Inconclusive"
+
+
+class CompareJudge(StrEnum):
+    """How a comparison metric judges the canary against the primary."""
+
+    #: A fixed-sample test of the metric's last interval (Mann-Whitney U, Hodges-Lehmann shift).
+    MANN_WHITNEY = "MannWhitney"
+    #: An anytime-valid test of everything since the run started (may decide at any check).
+    SEQUENTIAL = "Sequential"
+
+
+class CompareDirection(StrEnum):
+    """Which way a comparison metric must not move for the canary to be healthy."""
+
+    INCREASE = "increase"
+    DECREASE = "decrease"
+    EITHER = "either"
+
+
+class Classification(StrEnum):
+    """What a comparison found: the canary is within tolerance, above it, below it, or not known yet."""
+
+    PASS = "Pass"
+    HIGH = "High"
+    LOW = "Low"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class OutlierStrategy(StrEnum):
+    """Whether the fixed-sample judge drops samples outside 3 interquartile ranges before testing."""
+
+    KEEP = "Keep"
+    REMOVE = "Remove"
+
+
+class InconclusivePolicy(StrEnum):
+    """What a run does while its comparison metrics are inconclusive (or their score is marginal)."""
+
+    #: Stay at the current weight without counting a failed check, until the progress deadline.
+    HOLD = "Hold"
+    #: Pause the run: a person promotes, aborts or resumes it.
+    PAUSE = "Pause"
 
 
 class Action(StrEnum):
@@ -112,9 +178,13 @@ class Reason(StrEnum):
     ANALYSIS_FAILED = "AnalysisFailed"
     ANALYSIS_NO_DATA = "AnalysisNoData"
     ANALYSIS_ERROR = "AnalysisError"
+    #: Comparison metrics have not enough evidence either way, or their score is marginal.
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    #: A critical or sequential comparison metric failed: the run fails at once.
+    CRITICAL_METRIC_FAILED = "CriticalMetricFailed"
     REVISION_CHANGED = "RevisionChanged"
     PROMOTING = "Promoting"
-    FINALISING = "Finalising"
+    FINALIZING = "Finalizing"
     SUCCEEDED = "Succeeded"
     THRESHOLD_REACHED = "FailedChecksThresholdReached"
     ERROR_LIMIT_REACHED = "AnalysisErrorLimitReached"

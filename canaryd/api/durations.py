@@ -96,22 +96,15 @@ def format_duration(value: timedelta) -> str:
 
 def human_duration(seconds: float) -> str:
     """kubectl's short age format: 45s, 3m12s, 25m, 5h3m, 20h, 3d4h, 12d, 2y."""
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s}s"
-    minutes = s // 60
-    if minutes < 10:
-        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = minutes // 60
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    days = hours // 24
-    if days < 8:
-        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
-    if days < 730:
-        return f"{days}d"
-    return f"{days // 365}y"
+    amount, unit = max(0, int(seconds)), "s"
+    if amount < 120:
+        return f"{amount}s"
+    # (size of the next unit in this one, its name, shown with the rest below, shown alone below)
+    for size, name, with_rest_below, alone_below in ((60, "m", 10, 180), (60, "h", 8, 48), (24, "d", 8, 730)):
+        whole, rest = divmod(amount, size)
+        if whole < with_rest_below:
+            return f"{whole}{name}{rest}{unit}" if rest else f"{whole}{name}"
+        if whole < alone_below:
+            return f"{whole}{name}"
+        amount, unit = whole, name
+    return f"{amount // 365}y"

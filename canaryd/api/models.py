@@ -32,6 +32,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -42,14 +43,18 @@ from canaryd.api.constants import (
     GATEWAY_GROUP,
     METRIC_TEMPLATE_KIND,
     Action,
+    Classification,
+    CompareDirection,
+    CompareJudge,
+    InconclusivePolicy,
     NoDataPolicy,
+    OutlierStrategy,
     Phase,
     Verdict,
 )
 from canaryd.api.durations import NANOSECONDS_PER_SECOND, parse_duration, parse_duration_ns
 from canaryd.api.timestamps import format_rfc3339, parse_rfc3339
 
-MIN_INTERVAL = timedelta(seconds=1)
 #: The maxWeight a stepWeight schedule climbs to when maxWeight is not given.
 DEFAULT_MAX_WEIGHT: Final = 50
 #: Longest duration string the CRD accepts (bounds the cost of its CEL rules).
@@ -178,9 +183,13 @@ class ServiceSpec(_Model):
         return value
 
 
+#: The route kinds canaryd weights.
+RouteKind = Literal["HTTPRoute", "GRPCRoute"]
+
+
 class RouteRef(_Model):
     group: Literal["gateway.networking.k8s.io"] = GATEWAY_GROUP
-    kind: Literal["HTTPRoute", "GRPCRoute"] = "HTTPRoute"
+    kind: RouteKind = "HTTPRoute"
     name: ObjectName
 
 
@@ -202,11 +211,48 @@ class ThresholdRange(_Model):
         return self
 
 
+#: The confidence a comparison uses when the metric sets none, per judge.
+DEFAULT_CONFIDENCE: Final = {CompareJudge.MANN_WHITNEY: 0.95, CompareJudge.SEQUENTIAL: 0.95}
+
+
+class Comparison(_Model):
+    """How a metric is judged against the primary instead of a fixed range."""
+
+    judge: CompareJudge = CompareJudge.MANN_WHITNEY
+    direction: CompareDirection = CompareDirection.INCREASE
+    #: How far the canary may move in the bad direction, relative to the primary (0.25 = 25 %).
+    tolerance: JsonFloat = Field(default=0.25, ge=0, le=100)
+    #: A move the canary may make whatever the relative tolerance, in the metric's unit (0: none);
+    #: what lets a comparison pass a canary against a primary at 0 (a service without errors).
+    absolute_tolerance: JsonFloat = Field(default=0.0, ge=0)
+    #: A failure of this metric fails the run at once (and zeroes the comparison score).
+    critical: StrictBool = False
+    #: This metric's share of the comparison score.
+    weight: JsonFloat = Field(default=1.0, gt=0, le=1000)
+    #: The step of the range query, and the window each sample covers (``{{ interval }}``).
+    resolution: Duration = "30s"
+    #: MannWhitney: the confidence of the shift's interval; Sequential: 1 - the false alarm probability.
+    confidence: JsonFloat | None = Field(default=None, ge=0.5, lt=1)
+    outliers: OutlierStrategy = OutlierStrategy.KEEP
+
+    _resolution_ok = field_validator("resolution")(_check_duration)
+
+    @property
+    def resolution_delta(self) -> timedelta:
+        return parse_duration(self.resolution)
+
+    @property
+    def effective_confidence(self) -> float:
+        return self.confidence if self.confidence is not None else DEFAULT_CONFIDENCE[self.judge]
+
+
 class MetricCheck(_Model):
     name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
     template_ref: TemplateRef | None = None
     query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_LENGTH)
-    threshold_range: ThresholdRange
+    threshold_range: ThresholdRange | None = None
+    #: Judge the metric against the primary (the template is rendered once for each side).
+    compare: Comparison | None = None
     interval: Duration | None = None
     variables: dict[str, str] = Field(default_factory=dict)
 
@@ -216,6 +262,21 @@ class MetricCheck(_Model):
     def _one_source(self) -> MetricCheck:
         if (self.template_ref is None) == (self.query is None):
             raise ValueError(f"metric {self.name!r} needs exactly one of templateRef or query")
+        if (self.threshold_range is None) == (self.compare is None):
+            raise ValueError(f"metric {self.name!r} needs exactly one of thresholdRange or compare")
+        return self
+
+
+class ScoreThresholds(_Model):
+    """The comparison score (0-100) a round needs to pass, and below which it fails."""
+
+    pass_: JsonFloat = Field(default=95.0, ge=0, le=100, alias="pass")
+    marginal: JsonFloat = Field(default=75.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _order(self) -> ScoreThresholds:
+        if self.marginal > self.pass_:
+            raise ValueError(f"scoreThresholds marginal ({self.marginal:g}) is above pass ({self.pass_:g})")
         return self
 
 
@@ -229,6 +290,10 @@ class Analysis(_Model):
         default=None, min_length=1, max_length=100
     )
     no_data_policy: NoDataPolicy = NoDataPolicy.HOLD
+    #: What a round does when its comparison metrics are inconclusive or their score is marginal.
+    inconclusive_policy: InconclusivePolicy = InconclusivePolicy.HOLD
+    #: The comparison score a round needs (95 to pass, 75 not to fail when not set).
+    score_thresholds: ScoreThresholds | None = None
     metrics: list[MetricCheck] = Field(default_factory=list, max_length=20)
 
     _interval_ok = field_validator("interval")(_check_duration)
@@ -254,6 +319,10 @@ class Analysis(_Model):
     @property
     def interval_delta(self) -> timedelta:
         return parse_duration(self.interval)
+
+    @property
+    def scoring(self) -> ScoreThresholds:
+        return self.score_thresholds if self.score_thresholds is not None else ScoreThresholds()
 
     def weights(self) -> tuple[int, ...]:
         """The weight of each step, in order: explicit stepWeights, or stepWeight up to maxWeight."""
@@ -294,22 +363,59 @@ class Condition(_Model):
     observed_generation: JsonInt = Field(default=0, ge=0)
 
 
+#: A number that may be NaN or infinite in memory and is written as null.
+FiniteOrNull = Annotated[
+    JsonFloat | None, PlainSerializer(_finite_or_null, return_type=float | None, when_used="json")
+]
+
+
+class ComparisonStatus(_Model):
+    """Why a comparison metric got its verdict: both sides' values, the shift and the score."""
+
+    judge: CompareJudge
+    classification: Classification
+    direction: CompareDirection = CompareDirection.INCREASE
+    #: The canary's and the primary's values over the samples judged (their median or their share).
+    canary: FiniteOrNull = None
+    primary: FiniteOrNull = None
+    #: The estimated shift of the canary relative to the primary (0.2 = 20 % higher), and its interval.
+    shift: FiniteOrNull = None
+    shift_lower: FiniteOrNull = None
+    shift_upper: FiniteOrNull = None
+    tolerance: JsonFloat = Field(default=0.0, ge=0)
+    confidence: JsonFloat = Field(default=0.95, ge=0, le=1)
+    canary_samples: JsonInt = Field(default=0, ge=0)
+    primary_samples: JsonInt = Field(default=0, ge=0)
+    critical: StrictBool = False
+    weight: JsonFloat = Field(default=1.0, ge=0)
+    #: The weighted score (0-100) of the round's comparison metrics; None when none was decided.
+    score: FiniteOrNull = None
+
+
 class MetricStatus(_Model):
     name: str = Field(min_length=1, max_length=63)
     verdict: Verdict
-    #: The measured value; NaN or infinity (kept in memory) is written as null.
-    value: Annotated[
-        JsonFloat | None, PlainSerializer(_finite_or_null, return_type=float | None, when_used="json")
-    ] = None
+    #: The measured value (a comparison's: the canary's); NaN or infinity (kept in memory) is written as null.
+    value: FiniteOrNull = None
     message: str = Field(default="", max_length=32768)
     checked_at: Timestamp | None = None
+    comparison: ComparisonStatus | None = None
 
 
 ActionId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-class ActionRecord(_Model):
-    """A manual action, as requested and as acknowledged by the controller."""
+class ActionRequest(_Model):
+    """``status.requestedAction``: a manual action as a person asked for it (by ``kubectl canary``)."""
+
+    id: ActionId
+    action: Action
+    requested_at: Timestamp | None = None
+    requested_by: str = Field(default="", max_length=253)
+
+
+class ActionAcknowledgement(_Model):
+    """``status.lastAction``: the controller's answer to the request with the same id."""
 
     id: ActionId
     action: Action
@@ -317,13 +423,32 @@ class ActionRecord(_Model):
     at: Timestamp | None = None
 
 
-class ActionRequestRecord(_Model):
-    """A manual action as a person asked for it (written by ``kubectl canary`` to status)."""
+def action_pending(requested_id: object, acknowledged_id: object) -> bool:
+    """A request is pending exactly while ``requestedAction.id != lastAction.id`` (and it has an id).
 
-    id: ActionId
-    action: Action
-    requested_at: Timestamp | None = None
-    requested_by: str = Field(default="", max_length=253)
+    The one statement of the rule: the controller, the lifecycle and
+    ``kubectl canary`` (which reads statuses leniently, hence plain values) all
+    ask here.
+    """
+    return bool(requested_id) and requested_id != acknowledged_id
+
+
+class RouteGenerations(_Model):
+    """Generations of one route that differ from each other only in the two weights canaryd writes.
+
+    ``first`` is a generation canaryd saw; every generation up to ``last`` has
+    the same spec apart from those weights, whose hash is ``specHash``. An
+    Accepted condition the Gateway reported for a generation in that range
+    still holds for the route as it is now (see ``canaryd.core.routes``), also
+    after a restart of the controller.
+    """
+
+    kind: RouteKind
+    name: ObjectName
+    uid: str = Field(min_length=1, max_length=128)
+    first: JsonInt = Field(ge=0)
+    last: JsonInt = Field(ge=0)
+    spec_hash: str = Field(min_length=1, max_length=64)
 
 
 class CanaryStatus(_Model):
@@ -339,10 +464,12 @@ class CanaryStatus(_Model):
     last_progress_time: Timestamp | None = None
     paused: StrictBool = False
     #: Written by ``kubectl canary`` through the status subresource; never by the controller.
-    requested_action: ActionRequestRecord | None = None
+    requested_action: ActionRequest | None = None
     #: The controller's acknowledgement of the last action it handled (same id).
-    last_action: ActionRecord | None = None
+    last_action: ActionAcknowledgement | None = None
     metrics: list[MetricStatus] = Field(default_factory=list, max_length=64)
+    #: For each weighted route, the generations that differ only in canaryd's two weights.
+    route_generations: list[RouteGenerations] = Field(default_factory=list, max_length=16)
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     observed_generation: JsonInt = Field(default=0, ge=0)
 
@@ -356,10 +483,18 @@ class CanaryStatus(_Model):
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
 
+    @property
+    def pending_action(self) -> ActionRequest | None:
+        """The requested action the controller has not answered yet."""
+        request = self.requested_action
+        answered = self.last_action.id if self.last_action is not None else None
+        return request if request is not None and action_pending(request.id, answered) else None
+
+    def route_record(self, kind: str, name: str) -> RouteGenerations | None:
+        return next((r for r in self.route_generations if (r.kind, r.name) == (kind, name)), None)
+
 
 class Canary(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
-
     api_version: Literal["canaryd.io/v1alpha1"] = "canaryd.io/v1alpha1"
     kind: Literal["Canary"] = CANARY_KIND
     metadata: ObjectMeta
@@ -387,17 +522,35 @@ class PrometheusProvider(_Model):
     _timeout_ok = field_validator("timeout")(_check_duration)
 
 
+class EventCounts(_Model):
+    """The event counts a template's value is a share of, over each sample's window."""
+
+    #: All events in the window (e.g. requests).
+    total: str = Field(min_length=1, max_length=MAX_QUERY_LENGTH)
+    #: The events the value counts (e.g. failed requests).
+    matching: str = Field(min_length=1, max_length=MAX_QUERY_LENGTH)
+
+
 class MetricTemplateSpec(_Model):
     query: str = Field(min_length=1, max_length=MAX_QUERY_LENGTH)
+    #: Lets the Sequential judge test a share of events as counts (Poisson) rather than as ratios.
+    counts: EventCounts | None = None
     provider: PrometheusProvider = Field(default_factory=PrometheusProvider)
     variables: dict[str, str] = Field(default_factory=dict)
     unit: str | None = Field(default=None, max_length=32)
 
 
 class MetricTemplate(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
-
     api_version: Literal["canaryd.io/v1alpha1"] = "canaryd.io/v1alpha1"
     kind: Literal["MetricTemplate"] = METRIC_TEMPLATE_KIND
     metadata: ObjectMeta
     spec: MetricTemplateSpec
+
+
+def validation_text(exc: ValidationError) -> str:
+    """A validation error as one line a person can act on: ``spec.analysis.interval: ...; ...``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", "")))
+    return "; ".join(parts)

@@ -33,6 +33,8 @@ from typing import Any
 
 from canaryd.adapters.ctl_client import CtlClient
 from canaryd.api.constants import ACTIVE_PHASES, Action, Phase, Reason
+from canaryd.api.models import action_pending
+from canaryd.api.timestamps import format_rfc3339
 from canaryd.cli import ctl_render as render
 
 
@@ -69,7 +71,7 @@ class ActionReport:
         if self.canary is not None:
             st = render.status(self.canary)
             doc["state"] = {
-                "phase": st.get("phase"),
+                "phase": render.phase(self.canary) or None,
                 "canaryWeight": st.get("canaryWeight", 0),
                 "step": st.get("step", 0),
                 "paused": bool(st.get("paused", False)),
@@ -133,7 +135,7 @@ def new_request(action: Action, request_id: str | None, now: datetime) -> dict[s
     return {
         "id": request_id or uuid.uuid4().hex,
         "action": action.value,
-        "requestedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "requestedAt": format_rfc3339(now, "seconds"),
         "requestedBy": requester(),
     }
 
@@ -152,13 +154,13 @@ def was_ignored(result: str) -> bool:
 def wanted_state_holds(action: str, canary: dict[str, Any]) -> bool:
     """Whether the canary is already where the person wanted it, whatever the controller did."""
     st = render.status(canary)
-    phase = st.get("phase")
+    phase = render.phase(canary)
     if action == Action.PAUSE.value:
         return bool(st.get("paused"))
     if action == Action.RESUME.value:
         return not st.get("paused")
     if action == Action.PROMOTE.value:
-        return phase in (Phase.PROMOTING.value, Phase.FINALISING.value, Phase.SUCCEEDED.value)
+        return phase in (Phase.PROMOTING.value, Phase.FINALIZING.value, Phase.SUCCEEDED.value)
     if action == Action.ABORT.value:
         return phase not in {p.value for p in ACTIVE_PHASES} and phase != Phase.WAITING.value
     if action == Action.RETRY.value:
@@ -190,7 +192,7 @@ async def request_action(
     pending = render.pending_request(canary)
     now = datetime.now(UTC)
 
-    if request_id and last.get("id") == request_id:
+    if request_id and not action_pending(request_id, last.get("id")):
         report = ActionReport(namespace, name, dict(st.get("requestedAction") or {"id": request_id}))
         report.acknowledgement = dict(last)
         report.canary = canary
@@ -237,7 +239,7 @@ async def _wait_for_acknowledgement(ctl: CtlClient, report: ActionReport, timeou
             last = render.as_dict(st.get("lastAction"))
             requested = render.as_dict(st.get("requestedAction"))
             our_id = report.request["id"]
-            if last.get("id") == our_id:
+            if not action_pending(our_id, last.get("id")):
                 report.acknowledgement = dict(last)
                 report.outcome = judge(report.request["action"], last, canary)
                 return

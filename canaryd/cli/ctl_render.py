@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
-from canaryd.api.constants import Action, Phase, Verdict
+from canaryd.api.constants import Phase, Verdict, parse_phase
 from canaryd.api.durations import human_duration
-from canaryd.api.models import Analysis
+from canaryd.api.models import Analysis, action_pending
+from canaryd.core.judges.judgement import percent
 
 UNKNOWN = "-"
 PROGRESS_BAR_WIDTH = 30
@@ -74,7 +75,10 @@ def error_threshold(canary: dict[str, Any]) -> int:
 
 
 def phase(canary: dict[str, Any]) -> str:
-    return str(status(canary).get("phase") or "")
+    """The phase in today's spelling (a status written as ``Finalising`` reads ``Finalizing``)."""
+    raw = status(canary).get("phase")
+    known = parse_phase(raw)
+    return known.value if known is not None else str(raw or "")
 
 
 def weight(canary: dict[str, Any]) -> int:
@@ -96,10 +100,8 @@ def routes(canary: dict[str, Any]) -> list[str]:
 def pending_request(canary: dict[str, Any]) -> dict[str, Any] | None:
     """The manual action a person asked for that the controller has not acknowledged yet."""
     requested = as_dict(status(canary).get("requestedAction"))
-    if not requested.get("id"):
-        return None
     last = as_dict(status(canary).get("lastAction"))
-    return None if last.get("id") == requested["id"] else requested
+    return requested if action_pending(requested.get("id"), last.get("id")) else None
 
 
 def run_outcome(canary: dict[str, Any], target_revision: str | None) -> str | None:
@@ -162,6 +164,22 @@ def format_range(threshold_range: dict[str, Any]) -> str:
     return UNKNOWN
 
 
+def format_compare(compare: dict[str, Any]) -> str:
+    """A comparison metric's rule, e.g. ``vs primary: increase <= +25% (Sequential)``."""
+    tolerance = compare.get("tolerance", 0.25)
+    amount = f"{tolerance * 100:.3g}%" if isinstance(tolerance, int | float) else UNKNOWN
+    direction = str(compare.get("direction") or "increase")
+    sign = {"increase": "+", "decrease": "-"}.get(direction, "±")
+    return f"vs primary: {direction} <= {sign}{amount} ({compare.get('judge') or 'MannWhitney'})"
+
+
+def format_share(value: Any) -> str:
+    """A relative shift (0.42) as ``+42%``; unknown or unbounded as ``-``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return UNKNOWN
+    return percent(float(value))
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Columns padded like kubectl's: three spaces between, no trailing blanks."""
     widths = [len(h) for h in headers]
@@ -191,6 +209,7 @@ class Marks:
     failed: str
     no_data: str
     error: str
+    inconclusive: str = "~ inconclusive"
 
     @classmethod
     def for_encoding(cls, encoding: str | None) -> Marks:
@@ -206,6 +225,7 @@ class Marks:
             Verdict.FAIL.value: self.failed,
             Verdict.NO_DATA.value: self.no_data,
             Verdict.ERROR.value: self.error,
+            Verdict.INCONCLUSIVE.value: self.inconclusive,
         }.get(str(value), UNKNOWN if not value else str(value))
 
 
@@ -339,13 +359,17 @@ def status_page(
             name = str(check.get("name", "?"))
             seen.add(name)
             result = results.get(name, {})
-            range_text = format_range(as_dict(check.get("thresholdRange")))
+            if "compare" in check:
+                range_text = format_compare(as_dict(check.get("compare")))
+            else:
+                range_text = format_range(as_dict(check.get("thresholdRange")))
             rows.append(_metric_row(name, range_text, result, now, marks))
         for name, result in results.items():
             if name not in seen:
                 rows.append(_metric_row(name, UNKNOWN, result, now, marks))
         body = table(["NAME", "RANGE", "LAST VALUE", "RESULT", "CHECKED", "MESSAGE"], rows)
         lines.extend("  " + line for line in body.splitlines())
+    lines.extend(_comparison_lines(reported, analysis(canary)))
 
     lines.append("")
     lines.append("Conditions:")
@@ -378,6 +402,34 @@ def status_page(
         ]
         lines.extend("  " + line for line in table(["AGE", "TYPE", "REASON", "MESSAGE"], rows).splitlines())
     return "\n".join(lines)
+
+
+def _comparison_lines(reported: list[dict[str, Any]], spec_analysis: dict[str, Any]) -> list[str]:
+    """The last round's comparisons with the primary: both values, the shift and its interval, the score."""
+    compared = [(m, as_dict(m.get("comparison"))) for m in reported if m.get("comparison")]
+    if not compared:
+        return []
+    thresholds = as_dict(spec_analysis.get("scoreThresholds"))
+    score = next((c.get("score") for _, c in compared if c.get("score") is not None), None)
+    passing = format_number(thresholds.get("pass", 95))
+    marginal = format_number(thresholds.get("marginal", 75))
+    lines = ["", f"Comparison with the primary: score {format_number(score)} (pass {passing}, "
+             f"marginal {marginal})"]  # fmt: skip
+    rows = []
+    for metric, comparison in compared:
+        level = comparison.get("confidence")
+        level_text = f" at {level:.0%}" if isinstance(level, float) else ""
+        lower, upper = format_share(comparison.get("shiftLower")), format_share(comparison.get("shiftUpper"))
+        found = str(comparison.get("classification", UNKNOWN))
+        rows.append([
+            str(metric.get("name", "?")), str(comparison.get("judge", UNKNOWN)),
+            format_number(comparison.get("canary")), format_number(comparison.get("primary")),
+            format_share(comparison.get("shift")), f"{lower} .. {upper}{level_text}",
+            found + (" (critical)" if comparison.get("critical") else ""),
+        ])  # fmt: skip
+    body = table(["NAME", "JUDGE", "CANARY", "PRIMARY", "SHIFT", "INTERVAL", "FOUND"], rows)
+    lines.extend("  " + line for line in body.splitlines())
+    return lines
 
 
 def _metric_row(name: str, range_text: str, result: dict[str, Any], now: datetime, marks: Marks) -> list[str]:
@@ -425,12 +477,3 @@ def watch_signature(canary: dict[str, Any], target_revision: str | None = None) 
         st.get("paused"), st.get("revision"), pending.get("id") if pending else None, target_revision,
     )
 
-
-ACTION_VERBS = {
-    Action.PROMOTE.value: "promote",
-    Action.PROMOTE_STEP.value: "promote --step",
-    Action.ABORT.value: "abort",
-    Action.PAUSE.value: "pause",
-    Action.RESUME.value: "resume",
-    Action.RETRY.value: "retry",
-}

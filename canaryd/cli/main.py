@@ -1,4 +1,4 @@
-"""``canaryd``: one program for the controller, the local sandbox and the demo.
+"""``canaryd``: one program for the controller, the local sandbox, the demo and the backtest.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``main(args) -> int``; they are imported only when chosen, so ``canaryd --help``
@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "sandbox": ("canaryd.cli.sandbox", "run the local stand-in cluster until interrupted"),
     "demo": ("canaryd.cli.demo", "the guided first run on the sandbox with a real Prometheus"),
     "loadtest": ("canaryd.cli.loadtest", "the load tester that Canary rollout webhooks call"),
+    "backtest": ("canaryd.cli.backtest", "replay a Canary's analysis over past Prometheus data"),
 }
 
 

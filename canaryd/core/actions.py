@@ -11,10 +11,9 @@ nothing happened.
 from __future__ import annotations
 
 from canaryd.api.constants import Action, Phase, Reason
-from canaryd.api.models import ActionRecord
+from canaryd.api.models import ActionAcknowledgement, ActionRequest, action_pending
 from canaryd.core import schedule
 from canaryd.core.draft import Draft
-from canaryd.core.observations import ActionRequest
 from canaryd.core.readiness import canary_ready, replicas_text, routes_problem
 
 _IGNORED = "ignored: "
@@ -26,11 +25,12 @@ def handle_action(draft: Draft) -> None:
     if request is None:
         return
     answered = draft.status.last_action
-    if answered is not None and answered.id == request.id:
+    if not action_pending(request.id, answered.id if answered else None):
         return
     events_before = len(draft.events)
     result = _carry_out(draft, request)
-    draft.update(last_action=ActionRecord(id=request.id, action=request.action, result=result, at=draft.now))
+    acknowledgement = ActionAcknowledgement(id=request.id, action=request.action, result=result, at=draft.now)
+    draft.update(last_action=acknowledgement)
     reason = Reason.ACTION_IGNORED if result.startswith(_IGNORED) else _ACK_REASONS[request.action]
     if not any(e.reason == reason for e in draft.events[events_before:]):
         draft.event("Normal", reason, f"{_who(request)}: {result}")
@@ -72,7 +72,7 @@ def _run_obstacle(draft: Draft, need_routes: bool) -> str | None:
     """Why a manual promotion cannot happen now, or None."""
     status = draft.status
     phase = status.phase
-    if phase in (Phase.PROMOTING, Phase.FINALISING):
+    if phase in (Phase.PROMOTING, Phase.FINALIZING):
         return f"revision {status.revision} is already being promoted"
     if phase is not Phase.PROGRESSING:
         return f"no run in progress (phase {phase.value if phase else 'none'})"
@@ -112,7 +112,7 @@ def _promote_step(draft: Draft, request: ActionRequest) -> str:
 
 def _abort(draft: Draft, request: ActionRequest) -> str:
     phase = draft.status.phase
-    if phase in (Phase.PROMOTING, Phase.FINALISING):
+    if phase in (Phase.PROMOTING, Phase.FINALIZING):
         return _IGNORED + f"revision {draft.status.revision} passed analysis and is already being promoted"
     if phase not in (Phase.PROGRESSING, Phase.WAITING):
         return _IGNORED + f"no run to abort (phase {phase.value if phase else 'none'})"
@@ -122,7 +122,7 @@ def _abort(draft: Draft, request: ActionRequest) -> str:
 
 def _pause(draft: Draft, request: ActionRequest) -> str:
     status = draft.status
-    if status.phase in (Phase.PROMOTING, Phase.FINALISING):
+    if status.phase in (Phase.PROMOTING, Phase.FINALIZING):
         return _IGNORED + f"revision {status.revision} is already being promoted"
     if status.paused:
         return "already paused"

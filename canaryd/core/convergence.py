@@ -14,31 +14,93 @@ Deleting a Canary must not take the service down: the app team's routes
 still name ``<target>-primary`` and ``<target>-canary``, so before the
 finalizer goes, canaryd releases the primary Deployment and both Services
 (removes its ownerReference) and the garbage collector leaves them serving.
+
+A weight write also says which routes someone else had changed: weights that
+are neither what canaryd wants nor what it last wrote (the status before the
+decision) are reported with a Warning Event once put back. That report rides
+on the effect and does not change it.
 """
 
 from __future__ import annotations
 
-from canaryd.api.constants import Phase
+from dataclasses import replace
+
+from canaryd.api.constants import Phase, Reason
 from canaryd.api.models import CanaryStatus
 from canaryd.core.effects import (
     AddFinalizer,
     Effect,
     EnsurePrimary,
     EnsureServices,
+    RecordEvent,
     ReleaseOwned,
     RemoveFinalizer,
+    RouteDrift,
     ScaleTarget,
     SetRouteWeights,
 )
-from canaryd.core.observations import Observations
+from canaryd.core.observations import Observations, RouteState, WorkloadState
 from canaryd.core.readiness import canary_ready, routes_show, traffic_on_primary
+from canaryd.core.routes import weights_match
 
 #: Phases in which the canary Deployment runs and may carry traffic.
 _RUNNING = (Phase.PROGRESSING, Phase.PROMOTING)
 
 
-def converge(status: CanaryStatus, observations: Observations) -> list[Effect]:
-    """Effects in the order they must be applied; the runtime stops at the first that fails."""
+def run_replicas(primary: WorkloadState | None) -> int:
+    """How many replicas the target runs during a run: as many as the primary, and never fewer than 1.
+
+    A primary scaled to 0 (by a person or an autoscaler) must not leave the
+    canary at 0 too: a canary without pods never becomes ready, and the run
+    would sit until its progress deadline.
+    """
+    return max(primary.desired_replicas, 1) if primary is not None else 1
+
+
+def route_drift(
+    routes: tuple[RouteState, ...], primary: int, canary: int, last_canary: int
+) -> tuple[RouteDrift, ...]:
+    """The routes a write of these weights puts back after someone else changed them.
+
+    ``last_canary`` is the canary weight canaryd itself last wrote; a route
+    that carries it (or already the wanted weights) has not drifted.
+    """
+    drifted: list[RouteDrift] = []
+    for route in routes:
+        if not route.exists or weights_match(route, primary, canary):
+            continue
+        if weights_match(route, 100 - last_canary, last_canary):
+            continue
+        found = (
+            f"primary {route.primary_weight}, canary {route.canary_weight}"
+            if route.primary_weight is not None and route.canary_weight is not None
+            else "different weights in different rules"
+        )
+        message = (
+            f"{route.kind} {route.name} weights were changed outside canaryd ({found}); put back to "
+            f"primary {primary}, canary {canary}. Other fields of the route were kept."
+        )
+        event = RecordEvent(type="Warning", reason=Reason.ROUTE_WEIGHTS_DRIFTED.value, message=message)
+        drifted.append(RouteDrift(kind=route.kind, name=route.name, event=event))
+    return tuple(drifted)
+
+
+def converge(status: CanaryStatus, observations: Observations, last_canary: int = 0) -> list[Effect]:
+    """Effects in the order they must be applied; the runtime stops at the first that fails.
+
+    ``last_canary`` is the canary weight of the status before the decision,
+    what canaryd last put on the routes (for the drift report only).
+    """
+    effects = _converge(status, observations)
+    return [
+        replace(e, drifted=route_drift(observations.routes, e.primary, e.canary, last_canary))
+        if isinstance(e, SetRouteWeights)
+        else e
+        for e in effects
+    ]
+
+
+def _converge(status: CanaryStatus, observations: Observations) -> list[Effect]:
     if observations.deleting or status.phase is Phase.TERMINATING:
         return _terminate(observations)
     effects: list[Effect] = []
@@ -60,7 +122,7 @@ def converge(status: CanaryStatus, observations: Observations) -> list[Effect]:
     if status.phase in _RUNNING:
         expected = primary.desired_replicas if primary is not None and primary.desired_replicas > 0 else None
         if target.desired_replicas == 0 or (expected is not None and target.desired_replicas != expected):
-            effects.append(ScaleTarget(replicas=None))
+            effects.append(ScaleTarget(replicas=run_replicas(primary)))
         if (
             status.phase is Phase.PROMOTING
             and status.revision is not None

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from canaryd.api.constants import CANARY_SUFFIX, PRIMARY_SUFFIX, ConditionType, Phase, Reason
-from canaryd.api.models import Canary, CanaryStatus
+from canaryd.api.constants import ConditionType, Phase, Reason
+from canaryd.api.models import ActionRequest, Canary, CanaryStatus
+from canaryd.api.naming import workload_names
 from canaryd.core import schedule
 from canaryd.core.conditions import DesiredCondition
 from canaryd.core.effects import RecordEvent
-from canaryd.core.observations import ActionRequest, MetricResult, Observations
+from canaryd.core.observations import MetricResult, Observations
 
 EventType = Literal["Normal", "Warning"]
 
@@ -45,11 +46,11 @@ class Draft:
 
     @property
     def primary_name(self) -> str:
-        return self.target_name + PRIMARY_SUFFIX
+        return workload_names(self.target_name).primary
 
     @property
     def canary_service(self) -> str:
-        return self.target_name + CANARY_SUFFIX
+        return workload_names(self.target_name).canary_service
 
     # -- primitive changes -----------------------------------------------------
 

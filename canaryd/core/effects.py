@@ -6,7 +6,7 @@ re-applying a decision after a crash or a conflict is safe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -37,21 +37,24 @@ class EnsurePrimary:
 
 @dataclass(frozen=True)
 class ScaleTarget:
-    """Scale the target (canary) Deployment.
+    """Scale the target (canary) Deployment to ``replicas`` (see ``convergence.run_replicas``)."""
 
-    ``replicas`` None means: as many as the primary, and at least 1 (see
-    :func:`canaryd.core.workloads.canary_replicas`).
-    """
-
-    replicas: int | None
+    replicas: int
 
 
 @dataclass(frozen=True)
 class SetRouteWeights:
-    """Write the two backendRef weights on every referenced route."""
+    """Write the two backendRef weights on every referenced route.
+
+    ``drifted`` holds a Warning Event for each route whose weights someone
+    other than canaryd changed; the runtime records it once it has written
+    that route. It reports on the write and is not part of what is written,
+    so it takes no part in comparing two effects.
+    """
 
     primary: int
     canary: int
+    drifted: tuple[RouteDrift, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,15 @@ class RecordEvent:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class RouteDrift:
+    """A route (by kind and name) whose weights were changed outside canaryd, and the Event saying so."""
+
+    kind: str
+    name: str
+    event: RecordEvent
 
 
 Effect = (

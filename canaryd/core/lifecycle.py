@@ -16,6 +16,10 @@ derives the conditions and the effects from the resulting status. Because
 effects and conditions depend only on that status and the observations, a
 decision handed its own result (with the analysis round and the action
 already used) changes nothing and emits no Event.
+
+The effects come in the order the runtime applies them: the Events first
+(they describe the status written just before, so they go out even if a later
+effect fails), then the changes to the cluster.
 """
 
 from __future__ import annotations
@@ -24,16 +28,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from canaryd.api.constants import Phase
-from canaryd.api.models import Canary, CanaryStatus
+from canaryd.api.models import Canary, CanaryStatus, action_pending
 from canaryd.core import schedule
 from canaryd.core.actions import handle_action
 from canaryd.core.convergence import converge, converge_suspended
 from canaryd.core.draft import Draft
-from canaryd.core.effects import Effect
+from canaryd.core.effects import Effect, SetRouteWeights
 from canaryd.core.observations import Observations
 from canaryd.core.phases import advance, progress_blocker
 from canaryd.core.readiness import canary_ready
-from canaryd.core.reporting import conditions
+from canaryd.core.reporting import conditions, problem_events
+from canaryd.core.routes import record_weight_write
 
 #: More transitions than any real decision makes; reaching it means a cycle, which is a bug.
 MAX_TRANSITIONS = 32
@@ -49,10 +54,8 @@ class Decision:
 
 def _action_pending(canary: Canary, observations: Observations) -> bool:
     request = observations.action
-    if request is None:
-        return False
     answered = canary.status.last_action
-    return answered is None or answered.id != request.id
+    return request is not None and action_pending(request.id, answered.id if answered else None)
 
 
 def analysis_due(canary: Canary, observations: Observations, now: datetime) -> bool:
@@ -104,15 +107,21 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
                 break
         else:  # pragma: no cover - a cycle between phases is a bug, not an input problem
             raise RuntimeError(f"lifecycle did not settle after {MAX_TRANSITIONS} transitions")
-        effects = converge(draft.status, observations)
+        effects = converge(draft.status, observations, last_canary=canary.status.canary_weight)
     draft.analysis = None
     draft.update(
         conditions=conditions(draft, canary.status.phase),
         observed_generation=canary.metadata.generation,
     )
+    for write in (e for e in effects if isinstance(e, SetRouteWeights)):
+        records = record_weight_write(
+            draft.status.route_generations, observations.routes, write.primary, write.canary
+        )
+        draft.update(route_generations=records)
+    events = [*draft.events, *problem_events(canary.status, draft.status, {e.reason for e in draft.events})]
     return Decision(
         status=draft.status,
-        effects=(*effects, *draft.events),
+        effects=(*events, *effects),
         next_wakeup=_next_wakeup(draft, bool(effects)),
     )
 
@@ -135,7 +144,7 @@ def _next_wakeup(draft: Draft, unsettled: bool) -> datetime | None:
         return min(wake, deadline) if deadline is not None else wake
     if phase is Phase.WAITING:
         return now + schedule.interval(canary)
-    if phase in (Phase.INITIALIZING, Phase.PROMOTING, Phase.FINALISING):
+    if phase in (Phase.INITIALIZING, Phase.PROMOTING, Phase.FINALIZING):
         return recheck
     if phase is Phase.TERMINATING:
         return recheck if unsettled and draft.observations.has_finalizer else None

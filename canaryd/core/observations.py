@@ -8,9 +8,9 @@ can be tested exhaustively by constructing observations directly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
-from canaryd.api.constants import Action, Reason, Verdict
+from canaryd.api.constants import Reason, Verdict
+from canaryd.api.models import ActionRequest, ComparisonStatus
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,11 @@ class RouteState:
     #: The weights currently written on the route (None when they differ between rules).
     primary_weight: int | None = None
     canary_weight: int | None = None
+    #: metadata.uid and metadata.generation (None when the server set none).
+    uid: str = ""
+    generation: int | None = None
+    #: A hash of the spec without the two weights canaryd writes (see ``canaryd.core.routes``).
+    spec_hash: str = ""
 
     @property
     def usable(self) -> bool:
@@ -67,16 +72,8 @@ class MetricResult:
     verdict: Verdict
     value: float | None = None
     message: str = ""
-
-
-@dataclass(frozen=True)
-class ActionRequest:
-    """A manual action someone asked for; ``id`` makes handling it idempotent."""
-
-    id: str
-    action: Action
-    requested_at: datetime | None = None
-    requested_by: str = ""
+    #: For a metric judged against the primary: both sides, the shift, the classification.
+    comparison: ComparisonStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ class Observations:
     config_problems: tuple[str, ...] = ()
     #: The condition reason that best names ``config_problems`` (e.g. MetricTemplateNotFound).
     config_reason: Reason = Reason.TEMPLATE_NOT_FOUND
-    #: A pending manual action, not yet acknowledged in status.last_action.
+    #: A pending manual action, not yet acknowledged in status.last_action (``id`` makes it idempotent).
     action: ActionRequest | None = None
     #: The max-concurrent-runs limit leaves room for this Canary to start a run.
     run_slot_available: bool = True
@@ -114,7 +111,6 @@ class Observations:
 
 
 __all__ = [
-    "ActionRequest",
     "MetricResult",
     "Observations",
     "RouteState",

@@ -8,7 +8,7 @@ of it, never on the hope that an effect was applied).
 
 from __future__ import annotations
 
-from canaryd.api.constants import ACTIVE_PHASES, Phase, Reason, Verdict
+from canaryd.api.constants import ACTIVE_PHASES, InconclusivePolicy, Phase, Reason, Verdict
 from canaryd.core import schedule
 from canaryd.core.draft import Draft
 from canaryd.core.observations import MetricResult
@@ -19,7 +19,14 @@ from canaryd.core.readiness import (
     routes_problem,
     traffic_on_primary,
 )
-from canaryd.core.verdicts import RoundOutcome, describe_round, metric_statuses, round_outcome
+from canaryd.core.verdicts import (
+    RoundOutcome,
+    decisive_failure,
+    describe_result,
+    describe_round,
+    metric_statuses,
+    round_outcome,
+)
 
 
 def advance(draft: Draft) -> None:
@@ -45,8 +52,8 @@ def advance(draft: Draft) -> None:
         _progressing(draft)
     elif phase is Phase.PROMOTING:
         _promoting(draft)
-    elif phase is Phase.FINALISING:
-        _finalising(draft)
+    elif phase is Phase.FINALIZING:
+        _finalizing(draft)
 
 
 def _begin_termination(draft: Draft) -> None:
@@ -84,8 +91,8 @@ def _target_missing(draft: Draft) -> None:
         )
     elif status.phase is Phase.PROMOTING:
         _promoting(draft)  # the primary already runs the revision: promotion needs no target
-    elif status.phase is Phase.FINALISING:
-        _finalising(draft)
+    elif status.phase is Phase.FINALIZING:
+        _finalizing(draft)
 
 
 def _initialize(draft: Draft) -> None:
@@ -232,7 +239,7 @@ def _judge(draft: Draft, results: tuple[MetricResult, ...]) -> None:
     """Apply one analysis round to the run."""
     analysis = draft.canary.spec.analysis
     status = draft.status
-    outcome = round_outcome(results, analysis.no_data_policy)
+    outcome = round_outcome(results, analysis.no_data_policy, analysis.scoring)
     draft.update(metrics=metric_statuses(results, draft.now))
     if outcome is RoundOutcome.ADVANCE:
         summary = f"analysis passed ({describe_round(results)})"
@@ -249,11 +256,14 @@ def _judge(draft: Draft, results: tuple[MetricResult, ...]) -> None:
             Reason.ANALYSIS_FAILED,
             f"failed check {failed} of {analysis.threshold} at {status.canary_weight}%: {what}",
         )
+        decisive = decisive_failure(results, analysis.scoring)
         if failed >= analysis.threshold:
             draft.fail(
                 Reason.THRESHOLD_REACHED,
                 f"{failed} failed checks reached the threshold of {analysis.threshold} ({what})",
             )
+        elif decisive is not None:
+            draft.fail(Reason.CRITICAL_METRIC_FAILED, f"{describe_result(decisive)} fails the run at once")
     elif outcome is RoundOutcome.ERROR:
         errors = status.analysis_errors + 1
         draft.update(analysis_errors=errors)
@@ -267,6 +277,26 @@ def _judge(draft: Draft, results: tuple[MetricResult, ...]) -> None:
             draft.fail(
                 Reason.ERROR_LIMIT_REACHED,
                 f"{errors} analysis errors reached the limit of {analysis.error_threshold} ({what})",
+            )
+    elif outcome is RoundOutcome.INCONCLUSIVE:
+        what = describe_round(results, Verdict.INCONCLUSIVE, Verdict.FAIL, Verdict.PASS)
+        if analysis.inconclusive_policy is InconclusivePolicy.PAUSE:
+            draft.update(paused=True)
+            name = draft.canary.metadata.name
+            draft.event(
+                "Normal",
+                Reason.ANALYSIS_INCONCLUSIVE,
+                f"analysis inconclusive ({what}): paused at {status.canary_weight}% for a person to decide "
+                f"(kubectl canary promote|abort|resume {name})",
+            )
+        else:
+            deadline = schedule.progress_deadline_at(draft.canary, status)
+            until = f" until the progress deadline at {deadline.isoformat()}" if deadline else ""
+            draft.event(
+                "Normal",
+                Reason.ANALYSIS_INCONCLUSIVE,
+                f"analysis inconclusive ({what}): holding at {status.canary_weight}% without counting "
+                f"a failed check{until}",
             )
     else:
         deadline = schedule.progress_deadline_at(draft.canary, status)
@@ -287,14 +317,14 @@ def _promoting(draft: Draft) -> None:
         return  # the revision to copy is no longer in the target: analyse the new one instead
     if primary_serves(primary, status.revision):
         draft.move(
-            Reason.FINALISING,
+            Reason.FINALIZING,
             f"{draft.primary_name} serves revision {status.revision}: traffic returns to it",
-            phase=Phase.FINALISING,
+            phase=Phase.FINALIZING,
             weight=0,
         )
 
 
-def _finalising(draft: Draft) -> None:
+def _finalizing(draft: Draft) -> None:
     target = draft.observations.target
     scaled_down = target is None or target.desired_replicas == 0
     if traffic_on_primary(draft.observations) and scaled_down:

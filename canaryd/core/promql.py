@@ -18,7 +18,14 @@ Built-in variables, set by canaryd for each check (see ``analysis_variables``):
 - ``namespace``: the Canary's namespace;
 - ``target``: the target Deployment (it runs the revision under analysis);
 - ``service``: the canary Service, ``<target>-canary``;
-- ``route``: the name of the (first) route the Canary weights;
+- ``workload``: the Deployment serving the side measured: ``<target>`` (the
+  canary), or ``<target>-primary`` when a comparison renders the primary's side;
+- ``route``: the name of a route the Canary weights. A template that uses it
+  is rendered once per route in ``spec.routeRefs``, each rendering asked and
+  judged on its own, and the check's verdict is the worst of them (see
+  ``canaryd.core.verdicts.worst_per_route``): a metric about "the route" holds
+  only if it holds on every route that carries the canary's traffic. A
+  template without ``{{ route }}`` is asked once;
 - ``interval``: the metric's interval as a PromQL duration (``1m``, ``90s``).
 
 User variables come from the MetricTemplate's ``spec.variables`` (defaults)
@@ -50,7 +57,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -61,7 +68,7 @@ from canaryd.api.durations import format_duration, parse_duration
 from canaryd.api.models import ThresholdRange
 from canaryd.core.observations import MetricResult
 
-BUILTIN_VARIABLES = ("namespace", "target", "service", "route", "interval")
+BUILTIN_VARIABLES = ("namespace", "target", "service", "workload", "route", "interval")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLACEHOLDER_BODY = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
@@ -269,6 +276,41 @@ def promql_duration(interval: timedelta | str) -> str:
     return format_duration(delta)
 
 
+def check_queries(
+    query: str,
+    *,
+    namespace: str,
+    target: str,
+    service: str,
+    routes: Sequence[str],
+    interval: timedelta | str,
+    template_defaults: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> list[tuple[str, str]]:
+    """The PromQL one check asks, as (route name, query): one per route when ``query`` uses ``{{ route }}``.
+
+    A template that does not use ``{{ route }}`` gives one query (paired with
+    the first route's name). Route names repeated across kinds are asked once.
+    Raises TemplateError for the first rendering that fails.
+    """
+    names = list(dict.fromkeys(routes))
+    if "route" not in placeholders(query):
+        names = names[:1]
+    rendered = []
+    for route in names:
+        variables = analysis_variables(
+            namespace=namespace,
+            target=target,
+            service=service,
+            route=route,
+            interval=interval,
+            template_defaults=template_defaults,
+            overrides=overrides,
+        )
+        rendered.append((route, render(query, variables)))
+    return rendered
+
+
 def analysis_variables(
     *,
     namespace: str,
@@ -278,8 +320,12 @@ def analysis_variables(
     interval: timedelta | str,
     template_defaults: Mapping[str, str] | None = None,
     overrides: Mapping[str, str] | None = None,
+    workload: str | None = None,
 ) -> dict[str, str]:
-    """The variables for one check: validated built-ins, then template defaults under the Canary's values."""
+    """The variables for one check: validated built-ins, then template defaults under the Canary's values.
+
+    ``workload`` (the Deployment serving the side measured) defaults to ``target``.
+    """
     variables: dict[str, str] = {}
     for source in (template_defaults or {}, overrides or {}):
         for name, value in source.items():
@@ -292,6 +338,9 @@ def analysis_variables(
         namespace=_check_name("namespace", namespace, _DNS_LABEL, 63),
         target=_check_name("Deployment name", target, _DNS_SUBDOMAIN, 253),
         service=_check_name("Service name", service, _DNS_LABEL, 63),
+        workload=_check_name(
+            "Deployment name", workload if workload is not None else target, _DNS_SUBDOMAIN, 253
+        ),
         route=_check_name("route name", route, _DNS_SUBDOMAIN, 253),
         interval=promql_duration(interval),
     )
@@ -346,6 +395,19 @@ class QueryError:
 
 
 QueryResult = Value | NoData | QueryError
+
+
+@dataclass(frozen=True)
+class RangeSeries:
+    """One series of a range query: ``(unix time, value)`` points in time order (NaN kept as NaN)."""
+
+    points: tuple[tuple[float, float], ...]
+
+    def by_time(self) -> dict[float, float]:
+        return dict(self.points)
+
+
+RangeResult = RangeSeries | NoData | QueryError
 
 
 def classify_number(raw: str | float) -> Value | NoData | QueryError:
@@ -403,6 +465,32 @@ def interpret_result(result: Any, result_type: str | None = None) -> QueryResult
     return classify_number(sample[1])
 
 
+def interpret_range_result(result: Any) -> RangeResult:
+    """The ``data.result`` of a range query as one series, NoData (no series) or an error (several)."""
+    if not isinstance(result, list):
+        return QueryError(QueryErrorKind.UNEXPECTED_SHAPE, f"unexpected range result {result!r:.200}")
+    if not result:
+        return NoData(NoDataReason.EMPTY)
+    if len(result) > 1:
+        return QueryError(
+            QueryErrorKind.UNEXPECTED_SHAPE,
+            f"the query returned {len(result)} series where one was expected "
+            f"({_describe_series(result)}); aggregate them, e.g. with sum()",
+        )
+    values = result[0].get("values") if isinstance(result[0], dict) else None
+    if not isinstance(values, list):
+        return QueryError(QueryErrorKind.UNEXPECTED_SHAPE, f"malformed range series {result[0]!r:.200}")
+    points: list[tuple[float, float]] = []
+    for sample in values:
+        if not isinstance(sample, list | tuple) or len(sample) != 2:
+            return QueryError(QueryErrorKind.UNEXPECTED_SHAPE, f"malformed sample {sample!r:.100}")
+        try:
+            points.append((float(sample[0]), float(sample[1])))
+        except (TypeError, ValueError):
+            return QueryError(QueryErrorKind.UNEXPECTED_SHAPE, f"the sample {sample!r:.100} is not a number")
+    return RangeSeries(tuple(sorted(points)))
+
+
 def _infer_result_type(result: Any) -> str:
     if isinstance(result, list):
         if len(result) == 2 and isinstance(result[0], int | float) and isinstance(result[1], str):
@@ -448,11 +536,15 @@ __all__ = [
     "QueryError",
     "QueryErrorKind",
     "QueryResult",
+    "RangeResult",
+    "RangeSeries",
     "TemplateError",
     "UnsafeValueError",
     "Value",
     "analysis_variables",
+    "check_queries",
     "classify_number",
+    "interpret_range_result",
     "interpret_result",
     "judge",
     "placeholders",

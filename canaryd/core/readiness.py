@@ -9,6 +9,7 @@ route that is not accepted" in one place too.
 from __future__ import annotations
 
 from canaryd.core.observations import Observations, RouteState, WorkloadState
+from canaryd.core.routes import weights_match
 
 
 def canary_ready(target: WorkloadState | None) -> bool:
@@ -31,13 +32,9 @@ def writable(route: RouteState) -> bool:
     return route.exists and route.has_backends
 
 
-def route_shows(route: RouteState, primary: int, canary: int) -> bool:
-    return route.primary_weight == primary and route.canary_weight == canary
-
-
 def routes_show(observations: Observations, primary: int, canary: int) -> bool:
     """Every route canaryd can write already carries these weights."""
-    return all(route_shows(r, primary, canary) for r in observations.routes if writable(r))
+    return all(weights_match(r, primary, canary) for r in observations.routes if writable(r))
 
 
 def traffic_on_primary(observations: Observations) -> bool:

@@ -4,15 +4,22 @@ Each condition is a function of the new status and of what was observed, so
 the same situation always reads the same way and a decision repeated on its
 own result rewrites nothing. The one exception is why a run failed, which
 only the failing transition knows: it is written once and then kept.
+
+A problem that newly shows in a condition (a missing target, route or
+template) is also announced once with a Warning Event (``problem_events``),
+so that it reaches ``kubectl describe`` and ``kubectl get events``.
 """
 
 from __future__ import annotations
 
-from canaryd.api.constants import ConditionType, Phase, Reason
-from canaryd.api.models import Condition
+from collections.abc import Set
+
+from canaryd.api.constants import ConditionType, InconclusivePolicy, Phase, Reason
+from canaryd.api.models import CanaryStatus, Condition
 from canaryd.core import schedule
 from canaryd.core.conditions import DesiredCondition, merge_conditions
 from canaryd.core.draft import Draft
+from canaryd.core.effects import RecordEvent
 from canaryd.core.phases import progress_blocker
 from canaryd.core.readiness import primary_serves, replicas_text, routes_problem
 from canaryd.core.verdicts import RoundOutcome, describe_round, round_outcome
@@ -130,10 +137,10 @@ def _progressing(draft: Draft, phase_before: Phase | None) -> DesiredCondition:
             Reason.PROMOTING,
             f"waiting for {draft.primary_name} to roll out revision {status.revision}{progress}",
         )
-    if phase is Phase.FINALISING:
+    if phase is Phase.FINALIZING:
         return state(
             True,
-            Reason.FINALISING,
+            Reason.FINALIZING,
             f"returning all traffic to {draft.primary_name}, then scaling {draft.target_name} to 0",
         )
     return _run_state(draft)
@@ -160,14 +167,19 @@ def _run_state(draft: Draft) -> DesiredCondition:
     )
     due = schedule.next_analysis_at(draft.canary, status)
     next_text = f"; next analysis at {due.isoformat()}" if due is not None else ""
-    outcome = round_outcome(status.metrics, analysis.no_data_policy) if status.metrics else None
+    outcome = (
+        round_outcome(status.metrics, analysis.no_data_policy, analysis.scoring) if status.metrics else None
+    )
     reason = {
         None: Reason.STEP_ADVANCED,
         RoundOutcome.ADVANCE: Reason.STEP_ADVANCED,
         RoundOutcome.FAILED_CHECK: Reason.ANALYSIS_FAILED,
         RoundOutcome.ERROR: Reason.ANALYSIS_ERROR,
         RoundOutcome.HOLD: Reason.ANALYSIS_NO_DATA,
+        RoundOutcome.INCONCLUSIVE: Reason.ANALYSIS_INCONCLUSIVE,
     }[outcome]
+    if outcome is RoundOutcome.INCONCLUSIVE:
+        counts += "; waiting for enough evidence to compare the canary with the primary"
     if status.step == 0:
         reason = Reason.NEW_REVISION
     return DesiredCondition(kind, "True", reason.value, f"{where}; {counts}{next_text}")
@@ -206,7 +218,9 @@ def _analysis(draft: Draft) -> DesiredCondition | None:
         f"errors {status.analysis_errors}/{analysis.error_threshold}"
     )
     message = f"last round: {describe_round(status.metrics)}; {counts}"
-    outcome = round_outcome(status.metrics, analysis.no_data_policy)
+    outcome = round_outcome(status.metrics, analysis.no_data_policy, analysis.scoring)
+    if outcome is RoundOutcome.INCONCLUSIVE:
+        return DesiredCondition(kind, "Unknown", Reason.ANALYSIS_INCONCLUSIVE.value, message)
     if outcome is RoundOutcome.ADVANCE:
         return DesiredCondition(kind, "True", Reason.ANALYSIS_PASSED.value, message)
     if outcome is RoundOutcome.FAILED_CHECK:
@@ -218,8 +232,55 @@ def _analysis(draft: Draft) -> DesiredCondition | None:
 
 def _paused(draft: Draft) -> DesiredCondition | None:
     kind = ConditionType.PAUSED
-    if draft.status.paused:
+    status = draft.status
+    if status.paused:
+        analysis = draft.canary.spec.analysis
+        if (
+            analysis.inconclusive_policy is InconclusivePolicy.PAUSE
+            and status.metrics
+            and round_outcome(status.metrics, analysis.no_data_policy, analysis.scoring)
+            is RoundOutcome.INCONCLUSIVE
+        ):
+            name = draft.canary.metadata.name
+            return DesiredCondition(
+                kind,
+                "True",
+                Reason.ANALYSIS_INCONCLUSIVE.value,
+                "paused because the comparison with the primary is inconclusive: "
+                f"kubectl canary promote, abort or resume {name}",
+            )
         return DesiredCondition(kind, "True", Reason.PAUSED.value, "paused by a manual action")
     if draft.status.condition(kind) is not None:
         return DesiredCondition(kind, "False", Reason.RESUMED.value, "not paused")
     return None
+
+
+#: Conditions whose turning False (or changing reason while False) a person must hear about.
+_WATCHED_CONDITIONS = (ConditionType.READY, ConditionType.ROUTES_READY)
+#: False for a while in every healthy life, or already announced by the lifecycle's own Event.
+_ROUTINE_REASONS = frozenset(
+    {Reason.INITIALIZING, Reason.PRIMARY_NOT_READY, Reason.DELETING, Reason.ROLLED_BACK}
+)
+
+
+def problem_events(old: CanaryStatus, new: CanaryStatus, already: Set[str]) -> list[RecordEvent]:
+    """Warning Events for problems that newly appear in conditions, once per new problem.
+
+    A watched condition that is False with a reason that is not routine gets
+    an Event when its status, reason or message differs from before, unless
+    the decision already emits an Event with that reason (``already``).
+    """
+    found: list[RecordEvent] = []
+    for type_ in _WATCHED_CONDITIONS:
+        now = new.condition(type_)
+        if now is None or now.status != "False" or now.reason in already or now.reason in _ROUTINE_REASONS:
+            continue
+        before = old.condition(type_)
+        if before is not None and (before.status, before.reason, before.message) == (
+            now.status,
+            now.reason,
+            now.message,
+        ):
+            continue
+        found.append(RecordEvent(type="Warning", reason=now.reason, message=now.message))
+    return found

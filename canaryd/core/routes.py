@@ -8,12 +8,26 @@ wrong is said in words a person can act on. The weight change itself is a JSON
 Patch guarded by ``test`` operations on the route's resourceVersion and on each
 backendRef name, so that a concurrent edit by anyone makes the patch fail
 instead of being overwritten.
+
+A Gateway reports acceptance per route generation, and every weight change
+makes a new generation. Waiting for the Gateway to catch up after each step
+would cost a status write and a false alarm, and changing two weights cannot
+make a route unacceptable; so an Accepted condition for an older generation
+still counts when every generation since differs from it only in those two
+weights. What canaryd knows about that is kept in the Canary's
+``status.routeGenerations`` (see :func:`record_weight_write`), so it is the
+same after a restart of the controller.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
+from canaryd.api.models import RouteGenerations, RouteKind
 from canaryd.core.observations import RouteState
 
 #: Gateway API's default weight for a backendRef that sets none.
@@ -64,13 +78,40 @@ def _parent_label(ref: dict[str, Any], route_namespace: str) -> str:
     return f"{kind} {where}"
 
 
-def _acceptance_problem(route: dict[str, Any], label: str, own_generations: frozenset[int]) -> str:
+def spec_hash(route: dict[str, Any], primary: str, canary: str) -> str:
+    """A hash of the route's spec with the weights of canaryd's two backendRefs left out.
+
+    Two generations with the same hash differ at most in those weights.
+    """
+    spec = copy.deepcopy(route.get("spec") or {})
+    namespace = str((route.get("metadata") or {}).get("namespace", ""))
+    for rule in spec.get("rules") or []:
+        if isinstance(rule, dict):
+            for _, ref in _our_refs(rule, namespace, primary, canary):
+                ref.pop("weight", None)
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def lag_is_weight_only(
+    record: RouteGenerations | None, uid: str, generation: int, current_hash: str, observed: int
+) -> bool:
+    """Whether generations ``observed`` to ``generation`` of a route differ only in canaryd's two weights."""
+    return (
+        record is not None
+        and bool(uid)
+        and record.uid == uid
+        and record.spec_hash == current_hash
+        and record.first <= observed <= generation <= record.last
+    )
+
+
+def _acceptance_problem(route: dict[str, Any], label: str, weight_only: Callable[[int], bool]) -> str:
     """Why the route's parents do not (yet) carry it, or "" when every parent accepted it.
 
-    An Accepted condition for an older generation still counts when every
-    generation since was made by canaryd's own weight-only patches: changing
-    two weights cannot make a route unacceptable, and waiting for the Gateway to
-    catch up after each step would cost a status write and a false alarm.
+    ``weight_only(observed)`` says whether the generations since ``observed``
+    changed nothing but canaryd's two weights; an Accepted condition for such an
+    older generation still counts.
     """
     meta = route.get("metadata") or {}
     namespace = str(meta.get("namespace", ""))
@@ -109,7 +150,7 @@ def _acceptance_problem(route: dict[str, Any], label: str, own_generations: froz
                 and observed > 0
                 and isinstance(generation, int)
                 and observed < generation
-                and not all(g in own_generations for g in range(observed + 1, generation + 1))
+                and not weight_only(observed)
             ):
                 last_problem = (
                     f"{label}: {where} accepted generation {observed} but the route is at generation "
@@ -129,12 +170,12 @@ def inspect_route(
     route: dict[str, Any] | None,
     primary_service: str,
     canary_service: str,
-    own_generations: frozenset[int] = frozenset(),
+    record: RouteGenerations | None = None,
 ) -> RouteState:
     """Check one referenced route against the routing contract canaryd relies on.
 
-    ``own_generations`` are generations of this route that canaryd's own
-    weight patches produced (see ``_acceptance_problem``).
+    ``record`` is what the Canary's status says about this route's weight-only
+    generations (see the module docstring).
     """
     if route is None:
         return RouteState(
@@ -172,7 +213,17 @@ def inspect_route(
     canary_weights = {
         _weight(ref) for _, refs in our_rules for _, ref in refs if ref.get("name") == canary_service
     }
-    acceptance = _acceptance_problem(route, label, own_generations)
+    meta = route.get("metadata") or {}
+    uid = str(meta.get("uid") or "")
+    generation = meta.get("generation") if isinstance(meta.get("generation"), int) else None
+    current_hash = spec_hash(route, primary_service, canary_service)
+    acceptance = _acceptance_problem(
+        route,
+        label,
+        lambda observed: (
+            generation is not None and lag_is_weight_only(record, uid, generation, current_hash, observed)
+        ),
+    )
     return RouteState(
         kind=kind,
         name=name,
@@ -182,6 +233,9 @@ def inspect_route(
         problem=problem or acceptance,
         primary_weight=next(iter(primary_weights)) if len(primary_weights) == 1 else None,
         canary_weight=next(iter(canary_weights)) if len(canary_weights) == 1 else None,
+        uid=uid,
+        generation=generation,
+        spec_hash=current_hash,
     )
 
 
@@ -222,3 +276,43 @@ def weight_patch(
 def weights_match(state: RouteState, primary_weight: int, canary_weight: int) -> bool:
     """The route already carries exactly these weights in every rule canaryd weights."""
     return state.primary_weight == primary_weight and state.canary_weight == canary_weight
+
+
+def record_weight_write(
+    records: Sequence[RouteGenerations], routes: Sequence[RouteState], primary_weight: int, canary_weight: int
+) -> list[RouteGenerations]:
+    """``status.routeGenerations`` once these weights are written on ``routes``.
+
+    A route the write changes goes one generation further with the same spec
+    apart from the weights: its range ends one past the generation observed,
+    and starts where the recorded range started when the observed generation
+    continues it (same object, same hash), else at the observed generation.
+    The status is written before the routes, so a range may end one
+    generation beyond what a failed write made; that generation is checked
+    against the hash before it is trusted (``lag_is_weight_only``), whoever
+    made it. Routes the Canary no longer names are forgotten.
+    """
+    recorded: dict[tuple[str, str], RouteGenerations] = {(r.kind, r.name): r for r in records}
+    updated: list[RouteGenerations] = []
+    for route in routes:
+        old = recorded.get((route.kind, route.name))
+        generation = route.generation
+        changes = not weights_match(route, primary_weight, canary_weight)
+        if not (route.exists and changes and generation is not None and route.uid and route.spec_hash):
+            if old is not None:
+                updated.append(old)
+            continue
+        continues = old is not None and lag_is_weight_only(
+            old, route.uid, generation, route.spec_hash, generation
+        )
+        updated.append(
+            RouteGenerations(
+                kind=cast(RouteKind, route.kind),
+                name=route.name,
+                uid=route.uid,
+                first=old.first if old is not None and continues else generation,
+                last=generation + 1,
+                spec_hash=route.spec_hash,
+            )
+        )
+    return updated

@@ -15,6 +15,13 @@ from canaryd.api.models import Canary, CanaryStatus
 #: The shortest and longest pause between re-checks while waiting for a Deployment or a route.
 MIN_RECHECK = timedelta(seconds=1)
 MAX_RECHECK = timedelta(seconds=10)
+#: The longest wait before a pass that failed (API error, crash) is tried again.
+MAX_RETRY_BACKOFF = timedelta(seconds=60)
+
+
+def retry_backoff(attempts: int) -> timedelta:
+    """How long to wait before trying a failed pass again: 0.5s, doubling per failed attempt, up to 60s."""
+    return min(timedelta(seconds=0.5 * 2 ** (max(attempts, 1) - 1)), MAX_RETRY_BACKOFF)
 
 
 def step_weights(canary: Canary) -> tuple[int, ...]:

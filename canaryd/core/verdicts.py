@@ -5,6 +5,21 @@ an error (Prometheus unreachable, a query that does not parse) is counted
 apart from failures, since it says nothing about the new revision; a metric
 with no data follows the Canary's no-data policy (Fail counts a failed check,
 Hold neither advances nor counts, Pass lets the round pass).
+
+Metrics compared with the primary are judged together, as Kayenta does, by
+a weighted score: 100 x the weight of those that passed over the weight of
+those decided (passed or failed). Below ``scoreThresholds.marginal`` the
+round fails; a failed critical metric makes the score 0. At or above
+``pass`` with nothing inconclusive, the comparison passes; otherwise (a
+marginal score, or a metric without enough evidence yet) the round is
+inconclusive and follows ``inconclusivePolicy``. A round failed by a
+critical metric, or by a Sequential one (whose verdict already accounts
+for every look), is decisive: the run fails without waiting for
+``threshold`` failed checks.
+
+A check asked once per route gets the worst of its verdicts: a failure on
+any route, else an error, else an inconclusive comparison, else no data,
+else a pass.
 """
 
 from __future__ import annotations
@@ -13,9 +28,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from canaryd.api.constants import NoDataPolicy, Verdict
-from canaryd.api.models import MetricStatus
+from canaryd.api.constants import CompareJudge, NoDataPolicy, Verdict
+from canaryd.api.models import MetricStatus, ScoreThresholds
 from canaryd.core.observations import MetricResult
+
+Result = MetricResult | MetricStatus
 
 
 class RoundOutcome(StrEnum):
@@ -25,21 +42,103 @@ class RoundOutcome(StrEnum):
     FAILED_CHECK = "FailedCheck"
     ERROR = "Error"
     HOLD = "Hold"
+    #: Comparison metrics without enough evidence, or a marginal score: no step, no failed check.
+    INCONCLUSIVE = "Inconclusive"
 
 
-def round_outcome(results: Sequence[MetricResult | MetricStatus], no_data: NoDataPolicy) -> RoundOutcome:
+def _decided_comparisons(results: Sequence[Result]) -> list[Result]:
+    return [r for r in results if r.comparison is not None and r.verdict in (Verdict.PASS, Verdict.FAIL)]
+
+
+def comparison_score(results: Sequence[Result]) -> float | None:
+    """The weighted score (0-100) of the comparison metrics that passed or failed; None if none did."""
+    decided = _decided_comparisons(results)
+    if not decided:
+        return None
+    if any(r.verdict is Verdict.FAIL and r.comparison is not None and r.comparison.critical for r in decided):
+        return 0.0
+    weights = [(r.comparison.weight, r.verdict is Verdict.PASS) for r in decided if r.comparison is not None]
+    total = sum(weight for weight, _ in weights)
+    passed = sum(weight for weight, ok in weights if ok)
+    return 100.0 * passed / total if total > 0 else None
+
+
+def _comparison_outcome(results: Sequence[Result], scoring: ScoreThresholds) -> RoundOutcome | None:
+    """What the comparison metrics alone say; None when there are none with a verdict to weigh."""
+    inconclusive = any(r.comparison is not None and r.verdict is Verdict.INCONCLUSIVE for r in results)
+    score = comparison_score(results)
+    if score is None:
+        return RoundOutcome.INCONCLUSIVE if inconclusive else None
+    critical = any(
+        r.verdict is Verdict.FAIL and r.comparison is not None and r.comparison.critical for r in results
+    )
+    if critical or score < scoring.marginal:
+        return RoundOutcome.FAILED_CHECK
+    if inconclusive or score < scoring.pass_:
+        return RoundOutcome.INCONCLUSIVE
+    return RoundOutcome.ADVANCE
+
+
+def round_outcome(
+    results: Sequence[Result], no_data: NoDataPolicy, scoring: ScoreThresholds | None = None
+) -> RoundOutcome:
     """The outcome of a round; a Canary without metrics always advances."""
-    verdicts = {r.verdict for r in results}
-    if Verdict.FAIL in verdicts or (Verdict.NO_DATA in verdicts and no_data is NoDataPolicy.FAIL):
+    compared = _comparison_outcome(results, scoring or ScoreThresholds())
+    verdicts = {r.verdict for r in results if r.comparison is None}
+    if (
+        Verdict.FAIL in verdicts
+        or (Verdict.NO_DATA in verdicts and no_data is NoDataPolicy.FAIL)
+        or compared is RoundOutcome.FAILED_CHECK
+    ):
         return RoundOutcome.FAILED_CHECK
     if Verdict.ERROR in verdicts:
         return RoundOutcome.ERROR
     if Verdict.NO_DATA in verdicts and no_data is NoDataPolicy.HOLD:
         return RoundOutcome.HOLD
+    if compared is RoundOutcome.INCONCLUSIVE:
+        return RoundOutcome.INCONCLUSIVE
     return RoundOutcome.ADVANCE
 
 
-def describe_result(result: MetricResult | MetricStatus) -> str:
+def decisive_failure(results: Sequence[Result], scoring: ScoreThresholds | None = None) -> Result | None:
+    """The comparison metric that fails the run at once, if the round failed because of one.
+
+    A failed critical metric always does; a failed Sequential metric does
+    when the comparison metrics together fail the round.
+    """
+    failed = [r for r in results if r.comparison is not None and r.verdict is Verdict.FAIL]
+    for result in failed:
+        if result.comparison is not None and result.comparison.critical:
+            return result
+    if _comparison_outcome(results, scoring or ScoreThresholds()) is RoundOutcome.FAILED_CHECK:
+        for result in failed:
+            if result.comparison is not None and result.comparison.judge is CompareJudge.SEQUENTIAL:
+                return result
+    return None
+
+
+#: Worst first: the order in which one route's verdict outweighs another's for the same check.
+_SEVERITY = (Verdict.FAIL, Verdict.ERROR, Verdict.INCONCLUSIVE, Verdict.NO_DATA, Verdict.PASS)
+
+
+def worst_per_route(per_route: Sequence[tuple[str, MetricResult]]) -> MetricResult:
+    """One check's result from its results on each route: the worst verdict, naming the route(s).
+
+    With a single route the result is that route's, unchanged.
+    """
+    if len(per_route) == 1:
+        return per_route[0][1]
+    worst = min(_SEVERITY.index(result.verdict) for _, result in per_route)
+    deciding = [(route, result) for route, result in per_route if _SEVERITY.index(result.verdict) == worst]
+    first = deciding[0][1]
+    message = "; ".join(f"route {route}: {result.message}" for route, result in deciding)
+    return MetricResult(
+        name=first.name, verdict=first.verdict, value=first.value, message=message,
+        comparison=first.comparison,
+    )
+
+
+def describe_result(result: Result) -> str:
     """One metric's result in a few words, e.g. ``success-rate=93.2 (Fail: below min 99)``."""
     value = "no value" if result.value is None else f"{result.value:g}"
     text = f"{result.name}={value} ({result.verdict.value}"
@@ -48,14 +147,15 @@ def describe_result(result: MetricResult | MetricStatus) -> str:
     return text + ")"
 
 
-def describe_round(results: Iterable[MetricResult | MetricStatus], *only: Verdict) -> str:
+def describe_round(results: Iterable[Result], *only: Verdict) -> str:
     """The results worth naming, or all of them when ``only`` is empty."""
     chosen = [r for r in results if not only or r.verdict in only]
     return ", ".join(describe_result(r) for r in chosen) if chosen else "no metrics configured"
 
 
 def metric_statuses(results: Sequence[MetricResult], checked_at: datetime) -> list[MetricStatus]:
-    """The round as it is recorded in status.metrics."""
+    """The round as it is recorded in status.metrics (each comparison with the round's score)."""
+    score = comparison_score(results)
     return [
         MetricStatus(
             name=r.name,
@@ -63,6 +163,7 @@ def metric_statuses(results: Sequence[MetricResult], checked_at: datetime) -> li
             value=r.value,
             message=r.message,
             checked_at=checked_at,
+            comparison=r.comparison.model_copy(update={"score": score}) if r.comparison is not None else None,
         )
         for r in results
     ]

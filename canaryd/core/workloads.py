@@ -13,26 +13,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from canaryd.api.constants import (
-    API_VERSION,
-    CANARY_KIND,
-    CANARY_SUFFIX,
-    LABEL_CANARY,
-    LABEL_MANAGED_BY,
-    MANAGER_NAME,
-    PRIMARY_SUFFIX,
-)
+from canaryd.api.constants import API_VERSION, CANARY_KIND, LABEL_CANARY, LABEL_MANAGED_BY, MANAGER_NAME
 from canaryd.api.models import Canary
+from canaryd.api.naming import workload_names
 from canaryd.core.observations import WorkloadState
 from canaryd.core.revision import REVISION_ANNOTATION, deployment_template_hash, primary_revision
-
-
-def primary_name(target: str) -> str:
-    return f"{target}{PRIMARY_SUFFIX}"
-
-
-def canary_service_name(target: str) -> str:
-    return f"{target}{CANARY_SUFFIX}"
 
 
 def owner_reference(canary: Canary) -> dict[str, Any]:
@@ -59,7 +44,7 @@ def target_selector(target: dict[str, Any]) -> dict[str, str]:
 
 def primary_selector(target: dict[str, Any]) -> dict[str, str]:
     """The target's selector with every value renamed to ``<target>-primary``."""
-    name = primary_name(str((target.get("metadata") or {}).get("name", "")))
+    name = workload_names(str((target.get("metadata") or {}).get("name", ""))).primary
     return dict.fromkeys(target_selector(target), name)
 
 
@@ -96,16 +81,6 @@ def target_replicas(target: dict[str, Any]) -> int:
     return int(replicas) if isinstance(replicas, int) else 1
 
 
-def canary_replicas(primary: dict[str, Any] | None) -> int:
-    """How many replicas the target runs during a run: as many as the primary, and never fewer than 1.
-
-    A primary scaled to 0 (by a person or an autoscaler) must not leave the
-    canary at 0 too: a canary without pods never becomes ready, and the run
-    would sit until its progress deadline.
-    """
-    return max(target_replicas(primary), 1) if primary is not None else 1
-
-
 def primary_deployment(target: dict[str, Any], canary: Canary, replicas: int | None = None) -> dict[str, Any]:
     """``<target>-primary``: the target's spec with rewritten selectors, owned by the Canary."""
     meta = target.get("metadata") or {}
@@ -121,7 +96,7 @@ def primary_deployment(target: dict[str, Any], canary: Canary, replicas: int | N
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": primary_name(name),
+            "name": workload_names(name).primary,
             "namespace": canary.metadata.namespace,
             "labels": labels,
             "annotations": {REVISION_ANNOTATION: deployment_template_hash(target)},
@@ -168,10 +143,10 @@ def _service(canary: Canary, name: str, selector: dict[str, str]) -> dict[str, A
 
 def services(target: dict[str, Any], canary: Canary) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``-primary`` Service (selecting the primary's pods) and the ``-canary`` one (the target's)."""
-    name = canary.spec.target_ref.name
+    names = workload_names(canary.spec.target_ref.name)
     return (
-        _service(canary, primary_name(name), primary_selector(target)),
-        _service(canary, canary_service_name(name), target_selector(target)),
+        _service(canary, names.primary, primary_selector(target)),
+        _service(canary, names.canary_service, target_selector(target)),
     )
 
 

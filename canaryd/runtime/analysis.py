@@ -3,11 +3,15 @@
 The round runs only when the core says one is due, so an idle Canary costs no
 queries. Each metric's query comes from its MetricTemplate (or an inline
 ``query``), rendered with the Canary's variables (escaped, so no resource
-name can inject PromQL), sent to the template's Prometheus (or the
-controller's default) at the decision time, and judged against its
-thresholdRange. Whatever goes wrong with one metric (a missing variable, a
-Secret that cannot be read, Prometheus down) becomes that metric's Error
-verdict with a message, never an exception that stops the Canary.
+name can inject PromQL; once per route when it uses ``{{ route }}``), sent to
+the template's Prometheus (or the controller's default) at the decision time,
+and judged against its thresholdRange (the worst route's verdict when there
+are several). A metric with ``compare`` is judged against the primary instead
+(range queries for both sides). Both kinds run through
+``runtime.metric_checks``, which ``canaryd backtest`` shares. Whatever goes
+wrong with one metric (a missing variable, a Secret that cannot be read,
+Prometheus down) becomes that metric's Error verdict with a message, never an
+exception that stops the Canary.
 """
 
 from __future__ import annotations
@@ -31,8 +35,7 @@ from canaryd.adapters.prometheus import (
 from canaryd.api.constants import Verdict
 from canaryd.api.models import Canary, PrometheusProvider
 from canaryd.core.observations import MetricResult
-from canaryd.core.promql import TemplateError, analysis_variables, judge, render
-from canaryd.core.workloads import canary_service_name
+from canaryd.runtime.metric_checks import run_comparison, run_threshold
 from canaryd.runtime.metrics import ControllerMetrics
 from canaryd.runtime.observe import ResolvedMetric
 from canaryd.runtime.settings import Settings
@@ -76,20 +79,8 @@ class PrometheusAnalyzer:
         check = metric.check
         template = metric.template
         namespace = canary.metadata.namespace
-        target = canary.spec.target_ref.name
         try:
-            query = template.spec.query if template is not None else (check.query or "")
             provider = template.spec.provider if template is not None else PrometheusProvider()
-            variables = analysis_variables(
-                namespace=namespace,
-                target=target,
-                service=canary_service_name(target),
-                route=canary.spec.route_refs[0].name,
-                interval=check.interval or canary.spec.analysis.interval,
-                template_defaults=template.spec.variables if template is not None else None,
-                overrides=check.variables,
-            )
-            promql = render(query, variables)
             credentials = await self._credentials(
                 provider, template.metadata.namespace if template is not None else namespace
             )
@@ -99,7 +90,7 @@ class PrometheusAnalyzer:
                 credentials=credentials,
                 default_timeout=self.settings.prometheus_timeout_seconds,
             )
-        except (TemplateError, CredentialsError, ValueError) as exc:
+        except (CredentialsError, ValueError) as exc:
             return MetricResult(check.name, Verdict.ERROR, None, f"cannot build the query: {exc}")
         except ApiError as exc:
             return MetricResult(
@@ -108,8 +99,10 @@ class PrometheusAnalyzer:
                 None,
                 f"cannot read the Prometheus credentials Secret: {exc.message}",
             )
-        result = await self.querier.query(endpoint, promql, at=now)
-        verdict = judge(check.name, result, check.threshold_range)
+        if check.compare is not None:
+            verdict = await run_comparison(self.querier, endpoint, canary, check, template, now)
+        else:
+            verdict = await run_threshold(self.querier, endpoint, canary, check, template, now)
         log.debug("metric checked", metric=check.name, verdict=verdict.verdict.value, value=verdict.value)
         return verdict
 

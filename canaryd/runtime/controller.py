@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from canaryd.adapters.informer import MultiInformer
+from canaryd.adapters.informer import Key, MultiInformer
 from canaryd.adapters.kube import (
     CANARIES,
     DEPLOYMENTS,
@@ -39,8 +39,8 @@ from canaryd.adapters.kube import (
 from canaryd.adapters.leader import LeaderElector
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer
-from canaryd.api.constants import CANARY_SUFFIX, PRIMARY_SUFFIX
 from canaryd.core import lifecycle
+from canaryd.core.references import Reference, references
 from canaryd.runtime.http import Endpoints
 from canaryd.runtime.metrics import ControllerMetrics
 from canaryd.runtime.observe import Caches, RunSlots
@@ -49,34 +49,6 @@ from canaryd.runtime.settings import Settings, parse_address
 from canaryd.runtime.workers import WorkerPool
 
 log = structlog.get_logger("canaryd.controller")
-
-Key = tuple[str, str]
-RefKey = tuple[str, str, str]  # (kind, namespace, name)
-
-
-def _references(canary: dict[str, Any]) -> set[RefKey]:
-    """What a Canary depends on, read leniently from the raw object (it may be malformed)."""
-    meta = canary.get("metadata") or {}
-    namespace = str(meta.get("namespace", ""))
-    spec: dict[str, Any] = canary["spec"] if isinstance(canary.get("spec"), dict) else {}
-    refs: set[RefKey] = set()
-    target = (spec.get("targetRef") or {}).get("name") if isinstance(spec.get("targetRef"), dict) else None
-    if isinstance(target, str) and target:
-        refs |= {
-            ("Deployment", namespace, target),
-            ("Deployment", namespace, target + PRIMARY_SUFFIX),
-            ("Service", namespace, target + PRIMARY_SUFFIX),
-            ("Service", namespace, target + CANARY_SUFFIX),
-        }
-    for ref in spec.get("routeRefs") or []:
-        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
-            refs.add((str(ref.get("kind", "HTTPRoute")), namespace, ref["name"]))
-    analysis: dict[str, Any] = spec["analysis"] if isinstance(spec.get("analysis"), dict) else {}
-    for metric in analysis.get("metrics") or []:
-        template = metric.get("templateRef") if isinstance(metric, dict) else None
-        if isinstance(template, dict) and isinstance(template.get("name"), str):
-            refs.add(("MetricTemplate", str(template.get("namespace") or namespace), template["name"]))
-    return refs
 
 
 class Controller:
@@ -102,8 +74,8 @@ class Controller:
         self.endpoints = Endpoints(self.metrics.registry, self.readiness)
         self.elector: LeaderElector | None = None
         self.reconciler: Reconciler | None = None
-        self._index: dict[RefKey, set[Key]] = defaultdict(set)
-        self._refs_of: dict[Key, set[RefKey]] = {}
+        self._index: dict[Reference, set[Key]] = defaultdict(set)
+        self._refs_of: dict[Key, set[Reference]] = {}
         self._leading = False
         self._lead_task: asyncio.Task[None] | None = None
         self._closers: list[Any] = []
@@ -275,7 +247,7 @@ class Controller:
             if self._leading:
                 asyncio.get_running_loop().create_task(self.workers.discard(key))
             return
-        refs = _references(obj)
+        refs = references(obj)
         self._refs_of[key] = refs
         for ref in refs:
             self._index[ref].add(key)

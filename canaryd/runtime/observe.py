@@ -5,7 +5,8 @@ the routes and the MetricTemplates all come from the list+watch caches, and
 are turned into the plain values the core decides on. Anything that makes the
 Canary unworkable (a missing or malformed template, a target without selectors)
 becomes a ``config_problems`` entry in words a person can act on, and the
-first of them names the condition reason (``config_reason``).
+first of them names the condition reason (``config_reason``). Nothing here
+decides: every rule applied to these values lives in ``canaryd.core``.
 """
 
 from __future__ import annotations
@@ -16,27 +17,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from canaryd.adapters.informer import MultiInformer
-from canaryd.api.constants import ACTIVE_PHASES, FINALIZER, Reason
-from canaryd.api.models import Canary, MetricCheck, MetricTemplate
-from canaryd.core.observations import ActionRequest, Observations, RouteState
+from canaryd.api.constants import ACTIVE_PHASES, FINALIZER, Phase, Reason, parse_phase
+from canaryd.api.models import Canary, MetricCheck, MetricTemplate, validation_text
+from canaryd.api.naming import workload_names
+from canaryd.core import concurrency
+from canaryd.core.concurrency import Key
+from canaryd.core.observations import Observations, RouteState
 from canaryd.core.routes import inspect_route
-from canaryd.core.workloads import (
-    canary_service_name,
-    primary_name,
-    service_matches,
-    services,
-    target_problem,
-    workload_state,
-)
-
-
-def validation_text(exc: ValidationError) -> str:
-    """A pydantic error as one line: ``spec.analysis.interval: ...; ...``."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()))
-        parts.append(f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", "")))
-    return "; ".join(parts)
+from canaryd.core.workloads import service_matches, services, target_problem, workload_state
 
 
 @dataclass
@@ -48,13 +36,6 @@ class Caches:
     deployments: MultiInformer
     services: MultiInformer
     routes: dict[str, MultiInformer]
-    #: Generations of each route (kind, namespace, name) made by canaryd's own weight-only patches.
-    own_route_generations: dict[tuple[str, str, str], frozenset[int]] = field(default_factory=dict)
-
-    def remember_own_generation(self, kind: str, namespace: str, name: str, generation: int) -> None:
-        known = self.own_route_generations.get((kind, namespace, name), frozenset())
-        recent = sorted({*known, generation})[-32:]
-        self.own_route_generations[(kind, namespace, name)] = frozenset(recent)
 
     @property
     def all(self) -> list[MultiInformer]:
@@ -78,39 +59,30 @@ class Observed:
     observations: Observations
     metrics: tuple[ResolvedMetric, ...] = ()
     target: dict[str, Any] | None = None
-    primary: dict[str, Any] | None = None
 
 
 @dataclass
 class RunSlots:
-    """Counts runs under way for the max-concurrent-runs limit, including ones just started.
-
-    Workers decide concurrently; a Canary that was just granted a slot is
-    counted as running until its status says otherwise, so two Canaries never
-    take the last slot together.
-    """
+    """The runs a decision just started, until the cache shows their phase (see ``core.concurrency``)."""
 
     limit: int
-    reserved: set[tuple[str, str]] = field(default_factory=set)
+    reserved: set[Key] = field(default_factory=set)
 
-    def available(self, key: tuple[str, str], canaries: MultiInformer, current_phase: str | None) -> bool:
-        if self.limit <= 0 or current_phase in ACTIVE_PHASES or key in self.reserved:
-            return True
+    def available(self, key: Key, canaries: MultiInformer, phase: Phase | None) -> bool:
+        """Whether ``key`` (now in ``phase``) may start a run, counting the runs the cache shows."""
         running = {
             (obj["metadata"].get("namespace", ""), obj["metadata"].get("name", ""))
             for obj in canaries.items()
-            if (obj.get("status") or {}).get("phase") in ACTIVE_PHASES
+            if parse_phase((obj.get("status") or {}).get("phase")) in ACTIVE_PHASES
         }
-        running |= self.reserved
-        running.discard(key)
-        return len(running) < self.limit
+        return concurrency.run_slot_available(self.limit, key, phase, running, self.reserved)
 
-    def claim(self, key: tuple[str, str]) -> None:
+    def claim(self, key: Key) -> None:
         """A decision started a run: count it until its status (and so the cache) says so."""
         if self.limit > 0:
             self.reserved.add(key)
 
-    def release(self, key: tuple[str, str]) -> None:
+    def release(self, key: Key) -> None:
         self.reserved.discard(key)
 
 
@@ -153,21 +125,6 @@ def resolve_metrics(
     return tuple(resolved), problems
 
 
-def pending_action(canary: Canary) -> ActionRequest | None:
-    requested = canary.status.requested_action
-    if requested is None:
-        return None
-    last = canary.status.last_action
-    if last is not None and last.id == requested.id:
-        return None
-    return ActionRequest(
-        id=requested.id,
-        action=requested.action,
-        requested_at=requested.requested_at,
-        requested_by=requested.requested_by,
-    )
-
-
 def owned_by(obj: dict[str, Any] | None, owner_uid: str) -> bool:
     """The object carries an ownerReference to the owner with this uid."""
     if obj is None or not owner_uid:
@@ -179,8 +136,9 @@ def owned_by(obj: dict[str, Any] | None, owner_uid: str) -> bool:
 def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_available: bool = True) -> Observed:
     namespace = canary.metadata.namespace
     target_name = canary.spec.target_ref.name
+    names = workload_names(target_name)
     target = caches.deployments.get(namespace, target_name)
-    primary = caches.deployments.get(namespace, primary_name(target_name))
+    primary = caches.deployments.get(namespace, names.primary)
     problems: list[Problem] = []
     target_state = None
     services_ready = False
@@ -190,11 +148,9 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         if problem:
             problems.append((Reason.TARGET_INVALID, problem))
         else:
-            wanted_primary, wanted_canary = services(target, canary)
-            services_ready = service_matches(
-                caches.services.get(namespace, wanted_primary["metadata"]["name"]), wanted_primary
-            ) and service_matches(
-                caches.services.get(namespace, wanted_canary["metadata"]["name"]), wanted_canary
+            services_ready = all(
+                service_matches(caches.services.get(namespace, wanted["metadata"]["name"]), wanted)
+                for wanted in services(target, canary)
             )
     primary_state = workload_state(primary, primary=True) if primary is not None else None
 
@@ -202,21 +158,12 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
     for ref in canary.spec.route_refs:
         cache = caches.routes.get(ref.kind)
         route = cache.get(namespace, ref.name) if cache is not None else None
-        routes.append(
-            inspect_route(
-                ref.kind,
-                ref.name,
-                route,
-                primary_name(target_name),
-                canary_service_name(target_name),
-                caches.own_route_generations.get((ref.kind, namespace, ref.name), frozenset()),
-            )
-        )
+        record = canary.status.route_record(ref.kind, ref.name)
+        routes.append(inspect_route(ref.kind, ref.name, route, names.primary, names.canary_service, record))
 
     uid = canary.metadata.uid or ""
     owns_workloads = owned_by(primary, uid) or any(
-        owned_by(caches.services.get(namespace, service), uid)
-        for service in (primary_name(target_name), canary_service_name(target_name))
+        owned_by(caches.services.get(namespace, service), uid) for service in names
     )
 
     metrics, template_problems = resolve_metrics(canary, caches.templates)
@@ -230,10 +177,10 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         config_problems=tuple(text for _, text in problems),
         # The first problem names the condition: a broken target comes before its templates.
         config_reason=problems[0][0] if problems else Reason.TEMPLATE_NOT_FOUND,
-        action=pending_action(canary),
+        action=canary.status.pending_action,
         run_slot_available=run_slot_available,
         deleting=bool(meta.get("deletionTimestamp")),
         has_finalizer=FINALIZER in (meta.get("finalizers") or []),
         owns_workloads=owns_workloads,
     )
-    return Observed(observations=observations, metrics=metrics, target=target, primary=primary)
+    return Observed(observations=observations, metrics=metrics, target=target)

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     metrics_address: str = Field(default=":8080", validation_alias=_env("metrics_address", "metrics_addr"))
     log_format: Literal["json", "console"] = "json"
     log_level: str = "info"
-    #: Runs (Canaries in Progressing, Promoting or Finalising) allowed at once; 0 means no limit.
+    #: Runs (Canaries in Progressing, Promoting or Finalizing) allowed at once; 0 means no limit.
     max_concurrent_runs: int = Field(default=0, ge=0)
     #: Client-side rate limit on Kubernetes API calls.
     qps: float = Field(default=50.0, gt=0)

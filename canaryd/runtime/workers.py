@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from canaryd.adapters.informer import Key
+
 log = structlog.get_logger("canaryd.workers")
 
-Key = tuple[str, str]
 Handler = Callable[[Key], Awaitable[None]]
 
 

@@ -41,8 +41,10 @@ ANALYSIS_DIR = Path(__file__).resolve().parents[2] / "analysis"
 EXPECTED = {
     ("sandbox.yaml", "success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
     ("sandbox.yaml", "latency-p99"): EXPECTED_CANARY_P99_MS,
+    ("sandbox.yaml", "error-rate"): 100 - EXPECTED_CANARY_SUCCESS_PERCENT,
     ("app-metrics.yaml", "app-success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
     ("app-metrics.yaml", "app-latency-p99"): EXPECTED_CANARY_P99_MS,
+    ("app-metrics.yaml", "app-error-rate"): 100 - EXPECTED_CANARY_SUCCESS_PERCENT,
     ("envoy-gateway.yaml", "envoy-gateway-success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
     ("envoy-gateway.yaml", "envoy-gateway-latency-p99"): EXPECTED_MESH_P99_MS,
     ("istio.yaml", "istio-success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
@@ -189,3 +191,34 @@ async def test_a_custom_status_label_is_honoured(
     result = await _run(querier, backfilled_prometheus, template, overrides={"code_label": "method"})
 
     assert result == Value(100.0)
+
+
+COMPARISON_TEMPLATES = [("sandbox.yaml", "error-rate"), ("app-metrics.yaml", "app-error-rate")]
+
+
+@pytest.mark.parametrize("key", COMPARISON_TEMPLATES, ids=lambda k: k[1])
+async def test_comparison_templates_measure_each_side_and_count_its_events(
+    key: tuple[str, str], backfilled_prometheus: PrometheusServer, querier: PrometheusQuerier
+) -> None:
+    """Rendered for the primary they see the primary's traffic; their counts are the window's events."""
+    template = TEMPLATES[key]
+    assert template.spec.counts is not None
+    primary = {"service": "checkout-primary", "workload": "checkout-primary"}
+    primary_value = await _run_with(querier, backfilled_prometheus, template.spec.query, template, **primary)
+    assert primary_value == Value(0.0)
+    endpoint = PrometheusEndpoint(backfilled_prometheus.url)
+    canary_vars = _variables(template)
+    counts = template.spec.counts
+    total = await querier.query(endpoint, render(counts.total, canary_vars), at=QUERY_TIME)
+    matching = await querier.query(endpoint, render(counts.matching, canary_vars), at=QUERY_TIME)
+    assert isinstance(total, Value) and total.value == pytest.approx(600.0)  # 10 requests/s over 1m
+    assert isinstance(matching, Value) and matching.value == pytest.approx(30.0)  # 5 % of them
+
+
+async def _run_with(querier: PrometheusQuerier, server: PrometheusServer, query: str,
+                    template: MetricTemplate, service: str, workload: str) -> QueryResult:  # fmt: skip
+    variables = analysis_variables(
+        namespace="shop", target="checkout", service=service, workload=workload, route="checkout",
+        interval="1m", template_defaults=template.spec.variables,
+    )  # fmt: skip
+    return await querier.query(PrometheusEndpoint(server.url), render(query, variables), at=QUERY_TIME)

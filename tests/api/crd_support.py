@@ -111,6 +111,16 @@ def valid_status() -> dict[str, Any]:
             "requestedBy": "alice@example.com",
         },
         "lastAction": {"id": "z9y8", "action": "resume", "result": "Resumed", "at": "2026-05-01T09:00:00Z"},
+        "routeGenerations": [
+            {
+                "kind": "HTTPRoute",
+                "name": "payments-api",
+                "uid": "4f1c",
+                "first": 3,
+                "last": 5,
+                "specHash": "9a8b",
+            }
+        ],
         "metrics": [
             {"name": "success-rate", "verdict": "Pass", "value": 99.7, "checkedAt": "2026-05-01T10:02:00Z"},
             {"name": "latency-p99", "verdict": "NoData", "value": None, "message": "no series"},

@@ -64,9 +64,22 @@ thresholds = st.builds(
     min=_optional(st.one_of(st.integers(-10, 110), st.floats(-10, 110), st.just("99"))),
     max=_optional(st.one_of(st.integers(-10, 110), st.floats(-10, 110))),
 )
+comparisons = st.builds(
+    _pack,
+    judge=_optional(st.sampled_from(["MannWhitney", "Sequential", "mannwhitney"])),
+    direction=_optional(st.sampled_from(["increase", "decrease", "either", "up"])),
+    tolerance=_optional(st.one_of(st.floats(-1, 2), st.just("0.1"))),
+    absoluteTolerance=_optional(st.sampled_from([0, 0.5, -0.1, "1"])),
+    critical=_optional(st.sampled_from([True, False, "true"])),
+    weight=_optional(st.sampled_from([0, 0.5, 1, -1, 1001, "1"])),
+    resolution=_optional(DURATIONS),
+    confidence=_optional(st.sampled_from([0.5, 0.95, 0.99, 1, 0.49, 1.5])),
+    outliers=_optional(st.sampled_from(["Keep", "Remove", "remove"])),
+)
 metrics = st.builds(
     _pack,
     name=st.sampled_from(["success-rate", "latency", "Bad_Name", ""]),
+    compare=_optional(comparisons),
     templateRef=_optional(
         st.builds(_pack, name=st.sampled_from(["t", "T"]), namespace=_optional(st.just("ns")))
     ),
@@ -84,6 +97,14 @@ analyses = st.builds(
     maxWeight=_optional(SMALL_INTS),
     stepWeights=_optional(st.lists(st.integers(-1, 102), max_size=6)),
     noDataPolicy=_optional(st.sampled_from(["Hold", "Fail", "Pass", "hold"])),
+    inconclusivePolicy=_optional(st.sampled_from(["Hold", "Pause", "Fail"])),
+    scoreThresholds=_optional(
+        st.builds(
+            _pack,
+            **{"pass": _optional(st.integers(-5, 105))},
+            marginal=_optional(st.one_of(st.integers(-5, 105), st.floats(0, 100))),
+        )
+    ),
     metrics=_optional(st.lists(metrics, max_size=3)),
     unknownKnob=_optional(st.just(1)),
 )
@@ -139,16 +160,31 @@ templates = st.builds(
 )
 
 VALID_DURATIONS = st.sampled_from(["1m", "30s", "1s", "1.5s", "1000ms", "1h30m", "+1s", ".5m", "1000000µs"])
-valid_metrics = st.builds(
-    _pack,
-    name=st.just("m"),
-    templateRef=st.just({"name": "t"}),
-    thresholdRange=st.one_of(
-        st.builds(_pack, min=st.integers(0, 100)),
-        st.builds(_pack, max=st.floats(0, 1000)),
-        st.integers(0, 50).map(lambda low: {"min": low, "max": low + 10}),
+valid_metrics = st.one_of(
+    st.builds(
+        _pack,
+        name=st.just("m"),
+        templateRef=st.just({"name": "t"}),
+        thresholdRange=st.one_of(
+            st.builds(_pack, min=st.integers(0, 100)),
+            st.builds(_pack, max=st.floats(0, 1000)),
+            st.integers(0, 50).map(lambda low: {"min": low, "max": low + 10}),
+        ),
+        interval=_optional(VALID_DURATIONS),
     ),
-    interval=_optional(VALID_DURATIONS),
+    st.builds(
+        _pack,
+        name=st.just("m"),
+        templateRef=st.just({"name": "t"}),
+        compare=st.builds(
+            _pack,
+            judge=_optional(st.sampled_from(["MannWhitney", "Sequential"])),
+            tolerance=_optional(st.floats(0, 5)),
+            resolution=_optional(VALID_DURATIONS),
+            confidence=_optional(st.floats(0.5, 0.999)),
+        ),
+        interval=_optional(VALID_DURATIONS),
+    ),
 )
 valid_schedules = st.one_of(
     st.lists(st.integers(1, 100), unique=True, min_size=1, max_size=8).map(

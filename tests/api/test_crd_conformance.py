@@ -228,11 +228,110 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "spec.analysis.metrics[0].thresholdRange",
         "min must not be above max",
     ),
+    # --- CEL: each metric is judged by exactly one of thresholdRange or compare
     (
         "no-range",
         _with(base_canary, **{f"{M0}__thresholdRange": _DELETE}),
-        "spec.analysis.metrics[0].thresholdRange",
-        "Required",
+        "spec.analysis.metrics[0]",
+        "exactly one of thresholdRange or compare",
+    ),
+    (
+        "range-and-compare",
+        _with(base_canary, **{f"{M0}__compare": {"judge": "Sequential"}}),
+        "spec.analysis.metrics[0]",
+        "exactly one of thresholdRange or compare",
+    ),
+    # --- comparison metrics
+    (
+        "compare-resolution-sub-second",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"resolution": "100ms"}}),
+        "spec.analysis.metrics[0].compare.resolution",
+        "resolution must be a duration of at least 1s",
+    ),
+    (
+        "compare-resolution-garbage",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"resolution": "fast"}}),
+        "spec.analysis.metrics[0].compare.resolution",
+        "resolution must be a duration of at least 1s",
+    ),
+    (
+        "compare-judge",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"judge": "TTest"}}),
+        "spec.analysis.metrics[0].compare.judge",
+        "supported values",
+    ),
+    (
+        "compare-direction",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"direction": "up"}}),
+        "spec.analysis.metrics[0].compare.direction",
+        "supported values",
+    ),
+    (
+        "compare-negative-tolerance",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"tolerance": -0.1}}),
+        "spec.analysis.metrics[0].compare.tolerance",
+        "greater than or equal to 0",
+    ),
+    (
+        "compare-negative-absolute-tolerance",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"absoluteTolerance": -1}}),
+        "spec.analysis.metrics[0].compare.absoluteTolerance",
+        "greater than or equal to 0",
+    ),
+    (
+        "compare-zero-weight",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"weight": 0}}),
+        "spec.analysis.metrics[0].compare.weight",
+        "should be greater than 0",
+    ),
+    (
+        "compare-confidence-one",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"confidence": 1}}),
+        "spec.analysis.metrics[0].compare.confidence",
+        "should be less than 1",
+    ),
+    (
+        "compare-confidence-low",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"confidence": 0.3}}),
+        "spec.analysis.metrics[0].compare.confidence",
+        "greater than or equal to 0.5",
+    ),
+    (
+        "compare-critical-string",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"critical": "yes"}}),
+        "spec.analysis.metrics[0].compare.critical",
+        "must be of type boolean",
+    ),
+    (
+        "compare-outliers",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"outliers": "Trim"}}),
+        "spec.analysis.metrics[0].compare.outliers",
+        "supported values",
+    ),
+    # --- CEL: scoreThresholds marginal <= pass
+    (
+        "score-marginal-above-pass",
+        _with(base_canary, **{f"{AN}__scoreThresholds": {"pass": 80, "marginal": 90}}),
+        "spec.analysis.scoreThresholds",
+        "marginal must not be above pass",
+    ),
+    (
+        "score-default-pass-below-marginal",
+        _with(base_canary, **{f"{AN}__scoreThresholds": {"marginal": 96}}),
+        "spec.analysis.scoreThresholds",
+        "marginal must not be above pass",
+    ),
+    (
+        "score-over-100",
+        _with(base_canary, **{f"{AN}__scoreThresholds": {"pass": 101}}),
+        "spec.analysis.scoreThresholds.pass",
+        "less than or equal to 100",
+    ),
+    (
+        "inconclusive-policy",
+        _with(base_canary, **{f"{AN}__inconclusivePolicy": "Fail"}),
+        "spec.analysis.inconclusivePolicy",
+        "supported values",
     ),
     # --- CEL: durations valid and >= 1s
     (
@@ -618,6 +717,20 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "supported values",
     ),
     (
+        "status-comparison-classification",
+        _with_status(
+            status__metrics__0__comparison={"judge": "Sequential", "classification": "Worse"}
+        ),
+        "status.metrics[0].comparison.classification",
+        "supported values",
+    ),
+    (
+        "status-comparison-no-judge",
+        _with_status(status__metrics__0__comparison={"classification": "Pass"}),
+        "status.metrics[0].comparison.judge",
+        "Required",
+    ),
+    (
         "status-condition-status",
         _with_status(status__conditions__0__status="Maybe"),
         "status.conditions[0].status",
@@ -640,6 +753,24 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         _with_status(status__conditions__1__type="Ready"),
         "status.conditions[1]",
         "Duplicate value",
+    ),
+    (
+        "status-route-kind",
+        _with_status(status__routeGenerations__0__kind="Ingress"),
+        "status.routeGenerations[0].kind",
+        "supported values",
+    ),
+    (
+        "status-route-generation-negative",
+        _with_status(status__routeGenerations__0__first=-1),
+        "status.routeGenerations[0].first",
+        "greater than or equal to 0",
+    ),
+    (
+        "status-route-no-hash",
+        _with_status(status__routeGenerations__0__specHash=_DELETE),
+        "status.routeGenerations[0].specHash",
+        "Required",
     ),
     (
         "status-generation",
@@ -699,6 +830,18 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "must be of type boolean",
     ),
     (
+        "template-counts-without-total",
+        _with(base_template, **{"spec__counts": {"matching": "sum(x)"}}),
+        "spec.counts.total",
+        "Required",
+    ),
+    (
+        "template-counts-empty-matching",
+        _with(base_template, **{"spec__counts": {"total": "sum(x)", "matching": ""}}),
+        "spec.counts.matching",
+        "at least 1 chars",
+    ),
+    (
         "template-unit-too-long",
         _with(base_template, **{"spec__unit": "u" * 33}),
         "spec.unit",
@@ -736,8 +879,45 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ),
     ("unknown-spec-field", _with(base_canary, **{"spec__replicas": 3, f"{AN}__webhooks": []})),
     ("unknown-top-level-field", _with(base_canary, extra={"x": 1})),
+    (
+        "compare-defaults",
+        _with(base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {}}),
+    ),
+    (
+        "compare-everything",
+        _with(
+            base_canary,
+            **{
+                f"{M0}__thresholdRange": _DELETE,
+                f"{M0}__compare": {
+                    "judge": "Sequential", "direction": "either", "tolerance": 0, "critical": True,
+                    "absoluteTolerance": 0.5,
+                    "weight": 0.5, "resolution": "1m", "confidence": 0.5, "outliers": "Remove",
+                },
+                f"{AN}__scoreThresholds": {"pass": 75, "marginal": 75},
+                f"{AN}__inconclusivePolicy": "Pause",
+            },
+        ),
+    ),
+    ("score-thresholds-defaults", _with(base_canary, **{f"{AN}__scoreThresholds": {}})),
     ("status", _with_status()),
+    (
+        "status-comparison",
+        _with_status(
+            status__metrics__0__verdict="Inconclusive",
+            status__metrics__0__comparison={
+                "judge": "MannWhitney", "classification": "Inconclusive", "canary": 1.5, "primary": 1.0,
+                "shift": 0.5, "shiftLower": None, "shiftUpper": None, "score": None, "canarySamples": 3,
+            },
+        ),
+    ),
+    (
+        "template-counts",
+        _with(base_template, **{"spec__counts": {"total": "sum(a)", "matching": "sum(b)"}}),
+    ),
     ("status-nan-value", _with_status(status__metrics__0__value=None)),
+    ("status-finalizing", _with_status(status__phase="Finalizing")),
+    ("status-finalising-as-written-before", _with_status(status__phase="Finalising")),
     ("status-only-action", _with(base_canary, status={"requestedAction": {"id": "r1", "action": "promote"}})),
     (
         "template-minimal",
@@ -927,6 +1107,16 @@ def test_a_status_round_trips_through_the_models_unchanged() -> None:
     obj["status"] = dumped
     assert server_errors(obj) == []
     assert CanaryStatus.model_validate(dumped).dump() == dumped
+
+
+def test_the_old_spelling_finalising_reads_as_finalizing_and_is_never_written() -> None:
+    from canaryd.api.constants import Phase, parse_phase
+    from canaryd.api.models import CanaryStatus
+
+    status = CanaryStatus.model_validate({**valid_status(), "phase": "Finalising"})
+    assert status.phase is Phase.FINALIZING
+    assert status.dump()["phase"] == "Finalizing"
+    assert parse_phase("Finalising") is Phase.FINALIZING and parse_phase("Paused") is None
 
 
 def test_a_nan_metric_value_is_written_as_null_which_the_schema_accepts() -> None:

@@ -15,13 +15,14 @@ import pytest
 import yaml
 
 from canaryd.api.models import (
-    ActionRecord,
-    ActionRequestRecord,
+    ActionAcknowledgement,
+    ActionRequest,
     CanarySpec,
     CanaryStatus,
     Condition,
     MetricStatus,
     MetricTemplateSpec,
+    RouteGenerations,
 )
 from canaryd.sandbox.server import openapi
 from tests.api.crd_support import CRD_DIR, ROOT, SAMPLES_DIR, crd, schema
@@ -136,8 +137,9 @@ def _aliases(model: Any) -> set[str]:
         (CanaryStatus, ("Canary", "status")),
         (Condition, ("Canary", "status.conditions[]")),
         (MetricStatus, ("Canary", "status.metrics[]")),
-        (ActionRecord, ("Canary", "status.lastAction")),
-        (ActionRequestRecord, ("Canary", "status.requestedAction")),
+        (ActionAcknowledgement, ("Canary", "status.lastAction")),
+        (ActionRequest, ("Canary", "status.requestedAction")),
+        (RouteGenerations, ("Canary", "status.routeGenerations[]")),
         (MetricTemplateSpec, ("MetricTemplate", "spec")),
     ],
 )

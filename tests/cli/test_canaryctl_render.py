@@ -135,6 +135,17 @@ def test_pending_action_is_shown_until_acknowledged() -> None:
     assert render.pending_request(done) is None
 
 
+def test_a_phase_written_as_finalising_before_reads_and_counts_as_finalizing() -> None:
+    old = canary(phase="Finalising", canaryWeight=0)
+    assert render.phase(old) == "Finalizing"
+    assert render.list_table([old], all_namespaces=False, wide=False, now=NOW).splitlines()[1].split()[1] == (
+        "Finalizing"
+    )
+    assert wanted_state_holds("promote", old)
+    assert not wanted_state_holds("abort", old), "a promotion under way is not a rolled-back run"
+    assert render.phase(canary(phase="SomethingNew")) == "SomethingNew"
+
+
 def test_human_durations_match_kubectl() -> None:
     assert [render.human_duration(s) for s in (5, 119, 130, 600, 3 * 3600 + 300, 9 * 3600, 3 * 86400 + 3600,
                                                 40 * 86400, 800 * 86400)] == [
@@ -158,3 +169,38 @@ def test_ignored_action_is_success_only_when_the_wanted_state_holds() -> None:
     assert not wanted_state_holds("abort", canary(phase="Progressing"))
     assert wanted_state_holds("resume", canary(phase="Progressing", paused=False))
     assert not wanted_state_holds("promote-step", canary(phase="Progressing"))
+
+
+def test_status_page_explains_a_comparison_with_the_primary() -> None:
+    compared = canary(
+        phase="Progressing", canaryWeight=10, step=1,
+        metrics=[{
+            "name": "error-rate", "verdict": "Fail", "value": 2.1, "checkedAt": iso(5),
+            "message": "canary 2.1% vs primary 1%: shift +110%",
+            "comparison": {
+                "judge": "Sequential", "classification": "High", "canary": 2.1, "primary": 1.0, "shift": 1.1,
+                "shiftLower": 0.42, "shiftUpper": None, "confidence": 0.95, "score": 0.0, "critical": True,
+            },
+        }, {
+            "name": "latency-p99", "verdict": "Inconclusive", "value": 210.0, "checkedAt": iso(5),
+            "comparison": {"judge": "MannWhitney", "classification": "Inconclusive", "canary": 210.0,
+                           "primary": 200.0, "shift": 0.05, "shiftLower": -0.1, "shiftUpper": 0.3},
+        }],
+    )  # fmt: skip
+    compared["spec"]["analysis"]["metrics"] = [
+        {"name": "error-rate", "templateRef": {"name": "error-rate"},
+         "compare": {"judge": "Sequential", "tolerance": 0.25, "critical": True}},
+        {"name": "latency-p99", "templateRef": {"name": "latency-p99"}, "compare": {"direction": "either"}},
+    ]  # fmt: skip
+    page = render.status_page(compared, [], now=NOW, marks=MARKS)
+    lines = page.splitlines()
+    assert any("error-rate" in line and "vs primary: increase <= +25% (Sequential)" in line for line in lines)
+    assert any("latency-p99" in line and "vs primary: either <= ±25% (MannWhitney)" in line
+               and "~ inconclusive" in line for line in lines)  # fmt: skip
+    start = lines.index("Comparison with the primary: score 0 (pass 95, marginal 75)")
+    table = lines[start + 1 : start + 4]
+    assert table[0].split() == ["NAME", "JUDGE", "CANARY", "PRIMARY", "SHIFT", "INTERVAL", "FOUND"]
+    assert table[1].split() == [
+        "error-rate", "Sequential", "2.1", "1", "+110%", "+42%", "..", "-", "at", "95%", "High", "(critical)"
+    ]  # fmt: skip
+    assert table[2].split()[:8] == ["latency-p99", "MannWhitney", "210", "200", "+5%", "-10%", "..", "+30%"]

@@ -15,6 +15,7 @@ from canaryd.core.effects import (
     SetRouteWeights,
 )
 from tests.core.world import (
+    REPLICAS,
     T0,
     World,
     actions,
@@ -171,7 +172,7 @@ def test_retry_reruns_a_failed_revision_without_touching_the_deployment_template
     assert status.phase is Phase.PROGRESSING and status.revision == "rev2"
     assert (status.failed_checks, status.step) == (0, 0)
     assert not any(isinstance(e, EnsurePrimary) for e in decision.effects)
-    assert ScaleTarget(replicas=None) in actions(decision)
+    assert ScaleTarget(replicas=REPLICAS) in actions(decision)  # as many as the primary
     assert [e.reason for e in events(decision)] == [Reason.RETRIED]
 
 

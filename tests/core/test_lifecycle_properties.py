@@ -1,10 +1,12 @@
 """Properties of the lifecycle over random histories of observations and manual actions.
 
 A state machine drives one Canary through a modelled cluster: revisions
-change, Deployments roll out or not, routes lose and regain acceptance,
-weights are edited by someone else, Prometheus answers pass, fail, no data or
-errors, people press buttons, writes fail half-way, and the Canary may be
-deleted. After every reconcile the rules a user relies on are checked.
+change, Deployments roll out or not, routes lose and regain acceptance, are
+edited or recreated while the Gateway lags behind, weights are edited by
+someone else, Prometheus answers pass, fail, no data or errors, people press
+buttons (and the controller may see an answered request again), writes fail
+half-way, and the Canary may be deleted. After every reconcile the rules a
+user relies on are checked.
 """
 
 from __future__ import annotations
@@ -18,17 +20,27 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from canaryd.api.constants import Action, Phase, Verdict
-from canaryd.api.models import Canary
+from canaryd.api.constants import Action, ConditionType, Phase, Reason, Verdict
+from canaryd.api.models import ActionRequest, Canary
 from canaryd.core import schedule
-from canaryd.core.effects import AddFinalizer, RecordEvent, ReleaseOwned, RemoveFinalizer, SetRouteWeights
+from canaryd.core.effects import (
+    AddFinalizer,
+    RecordEvent,
+    ReleaseOwned,
+    RemoveFinalizer,
+    ScaleTarget,
+    SetRouteWeights,
+)
 from canaryd.core.lifecycle import Decision, analysis_due, decide
 from canaryd.core.observations import MetricResult, Observations
 from canaryd.core.readiness import canary_ready, traffic_on_primary
 from tests.core.world import World, make_canary, with_status
 
 REVISIONS = ("rev1", "rev2", "rev3")
-PROMOTED_PHASES = (Phase.PROMOTING, Phase.FINALISING, Phase.SUCCEEDED)
+PROMOTED_PHASES = (Phase.PROMOTING, Phase.FINALIZING, Phase.SUCCEEDED)
+#: Conditions whose new problems a person must hear about, and reasons that are part of a healthy life.
+WATCHED_CONDITIONS = (ConditionType.READY, ConditionType.ROUTES_READY)
+ROUTINE_REASONS = {Reason.INITIALIZING, Reason.PRIMARY_NOT_READY, Reason.DELETING, Reason.ROLLED_BACK}
 
 
 @st.composite
@@ -95,7 +107,19 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.world.new_revision(template_hash)
 
     @rule(
-        change=st.sampled_from(["pods crash", "route", "weights", "slots", "template", "suspend"]),
+        change=st.sampled_from(
+            [
+                "pods crash",
+                "primary scaled",
+                "route",
+                "weights",
+                "route edited",
+                "gateway",
+                "slots",
+                "template",
+                "suspend",
+            ]
+        ),
         flag=st.booleans(),
         number=st.integers(0, 100),
     )
@@ -103,13 +127,25 @@ class LifecycleMachine(RuleBasedStateMachine):
         world = self.world
         if change == "pods crash":
             world.target_ready = False
+        elif change == "primary scaled":
+            world.primary_replicas = number % 4
         elif change == "route":
             # A route that is not accepted, has lost its backends, or is gone altogether.
+            existed, had_backends = world.route_exists, world.route_backends
             world.route_accepted = flag
             world.route_exists = flag or number % 2 == 0
             world.route_backends = flag or number % 3 != 0
+            if world.route_exists and not existed:
+                world.recreate_route()
+            elif world.route_backends != had_backends:
+                world.edit_route()
         elif change == "weights":
-            world.route_weights = (100 - number, number)
+            if world.route_exists and world.route_backends:
+                world.set_route_weights((100 - number, number))
+        elif change == "route edited":
+            world.edit_route()
+        elif change == "gateway":
+            world.gateway_catches_up()
         elif change == "slots":
             world.slot = flag
         elif change == "suspend":
@@ -121,6 +157,13 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(action=st.sampled_from(list(Action)))
     def person_asks(self, action: Action) -> None:
         self.world.request(action)
+
+    @rule()
+    def an_answered_request_is_seen_again(self) -> None:
+        """A stale cache or a retried write hands the controller a request it has answered already."""
+        answered = self.world.status.last_action
+        if answered is not None:
+            self.world.pending_action = ActionRequest(id=answered.id, action=answered.action)
 
     @rule(really=st.integers(0, 5))
     def canary_is_deleted(self, really: int) -> None:
@@ -145,8 +188,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             world.roll_out()
         elif pods == "crash":
             world.target_ready = False
-        if drift is not None:
-            world.route_weights = (100 - drift, drift)
+        if drift is not None and world.route_exists and world.route_backends:
+            world.set_route_weights((100 - drift, drift))
         self.reconcile(verdicts, None)
 
     @precondition(lambda self: not self.gone)
@@ -163,7 +206,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             world.now = due
         if heal:  # whatever was broken has been fixed by now
             world.roll_out()
+            if not world.route_exists:
+                world.recreate_route()
+            elif not world.route_backends:
+                world.edit_route()
             world.route_exists = world.route_backends = world.route_accepted = True
+            world.gateway_catches_up()
             world.config_problems = ()
         self.reconcile(verdicts, None)
 
@@ -218,12 +266,50 @@ class LifecycleMachine(RuleBasedStateMachine):
         if (after.phase, after.canary_weight) != (before.phase, before.canary_weight) and before.phase:
             assert _events(decision), "a phase or weight change without an Event"
 
+        reasons = {e.reason for e in _events(decision)}
+        for type_ in WATCHED_CONDITIONS:
+            now, then = after.condition(type_), before.condition(type_)
+            if now is None or now.status != "False" or now.reason in ROUTINE_REASONS:
+                continue
+            if then is None or (then.status, then.reason, then.message) != (
+                now.status,
+                now.reason,
+                now.message,
+            ):
+                assert now.reason in reasons, f"{type_} turned False ({now.reason}) without an Event"
+
+        request = observations.action
+        if request is not None and before.last_action is not None and before.last_action.id == request.id:
+            assert after.last_action == before.last_action, "an answered request was handled again"
+        elif request is not None:
+            answered = after.last_action
+            assert answered is not None and answered.id == request.id, "a pending request was not answered"
+            if after.requested_action is not None and after.requested_action.id == request.id:
+                assert after.pending_action is None, "the answered request still reads as pending"
+
         for effect in decision.effects:
+            if isinstance(effect, ScaleTarget):
+                if after.phase in (Phase.PROGRESSING, Phase.PROMOTING):
+                    primary = observations.primary.desired_replicas if observations.primary else 0
+                    assert effect.replicas == max(primary, 1), "a run needs the primary's count, at least 1"
+                else:
+                    assert effect.replicas == 0, "the canary scaled up outside a run"
             if isinstance(effect, SetRouteWeights):
                 assert effect.primary + effect.canary == 100
+                route = observations.routes[0]
+                last = before.canary_weight
+                foreign = route.exists and (route.primary_weight, route.canary_weight) not in (
+                    (effect.primary, effect.canary),
+                    (100 - last, last),
+                )
+                assert bool(effect.drifted) == foreign, "drift reported for weights canaryd wrote itself"
+                assert all(d.event.type == "Warning" for d in effect.drifted)
                 if effect.canary > 0:
                     assert canary_ready(observations.target), "traffic sent to a canary that is not ready"
                     assert observations.routes_usable, "traffic sent through a route that is not usable"
+                    assert self.world.route_accepted and self.world.gateway_accepted_the_current_spec(), (
+                        "traffic moved through a route whose latest change the Gateway has not accepted"
+                    )
                     assert effect.canary == after.canary_weight
             if isinstance(effect, RemoveFinalizer):
                 assert traffic_on_primary(observations), "finalizer removed before traffic was back"
@@ -266,6 +352,7 @@ def _cluster(world: World) -> tuple[object, ...]:
         world.target_replicas,
         world.target_ready,
         world.route_weights,
+        world.route_specs,
     )
 
 

@@ -60,6 +60,80 @@ def test_no_traffic_moves_through_a_route_that_is_not_accepted() -> None:
     assert world.decide().status.canary_weight == 10
 
 
+def test_a_new_route_problem_is_announced_once_with_a_warning() -> None:
+    world = initialized_world()
+    world.route_accepted = False
+    first = world.decide()
+    warnings = [e for e in events(first) if e.type == "Warning"]
+    assert [(e.reason, e.message) for e in warnings] == [
+        (Reason.ROUTE_NOT_ACCEPTED, world.route_state().problem)
+    ]
+    assert events(world.decide()) == [], "the same problem is announced once"
+    world.route_backends = False
+    assert [e.reason for e in events(world.decide())] == [Reason.ROUTE_MISSING_BACKENDS]
+
+
+def test_weight_steps_do_not_wait_for_the_gateway_but_an_edit_of_the_route_does() -> None:
+    world = progressing_world()
+    assert world.gateway_generation == 1 and world.route_generation == 2, "the first step made generation 2"
+    world.tick(60)
+    world.decide(passing())
+    assert world.route_weights == (80, 20) and world.route_generation == 3
+    record = world.status.route_record("HTTPRoute", "payments-api")
+    assert record is not None and (record.first, record.last) == (1, 3)
+    assert world.route_state().accepted, "two weight changes cannot make a route unacceptable"
+
+    world.edit_route()  # generation 4: the app team adds a filter; the Gateway has seen only generation 1
+    world.tick(60)
+    held = world.decide()
+    assert not world.due() and held.status.canary_weight == 20 and world.route_weights == (80, 20)
+    routes = held.status.condition("RoutesReady")
+    assert routes is not None and routes.reason == Reason.ROUTE_NOT_ACCEPTED
+    world.gateway_catches_up()
+    assert world.decide(passing()).status.canary_weight == 50
+
+
+def test_a_route_edited_while_idle_carries_no_traffic_until_the_gateway_processed_it() -> None:
+    world = initialized_world()
+    world.edit_route()
+    world.set_route_weights((60, 40))  # someone edited the route and its weights
+    assert actions(world.decide()) == [SetRouteWeights(primary=100, canary=0)]
+    world.new_revision("rev2")
+    world.decide()
+    world.roll_out()
+    waiting = world.decide()
+    assert waiting.status.canary_weight == 0, "the Gateway has not processed the edit yet"
+    world.gateway_catches_up()
+    assert world.decide().status.canary_weight == 10
+
+
+def test_drift_is_reported_for_weights_canaryd_did_not_write() -> None:
+    world = progressing_world()
+    world.set_route_weights((100, 0))
+    world.gateway_catches_up()  # a change canaryd did not make waits for the Gateway, weights or not
+    (write,) = actions(world.decide())
+    assert isinstance(write, SetRouteWeights) and (write.primary, write.canary) == (90, 10)
+    (drift,) = write.drifted
+    assert (drift.kind, drift.name, drift.event.type, drift.event.reason) == (
+        "HTTPRoute",
+        "payments-api",
+        "Warning",
+        Reason.ROUTE_WEIGHTS_DRIFTED,
+    )
+    assert "(primary 100, canary 0); put back to primary 90, canary 10" in drift.event.message
+    world.tick(60)
+    step = world.decide(passing())
+    (own,) = [e for e in actions(step) if isinstance(e, SetRouteWeights)]
+    assert own.drifted == (), "canaryd's own last weights are not drift"
+
+
+def test_a_run_scales_the_canary_like_the_primary_and_never_to_zero() -> None:
+    world = initialized_world()
+    world.primary_replicas = 0  # an autoscaler or a person scaled the primary down
+    world.new_revision("rev2")
+    assert ScaleTarget(replicas=1) in actions(world.decide())
+
+
 def test_a_route_without_both_backends_is_reported_as_such() -> None:
     world = initialized_world()
     world.route_backends = False
@@ -134,12 +208,12 @@ def test_promotion_waits_for_the_primary_then_returns_traffic_then_scales_the_ca
     assert world.route_weights == (50, 50)
 
     world.roll_out()
-    finalising = world.decide()
-    assert finalising.status.phase is Phase.FINALISING
-    assert actions(finalising) == [SetRouteWeights(primary=100, canary=0)]
-    assert finalising.status.canary_weight == 0
+    finalizing = world.decide()
+    assert finalizing.status.phase is Phase.FINALIZING
+    assert actions(finalizing) == [SetRouteWeights(primary=100, canary=0)]
+    assert finalizing.status.canary_weight == 0
     scaling = world.decide()
-    assert scaling.status.phase is Phase.FINALISING
+    assert scaling.status.phase is Phase.FINALIZING
     assert actions(scaling) == [ScaleTarget(replicas=0)]
     done = world.decide()
     assert done.status.phase is Phase.SUCCEEDED

@@ -14,7 +14,7 @@ from canaryd.core.effects import (
 )
 from canaryd.core.lifecycle import decide
 from canaryd.core.observations import Observations
-from tests.core.world import T0, World, actions, events, initialized_world, make_canary
+from tests.core.world import REPLICAS, T0, World, actions, events, initialized_world, make_canary
 
 
 def test_a_new_canary_gets_the_finalizer_before_anything_else() -> None:
@@ -104,7 +104,7 @@ def test_a_new_template_hash_starts_a_run() -> None:
     assert (status.revision, status.step, status.canary_weight) == ("rev2", 0, 0)
     assert (status.failed_checks, status.analysis_errors) == (0, 0)
     assert status.run_started_at == world.now
-    assert ScaleTarget(replicas=None) in actions(decision)
+    assert ScaleTarget(replicas=REPLICAS) in actions(decision)  # as many as the primary
     assert not any(isinstance(e, SetRouteWeights) for e in decision.effects)
     assert [e.reason for e in events(decision)] == [Reason.NEW_REVISION]
 
@@ -127,7 +127,7 @@ def test_without_a_run_slot_the_run_waits_and_starts_when_a_slot_frees() -> None
     progressing = decision.status.condition("Progressing")
     assert progressing is not None and progressing.reason == Reason.WAITING_FOR_SLOT
     assert decision.next_wakeup == world.now + timedelta(minutes=1)
-    assert not any(isinstance(e, ScaleTarget) and e.replicas is None for e in decision.effects)
+    assert not any(isinstance(e, ScaleTarget) and e.replicas > 0 for e in decision.effects)
     world.slot = True
     assert world.decide().status.phase is Phase.PROGRESSING
 

@@ -19,10 +19,13 @@ from canaryd.core.promql import (
     NoDataReason,
     QueryError,
     QueryErrorKind,
+    RangeSeries,
     TemplateError,
     UnsafeValueError,
     Value,
     analysis_variables,
+    check_queries,
+    interpret_range_result,
     interpret_result,
     judge,
     placeholders,
@@ -188,6 +191,34 @@ def test_user_variables_layer_over_template_defaults_but_not_over_builtins() -> 
         )
 
 
+def _queries(query: str, routes: list[str]) -> list[tuple[str, str]]:
+    return check_queries(
+        query, namespace="shop", target="checkout", service="checkout-canary", routes=routes, interval="1m"
+    )
+
+
+def test_a_query_about_the_route_is_asked_for_every_route_in_order() -> None:
+    query = 'sum(rate(x{route="{{ route }}", service="{{ service }}"}[{{ interval }}]))'
+    assert _queries(query, ["checkout", "checkout-grpc", "checkout"]) == [
+        ("checkout", 'sum(rate(x{route="checkout", service="checkout-canary"}[1m]))'),
+        ("checkout-grpc", 'sum(rate(x{route="checkout-grpc", service="checkout-canary"}[1m]))'),
+    ]
+
+
+def test_a_query_without_the_route_is_asked_once() -> None:
+    query = 'sum(rate(x{service="{{ service }}"}[{{ interval }}]))'
+    assert _queries(query, ["checkout", "checkout-grpc"]) == [
+        ("checkout", 'sum(rate(x{service="checkout-canary"}[1m]))')
+    ]
+
+
+def test_each_route_name_is_escaped_where_it_stands() -> None:
+    query = 'x{route=~"{{ route }}|legacy", cluster="httproute/shop/{{ route }}/rule/0"}'
+    (_, one), (_, two) = _queries(query, ["a.b", "c"])
+    assert one == r'x{route=~"a\\.b|legacy", cluster="httproute/shop/a.b/rule/0"}'  # the dot is literal
+    assert two == 'x{route=~"c|legacy", cluster="httproute/shop/c/rule/0"}'
+
+
 # -- answers ---------------------------------------------------------------------------------------
 
 
@@ -273,3 +304,33 @@ def test_errors_are_their_own_verdict_with_the_kind() -> None:
     assert result.verdict is Verdict.ERROR
     assert result.message == "unreachable: connection refused"
     assert math.isclose(judge("x", Value(1.0), ThresholdRange(min=0)).value or 0, 1.0)
+
+
+# -- range results and the workload variable --------------------------------------------------------------
+
+
+def test_a_range_result_of_one_series_is_its_points_in_time_order() -> None:
+    raw = [{"metric": {}, "values": [[1700000030, "2"], [1700000000, "1.5"], [1700000060, "NaN"]]}]
+    result = interpret_range_result(raw)
+    assert isinstance(result, RangeSeries)
+    assert result.points[:2] == ((1700000000.0, 1.5), (1700000030.0, 2.0))
+    assert math.isnan(result.by_time()[1700000060.0])
+
+
+def test_a_range_result_without_series_is_no_data_and_with_several_an_error() -> None:
+    assert interpret_range_result([]) == NoData(NoDataReason.EMPTY)
+    two = [{"metric": {"a": "1"}, "values": []}, {"metric": {"a": "2"}, "values": []}]
+    several = interpret_range_result(two)
+    assert isinstance(several, QueryError) and "2 series" in several.message
+    for broken in ("x", [{"metric": {}}], [{"values": [[1, "x"]]}], [{"values": [[1]]}]):
+        assert isinstance(interpret_range_result(broken), QueryError), broken
+
+
+def test_the_workload_variable_is_the_target_unless_a_side_names_another() -> None:
+    common = {
+        "namespace": "shop", "target": "api", "service": "api-primary", "route": "api", "interval": "1m"
+    }
+    assert analysis_variables(**common)["workload"] == "api"
+    assert analysis_variables(**common, workload="api-primary")["workload"] == "api-primary"
+    with pytest.raises(TemplateError, match="cannot be overridden"):
+        analysis_variables(**common, overrides={"workload": "x"})

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canaryd.core.routes import inspect_route, weight_patch, weights_match
+from canaryd.core.routes import inspect_route, record_weight_write, weight_patch, weights_match
 
 PRIMARY, CANARY = "payments-api-primary", "payments-api-canary"
 
@@ -165,13 +165,57 @@ def test_disagreeing_rules_have_no_single_weight():
     assert state.canary_weight is None and state.primary_weight == 100
 
 
-def test_own_weight_patches_do_not_make_an_accepted_route_look_unaccepted():
-    obj = route()
-    obj["metadata"]["generation"] = 5  # canaryd's own weight patches made generations 4 and 5
+def _written(obj, primary, canary):
+    """The route after a weight patch: the API server makes a new generation."""
+    patched = jsonpatch.apply_patch(copy.deepcopy(obj), weight_patch(obj, PRIMARY, CANARY, primary, canary))
+    patched["metadata"]["generation"] = obj["metadata"]["generation"] + 1
+    return patched
+
+
+def test_weight_only_generations_do_not_make_an_accepted_route_look_unaccepted():
+    obj = route()  # the Gateway accepted generation 3
+    obj["metadata"]["uid"] = "route-uid"
+    records = []
+    for primary, canary in ((90, 10), (80, 20)):
+        state = inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY)
+        records = record_weight_write(records, [state], primary, canary)
+        obj = _written(obj, primary, canary)
+    assert obj["metadata"]["generation"] == 5
+    assert [(r.first, r.last) for r in records] == [(3, 5)]
     assert not inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY).accepted
-    assert inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY, frozenset({4, 5})).accepted
-    # A change canaryd did not make (generation 4 here) still waits for the Gateway.
-    assert not inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY, frozenset({5})).accepted
+    state = inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY, records[0])
+    assert state.accepted and (state.primary_weight, state.canary_weight) == (80, 20)
+    # A change canaryd did not make (a new filter here) still waits for the Gateway.
+    edited = copy.deepcopy(obj)
+    edited["spec"]["rules"][1]["filters"] = []
+    edited["metadata"]["generation"] = 6
+    assert not inspect_route("HTTPRoute", "r", edited, PRIMARY, CANARY, records[0]).accepted
+    # Nor for a Gateway that has not reached the first generation the record vouches for.
+    behind = copy.deepcopy(obj)
+    behind["status"]["parents"][0]["conditions"][0]["observedGeneration"] = 2
+    assert not inspect_route("HTTPRoute", "r", behind, PRIMARY, CANARY, records[0]).accepted
+    # Nor is the record trusted for another object of the same name.
+    recreated = copy.deepcopy(obj)
+    recreated["metadata"]["uid"] = "other-uid"
+    assert not inspect_route("HTTPRoute", "r", recreated, PRIMARY, CANARY, records[0]).accepted
+
+
+def test_a_weight_write_that_never_happened_leaves_no_false_acceptance():
+    obj = route()
+    obj["metadata"]["uid"] = "route-uid"
+    records = record_weight_write([], [inspect_route("HTTPRoute", "r", obj, PRIMARY, CANARY)], 90, 10)
+    # The status was written, the patch lost a race: someone else made generation 4 with other changes.
+    theirs = copy.deepcopy(obj)
+    theirs["spec"]["rules"][0]["backendRefs"][0]["port"] = 81
+    theirs["metadata"]["generation"] = 4
+    assert not inspect_route("HTTPRoute", "r", theirs, PRIMARY, CANARY, records[0]).accepted
+    # Had they changed nothing but the two weights, the Gateway's older acceptance would hold.
+    weights_only = _written(obj, 95, 5)
+    assert inspect_route("HTTPRoute", "r", weights_only, PRIMARY, CANARY, records[0]).accepted
+    # The next decision starts a new range from what it sees.
+    state = inspect_route("HTTPRoute", "r", theirs, PRIMARY, CANARY, records[0])
+    again = record_weight_write(records, [state], 90, 10)
+    assert [(r.first, r.last) for r in again] == [(4, 5)] and again[0].spec_hash != records[0].spec_hash
 
 
 _other_ref = st.fixed_dictionaries(

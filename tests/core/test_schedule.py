@@ -59,3 +59,8 @@ def test_the_progress_deadline_counts_from_when_progress_was_expected() -> None:
 @pytest.mark.parametrize(("interval", "seconds"), [("1s", 1), ("20s", 5), ("1m", 10), ("1h", 10)])
 def test_rechecks_are_a_fraction_of_the_interval_within_bounds(interval: str, seconds: float) -> None:
     assert schedule.recheck_interval(make_canary(interval=interval)) == timedelta(seconds=seconds)
+
+
+def test_a_failing_pass_is_retried_sooner_first_then_at_most_every_minute() -> None:
+    delays = [schedule.retry_backoff(n).total_seconds() for n in range(1, 11)]
+    assert delays == [0.5, 1, 2, 4, 8, 16, 32, 60, 60, 60]

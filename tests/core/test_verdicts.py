@@ -6,7 +6,7 @@ import pytest
 
 from canaryd.api.constants import NoDataPolicy, Verdict
 from canaryd.core.observations import MetricResult
-from canaryd.core.verdicts import RoundOutcome, describe_round, round_outcome
+from canaryd.core.verdicts import RoundOutcome, describe_round, round_outcome, worst_per_route
 
 P, F, N, E = Verdict.PASS, Verdict.FAIL, Verdict.NO_DATA, Verdict.ERROR
 
@@ -42,3 +42,29 @@ def test_descriptions_name_the_metrics_that_matter() -> None:
     assert describe_round(results, F) == "success-rate=93.25 (Fail: below min 99)"
     assert describe_round(results) == "success-rate=93.25 (Fail: below min 99), latency-p99=120 (Pass)"
     assert describe_round((), F) == "no metrics configured"
+
+
+def _on(
+    route: str, verdict: Verdict, value: float | None = None, message: str = ""
+) -> tuple[str, MetricResult]:
+    return route, MetricResult(name="success-rate", verdict=verdict, value=value, message=message)
+
+
+def test_a_check_asked_once_is_that_answer_unchanged() -> None:
+    only = _on("checkout", P, 99.5, "99.5 is within [99, +inf]")
+    assert worst_per_route([only]) == only[1]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "worst"),
+    [((P, F), F), ((E, F), F), ((N, E), E), ((P, N), N), ((P, P), P), ((N, N, F), F)],
+)
+def test_a_check_asked_per_route_takes_the_worst_verdict(
+    verdicts: tuple[Verdict, ...], worst: Verdict
+) -> None:
+    per_route = [_on(f"r{i}", v, float(i), f"said {v.value}") for i, v in enumerate(verdicts)]
+    result = worst_per_route(per_route)
+    deciding = [i for i, v in enumerate(verdicts) if v is worst]
+    assert result.verdict is worst and result.name == "success-rate"
+    assert result.value == float(deciding[0])
+    assert result.message == "; ".join(f"route r{i}: said {worst.value}" for i in deciding)

@@ -7,9 +7,9 @@ import copy
 import jsonpatch
 
 from canaryd.api.models import Canary
+from canaryd.core.convergence import run_replicas
 from canaryd.core.revision import REVISION_ANNOTATION, deployment_template_hash
 from canaryd.core.workloads import (
-    canary_replicas,
     primary_deployment,
     primary_template_patch,
     service_matches,
@@ -115,8 +115,8 @@ def test_target_problems_are_explained():
 
 def test_the_canary_runs_as_many_replicas_as_the_primary_and_never_none() -> None:
     primary = primary_deployment(TARGET, CANARY)
-    assert canary_replicas(primary) == 3
+    assert run_replicas(workload_state(primary, primary=True)) == 3
     scaled_to_zero = copy.deepcopy(primary)
     scaled_to_zero["spec"]["replicas"] = 0
-    assert canary_replicas(scaled_to_zero) == 1
-    assert canary_replicas(None) == 1
+    assert run_replicas(workload_state(scaled_to_zero, primary=True)) == 1
+    assert run_replicas(None) == 1

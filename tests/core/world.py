@@ -3,6 +3,11 @@
 It plays the runtime's part in the simplest honest way: observations come
 from the model, effects change the model, Deployments finish rolling out when
 a test says so. Tests can then follow a Canary through whole runs.
+
+The route has generations like a real one: every change of its spec (a weight
+or anything else) makes a new one, and the Gateway reports on the generation
+it has processed, which may lag behind. Whether that report still holds is
+decided by the same rule the controller uses on real routes.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from canaryd.api.constants import Action, Verdict
-from canaryd.api.models import Canary, CanaryStatus
+from canaryd.api.models import ActionRequest, Canary, CanaryStatus
 from canaryd.core.effects import (
     AddFinalizer,
     Effect,
@@ -26,12 +31,12 @@ from canaryd.core.effects import (
 )
 from canaryd.core.lifecycle import Decision, analysis_due, decide
 from canaryd.core.observations import (
-    ActionRequest,
     MetricResult,
     Observations,
     RouteState,
     WorkloadState,
 )
+from canaryd.core.routes import lag_is_weight_only
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REPLICAS = 3
@@ -130,11 +135,19 @@ class World:
     target_ready: bool = True
     primary_hash: str | None = None
     primary_ready: bool = False
+    #: spec.replicas of the primary (a person or an autoscaler may change it, to 0 too).
+    primary_replicas: int = REPLICAS
     services: bool = False
     route_exists: bool = True
     route_backends: bool = True
+    #: The Gateway accepts the route (as of the generation it has processed).
     route_accepted: bool = True
     route_weights: tuple[int, int] | None = (100, 0)
+    route_uid: str = "route-1"
+    #: The route's spec apart from canaryd's two weights, by generation (generation 1 first).
+    route_specs: tuple[str, ...] = ("spec-1",)
+    #: The newest generation the Gateway has processed and reported on.
+    gateway_generation: int = 1
     finalizer: bool = False
     #: The primary or a Service carries an ownerReference to the Canary (set when canaryd creates them).
     owned: bool = False
@@ -165,11 +178,11 @@ class World:
     def primary_state(self) -> WorkloadState | None:
         if self.primary_hash is None:
             return None
-        ready = REPLICAS if self.primary_ready else 0
+        ready = self.primary_replicas if self.primary_ready else 0
         return WorkloadState(
             name="payments-api-primary",
             template_hash=self.primary_hash,
-            desired_replicas=REPLICAS,
+            desired_replicas=self.primary_replicas,
             ready_replicas=ready,
             updated_replicas=ready,
             available_replicas=ready,
@@ -177,25 +190,70 @@ class World:
             observed_generation=1,
         )
 
+    @property
+    def route_generation(self) -> int:
+        return len(self.route_specs)
+
+    def route_up_to_date(self) -> bool:
+        """The Gateway's report holds for the route as it is now (the controller's own rule)."""
+        if self.gateway_generation == self.route_generation:
+            return True
+        record = self.canary.status.route_record("HTTPRoute", "payments-api")
+        return lag_is_weight_only(
+            record, self.route_uid, self.route_generation, self.route_specs[-1], self.gateway_generation
+        )
+
     def route_state(self) -> RouteState:
         problem = ""
+        accepted = self.route_accepted and self.route_up_to_date()
         if not self.route_exists:
             problem = "HTTPRoute payments-api not found"
         elif not self.route_backends:
             problem = "HTTPRoute payments-api: no rule lists both payments-api-primary and -canary"
         elif not self.route_accepted:
             problem = "HTTPRoute payments-api: Gateway public has not Accepted it (NotAllowedByListeners)"
+        elif not accepted:
+            problem = "HTTPRoute payments-api: Gateway public has not processed the latest change yet"
         weights = self.route_weights if self.route_exists and self.route_backends else None
         return RouteState(
             kind="HTTPRoute",
             name="payments-api",
             exists=self.route_exists,
             has_backends=self.route_backends,
-            accepted=self.route_accepted,
+            accepted=accepted,
             problem=problem,
             primary_weight=weights[0] if weights else None,
             canary_weight=weights[1] if weights else None,
+            uid=self.route_uid if self.route_exists else "",
+            generation=self.route_generation if self.route_exists else None,
+            spec_hash=self.route_specs[-1] if self.route_exists else "",
         )
+
+    # -- the route changes -------------------------------------------------
+
+    def set_route_weights(self, weights: tuple[int, int]) -> None:
+        """Someone (canaryd or not) writes the two weights: a new generation, the rest of the spec kept."""
+        if weights != self.route_weights:
+            self.route_weights = weights
+            self.route_specs = (*self.route_specs, self.route_specs[-1])
+
+    def edit_route(self) -> None:
+        """The app team changes something else in the route (a filter, a match): a new generation."""
+        self.route_specs = (*self.route_specs, f"spec-{self.route_generation + 1}")
+
+    def recreate_route(self) -> None:
+        """The route was deleted and created again: another object, at generation 1, reported on at once."""
+        self.route_uid = f"route-{int(self.route_uid.rsplit('-', 1)[1]) + 1}"
+        self.route_specs = ("spec-1",)
+        self.gateway_generation = 1
+
+    def gateway_catches_up(self) -> None:
+        self.gateway_generation = self.route_generation
+
+    def gateway_accepted_the_current_spec(self) -> bool:
+        """Every generation since the one the Gateway processed has the spec the route has now."""
+        current = self.route_specs[-1]
+        return all(spec == current for spec in self.route_specs[self.gateway_generation - 1 :])
 
     def observations(self, analysis: tuple[MetricResult, ...] | None = None) -> Observations:
         return Observations(
@@ -231,12 +289,12 @@ class World:
                     self.primary_hash = effect.template_hash
                     self.primary_ready = False
             elif isinstance(effect, ScaleTarget):
-                replicas = REPLICAS if effect.replicas is None else effect.replicas
+                replicas = effect.replicas
                 if replicas != self.target_replicas:
                     self.target_replicas = replicas
                     self.target_ready = replicas == 0
             elif isinstance(effect, SetRouteWeights) and self.route_exists and self.route_backends:
-                self.route_weights = (effect.primary, effect.canary)
+                self.set_route_weights((effect.primary, effect.canary))
 
     def decide(self, analysis: tuple[MetricResult, ...] | None = None) -> Decision:
         """One reconcile: decide, apply the effects, store the status."""
@@ -277,6 +335,8 @@ class World:
         self.pending_action = ActionRequest(
             id=f"req-{self.action_counter}", action=action, requested_at=self.now, requested_by=by
         )
+        # As kubectl canary does: the request is written to status.requestedAction.
+        self.canary = with_status(self.canary, requested_action=self.pending_action)
         return self.pending_action
 
     def new_revision(self, template_hash: str) -> None:

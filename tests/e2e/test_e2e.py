@@ -175,11 +175,10 @@ async def test_rollouts_a_user_sees(tmp_path):
         )
         ctl = controller(cluster, tmp_path).start()
         try:
-            for name in ("good", "bad", "edited", "changing", "rpc", "deleted"):
+            # A new revision while a Canary is still initializing becomes its stable revision, so each
+            # must have finished initializing (the refused route included) before its revision changes.
+            for name in ("good", "bad", "edited", "changing", "refused", "rpc", "deleted"):
                 await until_phase(store, name, "Initialized", timeout=30)
-            await world.wait_until(
-                lambda: world.find(store, "deployments", NS, "refused-primary"), timeout=30
-            )
 
             world.new_revision(store, NS, "good", "shop:2.0")
             world.new_revision(store, NS, "bad", "shop:2.0-broken", {"sandbox.canaryd.io/error-rate": "0.6"})

@@ -77,7 +77,10 @@ async def test_initializes_progresses_and_promotes_with_two_writes_per_step(clus
         await initialized(store, "cart")
         primary = store.get("deployments", "cart-primary", NS)
         assert primary["metadata"]["ownerReferences"][0]["kind"] == "Canary"
-        assert store.get("deployments", "cart", NS)["spec"]["replicas"] == 0
+        # Status is written before the effects, so the scale-down follows the Initialized phase closely.
+        await world.wait_until(
+            lambda: store.get("deployments", "cart", NS)["spec"]["replicas"] == 0, timeout=5, message="scaled"
+        )
         assert store.get("services", "cart-canary", NS)["spec"]["selector"] == {"app": "cart"}
         assert store.get("services", "cart-primary", NS)["spec"]["selector"] == {"app": "cart-primary"}
 

@@ -15,6 +15,7 @@ from typing import Any
 from canaryd.api.constants import Reason
 from canaryd.api.models import Canary
 from canaryd.core.lifecycle import decide
+from canaryd.core.routes import spec_hash
 from canaryd.runtime.observe import Caches, observe
 from tests.runtime import world
 
@@ -95,3 +96,45 @@ def test_a_usable_target_and_template_only_wait_for_initialization() -> None:
     )
     assert (status, reason) == ("False", Reason.INITIALIZING)
     assert "creating Deployment shop-primary" in message
+
+
+def _caches(canary: dict[str, Any], route: dict[str, Any]) -> Caches:
+    return Caches(
+        canaries=DictCache(canary),  # type: ignore[arg-type]
+        templates=DictCache(),  # type: ignore[arg-type]
+        deployments=DictCache(world.deployment(NS, "shop")),  # type: ignore[arg-type]
+        services=DictCache(),  # type: ignore[arg-type]
+        routes={"HTTPRoute": DictCache(route)},  # type: ignore[dict-item]
+    )
+
+
+def test_a_route_weighted_twice_since_the_gateway_reported_is_still_accepted_after_a_restart() -> None:
+    """What acceptance needs is in the Canary's status: a fresh controller (fresh caches) sees the same."""
+    route = world.route(NS, "shop")
+    route["metadata"].update(uid="route-uid", generation=3)
+    accepted = {"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 1}
+    route["status"] = {
+        "parents": [
+            {
+                "parentRef": {"name": world.GATEWAY_NAME, "namespace": world.GATEWAY_NAMESPACE},
+                "controllerName": world.SANDBOX_CONTROLLER,
+                "conditions": [accepted],
+            }
+        ]
+    }
+    raw = world.canary(NS, "shop")
+    unaware = observe(Canary.model_validate(raw), raw, _caches(raw, route)).observations
+    assert not unaware.routes[0].accepted and "accepted generation 1" in unaware.routes[0].problem
+
+    # What canaryd wrote to status when it took generations 1 to 3 by its weight steps.
+    written = {
+        "kind": "HTTPRoute",
+        "name": "shop",
+        "uid": "route-uid",
+        "first": 1,
+        "last": 3,
+        "specHash": spec_hash(route, "shop-primary", "shop-canary"),
+    }
+    raw["status"] = {"routeGenerations": [written]}
+    restarted = observe(Canary.model_validate(raw), raw, _caches(raw, route)).observations
+    assert restarted.routes[0].accepted and restarted.routes[0].problem == ""
