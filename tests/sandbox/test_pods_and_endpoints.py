@@ -35,9 +35,14 @@ from canaryd.sandbox.sim.cluster_view import (
 from canaryd.sandbox.sim.deployments import DeploymentSimulator
 from canaryd.sandbox.sim.endpoints import EndpointsController
 from tests.fixtures.sandbox import Kubectl, deployment_manifest, service_manifest
-from tests.fixtures.waiting import eventually
+from tests.fixtures.waiting import eventually as _eventually
 
 READY_DELAY = 0.3
+
+
+async def eventually(check: Any, timeout: float = 30.0) -> None:
+    """Wait for the simulators (generous: they share a busy machine with other tests)."""
+    await _eventually(check, timeout=timeout)
 
 
 @pytest.fixture
@@ -91,7 +96,7 @@ async def test_a_deployment_gets_a_replica_set_and_pods_that_become_ready(cluste
     assert len({p["status"]["podIP"] for p in pods_of(store, "web")}) == 2
 
     # Not ready before the ready delay, ready after it, as the Deployment's own status says.
-    await eventually(lambda: all(ready_of(p) for p in pods_of(store, "web")), timeout=5)
+    await eventually(lambda: all(ready_of(p) for p in pods_of(store, "web")), timeout=30)
     assert store.get("deployments", "web", "default")["status"]["readyReplicas"] == 2
     assert set(addresses(store, "web").values()) == {True}
     (endpoints,) = [store.get("endpoints", "web", "default")]
@@ -126,7 +131,7 @@ async def test_a_rollout_keeps_the_old_pods_serving_until_the_new_ones_are_ready
     assert {ip for ip, ready in serving.items() if ready} == old  # the new pods are not ready yet
     assert len(store.list("replicasets", "default")[0]) == 2
 
-    await eventually(lambda: len(addresses(store, "web")) == 2, timeout=5)
+    await eventually(lambda: len(addresses(store, "web")) == 2, timeout=30)
     assert not set(addresses(store, "web")) & old
     assert all(addresses(store, "web").values())
     replica_sets = {rs["metadata"]["name"]: rs for rs in store.list("replicasets", "default")[0]}
@@ -179,7 +184,7 @@ async def test_a_deleted_pod_or_slice_is_put_back(cluster: SandboxCluster) -> No
     store = cluster.store
     store.create("deployments", deployment_manifest("web"))
     store.create("services", service_manifest("web"))
-    await eventually(lambda: list(addresses(store, "web").values()) == [True], timeout=5)
+    await eventually(lambda: list(addresses(store, "web").values()) == [True], timeout=30)
     (pod,) = pods_of(store, "web")
     store.delete("pods", pod["metadata"]["name"], namespace="default")
     await eventually(
@@ -196,7 +201,7 @@ async def test_kubectl_shows_pods_replica_sets_and_endpoint_slices(
     store = cluster.store
     store.create("deployments", deployment_manifest("web"))
     store.create("services", service_manifest("web"))
-    await eventually(lambda: list(addresses(store, "web").values()) == [True], timeout=5)
+    await eventually(lambda: list(addresses(store, "web").values()) == [True], timeout=30)
     kubectl = Kubectl(cluster.kubeconfig_path, tmp_path / "cache")
     pods = (await kubectl("get", "pods", "-o", "wide", check=True)).stdout
     assert "1/1" in pods and "Running" in pods and "10.9.0." in pods and "sandbox-node" in pods
@@ -224,7 +229,7 @@ async def test_the_same_controllers_work_as_clients_of_an_api_server(tmp_path: P
                 lambda: (
                     len(addresses(server.store, "web")) == 2 and all(addresses(server.store, "web").values())
                 ),
-                timeout=10,
+                timeout=30,
             )
             assert all(ip.startswith("10.7.0.") for ip in addresses(server.store, "web"))
         finally:

@@ -32,11 +32,10 @@ DATA_FILE = ("gateway-api", f"{CHANNEL}-{VERSION}.json.xz")
 
 
 @functools.cache
-def _encoded() -> bytes:
-    return lzma.decompress(data.path(*DATA_FILE).read_bytes())
+def crds() -> tuple[dict[str, Any], ...]:
+    """The CRDs (names ``<plural>.gateway.networking.k8s.io``), in file name order, read once.
 
-
-def crds() -> list[dict[str, Any]]:
-    """Fresh copies of the CRDs (names ``<plural>.gateway.networking.k8s.io``), in file name order."""
-    loaded: list[dict[str, Any]] = json.loads(_encoded())
-    return loaded
+    Shared by every caller: never change them (copy what you change).
+    """
+    loaded: list[dict[str, Any]] = json.loads(lzma.decompress(data.path(*DATA_FILE).read_bytes()))
+    return tuple(loaded)

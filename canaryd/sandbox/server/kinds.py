@@ -338,6 +338,23 @@ def _validate_crd(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause
     return causes
 
 
+#: check_schema's verdict by schema object (held, so its id stays its own); schemas are immutable.
+_CHECKED: dict[int, tuple[dict[str, Any], tuple[str, ...]]] = {}
+
+
+def _checked_schema(schema: dict[str, Any]) -> tuple[str, ...]:
+    """``openapi.check_schema``, once per schema object: every sandbox store starts with the same
+    (shared) Gateway API CRDs, whose defaults take a second of CEL to check."""
+    cached = _CHECKED.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    problems = tuple(openapi.check_schema(schema))
+    if len(_CHECKED) > 256:
+        _CHECKED.clear()
+    _CHECKED[id(schema)] = (schema, problems)
+    return problems
+
+
 def _schema_causes(versions: list[dict[str, Any]]) -> list[Cause]:
     """What kube-apiserver finds wrong with the versions' schemas (structure, CEL rules, their cost).
 
@@ -353,7 +370,7 @@ def _schema_causes(versions: list[dict[str, Any]]) -> list[Cause]:
         if not isinstance(schema, dict):
             continue
         prefix = "spec.validation." if shared else f"spec.versions[{position}].schema."
-        for problem in openapi.check_schema(schema):
+        for problem in _checked_schema(schema):
             location, _, message = problem.partition(": ")
             reason = "FieldValueForbidden" if message.startswith("Forbidden") else "FieldValueInvalid"
             causes.append(_cause(prefix + location, message, reason))

@@ -160,7 +160,9 @@ class ObjectStore:
             self.create("namespaces", {"metadata": {"name": name}})
         if gateway_api:
             for crd in gateway_api_crds.crds():
-                self.create_ref("customresourcedefinitions", crd)
+                # Shared with every store (read-only, as stored objects are): copy only what a create sets.
+                handed_over = {**crd, "metadata": dict(crd["metadata"]), "spec": dict(crd["spec"])}
+                self.create_ref("customresourcedefinitions", handed_over, handed_over=True)
 
     # ------------------------------------------------------------------ lookup helpers
 
@@ -280,7 +282,9 @@ class ObjectStore:
         namespace: str | None = None,
         *,
         dry_run: bool = False,
+        handed_over: bool = False,
     ) -> dict[str, Any]:
+        """Create ``obj`` (copied first, unless ``handed_over``: the store may then keep it as it is)."""
         rtype = self.resource_type(resource)
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
@@ -291,7 +295,7 @@ class ObjectStore:
             stored_shape = conversion.to_storage(rtype, obj, storage_type)
             created = self.create_ref(storage_type, stored_shape, namespace, dry_run=dry_run)
             return self._versioned(rtype, created)
-        new = clone(obj)
+        new = obj if handed_over else clone(obj)
         metadata = new.get("metadata")
         if not isinstance(metadata, dict):
             metadata = {}
