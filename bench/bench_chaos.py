@@ -30,11 +30,17 @@ async def main(seeds: list[int], parallel: int, minutes: float) -> int:
     results: list[RunResult] = []
     stop_at = time.monotonic() + minutes * 60 if minutes else None
     queue = list(seeds)
+    runner_errors: list[int] = []
 
     async def worker() -> None:
         while queue and (stop_at is None or time.monotonic() < stop_at):
             seed = queue.pop(0)
-            result = await run_once(seed, keep_logs=len(seeds) == 1)
+            try:
+                result = await run_once(seed, keep_logs=len(seeds) == 1)
+            except Exception as error:  # the runner's own failure: say so, and go on with the next seed
+                print(f"seed {seed:>6} runner error: {type(error).__name__}: {error}", flush=True)
+                runner_errors.append(seed)
+                continue
             results.append(result)
             verdict = "ok" if not result.violations else "VIOLATED " + "; ".join(result.violations)[:300]
             faults = ",".join(f"{k}x{n}" for k, n in sorted(result.faults.items()))
@@ -44,7 +50,9 @@ async def main(seeds: list[int], parallel: int, minutes: float) -> int:
 
     await asyncio.gather(*(worker() for _ in range(parallel)))
     print(table(sorted(results, key=lambda r: r.seed)))
-    return 1 if any(r.violations for r in results) else 0
+    if runner_errors:
+        print(f"runner errors (not counted as runs): seeds {runner_errors}")
+    return 1 if any(r.violations for r in results) or runner_errors else 0
 
 
 if __name__ == "__main__":

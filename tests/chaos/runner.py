@@ -113,6 +113,8 @@ class KillablePrometheus:
         self.url = f"http://127.0.0.1:{self.port}"
         self.answered = 0
         self.up = False
+        #: Outages in progress (they may overlap).
+        self.outages = 0
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -129,6 +131,8 @@ class KillablePrometheus:
         return web.json_response(body)
 
     async def start(self) -> None:
+        if self._runner is not None:
+            return
         app = web.Application()
         app.router.add_route("*", "/api/v1/{what}", self._handle)
         self._runner = web.AppRunner(app)
@@ -380,9 +384,12 @@ async def _apply_fault(event: FaultEvent, cluster: Any, replicas: Replicas, prom
         await asyncio.sleep(event.seconds)
         faults.remove(fault.id)
     elif event.kind == "prometheus_kill":
+        prometheus.outages += 1
         await prometheus.kill()
         await asyncio.sleep(event.seconds)
-        await prometheus.start()
+        prometheus.outages -= 1
+        if prometheus.outages == 0:  # overlapping outages: up again when the last one ends
+            await prometheus.start()
     elif event.kind == "second_writer":
         route = store.get(HTTPROUTES, APP, NS)
         for rule in route["spec"]["rules"]:

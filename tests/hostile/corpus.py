@@ -518,15 +518,20 @@ async def run_batch(cluster: Any, prometheus: HostilePrometheus, batch: list[Cas
             if kind == "canary":
                 canaries[case.number] = (namespace, created["metadata"]["name"])
     await _wait(store, canaries, settle_seconds / 2)
+    revised: set[tuple[str, str]] = set()  # ready for a run: it must start one
     for namespace, name in canaries.values():  # a new revision, so that the analysis runs
-        deployment = _dig(world.find(store, CANARIES, namespace, name), "spec", "targetRef", "name")
+        obj = world.find(store, CANARIES, namespace, name)
+        deployment = _dig(obj, "spec", "targetRef", "name")
+        ready = _reason_of(obj or {})[:2] == ("True", "Initialized")
         if (
             isinstance(deployment, str)
             and world.find(store, "deployments", namespace, deployment) is not None
         ):
             with _quiet():
                 world.new_revision(store, namespace, deployment, "app:2")
-    await _wait(store, canaries, settle_seconds / 2, minimum=6.0)
+                if ready:
+                    revised.add((namespace, name))
+    await _wait(store, canaries, settle_seconds / 2, minimum=6.0, revised=revised)
     for number, (namespace, name) in canaries.items():
         obj = world.find(store, CANARIES, namespace, name)
         status, reason, message = _reason_of(obj or {})
@@ -584,14 +589,32 @@ class _quiet:
 
 
 async def _wait(
-    store: Any, canaries: dict[int, tuple[str, str]], seconds: float, minimum: float = 0.0
+    store: Any,
+    canaries: dict[int, tuple[str, str]],
+    seconds: float,
+    minimum: float = 0.0,
+    revised: set[tuple[str, str]] | None = None,
 ) -> None:
+    """Until every Canary is settled (one given a new revision: judged or ended), or ``seconds``."""
+
+    def settled(namespace: str, name: str) -> bool:
+        obj = world.find(store, CANARIES, namespace, name)
+        if not _settled(obj):
+            return False
+        if (namespace, name) not in (revised or set()):
+            return True
+        # A run judged at least once (its answer is what is tested), ended, or stopped with a reason.
+        status, reason, _ = _reason_of(obj or {})
+        return (
+            bool(_dig(obj, "status", "metrics"))
+            or _dig(obj, "status", "phase") in ("Succeeded", "Failed")
+            or (status == "False" and reason not in _UNDERWAY)
+        )
+
     started = time.monotonic()
     deadline = started + seconds
     while time.monotonic() < deadline:
-        if time.monotonic() - started >= minimum and all(
-            _settled(world.find(store, CANARIES, ns, n)) for ns, n in canaries.values()
-        ):
+        if time.monotonic() - started >= minimum and all(settled(ns, n) for ns, n in canaries.values()):
             return
         await asyncio.sleep(0.2)
 
