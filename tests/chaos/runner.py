@@ -454,7 +454,7 @@ async def run_once(seed: int, timeout: float = 90.0, keep_logs: bool = False) ->
         phase: str | None = None
         try:
             await world.wait_until(
-                lambda: world.status(store, NS, APP).get("phase") == "Initialized", timeout=30, message="init"
+                lambda: world.status(store, NS, APP).get("phase") == "Initialized", timeout=60, message="init"
             )
             world.new_revision(store, NS, APP, "app:good" if plan.good else "app:bad")
             began = time.monotonic()
