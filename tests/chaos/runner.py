@@ -308,8 +308,10 @@ class Invariants:
             return
         on_route = {r.get(f"{APP}-canary", 0) for r in rules}
         if self.foreign_weights:
-            if on_route == {status["canaryWeight"]}:
-                self.foreign_weights = False  # canaryd has put back what it says
+            # Until canaryd has put back what it says (a move it was confirming when the other writer
+            # came may still land on status: then status is stale until canaryd sees the drift).
+            if on_route == {status["canaryWeight"]} and status.get("movingToWeight") is None:
+                self.foreign_weights = False
             return
         self.checks["status never ahead of the route"] += 1
         if on_route != {status["canaryWeight"]} and status.get("movingToWeight") is None:
