@@ -11,7 +11,11 @@ parts where controllers break in production are handled here:
   and objects that disappeared meanwhile are reported as deleted;
 - a watchdog restarts a stream on which nothing (no event, no bookmark) has
   arrived for ``stall_timeout`` seconds, because a half-open connection never
-  errors on its own.
+  errors on its own;
+- the controller's own writes are put into the cache as they are answered,
+  but never an object the watch has reported deleted: an answer that arrives
+  after the DELETED event (the write that removed the last finalizer) would
+  bring a ghost back, which would be reconciled and reported forever.
 
 Handlers are called with (event type, object) for every change, in order.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,6 +39,9 @@ Handler = Callable[[str, dict[str, Any]], None]
 """Called with ("ADDED" | "MODIFIED" | "DELETED", object) after the cache changed."""
 
 Key = tuple[str, str]
+
+#: How many deleted objects an informer remembers, to refuse late answers about them.
+TOMBSTONES = 4096
 
 
 def object_key(obj: dict[str, Any]) -> Key:
@@ -61,6 +69,8 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.label_selector = label_selector
         self._objects: dict[Key, dict[str, Any]] = {}
+        #: uids of objects the server reported deleted, by key (newest last).
+        self._tombstones: OrderedDict[Key, str] = OrderedDict()
         self._handlers: list[Handler] = []
         self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
@@ -92,10 +102,21 @@ class Informer:
         """
         key = object_key(obj)
         current = self._objects.get(key)
+        if current is None and _uid(obj) and self._tombstones.get(key) == _uid(obj):
+            return  # the watch said this very object is gone; a late answer must not bring it back
         if current is not None and (_rv(current) == _rv(obj) or not _newer(obj, current)):
             return
         self._objects[key] = obj
         self._notify("MODIFIED" if current is not None else "ADDED", obj)
+
+    def _bury(self, key: Key, obj: dict[str, Any]) -> None:
+        uid = _uid(obj)
+        if not uid:
+            return
+        self._tombstones.pop(key, None)
+        self._tombstones[key] = uid
+        while len(self._tombstones) > TOMBSTONES:
+            self._tombstones.popitem(last=False)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -178,6 +199,7 @@ class Informer:
         self.resource_version = list_version
         for key, obj in old.items():
             if key not in fresh:
+                self._bury(key, obj)
                 self._notify("DELETED", obj)
         for key, obj in fresh.items():
             previous = old.get(key)
@@ -220,7 +242,7 @@ class Informer:
         obj.setdefault("kind", self.resource.kind)
         key = object_key(obj)
         if event_type == "DELETED":
-            self._objects.pop(key, None)
+            self._bury(key, self._objects.pop(key, obj))
             self._notify("DELETED", obj)
         elif event_type in ("ADDED", "MODIFIED"):
             current = self._objects.get(key)
@@ -232,6 +254,10 @@ class Informer:
 
 def _rv(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def _uid(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")
 
 
 def _newer(candidate: dict[str, Any], current: dict[str, Any]) -> bool:

@@ -70,6 +70,7 @@ from canaryd.core.promql import (
     interpret_range_result,
     interpret_result,
 )
+from canaryd.core.redaction import redact_text
 
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 BAD_QUERY_STATUSES = frozenset({400, 422})
@@ -480,7 +481,8 @@ class PrometheusQuerier:
 
 
 def _short(error: BaseException, limit: int = 300) -> str:
-    text = str(error) or type(error).__name__
+    """The error's text for a person: credentials removed (it may quote the URL or a header), then cut."""
+    text = redact_text(str(error)) or type(error).__name__
     return text if len(text) <= limit else text[:limit] + "…"
 
 

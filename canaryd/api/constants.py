@@ -150,6 +150,8 @@ class ConditionType(StrEnum):
     ROUTES_READY = "RoutesReady"
     ANALYSIS_HEALTHY = "AnalysisHealthy"
     PAUSED = "Paused"
+    #: Whether canaryd's last pass applied everything it decided (written only after a failure).
+    RECONCILED = "Reconciled"
 
 
 class Reason(StrEnum):
@@ -163,12 +165,23 @@ class Reason(StrEnum):
     PRIMARY_NOT_READY = "PrimaryNotReady"
     TEMPLATE_NOT_FOUND = "MetricTemplateNotFound"
     TEMPLATE_INVALID = "MetricTemplateInvalid"
+    #: Refusals (``canaryd.core.claims``): the Canary touches nothing.
+    #: A name canaryd would derive from the target cannot exist (too long, not an RFC 1035 label).
+    INVALID_NAMES = "InvalidNames"
+    #: The target is a Deployment canaryd manages: another Canary's primary.
+    TARGET_MANAGED_BY_CANARYD = "TargetManagedByCanaryd"
+    #: Another Canary that comes first acts on the same Deployment or Services.
+    TARGET_CLAIMED = "TargetClaimed"
+    #: Another Canary that comes first weights the same route rule.
+    ROUTE_RULE_CLAIMED = "RouteRuleClaimed"
     # Routes
     ROUTES_ACCEPTED = "RoutesAccepted"
     ROUTE_NOT_FOUND = "RouteNotFound"
     ROUTE_MISSING_BACKENDS = "RouteMissingBackends"
     ROUTE_NOT_ACCEPTED = "RouteNotAccepted"
     ROUTE_WEIGHTS_DRIFTED = "RouteWeightsDrifted"
+    #: A weighted backendRef is not on the Canary's port (spec.service.port).
+    ROUTE_PORT_MISMATCH = "RoutePortMismatch"
     # Progressing
     NEW_REVISION = "NewRevision"
     WAITING_FOR_SLOT = "WaitingForSlot"
@@ -205,3 +218,11 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     # Deletion
     DELETING = "Deleting"
+    # Reconciled: a pass that could not be finished (see canaryd.core.failures)
+    RECONCILED = "Reconciled"
+    #: The API server refused a write with an answer no retry changes (400, 403, 422, ...).
+    API_REJECTED = "ApiRejected"
+    #: The API server kept failing (5xx, 429, no answer, conflicts) for several passes in a row.
+    API_UNAVAILABLE = "ApiUnavailable"
+    #: An unexpected error inside canaryd.
+    RECONCILE_ERROR = "ReconcileError"

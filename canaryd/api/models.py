@@ -22,6 +22,7 @@ Two choices keep that agreement exact:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
@@ -53,6 +54,19 @@ from canaryd.api.constants import (
     Verdict,
 )
 from canaryd.api.durations import NANOSECONDS_PER_SECOND, parse_duration, parse_duration_ns
+from canaryd.api.limits import (
+    MAX_CHECK_THRESHOLD,
+    MAX_HEADER_LENGTH,
+    MAX_HEADERS,
+    MAX_INT32,
+    MAX_INT64,
+    MAX_INTERVAL,
+    MAX_LOOKBACK,
+    MAX_PROGRESS_DEADLINE_SECONDS,
+    MAX_QUERY_TIMEOUT,
+    MAX_VARIABLE_LENGTH,
+    MAX_VARIABLES,
+)
 from canaryd.api.timestamps import format_rfc3339, parse_rfc3339
 
 #: The maxWeight a stepWeight schedule climbs to when maxWeight is not given.
@@ -131,13 +145,26 @@ class _Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def _check_duration(value: str) -> str:
-    if parse_duration_ns(value) < NANOSECONDS_PER_SECOND:
-        raise ValueError(f"duration {value!r} is shorter than 1s")
-    return value
+def _duration_within(limit: str) -> Callable[[str], str]:
+    """A validator for a duration of at least 1s and at most ``limit`` (see ``canaryd.api.limits``)."""
+    longest = parse_duration_ns(limit)
+
+    def check(value: str) -> str:
+        nanoseconds = parse_duration_ns(value)
+        if nanoseconds < NANOSECONDS_PER_SECOND:
+            raise ValueError(f"duration {value!r} is shorter than 1s")
+        if nanoseconds > longest:
+            raise ValueError(f"duration {value!r} is longer than {limit}")
+        return value
+
+    return check
 
 
 Duration = Annotated[str, Field(max_length=MAX_DURATION_LENGTH)]
+#: User variables of a template or a check: a bounded number of bounded strings.
+Variables = Annotated[
+    dict[str, Annotated[str, Field(max_length=MAX_VARIABLE_LENGTH)]], Field(max_length=MAX_VARIABLES)
+]
 
 
 class ObjectMeta(BaseModel):
@@ -235,7 +262,7 @@ class Comparison(_Model):
     confidence: JsonFloat | None = Field(default=None, ge=0.5, lt=1)
     outliers: OutlierStrategy = OutlierStrategy.KEEP
 
-    _resolution_ok = field_validator("resolution")(_check_duration)
+    _resolution_ok = field_validator("resolution")(_duration_within(MAX_INTERVAL))
 
     @property
     def resolution_delta(self) -> timedelta:
@@ -254,9 +281,11 @@ class MetricCheck(_Model):
     #: Judge the metric against the primary (the template is rendered once for each side).
     compare: Comparison | None = None
     interval: Duration | None = None
-    variables: dict[str, str] = Field(default_factory=dict)
+    variables: Variables = Field(default_factory=dict)
 
-    _interval_ok = field_validator("interval")(lambda v: v if v is None else _check_duration(v))
+    _interval_ok = field_validator("interval")(
+        lambda v: v if v is None else _duration_within(MAX_LOOKBACK)(v)
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> MetricCheck:
@@ -282,8 +311,8 @@ class ScoreThresholds(_Model):
 
 class Analysis(_Model):
     interval: Duration = "1m"
-    threshold: JsonInt = Field(default=5, ge=1)
-    error_threshold: JsonInt = Field(default=5, ge=1)
+    threshold: JsonInt = Field(default=5, ge=1, le=MAX_CHECK_THRESHOLD)
+    error_threshold: JsonInt = Field(default=5, ge=1, le=MAX_CHECK_THRESHOLD)
     step_weight: JsonInt | None = Field(default=None, ge=1, le=100)
     max_weight: JsonInt | None = Field(default=None, ge=1, le=100)
     step_weights: list[Annotated[JsonInt, Field(ge=1, le=100)]] | None = Field(
@@ -296,7 +325,7 @@ class Analysis(_Model):
     score_thresholds: ScoreThresholds | None = None
     metrics: list[MetricCheck] = Field(default_factory=list, max_length=20)
 
-    _interval_ok = field_validator("interval")(_check_duration)
+    _interval_ok = field_validator("interval")(_duration_within(MAX_INTERVAL))
 
     @model_validator(mode="after")
     def _schedule(self) -> Analysis:
@@ -341,7 +370,7 @@ class CanarySpec(_Model):
     service: ServiceSpec
     route_refs: list[RouteRef] = Field(min_length=1, max_length=16)
     analysis: Analysis
-    progress_deadline_seconds: JsonInt = Field(default=600, ge=1)
+    progress_deadline_seconds: JsonInt = Field(default=600, ge=1, le=MAX_PROGRESS_DEADLINE_SECONDS)
     suspend: StrictBool = False
 
     @model_validator(mode="after")
@@ -360,7 +389,7 @@ class Condition(_Model):
     reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON)
     message: str = Field(default="", max_length=32768)
     last_transition_time: Timestamp
-    observed_generation: JsonInt = Field(default=0, ge=0)
+    observed_generation: JsonInt = Field(default=0, ge=0, le=MAX_INT64)
 
 
 #: A number that may be NaN or infinite in memory and is written as null.
@@ -384,8 +413,8 @@ class ComparisonStatus(_Model):
     shift_upper: FiniteOrNull = None
     tolerance: JsonFloat = Field(default=0.0, ge=0)
     confidence: JsonFloat = Field(default=0.95, ge=0, le=1)
-    canary_samples: JsonInt = Field(default=0, ge=0)
-    primary_samples: JsonInt = Field(default=0, ge=0)
+    canary_samples: JsonInt = Field(default=0, ge=0, le=MAX_INT32)
+    primary_samples: JsonInt = Field(default=0, ge=0, le=MAX_INT32)
     critical: StrictBool = False
     weight: JsonFloat = Field(default=1.0, ge=0)
     #: The weighted score (0-100) of the round's comparison metrics; None when none was decided.
@@ -446,17 +475,20 @@ class RouteGenerations(_Model):
     kind: RouteKind
     name: ObjectName
     uid: str = Field(min_length=1, max_length=128)
-    first: JsonInt = Field(ge=0)
-    last: JsonInt = Field(ge=0)
+    first: JsonInt = Field(ge=0, le=MAX_INT64)
+    last: JsonInt = Field(ge=0, le=MAX_INT64)
     spec_hash: str = Field(min_length=1, max_length=64)
 
 
 class CanaryStatus(_Model):
     phase: Phase | None = None
+    #: The weight the routes carry (see ``canaryd.core.inflight``).
     canary_weight: JsonInt = Field(default=0, ge=0, le=100)
-    step: JsonInt = Field(default=0, ge=0)
-    failed_checks: JsonInt = Field(default=0, ge=0)
-    analysis_errors: JsonInt = Field(default=0, ge=0)
+    #: The weight canaryd is putting on the routes; None once they carry it.
+    moving_to_weight: JsonInt | None = Field(default=None, ge=0, le=100)
+    step: JsonInt = Field(default=0, ge=0, le=MAX_INT32)
+    failed_checks: JsonInt = Field(default=0, ge=0, le=MAX_INT32)
+    analysis_errors: JsonInt = Field(default=0, ge=0, le=MAX_INT32)
     revision: str | None = Field(default=None, max_length=253)
     last_promoted_revision: str | None = Field(default=None, max_length=253)
     last_step_time: Timestamp | None = None
@@ -471,7 +503,7 @@ class CanaryStatus(_Model):
     #: For each weighted route, the generations that differ only in canaryd's two weights.
     route_generations: list[RouteGenerations] = Field(default_factory=list, max_length=16)
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    observed_generation: JsonInt = Field(default=0, ge=0)
+    observed_generation: JsonInt = Field(default=0, ge=0, le=MAX_INT64)
 
     @model_validator(mode="after")
     def _distinct_conditions(self) -> CanaryStatus:
@@ -515,11 +547,13 @@ class PrometheusAuth(_Model):
 class PrometheusProvider(_Model):
     address: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s/]+")
     auth: PrometheusAuth | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Annotated[
+        dict[str, Annotated[str, Field(max_length=MAX_HEADER_LENGTH)]], Field(max_length=MAX_HEADERS)
+    ] = Field(default_factory=dict)
     insecure_skip_verify: StrictBool = False
     timeout: Duration = "10s"
 
-    _timeout_ok = field_validator("timeout")(_check_duration)
+    _timeout_ok = field_validator("timeout")(_duration_within(MAX_QUERY_TIMEOUT))
 
 
 class EventCounts(_Model):
@@ -536,7 +570,7 @@ class MetricTemplateSpec(_Model):
     #: Lets the Sequential judge test a share of events as counts (Poisson) rather than as ratios.
     counts: EventCounts | None = None
     provider: PrometheusProvider = Field(default_factory=PrometheusProvider)
-    variables: dict[str, str] = Field(default_factory=dict)
+    variables: Variables = Field(default_factory=dict)
     unit: str | None = Field(default=None, max_length=32)
 
 

@@ -330,7 +330,9 @@ def _describe_report(report: ActionReport, timeout: float) -> str:
     state = ""
     if report.canary is not None:
         st = render.status(report.canary)
+        moving = st.get("movingToWeight")
         state = (f" (phase {st.get('phase') or '-'}, weight {st.get('canaryWeight', 0)}%"
+                 + (f", moving to {moving}%" if moving is not None else "")
                  + (", paused" if st.get("paused") else "") + ")")
     result = (report.acknowledgement or {}).get("result") or "no result given"
     request_id = report.request.get("id")

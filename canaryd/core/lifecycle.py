@@ -4,6 +4,10 @@
 the effects to apply, and when to look at the Canary again. It is the only
 place where canaryd decides anything about a rollout.
 
+A Canary that may not act at all (``core.claims.refusal``: its target is
+canaryd's own, another Canary comes first on it, or its names cannot exist)
+touches nothing: its status says why (Ready=False, with a Warning Event) and
+its deletion only gives up what it owns before its finalizer goes.
 A suspended Canary (``spec.suspend``) is left as it is: no transition, no
 effect on its Deployments or routes, only its own finalizer is managed; its
 deletion still returns all traffic to the primary before the finalizer goes.
@@ -27,16 +31,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from canaryd.api.constants import Phase
+from canaryd.api.constants import ConditionType, Phase
 from canaryd.api.models import Canary, CanaryStatus, action_pending
 from canaryd.core import schedule
 from canaryd.core.actions import handle_action
+from canaryd.core.claims import Refusal, claim_of, refusal
+from canaryd.core.conditions import DesiredCondition, merge_conditions
 from canaryd.core.convergence import converge, converge_suspended
 from canaryd.core.draft import Draft
-from canaryd.core.effects import Effect, SetRouteWeights
+from canaryd.core.effects import Effect, ReleaseOwned, RemoveFinalizer, SetRouteWeights
 from canaryd.core.observations import Observations
 from canaryd.core.phases import advance, progress_blocker
-from canaryd.core.readiness import canary_ready
+from canaryd.core.readiness import canary_ready, routes_show
 from canaryd.core.reporting import conditions, problem_events
 from canaryd.core.routes import record_weight_write
 
@@ -65,7 +71,9 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
     ready, routes usable, no configuration problem), runs the revision under
     analysis, and one interval has passed since the last step, round or
     resume. A pending manual action goes first: no round is due until it is
-    answered. ``decide`` uses a round only when this holds.
+    answered. A round judges the step's weight, so none is due until every
+    route carries it (a weight patch lost to a conflict is written again
+    first). ``decide`` uses a round only when this holds.
     """
     status = canary.status
     target = observations.target
@@ -80,6 +88,8 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
         or not observations.routes_usable
         or observations.config_problems
         or _action_pending(canary, observations)
+        or not routes_show(observations, 100 - status.canary_weight, status.canary_weight)
+        or refusal(claim_of(canary), observations) is not None
     ):
         return False
     due = schedule.next_analysis_at(canary, status)
@@ -88,6 +98,9 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
 
 def decide(canary: Canary, observations: Observations, now: datetime) -> Decision:
     """The next status, the effects to apply, and the next wake-up."""
+    refused = refusal(claim_of(canary), observations)
+    if refused is not None:
+        return _refuse(canary, observations, now, refused)
     draft = Draft(
         canary=canary,
         observations=observations,
@@ -126,12 +139,44 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
     )
 
 
+def _refuse(canary: Canary, observations: Observations, now: datetime, refused: Refusal) -> Decision:
+    """A Canary that may not act: say why, touch nothing, look again soon (the conflict may go away)."""
+    status = canary.status
+    desired = [
+        DesiredCondition(ConditionType.READY, "False", refused.reason.value, refused.message),
+        DesiredCondition(
+            ConditionType.PROGRESSING,
+            "False",
+            refused.reason.value,
+            f"canaryd leaves Deployment {canary.spec.target_ref.name} and the routes alone: no run",
+        ),
+    ]
+    reconciled = status.condition(ConditionType.RECONCILED)
+    if reconciled is not None:
+        desired.append(
+            DesiredCondition(reconciled.type, reconciled.status, reconciled.reason, reconciled.message)
+        )
+    new = status.model_copy(
+        update={
+            "conditions": merge_conditions(status.conditions, desired, now, canary.metadata.generation),
+            "observed_generation": canary.metadata.generation,
+        }
+    )
+    effects: list[Effect] = list(problem_events(status, new, set()))
+    if observations.deleting and observations.has_finalizer:
+        # What it may still own (from before it was refused) must outlive it, as on any deletion.
+        if observations.owns_workloads:
+            effects.append(ReleaseOwned())
+        effects.append(RemoveFinalizer())
+    return Decision(status=new, effects=tuple(effects), next_wakeup=schedule.later(now, schedule.MAX_RECHECK))
+
+
 def _next_wakeup(draft: Draft, unsettled: bool) -> datetime | None:
     """When to look again without a watch event: the next due time, or a short recheck."""
     canary, status, now = draft.canary, draft.status, draft.now
     if canary.spec.suspend and not draft.observations.deleting:
         return None
-    recheck = now + schedule.recheck_interval(canary)
+    recheck = schedule.later(now, schedule.recheck_interval(canary))
     phase = status.phase
     if phase is Phase.PROGRESSING:
         if status.paused:
@@ -143,7 +188,7 @@ def _next_wakeup(draft: Draft, unsettled: bool) -> datetime | None:
             wake = schedule.next_analysis_at(canary, status) or recheck
         return min(wake, deadline) if deadline is not None else wake
     if phase is Phase.WAITING:
-        return now + schedule.interval(canary)
+        return schedule.later(now, schedule.interval(canary))
     if phase in (Phase.INITIALIZING, Phase.PROMOTING, Phase.FINALIZING):
         return recheck
     if phase is Phase.TERMINATING:

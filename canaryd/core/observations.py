@@ -8,6 +8,7 @@ can be tested exhaustively by constructing observations directly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from canaryd.api.constants import Reason, Verdict
 from canaryd.api.models import ActionRequest, ComparisonStatus
@@ -25,6 +26,9 @@ class WorkloadState:
     available_replicas: int = 0
     generation: int = 0
     observed_generation: int = 0
+    #: The Canary that created this Deployment as its primary (from its ownerReference or canaryd's
+    #: labels); "" for a Deployment canaryd does not manage.
+    managed_by: str = ""
 
     @property
     def rolled_out(self) -> bool:
@@ -58,10 +62,14 @@ class RouteState:
     generation: int | None = None
     #: A hash of the spec without the two weights canaryd writes (see ``canaryd.core.routes``).
     spec_hash: str = ""
+    #: The other Services named by the rules that name canaryd's two (another Canary's, say).
+    shared_backends: tuple[str, ...] = ()
+    #: Why canaryd's backendRefs would send traffic nowhere (not on the Canary's port); "" if they do not.
+    port_problem: str = ""
 
     @property
     def usable(self) -> bool:
-        return self.exists and self.has_backends and self.accepted
+        return self.exists and self.has_backends and self.accepted and not self.port_problem
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,19 @@ class MetricResult:
     message: str = ""
     #: For a metric judged against the primary: both sides, the shift, the classification.
     comparison: ComparisonStatus | None = None
+
+
+@dataclass(frozen=True)
+class CanaryClaim:
+    """A Canary of the namespace as far as deciding who may act on which objects needs it."""
+
+    name: str
+    uid: str
+    created: datetime | None
+    #: The Deployment it targets.
+    target: str
+    #: Its status has a phase: it has started acting on its target.
+    started: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,8 @@ class Observations:
     #: ``<target>-primary`` or one of the two Services still has an ownerReference to this Canary
     #: (deleting the Canary would let the garbage collector delete it).
     owns_workloads: bool = False
+    #: The other Canaries of the namespace (see ``canaryd.core.claims``).
+    others: tuple[CanaryClaim, ...] = ()
 
     @property
     def routes_usable(self) -> bool:
@@ -111,6 +134,7 @@ class Observations:
 
 
 __all__ = [
+    "CanaryClaim",
     "MetricResult",
     "Observations",
     "RouteState",

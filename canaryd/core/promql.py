@@ -353,8 +353,6 @@ def analysis_variables(
 class NoDataReason(StrEnum):
     EMPTY = "empty"
     NAN = "NaN"
-    POSITIVE_INFINITY = "+Inf"
-    NEGATIVE_INFINITY = "-Inf"
 
 
 class QueryErrorKind(StrEnum):
@@ -367,14 +365,21 @@ class QueryErrorKind(StrEnum):
 
 @dataclass(frozen=True)
 class Value:
-    """One finite number."""
+    """One number, +Inf and -Inf included.
+
+    An infinity is a measurement, and usually the worst one: ``histogram_quantile``
+    answers +Inf when the quantile lies beyond the highest bucket (a latency
+    worse than the histogram can tell). So it is judged against the range like
+    any number; only NaN (0/0, e.g. a ratio without traffic) and an empty
+    answer are "no data".
+    """
 
     value: float
 
 
 @dataclass(frozen=True)
 class NoData:
-    """Prometheus answered, but with nothing to judge (no series, or NaN/±Inf, e.g. 0/0 without traffic)."""
+    """Prometheus answered, but with nothing to judge (no series, or NaN, e.g. 0/0 without traffic)."""
 
     reason: NoDataReason
 
@@ -418,8 +423,6 @@ def classify_number(raw: str | float) -> Value | NoData | QueryError:
         return QueryError(QueryErrorKind.UNEXPECTED_SHAPE, f"the sample value {raw!r} is not a number")
     if math.isnan(number):
         return NoData(NoDataReason.NAN)
-    if math.isinf(number):
-        return NoData(NoDataReason.POSITIVE_INFINITY if number > 0 else NoDataReason.NEGATIVE_INFINITY)
     return Value(number)
 
 
@@ -504,6 +507,15 @@ def _infer_result_type(result: Any) -> str:
 # -- verdicts ------------------------------------------------------------------------------------------------
 
 
+def format_number(value: float) -> str:
+    """A measured value as Prometheus writes the special ones: ``+Inf``, ``-Inf``, ``NaN``; else ``%g``."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return f"{value:g}"
+
+
 def _bounds(threshold: ThresholdRange) -> str:
     low = "-inf" if threshold.min is None else f"{threshold.min:g}"
     high = "+inf" if threshold.max is None else f"{threshold.max:g}"
@@ -511,18 +523,18 @@ def _bounds(threshold: ThresholdRange) -> str:
 
 
 def judge(name: str, result: QueryResult, threshold: ThresholdRange) -> MetricResult:
-    """The verdict of one check: Pass/Fail for a number against the (inclusive) range, NoData, or Error."""
+    """The verdict of one check: Pass/Fail for a number against the (inclusive) range, NoData, or Error.
+
+    +Inf fails a maximum and -Inf a minimum, as any number beyond them would.
+    """
     if isinstance(result, Value):
         value = result.value
+        shown = format_number(value)
         if threshold.min is not None and value < threshold.min:
-            return MetricResult(
-                name, Verdict.FAIL, value, f"{value:g} is below the minimum {threshold.min:g}"
-            )
+            return MetricResult(name, Verdict.FAIL, value, f"{shown} is below the minimum {threshold.min:g}")
         if threshold.max is not None and value > threshold.max:
-            return MetricResult(
-                name, Verdict.FAIL, value, f"{value:g} is above the maximum {threshold.max:g}"
-            )
-        return MetricResult(name, Verdict.PASS, value, f"{value:g} is within {_bounds(threshold)}")
+            return MetricResult(name, Verdict.FAIL, value, f"{shown} is above the maximum {threshold.max:g}")
+        return MetricResult(name, Verdict.PASS, value, f"{shown} is within {_bounds(threshold)}")
     if isinstance(result, NoData):
         return MetricResult(name, Verdict.NO_DATA, None, result.message)
     return MetricResult(name, Verdict.ERROR, None, f"{result.kind.value}: {result.message}")
@@ -544,6 +556,7 @@ __all__ = [
     "analysis_variables",
     "check_queries",
     "classify_number",
+    "format_number",
     "interpret_range_result",
     "interpret_result",
     "judge",

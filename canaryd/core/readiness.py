@@ -50,6 +50,8 @@ def route_problem(route: RouteState) -> str:
         return f"{route.kind} {route.name} not found"
     if not route.has_backends:
         return f"{route.kind} {route.name} has no rule listing both the -primary and -canary Services"
+    if route.port_problem:
+        return route.port_problem
     if not route.accepted:
         return f"{route.kind} {route.name} is not Accepted by all of its parent Gateways"
     return ""

@@ -33,6 +33,11 @@ def conditions(draft: Draft, phase_before: Phase | None) -> list[Condition]:
     paused = _paused(draft)
     if paused is not None:
         desired.append(paused)
+    reconciled = draft.status.condition(ConditionType.RECONCILED)
+    if reconciled is not None:
+        # Written by the runtime about the passes themselves (``core.failures``): kept as it is.
+        kept = DesiredCondition(reconciled.type, reconciled.status, reconciled.reason, reconciled.message)
+        desired.append(kept)
     return merge_conditions(draft.status.conditions, desired, draft.now, draft.canary.metadata.generation)
 
 
@@ -201,6 +206,8 @@ def _routes(draft: Draft) -> DesiredCondition:
             reason = Reason.ROUTE_NOT_FOUND
         elif not route.has_backends:
             reason = Reason.ROUTE_MISSING_BACKENDS
+        elif route.port_problem:
+            reason = Reason.ROUTE_PORT_MISMATCH
         else:
             reason = Reason.ROUTE_NOT_ACCEPTED
         break

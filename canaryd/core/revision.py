@@ -32,13 +32,16 @@ def _without_nulls(value: Any) -> Any:
 def canonical_template(template: dict[str, Any]) -> dict[str, Any]:
     """``spec.template`` with canaryd's own marks and meaningless server defaults removed."""
     cleaned: dict[str, Any] = _without_nulls(template) if isinstance(template, dict) else {}
+    if not isinstance(cleaned.get("metadata") or {}, dict):
+        return cleaned  # not an object (the API server would refuse it): nothing of canaryd's to take out
     metadata = dict(cleaned.get("metadata") or {})
     metadata.pop("creationTimestamp", None)
-    annotations = {
-        k: v
-        for k, v in (metadata.get("annotations") or {}).items()
-        if not k.startswith(CANARYD_ANNOTATION_PREFIX)
-    }
+    given = metadata.get("annotations") or {}
+    annotations = (
+        {k: v for k, v in given.items() if not k.startswith(CANARYD_ANNOTATION_PREFIX)}
+        if isinstance(given, dict)
+        else given
+    )
     if annotations:
         metadata["annotations"] = annotations
     else:

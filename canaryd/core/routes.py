@@ -164,6 +164,36 @@ def _acceptance_problem(route: dict[str, Any], label: str, weight_only: Callable
     return ""
 
 
+#: The rules that name canaryd's Services: (rule index, [(backendRef index, backendRef)]).
+OurRules = list[tuple[int, list[tuple[int, dict[str, Any]]]]]
+
+
+def _port_problem(label: str, our_rules: OurRules, port: int) -> str:
+    """Why canaryd's backendRefs would carry traffic to a port its Services do not have; "" if none."""
+    for i, refs in our_rules:
+        for _, ref in refs:
+            value = ref.get("port")
+            if value == port and not isinstance(value, bool):
+                continue
+            given = "no port" if value is None else f"port {value}"
+            return (
+                f"{label} rule {i}: backendRef {ref.get('name')} has {given}, but canaryd's Services serve "
+                f"port {port} (spec.service.port), so that traffic would go nowhere; set port: {port} on "
+                "both backendRefs"
+            )
+    return ""
+
+
+def _shared_backends(rules: list[dict[str, Any]], our_rules: OurRules, ours: set[str]) -> tuple[str, ...]:
+    """The other Services the rules that name canaryd's two also name."""
+    shared: set[str] = set()
+    for i, _ in our_rules:
+        for ref in rules[i].get("backendRefs") or []:
+            if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"] not in ours:
+                shared.add(ref["name"])
+    return tuple(sorted(shared))
+
+
 def inspect_route(
     kind: str,
     name: str,
@@ -171,11 +201,14 @@ def inspect_route(
     primary_service: str,
     canary_service: str,
     record: RouteGenerations | None = None,
+    port: int | None = None,
 ) -> RouteState:
     """Check one referenced route against the routing contract canaryd relies on.
 
     ``record`` is what the Canary's status says about this route's weight-only
-    generations (see the module docstring).
+    generations (see the module docstring). With ``port`` (the Canary's
+    ``spec.service.port``), canaryd's backendRefs must name that port: a
+    Gateway sends traffic for another port to nothing.
     """
     if route is None:
         return RouteState(
@@ -224,18 +257,21 @@ def inspect_route(
             generation is not None and lag_is_weight_only(record, uid, generation, current_hash, observed)
         ),
     )
+    port_problem = _port_problem(label, our_rules, port) if port is not None and has_backends else ""
     return RouteState(
         kind=kind,
         name=name,
         exists=True,
         has_backends=has_backends,
         accepted=not acceptance,
-        problem=problem or acceptance,
+        problem=problem or port_problem or acceptance,
         primary_weight=next(iter(primary_weights)) if len(primary_weights) == 1 else None,
         canary_weight=next(iter(canary_weights)) if len(canary_weights) == 1 else None,
         uid=uid,
         generation=generation,
         spec_hash=current_hash,
+        shared_backends=_shared_backends(rules, our_rules, {primary_service, canary_service}),
+        port_problem=port_problem,
     )
 
 

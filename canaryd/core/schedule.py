@@ -4,11 +4,16 @@ A run moves the canary weight through ``Analysis.weights()``: ``status.step``
 counts the steps taken (0 means none yet, weight 0), and step ``n`` puts
 ``weights[n-1]`` on the canary. Every due time is computed from status fields,
 so a controller that restarts resumes on time without replaying a step.
+
+The durations are bounded (``canaryd.api.limits``) but the times they are
+added to come from status, which anyone allowed to write it may set to year
+9999: every sum of a time and a duration goes through :func:`later`, which
+saturates at the latest representable time instead of raising.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from canaryd.api.models import Canary, CanaryStatus
 
@@ -19,8 +24,22 @@ MAX_RECHECK = timedelta(seconds=10)
 MAX_RETRY_BACKOFF = timedelta(seconds=60)
 
 
+#: The latest time a due time can be: "never", for practical purposes.
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def later(moment: datetime, delta: timedelta) -> datetime:
+    """``moment + delta``, or ``LATEST`` when the sum is beyond what a datetime can hold."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return LATEST if delta >= timedelta(0) else datetime.min.replace(tzinfo=UTC)
+
+
 def retry_backoff(attempts: int) -> timedelta:
     """How long to wait before trying a failed pass again: 0.5s, doubling per failed attempt, up to 60s."""
+    if attempts > 16:
+        return MAX_RETRY_BACKOFF
     return min(timedelta(seconds=0.5 * 2 ** (max(attempts, 1) - 1)), MAX_RETRY_BACKOFF)
 
 
@@ -77,7 +96,7 @@ def next_analysis_at(canary: Canary, status: CanaryStatus) -> datetime | None:
     clock = step_clock(status) or status.last_progress_time or status.run_started_at
     if clock is None:
         return None
-    return clock + interval(canary)
+    return later(clock, interval(canary))
 
 
 def progress_deadline_at(canary: Canary, status: CanaryStatus) -> datetime | None:
@@ -91,5 +110,5 @@ def progress_deadline_at(canary: Canary, status: CanaryStatus) -> datetime | Non
     anchor = status.last_progress_time or status.run_started_at
     if anchor is None:
         return None
-    expected = anchor + interval(canary) if status.step >= 1 else anchor
-    return expected + timedelta(seconds=canary.spec.progress_deadline_seconds)
+    expected = later(anchor, interval(canary)) if status.step >= 1 else anchor
+    return later(expected, timedelta(seconds=canary.spec.progress_deadline_seconds))

@@ -31,6 +31,7 @@ from enum import StrEnum
 from canaryd.api.constants import CompareJudge, NoDataPolicy, Verdict
 from canaryd.api.models import MetricStatus, ScoreThresholds
 from canaryd.core.observations import MetricResult
+from canaryd.core.promql import format_number
 
 Result = MetricResult | MetricStatus
 
@@ -140,7 +141,7 @@ def worst_per_route(per_route: Sequence[tuple[str, MetricResult]]) -> MetricResu
 
 def describe_result(result: Result) -> str:
     """One metric's result in a few words, e.g. ``success-rate=93.2 (Fail: below min 99)``."""
-    value = "no value" if result.value is None else f"{result.value:g}"
+    value = "no value" if result.value is None else format_number(result.value)
     text = f"{result.name}={value} ({result.verdict.value}"
     if result.message:
         text += f": {result.message}"

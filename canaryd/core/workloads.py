@@ -169,6 +169,26 @@ def service_patch(wanted: dict[str, Any]) -> dict[str, Any]:
     return {"spec": {"selector": wanted["spec"]["selector"], "ports": wanted["spec"]["ports"]}}
 
 
+def managing_canary(deployment: dict[str, Any]) -> str:
+    """The Canary that made this Deployment its primary (ownerReference, else canaryd's labels), or "".
+
+    The labels stay when a deleted Canary releases its primary (the app team's
+    routes still send traffic to it), so they still say whose it was.
+    """
+    meta = deployment.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if (
+            isinstance(ref, dict)
+            and ref.get("kind") == CANARY_KIND
+            and str(ref.get("apiVersion", "")).split("/")[0] == API_VERSION.split("/")[0]
+        ):
+            return str(ref.get("name") or "a Canary")
+    labels = meta.get("labels") or {}
+    if isinstance(labels, dict) and labels.get(LABEL_MANAGED_BY) == MANAGER_NAME and labels.get(LABEL_CANARY):
+        return str(labels[LABEL_CANARY])
+    return ""
+
+
 def workload_state(deployment: dict[str, Any], *, primary: bool = False) -> WorkloadState:
     """A Deployment as the lifecycle sees it; the primary's revision comes from canaryd's annotation."""
     meta = deployment.get("metadata") or {}
@@ -189,4 +209,5 @@ def workload_state(deployment: dict[str, Any], *, primary: bool = False) -> Work
         available_replicas=count("availableReplicas"),
         generation=int(meta.get("generation") or 0),
         observed_generation=count("observedGeneration"),
+        managed_by=managing_canary(deployment),
     )

@@ -156,7 +156,13 @@ def _world(canary: Canary, status: CanaryStatus) -> Observations:
     """Everything outside the analysis ready, and the routes carrying the weight the run asked for."""
     target = canary.spec.target_ref.name
     revision = CANDIDATE_REVISION
-    ready = {"desired_replicas": 1, "ready_replicas": 1, "updated_replicas": 1, "available_replicas": 1}
+
+    def ready(name: str, template_hash: str) -> WorkloadState:
+        return WorkloadState(
+            name, template_hash, desired_replicas=1, ready_replicas=1, updated_replicas=1,
+            available_replicas=1, generation=1, observed_generation=1,
+        )  # fmt: skip
+
     weight = status.canary_weight
     routes = tuple(
         RouteState(
@@ -171,10 +177,8 @@ def _world(canary: Canary, status: CanaryStatus) -> Observations:
         for ref in canary.spec.route_refs
     )
     return Observations(
-        target=WorkloadState(target, revision, generation=1, observed_generation=1, **ready),
-        primary=WorkloadState(
-            f"{target}-primary", STABLE_REVISION, generation=1, observed_generation=1, **ready
-        ),
+        target=ready(target, revision),
+        primary=ready(f"{target}-primary", STABLE_REVISION),
         services_ready=True,
         routes=routes,
     )

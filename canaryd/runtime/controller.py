@@ -40,6 +40,7 @@ from canaryd.adapters.leader import LeaderElector
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer
 from canaryd.core import lifecycle
+from canaryd.core.claims import REFUSAL_REASONS
 from canaryd.core.references import Reference, references
 from canaryd.runtime.http import Endpoints
 from canaryd.runtime.metrics import ControllerMetrics
@@ -209,6 +210,8 @@ class Controller:
             self._lead_task = None
         await self.workers.stop()
         self.scheduler.cancel_all()
+        # The new leader reports every Canary from now on; series kept here would go stale.
+        self.metrics.forget_canaries()
 
     async def stop(self) -> None:
         """Stop acting, give up the Lease, stop watching; safe to call twice."""
@@ -245,13 +248,33 @@ class Controller:
             if self.reconciler is not None:
                 self.reconciler.forget(key)
             if self._leading:
-                asyncio.get_running_loop().create_task(self.workers.discard(key))
+                asyncio.get_running_loop().create_task(self._discard(key))
+            self._wake_refused_peers(key[0])
             return
         refs = references(obj)
         self._refs_of[key] = refs
         for ref in refs:
             self._index[ref].add(key)
         self.workers.enqueue(key)
+
+    async def _discard(self, key: Key) -> None:
+        """Stop a deleted Canary's worker, then forget it again: a pass that was under way is over."""
+        await self.workers.discard(key)
+        if self.reconciler is not None and self.caches is not None and self.caches.canaries.get(*key) is None:
+            self.reconciler.forget(key)
+
+    def _wake_refused_peers(self, namespace: str) -> None:
+        """A Canary went away: those it kept from their target (``core.claims``) may act now."""
+        if self.caches is None:
+            return
+        for obj in self.caches.canaries.items():
+            meta = obj.get("metadata") or {}
+            if meta.get("namespace") != namespace:
+                continue
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            ready = next((c for c in conditions if isinstance(c, dict) and c.get("type") == "Ready"), {})
+            if ready.get("reason") in REFUSAL_REASONS:
+                self.workers.enqueue((namespace, str(meta.get("name", ""))))
 
     def _dependency(self, kind: str) -> Any:
         def handler(event_type: str, obj: dict[str, Any]) -> None:

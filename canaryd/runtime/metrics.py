@@ -5,15 +5,21 @@ is (phase, weight), what each metric check said, whether steps happen on time
 (lateness: actual minus due), and what the controller costs its neighbours
 (API requests by verb and code, Prometheus query latency). Each Controller
 owns its own registry, so two controllers in one process (tests) never mix.
+
+Series labelled with a Canary exist only while this replica leads and the
+Canary exists: ``forget_canary`` removes all of them when it is deleted, and
+``forget_canaries`` when the replica stops leading, so /metrics never shows a
+phase or a weight that nobody is keeping up to date.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from canaryd.api.constants import Phase
+
+#: The labels that name a Canary, first in every per-Canary series.
+CANARY_LABELS = ("namespace", "name")
 
 
 class ControllerMetrics:
@@ -22,19 +28,19 @@ class ControllerMetrics:
         self.canary_phase = Gauge(
             "canaryd_canary_phase",
             "1 for the phase each Canary is in, 0 for the others",
-            ["namespace", "name", "phase"],
+            [*CANARY_LABELS, "phase"],
             registry=self.registry,
         )
         self.canary_weight = Gauge(
             "canaryd_canary_weight",
             "Share of traffic (percent) on the canary revision",
-            ["namespace", "name"],
+            list(CANARY_LABELS),
             registry=self.registry,
         )
         self.analysis_verdicts = Counter(
             "canaryd_analysis_verdicts_total",
             "Metric checks by verdict (Pass, Fail, NoData, Error)",
-            ["namespace", "name", "metric", "verdict"],
+            [*CANARY_LABELS, "metric", "verdict"],
             registry=self.registry,
         )
         self.step_lateness = Histogram(
@@ -74,9 +80,29 @@ class ControllerMetrics:
             self.canary_phase.labels(namespace, name, candidate.value).set(1 if candidate == phase else 0)
         self.canary_weight.labels(namespace, name).set(weight)
 
+    def _per_canary(self) -> tuple[tuple[Gauge | Counter, tuple[str, ...]], ...]:
+        return (
+            (self.canary_phase, (*CANARY_LABELS, "phase")),
+            (self.canary_weight, CANARY_LABELS),
+            (self.analysis_verdicts, (*CANARY_LABELS, "metric", "verdict")),
+        )
+
+    def _remove_series(self, namespace: str | None, name: str | None) -> None:
+        """Remove every per-Canary series of one Canary (or of all, when both are None)."""
+        for metric, labelnames in self._per_canary():
+            found: set[tuple[str, ...]] = set()
+            for family in metric.collect():
+                for sample in family.samples:
+                    if all(label in sample.labels for label in labelnames):
+                        found.add(tuple(sample.labels[label] for label in labelnames))
+            for values in found:
+                if namespace is None or values[:2] == (namespace, name):
+                    metric.remove(*values)
+
     def forget_canary(self, namespace: str, name: str) -> None:
-        for candidate in Phase:
-            with contextlib.suppress(KeyError):
-                self.canary_phase.remove(namespace, name, candidate.value)
-        with contextlib.suppress(KeyError):
-            self.canary_weight.remove(namespace, name)
+        """The Canary is gone: none of its series stays behind."""
+        self._remove_series(namespace, name)
+
+    def forget_canaries(self) -> None:
+        """This replica no longer leads: the new leader reports every Canary, this one none."""
+        self._remove_series(None, None)

@@ -20,9 +20,10 @@ from canaryd.adapters.informer import MultiInformer
 from canaryd.api.constants import ACTIVE_PHASES, FINALIZER, Phase, Reason, parse_phase
 from canaryd.api.models import Canary, MetricCheck, MetricTemplate, validation_text
 from canaryd.api.naming import workload_names
+from canaryd.api.timestamps import parse_rfc3339
 from canaryd.core import concurrency
 from canaryd.core.concurrency import Key
-from canaryd.core.observations import Observations, RouteState
+from canaryd.core.observations import CanaryClaim, Observations, RouteState
 from canaryd.core.routes import inspect_route
 from canaryd.core.workloads import service_matches, services, target_problem, workload_state
 
@@ -125,6 +126,33 @@ def resolve_metrics(
     return tuple(resolved), problems
 
 
+def other_claims(canary: Canary, canaries: MultiInformer) -> tuple[CanaryClaim, ...]:
+    """The other Canaries of the namespace, read leniently: one that does not parse still claims a target."""
+    namespace, uid, name = canary.metadata.namespace, canary.metadata.uid, canary.metadata.name
+    claims: list[CanaryClaim] = []
+    for obj in canaries.items():
+        meta = obj.get("metadata") or {}
+        if meta.get("namespace") != namespace or (meta.get("name") == name and meta.get("uid") == uid):
+            continue
+        if meta.get("deletionTimestamp") and FINALIZER not in (meta.get("finalizers") or []):
+            continue  # going away without any more work from canaryd
+        target = ((obj.get("spec") or {}).get("targetRef") or {}).get("name")
+        if not isinstance(target, str) or not target:
+            continue
+        created = meta.get("creationTimestamp")
+        status = obj.get("status") or {}
+        claims.append(
+            CanaryClaim(
+                name=str(meta.get("name", "")),
+                uid=str(meta.get("uid") or ""),
+                created=parse_rfc3339(created) if isinstance(created, str) else None,
+                target=target,
+                started=isinstance(status, dict) and parse_phase(status.get("phase")) is not None,
+            )
+        )
+    return tuple(claims)
+
+
 def owned_by(obj: dict[str, Any] | None, owner_uid: str) -> bool:
     """The object carries an ownerReference to the owner with this uid."""
     if obj is None or not owner_uid:
@@ -159,7 +187,10 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         cache = caches.routes.get(ref.kind)
         route = cache.get(namespace, ref.name) if cache is not None else None
         record = canary.status.route_record(ref.kind, ref.name)
-        routes.append(inspect_route(ref.kind, ref.name, route, names.primary, names.canary_service, record))
+        port = canary.spec.service.port
+        routes.append(
+            inspect_route(ref.kind, ref.name, route, names.primary, names.canary_service, record, port)
+        )
 
     uid = canary.metadata.uid or ""
     owns_workloads = owned_by(primary, uid) or any(
@@ -182,5 +213,6 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         deleting=bool(meta.get("deletionTimestamp")),
         has_finalizer=FINALIZER in (meta.get("finalizers") or []),
         owns_workloads=owns_workloads,
+        others=other_claims(canary, caches.canaries),
     )
     return Observed(observations=observations, metrics=metrics, target=target)

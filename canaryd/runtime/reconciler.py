@@ -5,7 +5,10 @@ The reconciler decides nothing; it interprets a core decision:
 1. the status (a merge patch on /status) is written first: it is the record of
    what canaryd intends, so a controller killed at any point resumes from it
    and re-applies (idempotently) whatever effect had not happened yet, and a
-   step is never taken twice;
+   step is never taken twice; a new weight is written there as
+   ``movingToWeight`` and becomes ``canaryWeight`` only once the route
+   patches went through (``core.inflight``), so status never runs ahead of
+   the routes;
 2. the effects, in the order the decision gives them (its Events first); the
    first failure stops the pass (a later effect may depend on an earlier one).
    A route that someone changed meanwhile (409/422 on the guarded patch) is
@@ -13,7 +16,11 @@ The reconciler decides nothing; it interprets a core decision:
 3. the next wake-up, from the decision (itself computed from status), so idle
    Canaries cost nothing and a restart is on time.
 
-A Canary that does not parse gets the report ``core.invalid`` makes of it.
+A Canary that does not parse gets the report ``core.invalid`` makes of it. A
+pass that fails (an API error, an exception, a route race lost again and
+again) is retried with a growing backoff, and the report ``core.failures``
+makes of it (``Reconciled=False`` and a Warning Event, credentials removed)
+is written as soon as it is worth a person's attention: never a silent loop.
 """
 
 from __future__ import annotations
@@ -33,10 +40,20 @@ from canaryd.adapters.writers import Writer, status_merge_patch
 from canaryd.api.models import Canary, CanaryStatus, validation_text
 from canaryd.api.naming import workload_names
 from canaryd.core import effects as fx
+from canaryd.core import inflight
 from canaryd.core.concurrency import starts_run
+from canaryd.core.failures import (
+    PERSISTENT_ATTEMPTS,
+    PassFailure,
+    describe_effect,
+    failure_report,
+    recovery_patch,
+    worth_reporting,
+)
 from canaryd.core.invalid import invalid_canary_report
 from canaryd.core.lifecycle import Decision
 from canaryd.core.observations import MetricResult, Observations
+from canaryd.core.redaction import redact_text
 from canaryd.core.revision import deployment_template_hash
 from canaryd.core.routes import weight_patch
 from canaryd.core.schedule import retry_backoff
@@ -60,6 +77,11 @@ DueFn = Callable[[Canary, Observations, datetime], bool]
 
 class RouteConflict(Exception):
     """A guarded route patch lost a race; the route was read again."""
+
+    def __init__(self, route: str, error: ApiError) -> None:
+        super().__init__(route)
+        self.route = route
+        self.error = error
 
 
 def key_text(key: Key) -> str:
@@ -92,6 +114,10 @@ class Reconciler:
         self.requeue = requeue
         self.clock = clock
         self._failures: dict[Key, int] = {}
+        #: Route races lost in a row, per Canary (a race lost every time is a failure, not a race).
+        self._conflicts: dict[Key, int] = {}
+        #: What each pass under way is doing, for the report when it fails.
+        self._doing: dict[Key, str] = {}
         self._fired_due: dict[Key, datetime] = {}
         #: Canaries whose last write got no answer (it may or may not have happened).
         self._unsure: set[Key] = set()
@@ -103,6 +129,8 @@ class Reconciler:
     def forget(self, key: Key) -> None:
         self.scheduler.cancel(key_text(key))
         self._failures.pop(key, None)
+        self._conflicts.pop(key, None)
+        self._doing.pop(key, None)
         self._fired_due.pop(key, None)
         self._unsure.discard(key)
         self.slots.release(key)
@@ -125,25 +153,70 @@ class Reconciler:
                     self.forget(key)
                     return
                 raw = self.caches.canaries.get(namespace, name) or fresh
+            self._doing[key] = "deciding"
             await self._reconcile(key, raw)
             self._failures.pop(key, None)
+            self._conflicts.pop(key, None)
             self.metrics.reconciles.labels("ok").inc()
-        except RouteConflict:
+            await self._recovered(key)
+        except RouteConflict as conflict:
             self.metrics.reconciles.labels("conflict").inc()
-            self.requeue(key)
+            lost = self._conflicts.get(key, 0) + 1
+            self._conflicts[key] = lost
+            if lost < PERSISTENT_ATTEMPTS:
+                self.requeue(key)
+            else:
+                error = conflict.error
+                doing = f"writing the weights of route {conflict.route}"
+                await self._failed(key, PassFailure(doing, error.status, redact_text(error.message), lost))
         except ApiError as exc:
             self.metrics.reconciles.labels("error").inc()
             if exc.not_found and self.caches.canaries.get(namespace, name) is None:
                 return
             if exc.status == 0:
                 self._unsure.add(key)
-            self._retry_later(key, f"API {exc.status} {exc.reason}: {exc.message}")
+            attempts = self._failures.get(key, 0) + 1
+            detail = redact_text(f"{exc.reason}: {exc.message}" if exc.reason else exc.message)
+            doing = self._doing.get(key, "reconciling")
+            await self._failed(key, PassFailure(doing, exc.status, detail, attempts))
         except Exception as exc:
             self.metrics.reconciles.labels("error").inc()
             log.exception("reconcile failed")
-            self._retry_later(key, repr(exc))
+            attempts = self._failures.get(key, 0) + 1
+            detail = redact_text(f"{type(exc).__name__}: {exc}")
+            await self._failed(key, PassFailure(self._doing.get(key, "reconciling"), None, detail, attempts))
         finally:
+            self._doing.pop(key, None)
             structlog.contextvars.unbind_contextvars("namespace", "name")
+
+    async def _failed(self, key: Key, failure: PassFailure) -> None:
+        """Back off, and tell the Canary's readers once the failure is worth their attention."""
+        self._retry_later(key, f"{failure.doing}: {failure.detail}")
+        if not worth_reporting(failure):
+            return
+        raw = self.caches.canaries.get(*key)
+        if raw is None:
+            return
+        generation = _generation(raw)
+        report = failure_report(raw.get("status") or {}, failure, self.clock(), generation)
+        if report is None:
+            return
+        try:
+            await self.writer.patch_status(key[0], key[1], report.status_patch)
+        except ApiError as exc:
+            log.warning("could not write the failure to the Canary's status", status=exc.status)
+        event = report.event
+        await self.writer.record_event(raw, event.type, event.reason, event.message, action="Reconcile")
+
+    async def _recovered(self, key: Key) -> None:
+        """After a pass that went through: Reconciled=True where status still says it failed."""
+        raw = self.caches.canaries.get(*key)
+        if raw is None:
+            return
+        generation = _generation(raw)
+        patch = recovery_patch(raw.get("status") or {}, self.clock(), generation)
+        if patch is not None:
+            await self.writer.patch_status(key[0], key[1], patch)
 
     def _retry_later(self, key: Key, why: str) -> None:
         attempts = self._failures.get(key, 0) + 1
@@ -154,35 +227,57 @@ class Reconciler:
 
     async def _reconcile(self, key: Key, raw: dict[str, Any]) -> None:
         try:
-            canary = Canary.model_validate(raw)
+            written = Canary.model_validate(raw)
         except ValidationError as exc:
             await self._report_invalid(raw, validation_text(exc))
             return
+        # Decisions read the weight a run is at: the one being moved to, if a move is under way.
+        canary = written.model_copy(update={"status": inflight.intended(written.status)})
         slot = self.slots.available(key, self.caches.canaries, canary.status.phase)
+        self._doing[key] = "reading the Canary's objects from the caches"
         observed = observe(canary, raw, self.caches, slot)
         observations = observed.observations
         now = self.clock()
+        self._doing[key] = "deciding"
         if self.analysis_due(canary, observations, now):
+            self._doing[key] = "running the analysis"
             results = await self.analyzer(canary, observed.metrics, now)
-            for result in results:
-                self.metrics.analysis_verdicts.labels(key[0], key[1], result.name, result.verdict.value).inc()
+            if self.caches.canaries.get(*key) is not None:
+                for result in results:
+                    self.metrics.analysis_verdicts.labels(*key, result.name, result.verdict.value).inc()
             observations = replace(observations, analysis=results)
             now = self.clock()
+        self._doing[key] = "deciding"
         decision = self.decide(canary, observations, now)
         if starts_run(canary.status, decision.status):
             self.slots.claim(key)  # before any await, so a concurrent decision counts this run
+        staged = inflight.stage(
+            decision.status, written.status.canary_weight, observations.routes, decision.effects
+        )
+        self._doing[key] = "writing the Canary's status"
         try:
-            await self._write_status(key, raw, canary.status, decision.status)
+            await self._write_status(key, raw, written.status, staged.before_routes)
         finally:
             self.slots.release(key)
         for effect in decision.effects:
+            self._doing[key] = describe_effect(effect, canary.metadata.namespace, canary.spec.target_ref.name)
             await self._apply(effect, canary, observed.target, decision.status)
-        self._after(key, canary.status, decision, now)
+        shown = staged.before_routes
+        if staged.once_routed is not None:
+            # Every weight patch went through: status may now say the routes carry the new weight.
+            self._doing[key] = "recording the weight the routes now carry"
+            patch = status_merge_patch(staged.before_routes.dump(), staged.once_routed.dump())
+            await self.writer.patch_status(key[0], key[1], patch)
+            shown = staged.once_routed
+        self._doing[key] = "scheduling the next look"
+        self._after(key, canary.status, replace(decision, status=shown), now)
 
     def _after(self, key: Key, before: CanaryStatus, decision: Decision, now: datetime) -> None:
         """Metrics of the pass, and the next wake-up the decision asks for."""
         status = decision.status
-        self.metrics.set_canary(key[0], key[1], status.phase, status.canary_weight)
+        if self.caches.canaries.get(*key) is not None:
+            # A Canary deleted while this pass ran was forgotten already: its series must not come back.
+            self.metrics.set_canary(key[0], key[1], status.phase, status.canary_weight)
         due = self._fired_due.pop(key, None)
         if due is not None and (status.step != before.step or status.phase != before.phase):
             self.metrics.step_lateness.observe(max(0.0, (now - due).total_seconds()))
@@ -300,7 +395,7 @@ class Reconciler:
                     raise
                 log.info("route changed under us; reading it again and deciding again", route=ref.name)
                 await self.writer.refresh(resource, namespace, ref.name)
-                raise RouteConflict(ref.name) from exc
+                raise RouteConflict(f"{ref.kind} {namespace}/{ref.name}", exc) from exc
             for drift in effect.drifted:
                 if (drift.kind, drift.name) == (ref.kind, ref.name):
                     await self._record(canary, drift.event, status)
@@ -315,6 +410,11 @@ class Reconciler:
         event = report.event
         await self.writer.record_event(raw, event.type, event.reason, event.message, action="Validate")
         log.warning("canary is invalid", error=message)
+
+
+def _generation(raw: dict[str, Any]) -> int:
+    value = (raw.get("metadata") or {}).get("generation")
+    return value if isinstance(value, int) else 0
 
 
 __all__ = ["Reconciler", "RouteConflict", "key_text"]

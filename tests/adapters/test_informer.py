@@ -55,6 +55,26 @@ async def test_cache_lists_then_follows_changes_in_order(sandbox):
         await informer.stop()
 
 
+async def test_a_late_answer_about_a_deleted_object_does_not_bring_it_back(sandbox):
+    server, client = sandbox
+    server.store.create("deployments", deployment("gone"))
+    informer = Informer(client, DEPLOYMENTS, NAMESPACE)
+    informer.start()
+    try:
+        assert await informer.wait_synced(5)
+        last_answer = server.store.patch("deployments", "gone", {"spec": {"replicas": 2}}, NAMESPACE)
+        server.store.delete("deployments", "gone", NAMESPACE)
+        await eventually(lambda: informer.get(NAMESPACE, "gone") is None)
+        # The answer to the controller's last write comes in after the watch reported the deletion.
+        informer.store(last_answer)
+        assert informer.get(NAMESPACE, "gone") is None
+        # A new object of the same name is a different object (another uid): it is cached.
+        server.store.create("deployments", deployment("gone"))
+        await eventually(lambda: informer.get(NAMESPACE, "gone") is not None)
+    finally:
+        await informer.stop()
+
+
 async def test_410_gone_relists_and_reports_what_vanished_meanwhile(sandbox):
     server, client = sandbox
     server.store.create("deployments", deployment("stays"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -66,8 +67,8 @@ async def test_without_a_time_the_query_runs_now(
     [
         ('canaryd_test_gauge{case="absent"}', NoData(NoDataReason.EMPTY)),
         ('canaryd_test_gauge{case="nan"}', NoData(NoDataReason.NAN)),
-        ('canaryd_test_gauge{case="posinf"}', NoData(NoDataReason.POSITIVE_INFINITY)),
-        ('canaryd_test_gauge{case="neginf"}', NoData(NoDataReason.NEGATIVE_INFINITY)),
+        ('canaryd_test_gauge{case="posinf"}', Value(math.inf)),
+        ('canaryd_test_gauge{case="neginf"}', Value(-math.inf)),
         # An idle canary: 0 requests / 0 requests.
         (
             'sum(rate(canaryd_sandbox_requests_total{service="idle-canary", code!~"5.."}[1m]))'

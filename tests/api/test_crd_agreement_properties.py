@@ -44,11 +44,20 @@ DURATIONS = st.one_of(
             "1S",
             "1e3s",
             "0.0000001h",
+            "24h",
+            "24h0m1s",
+            "1440m",
+            "168h",
+            "169h",
+            "10m",
+            "10m0.001s",
         ]
     ),
     st.text(alphabet="0123456789.smhun+-", max_size=6),
 )
-SMALL_INTS = st.one_of(st.integers(-2, 103), st.sampled_from(["10", 10.0, 10.5, True]))
+SMALL_INTS = st.one_of(
+    st.integers(-2, 103), st.sampled_from(["10", 10.0, 10.5, True, 1000, 1001, 2**62, 1000.0])
+)
 
 
 def _optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -131,7 +140,7 @@ specs = st.builds(
         )
     ),
     analysis=_optional(analyses),
-    progressDeadlineSeconds=_optional(st.sampled_from([1, 0, 600, "600"])),
+    progressDeadlineSeconds=_optional(st.sampled_from([1, 0, 600, "600", 2592000, 2592001, 2**62])),
     suspend=_optional(st.sampled_from([True, False, "false"])),
 )
 templates = st.builds(

@@ -406,6 +406,87 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "spec.analysis.metrics[0].interval",
         "at least 1s",
     ),
+    # --- upper bounds: every duration and count has one, so no arithmetic on them can overflow
+    (
+        "interval-over-a-day",
+        _with(base_canary, **{f"{AN}__interval": "24h0m1s"}),
+        "spec.analysis.interval",
+        "at most 24h",
+    ),
+    (
+        "metric-interval-over-a-week",
+        _with(base_canary, **{f"{M0}__interval": "169h"}),
+        "spec.analysis.metrics[0].interval",
+        "at most 168h",
+    ),
+    (
+        "resolution-over-a-day",
+        _with(
+            base_canary, **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {"resolution": "25h"}}
+        ),
+        "spec.analysis.metrics[0].compare.resolution",
+        "at most 24h",
+    ),
+    (
+        "deadline-2-to-the-62",
+        _with(base_canary, **{"spec__progressDeadlineSeconds": 2**62}),
+        "spec.progressDeadlineSeconds",
+        "less than or equal to 2592000",
+    ),
+    (
+        "deadline-over-30-days",
+        _with(base_canary, **{"spec__progressDeadlineSeconds": 2592001}),
+        "spec.progressDeadlineSeconds",
+        "less than or equal to 2592000",
+    ),
+    (
+        "threshold-over-1000",
+        _with(base_canary, **{f"{AN}__threshold": 1001}),
+        "spec.analysis.threshold",
+        "less than or equal to 1000",
+    ),
+    (
+        "error-threshold-over-1000",
+        _with(base_canary, **{f"{AN}__errorThreshold": 10**12}),
+        "spec.analysis.errorThreshold",
+        "less than or equal to 1000",
+    ),
+    (
+        "too-many-variables",
+        _with(base_canary, **{f"{M0}__variables": {f"v{i}": "x" for i in range(33)}}),
+        "spec.analysis.metrics[0].variables",
+        "at most 32",
+    ),
+    (
+        "variable-too-long",
+        _with(base_canary, **{f"{M0}__variables": {"v": "x" * 1025}}),
+        "spec.analysis.metrics[0].variables[v]",
+        "may not be more than 1024",
+    ),
+    (
+        "status-step-over-int32",
+        _with_status(status__step=2**31),
+        "status.step",
+        "less than or equal to 2147483647",
+    ),
+    (
+        "template-timeout-over-10m",
+        _with(base_template, **{"spec__provider__timeout": "11m"}),
+        "spec.provider.timeout",
+        "at most 10m",
+    ),
+    (
+        "template-too-many-headers",
+        _with(base_template, **{"spec__provider__headers": {f"X-H{i}": "v" for i in range(33)}}),
+        "spec.provider.headers",
+        "at most 32",
+    ),
+    (
+        "template-variable-too-long",
+        _with(base_template, **{"spec__variables": {"v": "x" * 1025}}),
+        "spec.variables[v]",
+        "may not be more than 1024",
+    ),
     # --- types
     (
         "weight-as-string",
@@ -866,6 +947,12 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("interval-plus-sign", _with(base_canary, **{f"{AN}__interval": "+2m"})),
     ("interval-half-minute", _with(base_canary, **{f"{AN}__interval": ".5m"})),
     ("interval-null-takes-default", _with(base_canary, **{f"{AN}__interval": None})),
+    ("interval-a-day", _with(base_canary, **{f"{AN}__interval": "24h"})),
+    ("interval-a-day-in-minutes", _with(base_canary, **{f"{AN}__interval": "1440m"})),
+    ("metric-interval-a-week", _with(base_canary, **{f"{M0}__interval": "168h"})),
+    ("deadline-30-days", _with(base_canary, **{"spec__progressDeadlineSeconds": 2592000})),
+    ("thresholds-1000", _with(base_canary, **{f"{AN}__threshold": 1000, f"{AN}__errorThreshold": 1000})),
+    ("template-timeout-10m", _with(base_template, **{"spec__provider__timeout": "10m"})),
     ("min-only", _with(base_canary, **{f"{M0}__thresholdRange": {"min": 0}})),
     ("min-equals-max", _with(base_canary, **{f"{M0}__thresholdRange": {"min": 1, "max": 1.0}})),
     ("negative-bounds", _with(base_canary, **{f"{M0}__thresholdRange": {"min": -5.5, "max": -1}})),

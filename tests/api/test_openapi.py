@@ -278,6 +278,19 @@ def test_a_runtime_error_in_a_rule_is_an_invalid_value_naming_the_rule() -> None
     assert "evaluating rule: end must be after start" in error.message
 
 
+def test_two_errors_joined_by_and_or_or_are_the_error_itself() -> None:
+    """As in CEL: ``error && error`` is an error, whose message names what went wrong."""
+    for joined in ("&&", "||"):
+        schema = {
+            "type": "string",
+            "x-kubernetes-validations": [
+                {"rule": f"duration(self) >= duration('1s') {joined} duration(self) <= duration('24h')"}
+            ],
+        }
+        error = only(validate(schema, "3000000h"))
+        assert "out of range" in error.message, error.message
+
+
 def test_rules_that_do_not_compile_are_reported_by_check_schema_and_at_validation() -> None:
     broken = {"type": "object", "x-kubernetes-validations": [{"rule": "self.a >"}]}
     assert len(openapi.check_schema(broken)) == 1

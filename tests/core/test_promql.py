@@ -25,6 +25,7 @@ from canaryd.core.promql import (
     Value,
     analysis_variables,
     check_queries,
+    classify_number,
     interpret_range_result,
     interpret_result,
     judge,
@@ -231,16 +232,33 @@ def test_one_series_is_a_value() -> None:
     assert interpret_result(_vector("99.5")) == Value(99.5)
 
 
+def test_nan_is_no_data() -> None:
+    assert interpret_result(_vector("NaN"), "vector") == NoData(NoDataReason.NAN)
+
+
+@pytest.mark.parametrize(("raw", "number"), [("+Inf", math.inf), ("-Inf", -math.inf), ("Inf", math.inf)])
+def test_infinities_are_values_not_missing_data(raw: str, number: float) -> None:
+    # histogram_quantile answers +Inf when the latency is beyond the highest bucket: the worst
+    # result there is, not an absence of one.
+    assert interpret_result(_vector(raw), "vector") == Value(number)
+
+
 @pytest.mark.parametrize(
-    ("raw", "reason"),
+    ("number", "threshold", "verdict", "message"),
     [
-        ("NaN", NoDataReason.NAN),
-        ("+Inf", NoDataReason.POSITIVE_INFINITY),
-        ("-Inf", NoDataReason.NEGATIVE_INFINITY),
+        (math.inf, ThresholdRange(max=500), Verdict.FAIL, "+Inf is above the maximum 500"),
+        (-math.inf, ThresholdRange(min=99), Verdict.FAIL, "-Inf is below the minimum 99"),
+        (math.inf, ThresholdRange(min=99), Verdict.PASS, "+Inf is within [99, +inf]"),
+        (-math.inf, ThresholdRange(max=500), Verdict.PASS, "-Inf is within [-inf, 500]"),
+        (math.inf, ThresholdRange(min=10, max=500), Verdict.FAIL, "+Inf is above the maximum 500"),
     ],
 )
-def test_nan_and_infinities_are_no_data(raw: str, reason: NoDataReason) -> None:
-    assert interpret_result(_vector(raw), "vector") == NoData(reason)
+def test_infinities_fail_the_bound_their_direction_crosses(
+    number: float, threshold: ThresholdRange, verdict: Verdict, message: str
+) -> None:
+    result = judge("latency-p99", classify_number("+Inf" if number > 0 else "-Inf"), threshold)
+    assert (result.verdict, result.message) == (verdict, message)
+    assert result.value == number
 
 
 def test_an_empty_vector_is_no_data() -> None:

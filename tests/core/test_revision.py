@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -55,3 +56,13 @@ def test_deployment_and_primary_revision():
     assert deployment_template_hash(deployment) == template_hash(TEMPLATE)
     assert primary_revision({"metadata": {"annotations": {REVISION_ANNOTATION: "feed"}}}) == "feed"
     assert primary_revision({"metadata": {}}) == ""
+
+
+@pytest.mark.parametrize("metadata", ["a string", 3, ["x"], {"annotations": "a string"}, {"annotations": 7}])
+def test_a_template_the_api_server_would_refuse_still_has_a_stable_hash(metadata) -> None:
+    # Found by the hostile corpus: annotations given as a string raised inside every reconcile.
+    broken = {"metadata": metadata, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+    assert template_hash(broken) == template_hash(copy.deepcopy(broken))
+    other = copy.deepcopy(broken)
+    other["spec"]["containers"][0]["image"] = "app:2"
+    assert template_hash(other) != template_hash(broken)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from canaryd.api.constants import NoDataPolicy, Verdict
+from canaryd.api.models import ThresholdRange
 from canaryd.core.observations import MetricResult
+from canaryd.core.promql import interpret_result, judge
 from canaryd.core.verdicts import RoundOutcome, describe_round, round_outcome, worst_per_route
 
 P, F, N, E = Verdict.PASS, Verdict.FAIL, Verdict.NO_DATA, Verdict.ERROR
@@ -32,6 +34,19 @@ def _round(*verdicts: Verdict) -> tuple[MetricResult, ...]:
 )
 def test_round_outcomes(verdicts: tuple[Verdict, ...], policy: NoDataPolicy, outcome: RoundOutcome) -> None:
     assert round_outcome(_round(*verdicts), policy) is outcome
+
+
+@pytest.mark.parametrize("policy", list(NoDataPolicy))
+def test_a_latency_beyond_the_highest_bucket_fails_the_round_whatever_the_no_data_policy(
+    policy: NoDataPolicy,
+) -> None:
+    # histogram_quantile's +Inf used to count as no data: promoted under Pass, held under Hold.
+    latency = judge(
+        "latency-p99", interpret_result([{"metric": {}, "value": [1, "+Inf"]}]), ThresholdRange(max=500)
+    )
+    results = (MetricResult(name="success-rate", verdict=P, value=100.0), latency)
+    assert round_outcome(results, policy) is RoundOutcome.FAILED_CHECK
+    assert describe_round(results, F) == "latency-p99=+Inf (Fail: +Inf is above the maximum 500)"
 
 
 def test_descriptions_name_the_metrics_that_matter() -> None:

@@ -8,8 +8,11 @@ functions that cel-python lacks and canaryd's rules use are registered with
 the same semantics: ``duration()`` parses Go durations (cel-python truncates
 fractions), lists get ``isSorted()``, ``sum()``, ``min()``, ``max()``,
 ``indexOf()``, ``lastIndexOf()``, strings get ``lowerAscii()``,
-``upperAscii()``, ``trim()``. Programs are compiled once per rule text, and
-verdicts are remembered per schema node and value.
+``upperAscii()``, ``trim()``. ``&&`` and ``||`` of two errors are an
+error, as in CEL (cel-python reports "no matching overload" instead of the
+error, e.g. for two ``duration()`` calls on an out-of-range value). Programs
+are compiled once per rule text, and verdicts are remembered per schema node
+and value.
 """
 
 from __future__ import annotations
@@ -223,8 +226,21 @@ def _last_index_of(target: Any, item: Any) -> Any:
     return celtypes.IntType(-1)
 
 
+def _logical(operator: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """CEL's commutative ``&&`` / ``||``: where neither side decides, an error stays the error."""
+
+    def combine(left: Any, right: Any) -> Any:
+        if isinstance(left, CELEvalError) and isinstance(right, CELEvalError):
+            return left
+        return operator(left, right)
+
+    return combine
+
+
 #: Kubernetes CEL library functions cel-python lacks (or implements differently), same semantics.
 KUBERNETES_CEL_FUNCTIONS: Final[dict[str, Callable[..., Any]]] = {
+    "_&&_": _logical(celtypes.logical_and),
+    "_||_": _logical(celtypes.logical_or),
     "duration": _cel_duration,
     "isSorted": _list_function("isSorted", _is_sorted),
     "sum": _list_function("sum", _sum),

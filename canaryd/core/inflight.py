@@ -1,0 +1,76 @@
+"""Status never says a weight the routes do not carry yet.
+
+canaryd writes a Canary's status before it patches its routes: status is the
+record of what it intends, so a controller killed between the two resumes
+from it. But people and tools read ``status.canaryWeight`` as the share of
+traffic the canary gets, and under 409 storms and API latency the routes could
+carry 1 % for seconds while status already said 2 %.
+
+So a weight change is written in two steps. The status written before the
+route patch keeps ``canaryWeight`` at the weight the routes carry and says
+``movingToWeight``: the weight canaryd is putting on them. Once every weight
+patch of the pass has gone through (or a later pass sees the routes carry
+it), ``canaryWeight`` takes that weight and ``movingToWeight`` goes. A
+decision reads the weight a run is at from :func:`intended` (the weight being
+moved to, if any), so a restart in between resumes the move, never takes the
+step twice, and never goes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from canaryd.api.models import CanaryStatus
+from canaryd.core.effects import Effect, SetRouteWeights
+from canaryd.core.observations import RouteState
+from canaryd.core.routes import weights_match
+
+
+@dataclass(frozen=True)
+class Staged:
+    """The status to write before the effects, and the one to write once all of them went through."""
+
+    before_routes: CanaryStatus
+    #: None: nothing left to record after the effects (the routes carry the weight already).
+    once_routed: CanaryStatus | None
+
+
+def intended(status: CanaryStatus) -> CanaryStatus:
+    """The status as the decisions read it: at the weight canaryd is moving to, if it is moving."""
+    if status.moving_to_weight is None:
+        return status
+    return status.model_copy(update={"canary_weight": status.moving_to_weight, "moving_to_weight": None})
+
+
+def routes_carry(routes: tuple[RouteState, ...], canary_weight: int) -> bool:
+    """Every route that carries canaryd's backendRefs has this canary weight (and the rest on the primary)."""
+    return all(
+        weights_match(route, 100 - canary_weight, canary_weight)
+        for route in routes
+        if route.exists and route.has_backends
+    )
+
+
+def stage(
+    decided: CanaryStatus, confirmed_weight: int, routes: tuple[RouteState, ...], effects: Sequence[Effect]
+) -> Staged:
+    """Split a decided status (at the weight the run is at) into what to write before and after routing.
+
+    ``confirmed_weight`` is the weight the previous status said the routes
+    carry; ``routes`` are the routes as observed before this pass's writes;
+    ``effects`` are the decision's. Only a weight write of the new weight can
+    confirm it: without one (a route that may not be written now) status keeps
+    saying it is moving there.
+    """
+    target = decided.canary_weight
+    if target == confirmed_weight or routes_carry(routes, target):
+        settled = decided.model_copy(update={"moving_to_weight": None})
+        return Staged(before_routes=settled, once_routed=None)
+    before = decided.model_copy(update={"canary_weight": confirmed_weight, "moving_to_weight": target})
+    writes = any(isinstance(e, SetRouteWeights) and e.canary == target for e in effects)
+    after = decided.model_copy(update={"moving_to_weight": None}) if writes else None
+    return Staged(before_routes=before, once_routed=after)
+
+
+__all__ = ["Staged", "intended", "routes_carry", "stage"]

@@ -1,0 +1,80 @@
+"""Status says a weight only once the routes carry it; until then it says which weight it is moving to."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from canaryd.api.constants import Phase
+from canaryd.api.models import CanaryStatus
+from canaryd.core.effects import ScaleTarget, SetRouteWeights
+from canaryd.core.inflight import intended, routes_carry, stage
+from canaryd.core.lifecycle import analysis_due
+from canaryd.core.observations import RouteState
+from tests.core.world import progressing_world, with_status
+
+
+def route(canary: int | None, *, exists: bool = True) -> RouteState:
+    primary = None if canary is None else 100 - canary
+    return RouteState(
+        "HTTPRoute", "web", exists=exists, has_backends=exists, accepted=True,
+        primary_weight=primary, canary_weight=canary,
+    )  # fmt: skip
+
+
+def at(weight: int, step: int = 2) -> CanaryStatus:
+    return CanaryStatus(phase=Phase.PROGRESSING, canary_weight=weight, step=step)
+
+
+def test_a_step_is_written_as_moving_to_and_confirmed_only_after_the_weight_write() -> None:
+    staged = stage(at(30), 10, (route(10),), [SetRouteWeights(70, 30)])
+    assert (staged.before_routes.canary_weight, staged.before_routes.moving_to_weight) == (10, 30)
+    assert staged.before_routes.step == 2  # the step itself is recorded at once: never taken twice
+    assert staged.once_routed is not None
+    assert (staged.once_routed.canary_weight, staged.once_routed.moving_to_weight) == (30, None)
+
+
+def test_without_a_write_of_that_weight_status_keeps_saying_it_is_moving() -> None:
+    staged = stage(at(30), 10, (route(10),), [ScaleTarget(2)])
+    assert staged.before_routes.moving_to_weight == 30 and staged.before_routes.canary_weight == 10
+    assert staged.once_routed is None
+
+
+def test_a_pass_after_a_crash_between_the_patch_and_the_status_settles_the_move() -> None:
+    written = CanaryStatus(phase=Phase.PROGRESSING, canary_weight=10, moving_to_weight=30, step=2)
+    resumed = intended(written)
+    assert (resumed.canary_weight, resumed.moving_to_weight) == (30, None)
+    staged = stage(resumed, written.canary_weight, (route(30),), [])
+    assert staged.once_routed is None
+    assert (staged.before_routes.canary_weight, staged.before_routes.moving_to_weight) == (30, None)
+
+
+def test_a_pass_after_a_failed_patch_moves_again_from_the_same_confirmed_weight() -> None:
+    written = CanaryStatus(phase=Phase.PROGRESSING, canary_weight=10, moving_to_weight=30, step=2)
+    staged = stage(intended(written), written.canary_weight, (route(10),), [SetRouteWeights(70, 30)])
+    assert staged.before_routes == written
+    assert staged.once_routed is not None and staged.once_routed.canary_weight == 30
+
+
+def test_a_rollback_keeps_the_old_weight_until_the_primary_has_it_all() -> None:
+    failed = CanaryStatus(phase=Phase.FAILED, canary_weight=0)
+    staged = stage(failed, 50, (route(50),), [SetRouteWeights(100, 0)])
+    assert (staged.before_routes.canary_weight, staged.before_routes.moving_to_weight) == (50, 0)
+    assert staged.once_routed is not None and staged.once_routed.canary_weight == 0
+
+
+def test_routes_that_do_not_exist_carry_nothing_and_mixed_rules_carry_no_single_weight() -> None:
+    assert routes_carry((route(None, exists=False),), 40)
+    assert not routes_carry((route(None),), 40)  # rules with different weights
+    assert routes_carry((route(40), route(None, exists=False)), 40)
+
+
+def test_no_round_judges_a_step_whose_weight_the_route_does_not_carry_yet() -> None:
+    world = progressing_world()
+    status = world.status
+    assert status.canary_weight > 0
+    later = world.now + timedelta(hours=1)
+    assert analysis_due(world.canary, world.observations(), later)
+    lost_patch = replace(world.route_state(), primary_weight=100, canary_weight=0)
+    observations = replace(world.observations(), routes=(lost_patch,))
+    assert not analysis_due(with_status(world.canary, status), observations, later)

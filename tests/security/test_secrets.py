@@ -1,0 +1,113 @@
+"""Credentials for Prometheus never reach logs, Events or status, even when an error quotes them.
+
+A template's ``provider.address`` may carry a password or a token in its
+query string, and the Secret named by ``provider.auth`` holds a bearer token.
+Error messages from HTTP clients and from Prometheus (or a proxy before it)
+quote URLs and sometimes headers; logs, Events and status are read by many
+more people than the Secret, so none of these may show them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from canaryd.runtime.controller import running_controller
+from canaryd.sandbox.cluster import SandboxCluster
+from tests.runtime import world
+from tests.runtime.test_controller import NS, settings_for
+
+PASSWORD = "pa55w0rd-xyzzy"
+URL_TOKEN = "t0ken-in-the-url"
+BEARER = "bearer-s3cr3t-token"
+BASIC = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+SECRETS = (PASSWORD, URL_TOKEN, BEARER, BASIC)
+
+
+class EchoingPrometheus:
+    """A misbehaving Prometheus (or proxy) whose error repeats the request, credentials and all."""
+
+    def __init__(self) -> None:
+        self.seen_authorization: list[str] = []
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen_authorization.append(request.headers.get("Authorization", ""))
+        echo = f"bad request {request.url} Authorization: {request.headers.get('Authorization', '')}"
+        return web.json_response({"status": "error", "errorType": "bad_data", "error": echo}, status=400)
+
+
+@pytest.fixture
+async def echoing_prometheus():
+    server = EchoingPrometheus()
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", server.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield server
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def cluster():
+    async with SandboxCluster(ready_delay=0.05, tick_interval=0.5) as sandbox:
+        world.install_crds(sandbox.store)
+        world.install_gateway(sandbox.store)
+        yield sandbox
+
+
+def template(name: str, address: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "canaryd.io/v1alpha1",
+        "kind": "MetricTemplate",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "query": 'sum(rate(requests{service="{{ service }}"}[1m]))',
+            "provider": {"address": address, "auth": {"secretRef": {"name": "prometheus-token"}}},
+        },
+    }
+
+
+def everything_written(store: Any, name: str) -> str:
+    canary = store.get("canaries.canaryd.io", name, NS)
+    events = world.events(store, NS, name)
+    return json.dumps({"status": canary.get("status"), "events": events})
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["echoing-prometheus", "unreachable"])
+async def test_no_credential_reaches_status_events_or_logs(cluster, echoing_prometheus, capfd, reachable):
+    store = cluster.store
+    store.ensure_namespace(NS)
+    token = base64.b64encode(BEARER.encode()).decode()
+    store.create(
+        "secrets", {"metadata": {"name": "prometheus-token", "namespace": NS}, "data": {"token": token}}, NS
+    )
+    port = echoing_prometheus.port if reachable else 9
+    address = f"http://alice:{PASSWORD}@127.0.0.1:{port}/prom?access_token={URL_TOKEN}"
+    store.create("metrictemplates.canaryd.io", template("rate", address), NS)
+    metric = [{"name": "rate", "templateRef": {"name": "rate"}, "thresholdRange": {"min": 0}}]
+    world.app(store, NS, "web", metrics=metric, interval="1s")
+    async with running_controller(settings_for(cluster, log_format="json")):
+        await world.wait_until(
+            lambda: world.status(store, NS, "web").get("phase") == "Initialized", timeout=15
+        )
+        world.new_revision(store, NS, "web", "app:2")
+        await world.wait_until(
+            lambda: world.status(store, NS, "web").get("analysisErrors", 0) >= 2, timeout=30
+        )
+    written = everything_written(store, "web")
+    logs = capfd.readouterr()
+    if reachable:  # credentials were sent (the address's user and password win), and the error quoted them
+        sent = echoing_prometheus.seen_authorization
+        assert sent and any(BEARER in header or BASIC in header for header in sent), sent
+    assert "REDACTED" in written or "127.0.0.1" in written  # the errors are reported, only without secrets
+    for secret in SECRETS:
+        assert secret not in written, (secret, written)
+        assert secret not in logs.out and secret not in logs.err, secret
