@@ -24,6 +24,7 @@ CONDITION_ORDER: tuple[str, ...] = (
     ConditionType.ROUTES_READY,
     ConditionType.ANALYSIS_HEALTHY,
     ConditionType.PAUSED,
+    ConditionType.GATED,
 )
 
 

@@ -30,6 +30,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from canaryd.api.constants import NotificationKind
 from canaryd.api.timestamps import format_rfc3339
 
 NOTIFICATION_API_VERSION: Final = "notifications.canaryd.io/v1"
@@ -49,14 +50,6 @@ DISCORD_FIELD_NAME_MAX: Final = 256
 DISCORD_FIELD_VALUE_MAX: Final = 1024
 DISCORD_EMBED_TOTAL_MAX: Final = 6000
 DISCORD_FOOTER: Final = "canaryd"
-
-
-class NotificationKind(StrEnum):
-    RUN_STARTED = "run-started"
-    STEP = "step"
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled-back"
-    WAITING_ON_GATE = "waiting-on-gate"
 
 
 class Provider(StrEnum):

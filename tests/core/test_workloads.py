@@ -52,6 +52,7 @@ def test_primary_selects_only_its_own_pods_and_is_owned_by_the_canary():
     assert primary["spec"]["template"]["metadata"]["labels"] == {
         "app": "payments-api-primary",
         "version": "1",
+        "canaryd.io/role": "primary",
     }
     assert primary["spec"]["template"]["spec"] == TARGET["spec"]["template"]["spec"]
     assert primary["spec"]["replicas"] == 3

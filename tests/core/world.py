@@ -20,9 +20,11 @@ from canaryd.api.constants import Action, Verdict
 from canaryd.api.models import ActionRequest, Canary, CanaryStatus
 from canaryd.core.effects import (
     AddFinalizer,
+    CallWebhooks,
     Effect,
     EnsurePrimary,
     EnsureServices,
+    Notify,
     RecordEvent,
     ReleaseOwned,
     RemoveFinalizer,
@@ -121,7 +123,12 @@ def events(decision: Decision) -> list[RecordEvent]:
 
 
 def actions(decision: Decision) -> list[Effect]:
-    return [e for e in decision.effects if not isinstance(e, RecordEvent)]
+    """The effects that change the cluster (not Events, notifications or background webhook calls)."""
+    return [e for e in decision.effects if not isinstance(e, RecordEvent | Notify | CallWebhooks)]
+
+
+def notifications(decision: Decision) -> list[Notify]:
+    return [e for e in decision.effects if isinstance(e, Notify)]
 
 
 @dataclass
