@@ -265,6 +265,8 @@ class Reason(StrEnum):
     GATE_OPEN = "GateOpen"
     #: A webhook call failed (a check hook's failure also counts as a failed check).
     WEBHOOK_FAILED = "WebhookFailed"
+    #: The Canary's notification Secret cannot be used.
+    NOTIFICATION_FAILED = "NotificationFailed"
     # Manual actions
     PAUSED = "Paused"
     RESUMED = "Resumed"

@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from canaryd.api.constants import CHECK_HOOKS, GATE_HOOKS, HookType  # noqa: F401 - their first home
+# Their first home was here; code that imports them from here keeps working.
+from canaryd.api.constants import CHECK_HOOKS as CHECK_HOOKS
+from canaryd.api.constants import GATE_HOOKS as GATE_HOOKS
+from canaryd.api.constants import HookType as HookType
 from canaryd.api.models import Canary
 from canaryd.api.timestamps import format_rfc3339
 

@@ -37,6 +37,13 @@ class ControllerMetrics:
             ["namespace", "name", "metric", "verdict"],
             registry=self.registry,
         )
+        self.webhook_calls = Counter(
+            "canaryd_webhook_calls_total",
+            "Gate and check webhook calls of each Canary, by webhook and outcome (ok, http-error, timeout, "
+            "unreachable, malformed, not-sent)",
+            ["namespace", "name", "webhook", "outcome"],
+            registry=self.registry,
+        )
         self.step_lateness = Histogram(
             "canaryd_step_lateness_seconds",
             "How late a due step was taken: actual time minus due time",

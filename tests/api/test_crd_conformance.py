@@ -841,7 +841,11 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "inconclusive-without-threshold",
         _with(
             base_canary,
-            **{f"{M0}__thresholdRange": _DELETE, f"{M0}__compare": {}, f"{M0}__inconclusiveRange": {"min": 1}},
+            **{
+                f"{M0}__thresholdRange": _DELETE,
+                f"{M0}__compare": {},
+                f"{M0}__inconclusiveRange": {"min": 1},
+            },
         ),
         "spec.analysis.metrics[0].inconclusiveRange",
         "inconclusiveRange goes with thresholdRange",
@@ -926,7 +930,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "webhook-timeout-short",
         _with(
             base_canary,
-            **{f"{AN}__webhooks": [{"name": "a", "type": "rollout", "url": "http://a.b/", "timeout": "0.5s"}]},
+            **{f"{AN}__webhooks": [{"name": "a", "type": "rollout", "url": "http://a.b", "timeout": "0.5s"}]},
         ),
         "spec.analysis.webhooks[0].timeout",
         "at least 1s",
@@ -944,9 +948,11 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "webhook-metadata-number",
         _with(
             base_canary,
-            **{f"{AN}__webhooks": [{"name": "a", "type": "rollout", "url": "http://a.b/", "metadata": {"rps": 5}}]},
+            **{
+                f"{AN}__webhooks": [{"name": "a", "type": "rollout", "url": "http://a", "metadata": {"n": 5}}]
+            },
         ),
-        "spec.analysis.webhooks[0].metadata[rps]",
+        "spec.analysis.webhooks[0].metadata[n]",
         "must be of type string",
     ),
     (
@@ -971,7 +977,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
             base_canary,
             **{
                 f"{AN}__webhooks": [
-                    {"name": "a", "type": "rollout", "url": "http://a.b/", "signingKeySecretRef": {"key": "k"}}
+                    {"name": "a", "type": "rollout", "url": "http://a", "signingKeySecretRef": {"key": "k"}}
                 ]
             },
         ),
@@ -1056,7 +1062,10 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "status-webhook-code",
         _with_status(
             status__webhooks=[
-                {"name": "a", "type": "rollout", "outcome": "ok", "code": 42, "calledAt": "2026-05-01T10:00:00Z"}
+                {
+                    "name": "a", "type": "rollout", "outcome": "ok", "code": 42,
+                    "calledAt": "2026-05-01T10:00:00Z",
+                }
             ]
         ),
         "status.webhooks[0].code",
@@ -1173,7 +1182,10 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
                     "name": "approve", "type": "confirm-promotion", "outcome": "http-error", "code": 403,
                     "message": "not yet", "attempts": 1, "calledAt": "2026-05-01T10:00:01Z",
                 },
-                {"name": "sign", "type": "rollout", "outcome": "not-sent", "calledAt": "2026-05-01T10:00:01Z"},
+                {
+                    "name": "sign", "type": "rollout", "outcome": "not-sent",
+                    "calledAt": "2026-05-01T10:00:01Z",
+                },
             ],
             status__metrics__0__dryRun=True,
             status__metrics__0__failures=2,

@@ -3,8 +3,8 @@
 A resource type is what discovery advertises and what URL paths resolve to:
 group, version, plural, kind, scope, subresources and printer columns. The
 built-in list covers what canaryd and its users touch on a real cluster
-(namespaces, services, deployments, events, leases, secrets, configmaps,
-CRDs and the Gateway API kinds); a CustomResourceDefinition written to the
+(namespaces, services, deployments, HorizontalPodAutoscalers, events, leases,
+secrets, configmaps, CRDs and the Gateway API kinds); a CustomResourceDefinition written to the
 store adds its served versions here, and deleting it removes them.
 """
 
@@ -214,6 +214,25 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         strategic_merge=True,
     ),
     ResourceType(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        True,
+        "horizontalpodautoscaler",
+        ("hpa",),
+        ("all",),
+        has_status=True,
+        strategic_merge=True,
+        printer_columns=(
+            _col("Reference", ".spec.scaleTargetRef.name"),
+            _col("MinPods", ".spec.minReplicas", "integer"),
+            _col("MaxPods", ".spec.maxReplicas", "integer"),
+            _col("Replicas", ".status.currentReplicas", "integer"),
+            _AGE,
+        ),
+    ),
+    ResourceType(
         "events.k8s.io",
         "v1",
         "events",
@@ -260,6 +279,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
 _PREFERRED = {
     "": "v1",
     "apps": "v1",
+    "autoscaling": "v2",
     "events.k8s.io": "v1",
     "coordination.k8s.io": "v1",
     "apiextensions.k8s.io": "v1",
