@@ -510,19 +510,33 @@ def _bounds(threshold: ThresholdRange) -> str:
     return f"[{low}, {high}]"
 
 
-def judge(name: str, result: QueryResult, threshold: ThresholdRange) -> MetricResult:
-    """The verdict of one check: Pass/Fail for a number against the (inclusive) range, NoData, or Error."""
+def _within(value: float, bounds: ThresholdRange) -> bool:
+    return (bounds.min is None or value >= bounds.min) and (bounds.max is None or value <= bounds.max)
+
+
+def judge(
+    name: str, result: QueryResult, threshold: ThresholdRange, inconclusive: ThresholdRange | None = None
+) -> MetricResult:
+    """The verdict of one check: Pass/Fail for a number against the (inclusive) range, NoData, or Error.
+
+    With ``inconclusive``, a number outside ``threshold`` but within it is Inconclusive instead of Fail.
+    """
     if isinstance(result, Value):
         value = result.value
         if threshold.min is not None and value < threshold.min:
+            why = f"{value:g} is below the minimum {threshold.min:g}"
+        elif threshold.max is not None and value > threshold.max:
+            why = f"{value:g} is above the maximum {threshold.max:g}"
+        else:
+            return MetricResult(name, Verdict.PASS, value, f"{value:g} is within {_bounds(threshold)}")
+        if inconclusive is not None and _within(value, inconclusive):
             return MetricResult(
-                name, Verdict.FAIL, value, f"{value:g} is below the minimum {threshold.min:g}"
+                name,
+                Verdict.INCONCLUSIVE,
+                value,
+                f"{why}, within the inconclusive range {_bounds(inconclusive)}: a person decides",
             )
-        if threshold.max is not None and value > threshold.max:
-            return MetricResult(
-                name, Verdict.FAIL, value, f"{value:g} is above the maximum {threshold.max:g}"
-            )
-        return MetricResult(name, Verdict.PASS, value, f"{value:g} is within {_bounds(threshold)}")
+        return MetricResult(name, Verdict.FAIL, value, why)
     if isinstance(result, NoData):
         return MetricResult(name, Verdict.NO_DATA, None, result.message)
     return MetricResult(name, Verdict.ERROR, None, f"{result.kind.value}: {result.message}")
