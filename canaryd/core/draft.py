@@ -62,6 +62,13 @@ class Draft:
     # -- primitive changes -----------------------------------------------------
 
     def update(self, **changes: Any) -> None:
+        gate = changes.get("gate")
+        if gate is not None and gate != self.status.gate:
+            # A gate reached afresh is answered afresh: earlier calls of its webhooks no longer count,
+            # even one made at the very instant the gate was reached.
+            changes.setdefault(
+                "webhooks", [w for w in self.status.webhooks if w.type.value != gate.type]
+            )
         self.status = self.status.model_copy(update=changes)
 
     def event(self, type_: EventType, reason: Reason, message: str) -> None:
@@ -152,8 +159,19 @@ class Draft:
         self.move(reason, message, **self._fresh_run(revision))
 
     def restart_run(self, revision: str) -> None:
-        """The target changed during a run: traffic back to the primary, analysis from the start."""
+        """The target changed during a run: traffic back to the primary, analysis from the start.
+
+        With confirm-rollout webhooks the new revision is asked about first, like any other.
+        """
         previous = self.status.revision
+        if self.canary.spec.analysis.webhooks_of(HookType.CONFIRM_ROLLOUT):
+            self.update(paused=False)
+            self.start_run(
+                revision,
+                Reason.REVISION_CHANGED,
+                f"revision changed from {previous} to {revision} during the run; the analysis restarts",
+            )
+            return
         self.move(
             Reason.REVISION_CHANGED,
             f"revision changed from {previous} to {revision} during the run; "

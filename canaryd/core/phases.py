@@ -260,6 +260,7 @@ def _first_step(draft: Draft) -> None:
     pre = canary.spec.analysis.webhooks_of(HookType.PRE_ROLLOUT)
     if pre:
         called = [r for r in draft.hooks if r.type is HookType.PRE_ROLLOUT]
+        draft.hooks = tuple(r for r in draft.hooks if r.type is not HookType.PRE_ROLLOUT)  # used once
         if called:
             draft.update(metrics=metric_statuses(hooks.pre_rollout_results(canary, status), draft.now))
         failed = [r for r in called if not r.ok]
