@@ -207,13 +207,6 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         ("all",),
         has_status=True,
         strategic_merge=True,
-        printer_columns=(
-            _col("Reference", ".spec.scaleTargetRef.name"),
-            _col("MinPods", ".spec.minReplicas", "integer"),
-            _col("MaxPods", ".spec.maxReplicas", "integer"),
-            _col("Replicas", ".status.currentReplicas", "integer"),
-            _AGE,
-        ),
     ),
     ResourceType(
         "events.k8s.io",
