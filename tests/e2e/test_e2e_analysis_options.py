@@ -21,13 +21,30 @@ import pytest
 
 from canaryd.runtime.controller import running_controller
 from tests.cli.test_canaryctl import run_ctl
-from tests.e2e.test_e2e import NS, phase, reasons, sandbox, until_phase
+from tests.e2e.backends import SANDBOX, backend
 from tests.runtime import world
 from tests.runtime.test_controller import settings_for
 
 pytestmark = pytest.mark.e2e
 
 ERRORS = "sandbox.canaryd.io/error-rate"
+NS = "shop"
+
+
+def phase(store: Any, name: str) -> str | None:
+    return world.status(store, NS, name).get("phase")
+
+
+def reasons(store: Any, name: str) -> list[str]:
+    return [e["reason"] for e in world.events(store, NS, name)]
+
+
+async def until_phase(store: Any, name: str, wanted: str, timeout: float = 60) -> None:
+    await world.wait_until(
+        lambda: phase(store, name) == wanted,
+        timeout=timeout,
+        message=f"{name} {wanted} (is {phase(store, name)})",
+    )
 
 
 def success_rate(**options: Any) -> dict[str, Any]:
@@ -66,8 +83,9 @@ async def ctl(kubeconfig: Path, *argv: str) -> Any:
     return await asyncio.to_thread(run_ctl, "--kubeconfig", str(kubeconfig), "-n", NS, *argv)
 
 
-async def test_dry_run_inconclusive_initial_delay_failure_limit_and_skip_analysis(tmp_path):
-    async with sandbox(tmp_path) as cluster:
+async def test_dry_run_inconclusive_initial_delay_failure_limit_and_skip_analysis(request):
+    async with backend(SANDBOX, request) as sandbox:
+        cluster = sandbox.cluster
         store = cluster.store
         latency_dry = {
             "name": "latency-p99",
