@@ -963,7 +963,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
                 f"{AN}__webhooks": [{"name": "a", "type": "rollout", "url": "http://a", "metadata": {"n": 5}}]
             },
         ),
-        "spec.analysis.webhooks[0].metadata[n]",
+        "spec.analysis.webhooks[0].metadata.n",
         "must be of type string",
     ),
     (
