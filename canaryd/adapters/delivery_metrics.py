@@ -39,6 +39,13 @@ class DeliveryMetrics:
             buckets=DELIVERY_BUCKETS,
             registry=self.registry,
         )
+        self.webhooks_dropped = Counter(
+            "canaryd_webhooks_dropped_total",
+            "Background webhook calls (post-rollout, rollback, event) dropped without being sent, by hook "
+            "type and reason (queue-full, shutdown)",
+            ["type", "reason"],
+            registry=self.registry,
+        )
         self.notifications = Counter(
             "canaryd_notifications_total",
             "Chat notifications by provider and outcome, after retries",
@@ -56,6 +63,9 @@ class DeliveryMetrics:
         self.webhook_deliveries.labels(hook, outcome).inc()
         self.webhook_attempts.labels(hook).inc(attempts)
         self.webhook_seconds.labels(hook).observe(seconds)
+
+    def dropped_webhook(self, hook: str, reason: str) -> None:
+        self.webhooks_dropped.labels(hook, reason).inc()
 
     def observe_notification(self, provider: str, outcome: str) -> None:
         self.notifications.labels(provider, outcome).inc()

@@ -67,6 +67,7 @@ METRIC_TEMPLATES = Resource(GROUP, VERSION, METRIC_TEMPLATE_PLURAL, "MetricTempl
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 SERVICES = Resource("", "v1", "services", "Service")
 SECRETS = Resource("", "v1", "secrets", "Secret")
+AUTOSCALERS = Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 GRPC_ROUTES = Resource("gateway.networking.k8s.io", "v1", "grpcroutes", "GRPCRoute")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")

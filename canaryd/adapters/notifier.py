@@ -25,9 +25,9 @@ import structlog
 
 from canaryd.adapters.delivery_metrics import DeliveryMetrics
 from canaryd.adapters.webhook_delivery import DeliveryPolicy, DeliveryResult, WebhookSender
+from canaryd.api.constants import NotificationKind
 from canaryd.core.notifications import (
     Notification,
-    NotificationKind,
     Provider,
     effective_status,
     format_message,
@@ -102,6 +102,8 @@ class Notifier:
         #: The last result per provider, for status pages and tests.
         self.last_result: dict[str, DeliveryResult] = {}
         self._stopping = False
+        self._started = False
+        self._queue_size = queue_size
 
     @property
     def providers(self) -> list[str]:
@@ -109,11 +111,23 @@ class Notifier:
 
     def start(self) -> None:
         """Start one sending task per provider; call from inside the running event loop."""
+        self._started = True
         for name, channel in self._channels.items():
             if channel.task is None or channel.task.done():
                 channel.task = asyncio.get_running_loop().create_task(
                     self._drain(channel), name=f"notify-{name}"
                 )
+
+    def ensure_provider(self, config: ProviderConfig) -> None:
+        """Add a provider (or change its URL and settings) while running; its queue is kept."""
+        channel = self._channels.get(config.name)
+        if channel is None:
+            self._channels[config.name] = _Channel(config, self._queue_size)
+            if self._started:
+                self.start()
+        elif channel.config != config:
+            channel.config = config
+            channel.bucket = config.pacing()
 
     def notify(self, notification: Notification, providers: Sequence[str] | None = None) -> int:
         """Queue ``notification`` for each provider that wants it (all, or those named); never blocks.

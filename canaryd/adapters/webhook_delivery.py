@@ -38,6 +38,8 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_MESSAGE = 512
 USER_AGENT = "canaryd-webhook/1"
+#: A retry within a budget starts only when it would get at least this long.
+MIN_ATTEMPT_SECONDS = 0.1
 
 
 class Outcome(StrEnum):
@@ -59,6 +61,10 @@ class DeliveryPolicy:
     backoff_cap: float = 10.0
     #: Total seconds for all attempts and waits; no retry starts that would end past it. None: no bound.
     deadline: float | None = None
+    #: Total seconds for the whole call, shared by its attempts: each gets at most what is left of it,
+    #: and a retry starts only while some is left. What a caller that must not wait longer uses
+    #: (a gate or check webhook's ``timeout``). None: no bound.
+    budget: float | None = None
 
 
 @dataclass(frozen=True)
@@ -224,7 +230,10 @@ class WebhookSender:
         attempts = 0
         while True:
             attempts += 1
-            result = await self._attempt(url, body, sent_headers, policy.timeout, answer_status)
+            timeout = policy.timeout
+            if policy.budget is not None:
+                timeout = max(0.001, min(timeout, policy.budget - (self._clock() - started)))
+            result = await self._attempt(url, body, sent_headers, timeout, answer_status)
             elapsed = self._clock() - started
             transient = result.outcome in (Outcome.TIMEOUT, Outcome.UNREACHABLE, Outcome.MALFORMED) or (
                 result.outcome is Outcome.HTTP_ERROR and result.status in RETRYABLE_STATUSES
@@ -236,7 +245,9 @@ class WebhookSender:
             delay = retry_delay(
                 attempts, base=policy.backoff, cap=policy.backoff_cap, retry_after=result.retry_after
             )
-            if policy.deadline is not None and elapsed + delay + policy.timeout > policy.deadline:
+            if (policy.deadline is not None and elapsed + delay + policy.timeout > policy.deadline) or (
+                policy.budget is not None and elapsed + delay + MIN_ATTEMPT_SECONDS > policy.budget
+            ):
                 return DeliveryResult(
                     result.outcome, result.status, attempts, elapsed, result.message, result.answer
                 )

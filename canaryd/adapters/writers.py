@@ -10,7 +10,9 @@
   the Canary; an existing one is patched, never replaced.
 - Releasing them when the Canary is deleted: a JSON Patch that removes the
   Canary's ownerReference, guarded by a ``test`` on that entry's uid.
-- Scale: a merge patch of ``spec.replicas``.
+- Scale: a merge patch of ``spec.replicas`` (and, scaling up from 0, the pods' role label).
+- The primary's copy of the target's HPA: created owned by the Canary, its
+  spec replaced with a JSON Patch when it drifts, deleted when its source goes.
 - Finalizer: a JSON Patch with a ``test`` on resourceVersion.
 - Events: events.k8s.io/v1, regarding the Canary.
 
@@ -103,6 +105,11 @@ class Writer:
         result = await self.client.patch(CANARIES, namespace, name, {"status": patch}, subresource="status")
         return self._remember(CANARIES, result)
 
+    async def create(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an object; ApiError (409 when it exists) otherwise."""
+        created = await self.client.create(resource, body["metadata"]["namespace"], body)
+        return self._remember(resource, created)
+
     async def ensure(
         self, resource: Resource, body: dict[str, Any], repair: dict[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -125,9 +132,27 @@ class Writer:
         result = await self.client.patch(DEPLOYMENTS, namespace, name, ops, content_type=JSON_PATCH)
         return self._remember(DEPLOYMENTS, result)
 
-    async def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
-        result = await self.client.patch(DEPLOYMENTS, namespace, name, {"spec": {"replicas": replicas}})
+    async def scale(
+        self, namespace: str, name: str, replicas: int, patch: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Scale a Deployment with a merge patch (``patch``, or just ``spec.replicas``)."""
+        body = patch if patch is not None else {"spec": {"replicas": replicas}}
+        result = await self.client.patch(DEPLOYMENTS, namespace, name, body)
         return self._remember(DEPLOYMENTS, result)
+
+    async def json_patch(
+        self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        result = await self.client.patch(resource, namespace, name, ops, content_type=JSON_PATCH)
+        return self._remember(resource, result)
+
+    async def delete(self, resource: Resource, namespace: str, name: str) -> None:
+        """Delete an object; one that is gone already counts as deleted."""
+        try:
+            await self.client.delete(resource, namespace, name)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
 
     async def remove_owner_reference(
         self, resource: Resource, obj: dict[str, Any], owner_uid: str

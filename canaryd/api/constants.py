@@ -30,6 +30,11 @@ CANARY_SUFFIX: Final = "-canary"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGER_NAME: Final = "canaryd"
 LABEL_CANARY: Final = "canaryd.io/canary"
+#: On the pods of ``<target>-primary`` (``primary``) and of the target during a run (``canary``), so
+#: dashboards and metrics (kube-state-metrics' ``kube_pod_labels``) can tell the two revisions apart.
+LABEL_ROLE: Final = "canaryd.io/role"
+ROLE_PRIMARY: Final = "primary"
+ROLE_CANARY: Final = "canary"
 
 class Phase(StrEnum):
     """Where a Canary is in its lifecycle (status.phase).
@@ -133,6 +138,59 @@ class InconclusivePolicy(StrEnum):
     PAUSE = "Pause"
 
 
+class HookType(StrEnum):
+    """When a webhook is called (the ``type`` of a Canary's webhook and of its payload)."""
+
+    #: Before a run starts; the run waits while it answers non-2xx.
+    CONFIRM_ROLLOUT = "confirm-rollout"
+    #: Once, before traffic first moves; a failure counts as a failed check.
+    PRE_ROLLOUT = "pre-rollout"
+    #: At every step, before the analysis; a failure counts as a failed check.
+    ROLLOUT = "rollout"
+    #: Before each weight increase; the step waits while it answers non-2xx.
+    CONFIRM_TRAFFIC_INCREASE = "confirm-traffic-increase"
+    #: Before promotion; promotion waits while it answers non-2xx.
+    CONFIRM_PROMOTION = "confirm-promotion"
+    #: After a run ends (promoted or rolled back); failures are reported, never block.
+    POST_ROLLOUT = "post-rollout"
+    #: When a run is rolled back; failures are reported, never block.
+    ROLLBACK = "rollback"
+    #: For every Event canaryd emits about the Canary; failures are reported, never block.
+    EVENT = "event"
+
+
+#: Hooks whose non-2xx answer holds the run until they answer 2xx.
+GATE_HOOKS: Final = frozenset(
+    {HookType.CONFIRM_ROLLOUT, HookType.CONFIRM_TRAFFIC_INCREASE, HookType.CONFIRM_PROMOTION}
+)
+#: Hooks whose failure counts as a failed check.
+CHECK_HOOKS: Final = frozenset({HookType.PRE_ROLLOUT, HookType.ROLLOUT})
+#: Hooks sent in the background: reported when they fail, never waited for.
+BACKGROUND_HOOKS: Final = frozenset({HookType.POST_ROLLOUT, HookType.ROLLBACK, HookType.EVENT})
+
+
+class HookOutcome(StrEnum):
+    """How one webhook call ended (``status.webhooks[].outcome``)."""
+
+    OK = "ok"
+    HTTP_ERROR = "http-error"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    MALFORMED = "malformed"
+    #: Not sent: its signing key could not be read (a missing Secret or key).
+    NOT_SENT = "not-sent"
+
+
+class NotificationKind(StrEnum):
+    """What a chat notification is about."""
+
+    RUN_STARTED = "run-started"
+    STEP = "step"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled-back"
+    WAITING_ON_GATE = "waiting-on-gate"
+
+
 class Action(StrEnum):
     """Manual actions a person can ask for (``kubectl canary ACTION``)."""
 
@@ -152,6 +210,8 @@ class ConditionType(StrEnum):
     PAUSED = "Paused"
     #: Whether canaryd's last pass applied everything it decided (written only after a failure).
     RECONCILED = "Reconciled"
+    #: A confirm-* webhook holds the run (True while it answers non-2xx).
+    GATED = "Gated"
 
 
 class Reason(StrEnum):
@@ -205,6 +265,21 @@ class Reason(StrEnum):
     ABORTED = "Aborted"
     ROLLED_BACK = "RolledBack"
     NO_NEW_REVISION = "NoNewRevision"
+    #: A metric failed as many checks as its failureLimit allows.
+    FAILURE_LIMIT_REACHED = "MetricFailureLimitReached"
+    #: spec.skipAnalysis: the revision is promoted without steps or checks.
+    ANALYSIS_SKIPPED = "AnalysisSkipped"
+    # Webhooks
+    #: A confirm-* webhook has not answered 2xx: the run waits for it.
+    WAITING_FOR_CONFIRMATION = "WaitingForConfirmation"
+    #: Every confirm-* webhook of the gate answered 2xx.
+    CONFIRMED = "Confirmed"
+    #: No gate holds the run (it opened, or the run left it).
+    GATE_OPEN = "GateOpen"
+    #: A webhook call failed (a check hook's failure also counts as a failed check).
+    WEBHOOK_FAILED = "WebhookFailed"
+    #: The Canary's notification Secret cannot be used.
+    NOTIFICATION_FAILED = "NotificationFailed"
     # Manual actions
     PAUSED = "Paused"
     RESUMED = "Resumed"

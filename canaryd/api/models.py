@@ -47,8 +47,11 @@ from canaryd.api.constants import (
     Classification,
     CompareDirection,
     CompareJudge,
+    HookOutcome,
+    HookType,
     InconclusivePolicy,
     NoDataPolicy,
+    NotificationKind,
     OutlierStrategy,
     Phase,
     Verdict,
@@ -85,6 +88,16 @@ CONDITION_TYPE: Final = (
     r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 )
 CONDITION_REASON: Final = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+#: A webhook's address: http or https with a host, as the CRD checks it.
+WEBHOOK_URL: Final = r"^https?://[^\s/?#]+([/?#]\S*)?$"
+#: A key in a Secret's data.
+SECRET_KEY: Final = r"^[-._a-zA-Z0-9]+$"
+#: Most webhooks a Canary may have, and the longest name (status.metrics names a rollout hook
+#: ``webhook/<name>``, within the 63 characters of a metric name).
+MAX_WEBHOOKS: Final = 32
+MAX_WEBHOOK_NAME: Final = 48
+MAX_WEBHOOK_METADATA: Final = 64
+MAX_WEBHOOK_METADATA_VALUE: Final = 4096
 
 
 def _json_integer(value: object) -> object:
@@ -282,7 +295,18 @@ class MetricCheck(_Model):
     compare: Comparison | None = None
     interval: Duration | None = None
     variables: Variables = Field(default_factory=dict)
+    #: Measured and shown, never counted: the run goes on whatever this metric says.
+    dry_run: StrictBool = False
+    #: Values outside thresholdRange but within this range are inconclusive: the run pauses for a person.
+    inconclusive_range: ThresholdRange | None = None
+    #: After each step, the first check waits this long (the longest of the metrics' delays).
+    initial_delay: Duration | None = None
+    #: The run fails once this metric has failed this many checks, whatever the analysis threshold.
+    failure_limit: JsonInt | None = Field(default=None, ge=1, le=MAX_CHECK_THRESHOLD)
 
+    _initial_delay_ok = field_validator("initial_delay")(
+        lambda v: v if v is None else _duration_within(MAX_INTERVAL)(v)
+    )
     _interval_ok = field_validator("interval")(
         lambda v: v if v is None else _duration_within(MAX_LOOKBACK)(v)
     )
@@ -293,7 +317,13 @@ class MetricCheck(_Model):
             raise ValueError(f"metric {self.name!r} needs exactly one of templateRef or query")
         if (self.threshold_range is None) == (self.compare is None):
             raise ValueError(f"metric {self.name!r} needs exactly one of thresholdRange or compare")
+        if self.inconclusive_range is not None and self.threshold_range is None:
+            raise ValueError(f"metric {self.name!r}: inconclusiveRange goes with thresholdRange")
         return self
+
+    @property
+    def initial_delay_delta(self) -> timedelta:
+        return parse_duration(self.initial_delay) if self.initial_delay is not None else timedelta(0)
 
 
 class ScoreThresholds(_Model):
@@ -307,6 +337,44 @@ class ScoreThresholds(_Model):
         if self.marginal > self.pass_:
             raise ValueError(f"scoreThresholds marginal ({self.marginal:g}) is above pass ({self.pass_:g})")
         return self
+
+
+class LocalSecretRef(_Model):
+    """A Secret in the Canary's own namespace (never another: a Canary cannot read other teams' Secrets)."""
+
+    name: ObjectName
+
+
+class SecretKeyRef(_Model):
+    """One key of a Secret in the Canary's namespace."""
+
+    name: ObjectName
+    key: str = Field(default="key", min_length=1, max_length=253, pattern=SECRET_KEY)
+
+
+WebhookName = Annotated[str, Field(min_length=1, max_length=MAX_WEBHOOK_NAME, pattern=DNS_LABEL)]
+MetadataValue = Annotated[str, Field(max_length=MAX_WEBHOOK_METADATA_VALUE)]
+
+
+class Webhook(_Model):
+    """A URL canaryd POSTs the ``webhooks.canaryd.io/v1`` payload to at one moment of a run."""
+
+    name: WebhookName
+    type: HookType
+    url: str = Field(min_length=1, max_length=2048, pattern=WEBHOOK_URL)
+    #: The longest one call may take, retries included.
+    timeout: Duration = "10s"
+    #: Further attempts after a quick failure (no connection, 408, 425, 429, 5xx), within the timeout.
+    retries: JsonInt = Field(default=2, ge=0, le=10)
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=MAX_WEBHOOK_METADATA)
+    #: An HMAC-SHA256 key: the body is signed in X-Canaryd-Signature.
+    signing_key_secret_ref: SecretKeyRef | None = None
+
+    _timeout_ok = field_validator("timeout")(_duration_within(MAX_QUERY_TIMEOUT))
+
+    @property
+    def timeout_seconds(self) -> float:
+        return parse_duration(self.timeout).total_seconds()
 
 
 class Analysis(_Model):
@@ -324,6 +392,7 @@ class Analysis(_Model):
     #: The comparison score a round needs (95 to pass, 75 not to fail when not set).
     score_thresholds: ScoreThresholds | None = None
     metrics: list[MetricCheck] = Field(default_factory=list, max_length=20)
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
 
     _interval_ok = field_validator("interval")(_duration_within(MAX_INTERVAL))
 
@@ -343,7 +412,18 @@ class Analysis(_Model):
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError("metric names must be unique")
+        hooks = [w.name for w in self.webhooks]
+        if len(set(hooks)) != len(hooks):
+            raise ValueError("webhook names must be unique")
         return self
+
+    @property
+    def initial_delay(self) -> timedelta:
+        """How long after a step its first check waits at least: the longest initialDelay of the metrics."""
+        return max((m.initial_delay_delta for m in self.metrics), default=timedelta(0))
+
+    def webhooks_of(self, kind: HookType) -> tuple[Webhook, ...]:
+        return tuple(w for w in self.webhooks if w.type is kind)
 
     @property
     def interval_delta(self) -> timedelta:
@@ -365,6 +445,22 @@ class Analysis(_Model):
         return tuple(weights)
 
 
+class NotificationsSpec(_Model):
+    """Where and what this Canary's chat notifications go (the controller's settings when not set)."""
+
+    #: A Secret in the Canary's namespace holding provider URLs; it replaces the controller's.
+    secret_ref: LocalSecretRef | None = None
+    #: What to send; each kind at most once. Default: the Secret's ``kinds``, else all but each step.
+    kinds: list[NotificationKind] | None = Field(default=None, max_length=len(NotificationKind))
+
+    @field_validator("kinds")
+    @classmethod
+    def _distinct_kinds(cls, value: list[NotificationKind] | None) -> list[NotificationKind] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("notification kinds must not repeat")
+        return value
+
+
 class CanarySpec(_Model):
     target_ref: TargetRef
     service: ServiceSpec
@@ -372,6 +468,23 @@ class CanarySpec(_Model):
     analysis: Analysis
     progress_deadline_seconds: JsonInt = Field(default=600, ge=1, le=MAX_PROGRESS_DEADLINE_SECONDS)
     suspend: StrictBool = False
+    #: Promote a new revision without steps or checks once it is ready (an Event says so).
+    skip_analysis: StrictBool = False
+    #: How long a rolled-back canary keeps running (without traffic) for inspection before it goes to 0.
+    abort_scale_down_delay: Duration | None = None
+    #: Percent of the primary's replicas that must be ready for it to count as serving.
+    primary_ready_threshold: JsonInt = Field(default=100, ge=1, le=100)
+    notifications: NotificationsSpec | None = None
+
+    _delay_ok = field_validator("abort_scale_down_delay")(
+        lambda v: v if v is None else _duration_within(MAX_INTERVAL)(v)
+    )
+
+    @property
+    def abort_scale_down_delta(self) -> timedelta:
+        if self.abort_scale_down_delay is None:
+            return timedelta(0)
+        return parse_duration(self.abort_scale_down_delay)
 
     @model_validator(mode="after")
     def _distinct_routes(self) -> CanarySpec:
@@ -429,6 +542,10 @@ class MetricStatus(_Model):
     message: str = Field(default="", max_length=32768)
     checked_at: Timestamp | None = None
     comparison: ComparisonStatus | None = None
+    #: A dry-run metric: shown, never counted.
+    dry_run: StrictBool = False
+    #: Checks this metric failed in the current run.
+    failures: JsonInt = Field(default=0, ge=0)
 
 
 ActionId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -480,6 +597,33 @@ class RouteGenerations(_Model):
     spec_hash: str = Field(min_length=1, max_length=64)
 
 
+GateType = Literal["confirm-rollout", "confirm-traffic-increase", "confirm-promotion"]
+
+
+class GateStatus(_Model):
+    """``status.gate``: the confirm-* webhooks the run waits for, and since when."""
+
+    type: GateType
+    since: Timestamp
+
+
+class WebhookStatus(_Model):
+    """``status.webhooks[]``: the latest call of one gate or check webhook."""
+
+    name: WebhookName
+    type: HookType
+    outcome: HookOutcome
+    #: The HTTP status of the answer (none when there was no answer).
+    code: JsonInt | None = Field(default=None, ge=100, le=599)
+    message: str = Field(default="", max_length=1024)
+    attempts: JsonInt = Field(default=0, ge=0, le=MAX_INT32)
+    called_at: Timestamp
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is HookOutcome.OK
+
+
 class CanaryStatus(_Model):
     phase: Phase | None = None
     #: The weight the routes carry (see ``canaryd.core.inflight``).
@@ -495,6 +639,12 @@ class CanaryStatus(_Model):
     run_started_at: Timestamp | None = None
     last_progress_time: Timestamp | None = None
     paused: StrictBool = False
+    #: When the last run was rolled back (the canary stays up abortScaleDownDelay after it).
+    rolled_back_at: Timestamp | None = None
+    #: The gate a run waits at: its confirm-* webhooks are asked until they all answer 2xx.
+    gate: GateStatus | None = None
+    #: The latest call of each gate and check webhook.
+    webhooks: list[WebhookStatus] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
     #: Written by ``kubectl canary`` through the status subresource; never by the controller.
     requested_action: ActionRequest | None = None
     #: The controller's acknowledgement of the last action it handled (same id).
@@ -524,6 +674,9 @@ class CanaryStatus(_Model):
 
     def route_record(self, kind: str, name: str) -> RouteGenerations | None:
         return next((r for r in self.route_generations if (r.kind, r.name) == (kind, name)), None)
+
+    def webhook_record(self, name: str) -> WebhookStatus | None:
+        return next((w for w in self.webhooks if w.name == name), None)
 
 
 class Canary(_Model):

@@ -49,6 +49,13 @@ FLAGS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
         {"type": float},
     ),
     ("--prometheus-timeout", "prometheus_timeout_seconds", "seconds per Prometheus query", {"type": float}),
+    (
+        "--notification-secret",
+        "notification_secret",
+        "Secret with chat notification URLs: namespace/name, or name in the leader-election namespace",
+        {},
+    ),
+    ("--cluster-name", "cluster_name", "this cluster's name in chat notifications", {}),
 )
 ALIASES = {"--health-address": ["--health-addr", "--health-probe-bind-address"],
            "--metrics-address": ["--metrics-addr", "--metrics-bind-address"]}  # fmt: skip

@@ -89,6 +89,15 @@ def _run_obstacle(draft: Draft, need_routes: bool) -> str | None:
 
 
 def _promote(draft: Draft, request: ActionRequest) -> str:
+    status = draft.status
+    if status.phase is Phase.WAITING and status.gate is not None and status.revision is not None:
+        # A person confirms the rollout in the webhooks' place: the run starts (and is analysed).
+        draft.start_run(
+            status.revision, Reason.PROMOTED_MANUALLY, f"{_who(request)}: run started", confirmed=True
+        )
+        if draft.status.phase is Phase.WAITING:
+            return f"revision {status.revision} waits for a free run slot"
+        return f"started the run of revision {status.revision} without confirm-rollout"
     obstacle = _run_obstacle(draft, need_routes=False)
     if obstacle:
         return _IGNORED + obstacle
@@ -164,5 +173,7 @@ def _retry(draft: Draft, request: ActionRequest) -> str:
     revision = status.revision
     draft.start_run(revision, Reason.RETRIED, f"{_who(request)}: analysing revision {revision} again")
     if draft.status.phase is Phase.WAITING:
+        if draft.status.gate is not None:
+            return f"revision {revision} waits for confirm-rollout"
         return f"revision {revision} waits for a free run slot"
     return f"restarted the run of revision {revision}"

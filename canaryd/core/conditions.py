@@ -25,6 +25,7 @@ CONDITION_ORDER: tuple[str, ...] = (
     ConditionType.ANALYSIS_HEALTHY,
     ConditionType.PAUSED,
     ConditionType.RECONCILED,
+    ConditionType.GATED,
 )
 
 

@@ -19,6 +19,14 @@ A weight write also says which routes someone else had changed: weights that
 are neither what canaryd wants nor what it last wrote (the status before the
 decision) are reported with a Warning Event once put back. That report rides
 on the effect and does not change it.
+
+A HorizontalPodAutoscaler that scales the target is mirrored for the primary
+(``<hpa>-primary``, scaling ``<target>-primary``) once the primary exists, and
+kept in step with it; a copy whose source is gone is deleted. While an HPA
+scales the target, canaryd only brings the canary up from 0 at the start of a
+run and leaves its count to the HPA (it scales a target at 0 not at all).
+A rolled-back canary stays up ``abortScaleDownDelay`` for inspection, without
+traffic, before it goes to 0.
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ from canaryd.api.constants import Phase, Reason
 from canaryd.api.models import CanaryStatus
 from canaryd.core.effects import (
     AddFinalizer,
+    DeleteAutoscaler,
     Effect,
     EnsurePrimary,
     EnsureServices,
+    MirrorAutoscaler,
     RecordEvent,
     ReleaseOwned,
     RemoveFinalizer,
@@ -85,13 +95,16 @@ def route_drift(
     return tuple(drifted)
 
 
-def converge(status: CanaryStatus, observations: Observations, last_canary: int = 0) -> list[Effect]:
+def converge(
+    status: CanaryStatus, observations: Observations, last_canary: int = 0, *, keep_canary: bool = False
+) -> list[Effect]:
     """Effects in the order they must be applied; the runtime stops at the first that fails.
 
     ``last_canary`` is the canary weight of the status before the decision,
     what canaryd last put on the routes (for the drift report only).
+    ``keep_canary``: a rolled-back canary is kept up for inspection (no scale-down yet).
     """
-    effects = _converge(status, observations)
+    effects = _converge(status, observations, keep_canary)
     return [
         replace(e, drifted=route_drift(observations.routes, e.primary, e.canary, last_canary))
         if isinstance(e, SetRouteWeights)
@@ -100,7 +113,7 @@ def converge(status: CanaryStatus, observations: Observations, last_canary: int 
     ]
 
 
-def _converge(status: CanaryStatus, observations: Observations) -> list[Effect]:
+def _converge(status: CanaryStatus, observations: Observations, keep_canary: bool) -> list[Effect]:
     if observations.deleting or status.phase is Phase.TERMINATING:
         return _terminate(observations)
     effects: list[Effect] = []
@@ -121,6 +134,8 @@ def _converge(status: CanaryStatus, observations: Observations) -> list[Effect]:
         return effects
     if status.phase in _RUNNING:
         expected = primary.desired_replicas if primary is not None and primary.desired_replicas > 0 else None
+        if observations.autoscaler is not None:
+            expected = None  # the HPA sets the canary's count once it runs
         if target.desired_replicas == 0 or (expected is not None and target.desired_replicas != expected):
             effects.append(ScaleTarget(replicas=run_replicas(primary)))
         if (
@@ -131,7 +146,18 @@ def _converge(status: CanaryStatus, observations: Observations) -> list[Effect]:
             effects.append(EnsurePrimary(template_hash=status.revision))
         effects.extend(_hold_weight(status.canary_weight, observations))
         return effects
-    effects.extend(_return_to_primary(observations))
+    effects.extend(_return_to_primary(observations, keep_canary=keep_canary))
+    return effects
+
+
+def autoscaler_effects(status: CanaryStatus, observations: Observations) -> list[Effect]:
+    """The primary's copy of the target's HPA, once the primary exists; stale copies deleted."""
+    if observations.deleting or status.phase in (None, Phase.TERMINATING) or observations.primary is None:
+        return []
+    effects: list[Effect] = [DeleteAutoscaler(name) for name in observations.stale_autoscalers]
+    autoscaler = observations.autoscaler
+    if autoscaler is not None and not autoscaler.mirror_in_step:
+        effects.append(MirrorAutoscaler(autoscaler.source))
     return effects
 
 
@@ -145,12 +171,12 @@ def _hold_weight(weight: int, observations: Observations) -> list[Effect]:
     return []
 
 
-def _return_to_primary(observations: Observations) -> list[Effect]:
+def _return_to_primary(observations: Observations, *, keep_canary: bool = False) -> list[Effect]:
     """Traffic back to the primary first; only once that is observed, the canary down to 0."""
     if not traffic_on_primary(observations):
         return [SetRouteWeights(primary=100, canary=0)]
     target = observations.target
-    if target is not None and target.desired_replicas != 0:
+    if target is not None and target.desired_replicas != 0 and not keep_canary:
         return [ScaleTarget(replicas=0)]
     return []
 
@@ -181,4 +207,3 @@ def _terminate(observations: Observations) -> list[Effect]:
 def converge_suspended(observations: Observations) -> list[Effect]:
     """A suspended Canary leaves its target and routes alone; only its own finalizer is managed."""
     return [] if observations.has_finalizer else [AddFinalizer()]
-

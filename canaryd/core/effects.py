@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from canaryd.api.constants import HookType
+from canaryd.core.notifications import Notification
+
 
 @dataclass(frozen=True)
 class AddFinalizer:
@@ -69,6 +72,37 @@ class ReleaseOwned:
 
 
 @dataclass(frozen=True)
+class MirrorAutoscaler:
+    """Create or update ``<source>-primary``: the HPA ``source`` (scaling the target), for the primary."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class DeleteAutoscaler:
+    """Delete canaryd's copy ``name`` of an HPA that no longer exists."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class CallWebhooks:
+    """Send the Canary's webhooks of this type (post-rollout, rollback) in the background, never waited for.
+
+    The payload describes the status just written; a failure is reported (log, metric, Event) only.
+    """
+
+    type: HookType
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Queue a chat notification; sent in the background, paced, never holding up the run."""
+
+    notification: Notification
+
+
+@dataclass(frozen=True)
 class RecordEvent:
     type: Literal["Normal", "Warning"]
     reason: str
@@ -92,5 +126,9 @@ Effect = (
     | ScaleTarget
     | SetRouteWeights
     | ReleaseOwned
+    | MirrorAutoscaler
+    | DeleteAutoscaler
     | RecordEvent
+    | CallWebhooks
+    | Notify
 )

@@ -31,15 +31,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from canaryd.api.constants import ConditionType, Phase
+from canaryd.api.constants import GATE_HOOKS, ConditionType, HookOutcome, HookType, Phase, Reason
 from canaryd.api.models import Canary, CanaryStatus, action_pending
-from canaryd.core import schedule
+from canaryd.core import hooks, schedule
 from canaryd.core.actions import handle_action
 from canaryd.core.claims import Refusal, claim_of, refusal
 from canaryd.core.conditions import DesiredCondition, merge_conditions
-from canaryd.core.convergence import converge, converge_suspended
+from canaryd.core.convergence import autoscaler_effects, converge, converge_suspended
 from canaryd.core.draft import Draft
-from canaryd.core.effects import Effect, ReleaseOwned, RemoveFinalizer, SetRouteWeights
+from canaryd.core.effects import CallWebhooks, Effect, Notify, ReleaseOwned, RemoveFinalizer, SetRouteWeights
+from canaryd.core.notices import notices
 from canaryd.core.observations import Observations
 from canaryd.core.phases import advance, progress_blocker
 from canaryd.core.readiness import canary_ready, routes_show
@@ -80,6 +81,7 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
     if (
         status.phase is not Phase.PROGRESSING
         or canary.spec.suspend
+        or canary.spec.skip_analysis
         or status.paused
         or observations.deleting
         or target is None
@@ -108,8 +110,10 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
         status=canary.status,
         analysis=observations.analysis if analysis_due(canary, observations, now) else None,
         action=observations.action,
+        hooks=hooks.accepted_results(canary, observations, now),
     )
     handle_action(draft)
+    _record_webhook_round(draft)
     if canary.spec.suspend and not observations.deleting:
         effects = converge_suspended(observations)
     else:
@@ -120,7 +124,13 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
                 break
         else:  # pragma: no cover - a cycle between phases is a bug, not an input problem
             raise RuntimeError(f"lifecycle did not settle after {MAX_TRANSITIONS} transitions")
-        effects = converge(draft.status, observations, last_canary=canary.status.canary_weight)
+        effects = converge(
+            draft.status,
+            observations,
+            last_canary=canary.status.canary_weight,
+            keep_canary=_inspection_until(draft) is not None,
+        )
+        effects += autoscaler_effects(draft.status, observations)
     draft.analysis = None
     draft.update(
         conditions=conditions(draft, canary.status.phase),
@@ -132,9 +142,10 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
         )
         draft.update(route_generations=records)
     events = [*draft.events, *problem_events(canary.status, draft.status, {e.reason for e in draft.events})]
+    background: list[Effect] = [*_background_webhooks(draft), *(Notify(n) for n in notices(draft))]
     return Decision(
         status=draft.status,
-        effects=(*events, *effects),
+        effects=(*events, *effects, *background),
         next_wakeup=_next_wakeup(draft, bool(effects)),
     )
 
@@ -169,6 +180,44 @@ def _refuse(canary: Canary, observations: Observations, now: datetime, refused: 
             effects.append(ReleaseOwned())
         effects.append(RemoveFinalizer())
     return Decision(status=new, effects=tuple(effects), next_wakeup=schedule.later(now, schedule.MAX_RECHECK))
+def _record_webhook_round(draft: Draft) -> None:
+    """Keep this decision's webhook calls in status, with an Event when a gate's answer changed."""
+    if not draft.hooks:
+        return
+    before = draft.status
+    draft.update(webhooks=hooks.recorded(draft.canary, before, draft.hooks))
+    for result in draft.hooks:
+        if result.ok or result.type not in GATE_HOOKS or not hooks.answer_changed(before, result):
+            continue
+        held = hooks.GATE_HOLDS[result.type]
+        draft.event(
+            "Warning" if result.outcome is HookOutcome.NOT_SENT else "Normal",
+            Reason.WAITING_FOR_CONFIRMATION,
+            f"webhook {result.name} ({result.type.value}) answered {hooks.describe(result)}: {held} waits",
+        )
+
+
+def _background_webhooks(draft: Draft) -> list[Effect]:
+    """post-rollout when a run ends, and rollback when it is rolled back (sent, never waited for)."""
+    before, after = draft.canary.status.phase, draft.status.phase
+    if after == before or draft.observations.deleting:
+        return []
+    kinds: list[HookType] = []
+    if after is Phase.FAILED:
+        kinds += [HookType.ROLLBACK, HookType.POST_ROLLOUT]
+    elif after is Phase.SUCCEEDED:
+        kinds.append(HookType.POST_ROLLOUT)
+    return [CallWebhooks(kind) for kind in kinds if hooks.background_webhooks(draft.canary, kind)]
+
+
+def _inspection_until(draft: Draft) -> datetime | None:
+    """Until when a rolled-back canary keeps running (spec.abortScaleDownDelay), if it still does."""
+    status = draft.status
+    delay = draft.canary.spec.abort_scale_down_delta
+    if status.phase is not Phase.FAILED or not delay or status.rolled_back_at is None:
+        return None
+    until = status.rolled_back_at + delay
+    return until if draft.now < until else None
 
 
 def _next_wakeup(draft: Draft, unsettled: bool) -> datetime | None:
@@ -178,17 +227,24 @@ def _next_wakeup(draft: Draft, unsettled: bool) -> datetime | None:
         return None
     recheck = schedule.later(now, schedule.recheck_interval(canary))
     phase = status.phase
+    call = hooks.next_call_at(canary, status)
     if phase is Phase.PROGRESSING:
         if status.paused:
             return recheck if unsettled else None
-        deadline = schedule.progress_deadline_at(canary, status)
+        deadline = schedule.progress_deadline_at(canary, status) if status.gate is None else None
         if progress_blocker(draft) is not None or status.step == 0:
             wake = recheck
         else:
             wake = schedule.next_analysis_at(canary, status) or recheck
+        if call is not None:
+            wake = min(wake, max(call, now))
         return min(wake, deadline) if deadline is not None else wake
     if phase is Phase.WAITING:
-        return schedule.later(now, schedule.interval(canary))
+        interval_due = schedule.later(now, schedule.interval(canary))
+        return min(interval_due, max(call, now)) if call else interval_due
+    inspection = _inspection_until(draft)
+    if inspection is not None:
+        return min(recheck, inspection) if unsettled else inspection
     if phase in (Phase.INITIALIZING, Phase.PROMOTING, Phase.FINALIZING):
         return recheck
     if phase is Phase.TERMINATING:

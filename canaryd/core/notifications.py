@@ -19,17 +19,23 @@ here rather than lost there):
   fields of 256/1024, 6000 characters in all), mentions disabled so a
   message can never ping a channel. Discord answers 204.
 - Generic: the ``notifications.canaryd.io/v1`` JSON below, for anything else.
+
+Where they go is configured in Secrets (webhook URLs are credentials): one
+for the cluster, named by the controller's ``--notification-secret``, and
+optionally one per Canary (``spec.notifications.secretRef``, in its own
+namespace) that replaces it; :func:`parse_destinations` reads either.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from canaryd.api.constants import NotificationKind
 from canaryd.api.timestamps import format_rfc3339
 
 NOTIFICATION_API_VERSION: Final = "notifications.canaryd.io/v1"
@@ -49,14 +55,6 @@ DISCORD_FIELD_NAME_MAX: Final = 256
 DISCORD_FIELD_VALUE_MAX: Final = 1024
 DISCORD_EMBED_TOTAL_MAX: Final = 6000
 DISCORD_FOOTER: Final = "canaryd"
-
-
-class NotificationKind(StrEnum):
-    RUN_STARTED = "run-started"
-    STEP = "step"
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled-back"
-    WAITING_ON_GATE = "waiting-on-gate"
 
 
 class Provider(StrEnum):
@@ -316,3 +314,76 @@ def wanted(kind: NotificationKind, kinds: Sequence[NotificationKind] | None) -> 
     if kinds is None:
         return kind is not NotificationKind.STEP
     return kind in kinds
+
+
+#: The Secret key that lists the kinds of notification to send (comma-separated).
+KINDS_KEY: Final = "kinds"
+#: The default kinds when neither the Canary nor its Secret says: everything but each step.
+DEFAULT_KINDS: Final = tuple(k for k in NotificationKind if k is not NotificationKind.STEP)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One provider URL from a notification Secret: its key (``slack``, ``slack.payments``), kind and URL."""
+
+    key: str
+    provider: Provider
+    url: str
+
+
+@dataclass(frozen=True)
+class Destinations:
+    """What a notification Secret holds: where to send, which kinds (None: not said), and what is wrong."""
+
+    destinations: tuple[Destination, ...]
+    kinds: tuple[NotificationKind, ...] | None
+    problems: tuple[str, ...] = ()
+
+
+def parse_destinations(data: Mapping[str, str]) -> Destinations:
+    """Read a notification Secret's data (decoded): one key per destination, and ``kinds``.
+
+    A destination's key is the provider (``slack``, ``msteams``, ``discord``,
+    ``generic``), optionally followed by a dot and a label of your own
+    (``slack.oncall``) to have several of one provider; its value is the
+    incoming-webhook URL (http or https). Anything else is reported and ignored.
+    """
+    found: list[Destination] = []
+    problems: list[str] = []
+    kinds: tuple[NotificationKind, ...] | None = None
+    for key in sorted(data):
+        value = data[key].strip()
+        if key == KINDS_KEY:
+            parsed: list[NotificationKind] = []
+            for part in (p.strip() for p in value.split(",")):
+                if not part:
+                    continue
+                try:
+                    parsed.append(NotificationKind(part))
+                except ValueError:
+                    known = ", ".join(NotificationKind)
+                    problems.append(f"key kinds: unknown kind {part!r} (known: {known})")
+            kinds = tuple(dict.fromkeys(parsed))
+            continue
+        provider_name = key.split(".", 1)[0]
+        try:
+            provider = Provider(provider_name)
+        except ValueError:
+            problems.append(f"key {key!r}: not a provider (slack, msteams, discord, generic) nor kinds")
+            continue
+        if not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
+            problems.append(f"key {key!r}: the value must be an http:// or https:// URL")
+            continue
+        found.append(Destination(key, provider, value))
+    return Destinations(tuple(found), kinds, tuple(problems))
+
+
+def effective_kinds(
+    canary_kinds: Sequence[NotificationKind] | None, secret_kinds: Sequence[NotificationKind] | None
+) -> tuple[NotificationKind, ...]:
+    """What a Canary's notifications include: its own list, else its Secret's, else all but each step."""
+    if canary_kinds is not None:
+        return tuple(canary_kinds)
+    if secret_kinds is not None:
+        return tuple(secret_kinds)
+    return DEFAULT_KINDS

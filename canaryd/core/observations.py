@@ -7,10 +7,11 @@ can be tested exhaustively by constructing observations directly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from canaryd.api.constants import Reason, Verdict
+from canaryd.api.constants import HookOutcome, HookType, Reason, Verdict
 from canaryd.api.models import ActionRequest, ComparisonStatus
 
 
@@ -33,11 +34,16 @@ class WorkloadState:
     @property
     def rolled_out(self) -> bool:
         """The Deployment controller has caught up with the spec and every replica is ready."""
+        return self.rolled_out_at(100)
+
+    def rolled_out_at(self, ready_percent: int) -> bool:
+        """Caught up with the spec, every replica updated, and ``ready_percent`` % of them ready."""
+        needed = math.ceil(self.desired_replicas * ready_percent / 100)
         return (
             self.observed_generation >= self.generation
             and self.updated_replicas >= self.desired_replicas
-            and self.ready_replicas >= self.desired_replicas
-            and self.available_replicas >= self.desired_replicas
+            and self.ready_replicas >= needed
+            and self.available_replicas >= needed
         )
 
 
@@ -82,6 +88,36 @@ class MetricResult:
     message: str = ""
     #: For a metric judged against the primary: both sides, the shift, the classification.
     comparison: ComparisonStatus | None = None
+    #: A dry-run metric: recorded and shown, never counted.
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class HookResult:
+    """How one call of a gate or check webhook ended, made by the runtime before a decision."""
+
+    name: str
+    type: HookType
+    outcome: HookOutcome
+    called_at: datetime
+    #: The HTTP status of the answer (None when there was none).
+    code: int | None = None
+    message: str = ""
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is HookOutcome.OK
+
+
+@dataclass(frozen=True)
+class AutoscalerState:
+    """The HorizontalPodAutoscaler that targets the target Deployment, and canaryd's copy for the primary."""
+
+    #: The app team's HPA (its scaleTargetRef names the target).
+    source: str
+    #: ``<source>-primary`` exists with the spec mirrored from the source, scaling ``<target>-primary``.
+    mirror_in_step: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +163,12 @@ class Observations:
     owns_workloads: bool = False
     #: The other Canaries of the namespace (see ``canaryd.core.claims``).
     others: tuple[CanaryClaim, ...] = ()
+    #: Results of the webhook round run for this decision (gates and check hooks); None: none was run.
+    hooks: tuple[HookResult, ...] | None = None
+    #: The HPA that scales the target, if any (then canaryd leaves the canary's count to it during a run).
+    autoscaler: AutoscalerState | None = None
+    #: Copies of HPAs canaryd made for the primary whose source HPA is gone (to be deleted).
+    stale_autoscalers: tuple[str, ...] = ()
 
     @property
     def routes_usable(self) -> bool:
@@ -134,7 +176,9 @@ class Observations:
 
 
 __all__ = [
+    "AutoscalerState",
     "CanaryClaim",
+    "HookResult",
     "MetricResult",
     "Observations",
     "RouteState",

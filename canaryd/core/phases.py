@@ -8,8 +8,9 @@ of it, never on the hope that an effect was applied).
 
 from __future__ import annotations
 
-from canaryd.api.constants import ACTIVE_PHASES, InconclusivePolicy, Phase, Reason, Verdict
-from canaryd.core import schedule
+from canaryd.api.constants import ACTIVE_PHASES, HookType, Phase, Reason, Verdict
+from canaryd.api.models import MetricStatus
+from canaryd.core import hooks, schedule
 from canaryd.core.draft import Draft
 from canaryd.core.observations import MetricResult
 from canaryd.core.readiness import (
@@ -24,7 +25,10 @@ from canaryd.core.verdicts import (
     decisive_failure,
     describe_result,
     describe_round,
+    failure_limit_reached,
+    mark_dry_run,
     metric_statuses,
+    pauses_for_a_person,
     round_outcome,
 )
 
@@ -82,7 +86,7 @@ def _target_missing(draft: Draft) -> None:
     status = draft.status
     lost_run = status.phase in (Phase.PROGRESSING, Phase.WAITING) or (
         status.phase is Phase.PROMOTING
-        and not primary_serves(draft.observations.primary, status.revision)
+        and not primary_serves(draft.observations.primary, status.revision, draft.ready_percent)
     )
     if lost_run:
         draft.fail(
@@ -121,7 +125,9 @@ def _initialize(draft: Draft) -> None:
     if status.revision != revision:
         draft.update(revision=revision)
         return
-    if primary_serves(draft.observations.primary, revision) and draft.observations.services_ready:
+    if primary_serves(draft.observations.primary, revision, draft.ready_percent) and (
+        draft.observations.services_ready
+    ):
         draft.move(
             Reason.INITIALIZED,
             f"{draft.primary_name} serves revision {revision}; {draft.target_name} is scaled to 0 "
@@ -169,9 +175,12 @@ def _waiting(draft: Draft) -> None:
             revision=revision,
         )
     elif revision != status.revision:
-        draft.update(revision=revision)
+        gate = status.gate
+        # A confirmation was for the revision it was asked about: a new one is asked about afresh.
+        draft.update(revision=revision, gate=hooks.gate_at(HookType(gate.type), draft.now) if gate else None)
     elif draft.observations.run_slot_available and not draft.observations.config_problems:
-        draft.start_run(revision, Reason.NEW_REVISION, f"a run slot is free: starting revision {revision}")
+        why = "confirmed" if status.gate is not None else "a run slot is free"
+        draft.start_run(revision, Reason.NEW_REVISION, f"{why}: starting revision {revision}")
 
 
 def _revision_moved_on(draft: Draft) -> bool:
@@ -206,6 +215,23 @@ def _progressing(draft: Draft) -> None:
         results, draft.analysis = draft.analysis, None
         _judge(draft, results)
         return
+    gate = HookType(status.gate.type) if status.gate is not None else None
+    if (
+        draft.canary.spec.skip_analysis
+        and gate is not HookType.CONFIRM_PROMOTION
+        and progress_blocker(draft) is None
+    ):
+        draft.event(
+            "Normal",
+            Reason.ANALYSIS_SKIPPED,
+            f"spec.skipAnalysis is true: revision {status.revision} is promoted without steps, checks "
+            "or rollout webhooks",
+        )
+        draft.promote_or_gate(Reason.ANALYSIS_SKIPPED, f"analysis skipped at {status.canary_weight}%")
+        return
+    if gate in (HookType.CONFIRM_TRAFFIC_INCREASE, HookType.CONFIRM_PROMOTION):
+        _at_gate(draft, gate)
+        return  # a gate holds without a progress deadline: it waits for a decision, as a pause does
     deadline = schedule.progress_deadline_at(draft.canary, status)
     if deadline is not None and draft.now >= deadline:
         seconds = draft.canary.spec.progress_deadline_seconds
@@ -214,7 +240,70 @@ def _progressing(draft: Draft) -> None:
         draft.fail(Reason.DEADLINE_EXCEEDED, f"no progress within progressDeadlineSeconds ({seconds}s){why}")
         return
     if progress_blocker(draft) is None and status.step == 0:
-        draft.take_step(Reason.STEP_ADVANCED, f"{draft.target_name} is ready")
+        _first_step(draft)
+
+
+def _at_gate(draft: Draft, gate: HookType) -> None:
+    """A confirm-traffic-increase or confirm-promotion gate: go on once all its webhooks said yes."""
+    if progress_blocker(draft) is not None or not hooks.confirmed(draft.canary, draft.status, gate):
+        return
+    webhooks = hooks.names(draft.canary.spec.analysis.webhooks_of(gate))
+    if gate is HookType.CONFIRM_PROMOTION:
+        draft.begin_promotion(Reason.CONFIRMED, f"webhook(s) {webhooks} confirmed the promotion")
+    else:
+        draft.take_step(Reason.CONFIRMED, f"webhook(s) {webhooks} confirmed the traffic increase")
+
+
+def _first_step(draft: Draft) -> None:
+    """Step 0 with a ready canary: the pre-rollout webhooks, then (through its gate) the first step."""
+    canary, status = draft.canary, draft.status
+    pre = canary.spec.analysis.webhooks_of(HookType.PRE_ROLLOUT)
+    if pre:
+        called = [r for r in draft.hooks if r.type is HookType.PRE_ROLLOUT]
+        draft.hooks = tuple(r for r in draft.hooks if r.type is not HookType.PRE_ROLLOUT)  # used once
+        if called:
+            draft.update(metrics=metric_statuses(hooks.pre_rollout_results(canary, status), draft.now))
+        failed = [r for r in called if not r.ok]
+        if failed:
+            _count_failed_check(draft, tuple(hooks.as_metric(r) for r in failed))
+            return
+        if not hooks.pre_rollout_passed(canary, draft.status):
+            return  # the pre-rollout webhooks are asked before traffic moves
+        draft.step_or_gate(
+            Reason.STEP_ADVANCED,
+            f"{draft.target_name} is ready; pre-rollout webhook(s) {hooks.names(pre)} passed",
+        )
+        return
+    draft.step_or_gate(Reason.STEP_ADVANCED, f"{draft.target_name} is ready")
+
+
+def _count_failed_check(
+    draft: Draft, failures: tuple[MetricResult, ...], decisive: MetricResult | MetricStatus | None = None
+) -> None:
+    """One failed check of the run; the run fails at the threshold, on a decisive result or a failureLimit."""
+    analysis = draft.canary.spec.analysis
+    status = draft.status
+    failed = status.failed_checks + 1
+    what = describe_round(failures)
+    draft.update(failed_checks=failed, gate=None)
+    draft.event(
+        "Warning",
+        Reason.ANALYSIS_FAILED,
+        f"failed check {failed} of {analysis.threshold} at {status.canary_weight}%: {what}",
+    )
+    limited = failure_limit_reached(analysis, draft.status.metrics)
+    if failed >= analysis.threshold:
+        draft.fail(
+            Reason.THRESHOLD_REACHED,
+            f"{failed} failed checks reached the threshold of {analysis.threshold} ({what})",
+        )
+    elif decisive is not None:
+        draft.fail(Reason.CRITICAL_METRIC_FAILED, f"{describe_result(decisive)} fails the run at once")
+    elif limited is not None:
+        draft.fail(
+            Reason.FAILURE_LIMIT_REACHED,
+            f"metric {limited.name} failed {limited.failures} checks, its failureLimit ({what})",
+        )
 
 
 def progress_blocker(draft: Draft) -> tuple[Reason, str] | None:
@@ -236,34 +325,23 @@ def progress_blocker(draft: Draft) -> tuple[Reason, str] | None:
 
 
 def _judge(draft: Draft, results: tuple[MetricResult, ...]) -> None:
-    """Apply one analysis round to the run."""
-    analysis = draft.canary.spec.analysis
+    """Apply one analysis round, with the rollout webhooks' calls of its interval, to the run."""
+    canary = draft.canary
+    analysis = canary.spec.analysis
     status = draft.status
+    since = schedule.step_clock(status)
+    results = (*mark_dry_run(analysis, results), *hooks.rollout_results(canary, status, since))
     outcome = round_outcome(results, analysis.no_data_policy, analysis.scoring)
-    draft.update(metrics=metric_statuses(results, draft.now))
+    draft.update(metrics=metric_statuses(results, draft.now, status.metrics))
     if outcome is RoundOutcome.ADVANCE:
         summary = f"analysis passed ({describe_round(results)})"
-        if schedule.at_final_step(draft.canary, status):
-            draft.begin_promotion(Reason.PROMOTING, f"{summary} at the final step")
+        if schedule.at_final_step(canary, status):
+            draft.promote_or_gate(Reason.PROMOTING, f"{summary} at the final step")
         else:
-            draft.take_step(Reason.ANALYSIS_PASSED, summary)
+            draft.step_or_gate(Reason.ANALYSIS_PASSED, summary)
     elif outcome is RoundOutcome.FAILED_CHECK:
-        failed = status.failed_checks + 1
-        draft.update(failed_checks=failed)
-        what = describe_round(results, Verdict.FAIL, Verdict.NO_DATA)
-        draft.event(
-            "Warning",
-            Reason.ANALYSIS_FAILED,
-            f"failed check {failed} of {analysis.threshold} at {status.canary_weight}%: {what}",
-        )
-        decisive = decisive_failure(results, analysis.scoring)
-        if failed >= analysis.threshold:
-            draft.fail(
-                Reason.THRESHOLD_REACHED,
-                f"{failed} failed checks reached the threshold of {analysis.threshold} ({what})",
-            )
-        elif decisive is not None:
-            draft.fail(Reason.CRITICAL_METRIC_FAILED, f"{describe_result(decisive)} fails the run at once")
+        failures = tuple(r for r in results if not r.dry_run and r.verdict in (Verdict.FAIL, Verdict.NO_DATA))
+        _count_failed_check(draft, failures or results, decisive_failure(results, analysis.scoring))
     elif outcome is RoundOutcome.ERROR:
         errors = status.analysis_errors + 1
         draft.update(analysis_errors=errors)
@@ -280,7 +358,7 @@ def _judge(draft: Draft, results: tuple[MetricResult, ...]) -> None:
             )
     elif outcome is RoundOutcome.INCONCLUSIVE:
         what = describe_round(results, Verdict.INCONCLUSIVE, Verdict.FAIL, Verdict.PASS)
-        if analysis.inconclusive_policy is InconclusivePolicy.PAUSE:
+        if pauses_for_a_person(results, analysis.inconclusive_policy):
             draft.update(paused=True)
             name = draft.canary.metadata.name
             draft.event(
@@ -315,7 +393,7 @@ def _promoting(draft: Draft) -> None:
     copied = primary is not None and primary.template_hash == status.revision
     if not copied and _revision_moved_on(draft):
         return  # the revision to copy is no longer in the target: analyse the new one instead
-    if primary_serves(primary, status.revision):
+    if primary_serves(primary, status.revision, draft.ready_percent):
         draft.move(
             Reason.FINALIZING,
             f"{draft.primary_name} serves revision {status.revision}: traffic returns to it",

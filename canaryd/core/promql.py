@@ -522,19 +522,35 @@ def _bounds(threshold: ThresholdRange) -> str:
     return f"[{low}, {high}]"
 
 
-def judge(name: str, result: QueryResult, threshold: ThresholdRange) -> MetricResult:
+def _within(value: float, bounds: ThresholdRange) -> bool:
+    return (bounds.min is None or value >= bounds.min) and (bounds.max is None or value <= bounds.max)
+
+
+def judge(
+    name: str, result: QueryResult, threshold: ThresholdRange, inconclusive: ThresholdRange | None = None
+) -> MetricResult:
     """The verdict of one check: Pass/Fail for a number against the (inclusive) range, NoData, or Error.
 
-    +Inf fails a maximum and -Inf a minimum, as any number beyond them would.
+    +Inf fails a maximum and -Inf a minimum, as any number beyond them would. With ``inconclusive``, a
+    number outside ``threshold`` but within it is Inconclusive instead of Fail.
     """
     if isinstance(result, Value):
         value = result.value
         shown = format_number(value)
         if threshold.min is not None and value < threshold.min:
-            return MetricResult(name, Verdict.FAIL, value, f"{shown} is below the minimum {threshold.min:g}")
-        if threshold.max is not None and value > threshold.max:
-            return MetricResult(name, Verdict.FAIL, value, f"{shown} is above the maximum {threshold.max:g}")
-        return MetricResult(name, Verdict.PASS, value, f"{shown} is within {_bounds(threshold)}")
+            why = f"{shown} is below the minimum {threshold.min:g}"
+        elif threshold.max is not None and value > threshold.max:
+            why = f"{shown} is above the maximum {threshold.max:g}"
+        else:
+            return MetricResult(name, Verdict.PASS, value, f"{shown} is within {_bounds(threshold)}")
+        if inconclusive is not None and _within(value, inconclusive):
+            return MetricResult(
+                name,
+                Verdict.INCONCLUSIVE,
+                value,
+                f"{why}, within the inconclusive range {_bounds(inconclusive)}: a person decides",
+            )
+        return MetricResult(name, Verdict.FAIL, value, why)
     if isinstance(result, NoData):
         return MetricResult(name, Verdict.NO_DATA, None, result.message)
     return MetricResult(name, Verdict.ERROR, None, f"{result.kind.value}: {result.message}")

@@ -17,13 +17,15 @@ def canary_ready(target: WorkloadState | None) -> bool:
     return target is not None and target.desired_replicas > 0 and target.rolled_out
 
 
-def primary_serves(primary: WorkloadState | None, template_hash: str | None) -> bool:
-    """The primary has rolled out the given revision."""
+def primary_serves(
+    primary: WorkloadState | None, template_hash: str | None, ready_percent: int = 100
+) -> bool:
+    """The primary has rolled out the given revision, with ``ready_percent`` % of its replicas ready."""
     return (
         primary is not None
         and template_hash is not None
         and primary.template_hash == template_hash
-        and primary.rolled_out
+        and primary.rolled_out_at(ready_percent)
     )
 
 

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Set
 
-from canaryd.api.constants import ConditionType, InconclusivePolicy, Phase, Reason
+from canaryd.api.constants import ConditionType, HookType, Phase, Reason, Verdict
 from canaryd.api.models import CanaryStatus, Condition
-from canaryd.core import schedule
+from canaryd.core import hooks, schedule
 from canaryd.core.conditions import DesiredCondition, merge_conditions
 from canaryd.core.draft import Draft
 from canaryd.core.effects import RecordEvent
 from canaryd.core.phases import progress_blocker
 from canaryd.core.readiness import primary_serves, replicas_text, routes_problem
-from canaryd.core.verdicts import RoundOutcome, describe_round, round_outcome
+from canaryd.core.verdicts import RoundOutcome, describe_round, pauses_for_a_person, round_outcome
 
 
 def conditions(draft: Draft, phase_before: Phase | None) -> list[Condition]:
@@ -38,6 +38,9 @@ def conditions(draft: Draft, phase_before: Phase | None) -> list[Condition]:
         # Written by the runtime about the passes themselves (``core.failures``): kept as it is.
         kept = DesiredCondition(reconciled.type, reconciled.status, reconciled.reason, reconciled.message)
         desired.append(kept)
+    gated = _gated(draft)
+    if gated is not None:
+        desired.append(gated)
     return merge_conditions(draft.status.conditions, desired, draft.now, draft.canary.metadata.generation)
 
 
@@ -68,7 +71,7 @@ def _ready(draft: Draft) -> DesiredCondition:
                 f"creating Deployment {draft.primary_name} and Services {draft.primary_name}, "
                 f"{draft.canary_service}",
             )
-        if not primary_serves(primary, status.revision):
+        if not primary_serves(primary, status.revision, draft.ready_percent):
             return false(
                 Reason.PRIMARY_NOT_READY,
                 f"waiting for Deployment {draft.primary_name} to roll out revision {status.revision} "
@@ -129,6 +132,8 @@ def _progressing(draft: Draft, phase_before: Phase | None) -> DesiredCondition:
             return state(False, Reason.SUCCEEDED, f"revision {status.revision} promoted")
         return state(False, Reason.INITIALIZED, f"no run: waiting for a new revision of {draft.target_name}")
     if phase is Phase.WAITING:
+        if status.gate is not None:
+            return state(False, Reason.WAITING_FOR_CONFIRMATION, gate_message(draft))
         return state(
             False,
             Reason.WAITING_FOR_SLOT,
@@ -165,6 +170,10 @@ def _run_state(draft: Draft) -> DesiredCondition:
     blocker = progress_blocker(draft)
     if blocker is not None:
         return DesiredCondition(kind, "True", blocker[0].value, f"{where}; {blocker[1]}")
+    if status.gate is not None:
+        return DesiredCondition(
+            kind, "True", Reason.WAITING_FOR_CONFIRMATION.value, f"{where}; {gate_message(draft)}"
+        )
     analysis = draft.canary.spec.analysis
     counts = (
         f"failed checks {status.failed_checks}/{analysis.threshold}, "
@@ -243,22 +252,54 @@ def _paused(draft: Draft) -> DesiredCondition | None:
     if status.paused:
         analysis = draft.canary.spec.analysis
         if (
-            analysis.inconclusive_policy is InconclusivePolicy.PAUSE
-            and status.metrics
+            status.metrics
             and round_outcome(status.metrics, analysis.no_data_policy, analysis.scoring)
             is RoundOutcome.INCONCLUSIVE
+            and pauses_for_a_person(status.metrics, analysis.inconclusive_policy)
         ):
             name = draft.canary.metadata.name
+            what = describe_round(status.metrics, Verdict.INCONCLUSIVE)
             return DesiredCondition(
                 kind,
                 "True",
                 Reason.ANALYSIS_INCONCLUSIVE.value,
-                "paused because the comparison with the primary is inconclusive: "
+                f"paused because the analysis is inconclusive ({what}): "
                 f"kubectl canary promote, abort or resume {name}",
             )
         return DesiredCondition(kind, "True", Reason.PAUSED.value, "paused by a manual action")
     if draft.status.condition(kind) is not None:
         return DesiredCondition(kind, "False", Reason.RESUMED.value, "not paused")
+    return None
+
+
+def gate_message(draft: Draft) -> str:
+    """What holds the run at its gate, in words a person can act on."""
+    status = draft.status
+    assert status.gate is not None
+    kind = HookType(status.gate.type)
+    waiting = hooks.pending(draft.canary, status, kind)
+    answers = []
+    for webhook in waiting:
+        record = status.webhook_record(webhook.name)
+        if record is not None and record.called_at >= status.gate.since:
+            answers.append(f"webhook {webhook.name} answered {hooks.describe(record)}")
+        else:
+            answers.append(f"webhook {webhook.name} not asked yet")
+    held = hooks.GATE_HOLDS[kind]
+    name = draft.canary.metadata.name
+    return (
+        f"{held} waits for {kind.value} ({'; '.join(answers) or 'all confirmed'}); "
+        f"a person can still decide: kubectl canary promote|abort|pause {name}"
+    )
+
+
+def _gated(draft: Draft) -> DesiredCondition | None:
+    kind = ConditionType.GATED
+    status = draft.status
+    if status.gate is not None:
+        return DesiredCondition(kind, "True", Reason.WAITING_FOR_CONFIRMATION.value, gate_message(draft))
+    if status.condition(kind) is not None:
+        return DesiredCondition(kind, "False", Reason.GATE_OPEN.value, "no gate holds the run")
     return None
 
 

@@ -3,7 +3,7 @@
 canaryd starts a run when the target's pod template changes and must not start
 one when nothing a person changed has changed. The hash is taken over a
 canonical form of ``spec.template`` that leaves out what canaryd itself writes
-(its own annotations) and what the API server fills in without meaning
+(its own annotations and labels) and what the API server fills in without meaning
 (``creationTimestamp: null``), so that reading the same Deployment twice, or
 after canaryd has touched it, always gives the same revision.
 """
@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-#: Annotations with this prefix are canaryd's bookkeeping, not part of a revision.
+#: Annotations and labels with this prefix are canaryd's bookkeeping, not part of a revision.
 CANARYD_ANNOTATION_PREFIX = "canaryd.io/"
 #: Annotation on ``<target>-primary`` naming the revision it runs.
 REVISION_ANNOTATION = "canaryd.io/revision"
@@ -46,6 +46,13 @@ def canonical_template(template: dict[str, Any]) -> dict[str, Any]:
         metadata["annotations"] = annotations
     else:
         metadata.pop("annotations", None)
+    labels = {
+        k: v for k, v in (metadata.get("labels") or {}).items() if not k.startswith(CANARYD_ANNOTATION_PREFIX)
+    }
+    if labels:
+        metadata["labels"] = labels
+    else:
+        metadata.pop("labels", None)
     if metadata:
         cleaned["metadata"] = metadata
     else:

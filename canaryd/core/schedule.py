@@ -90,13 +90,21 @@ def step_clock(status: CanaryStatus) -> datetime | None:
 
 
 def next_analysis_at(canary: Canary, status: CanaryStatus) -> datetime | None:
-    """When the next analysis round is due; None before the first step (it needs no analysis)."""
+    """When the next analysis round is due; None before the first step (it needs no analysis).
+
+    One interval after the last step, round or resume, and never before the longest
+    ``initialDelay`` of the metrics has passed since the last step.
+    """
     if status.step <= 0:
         return None
     clock = step_clock(status) or status.last_progress_time or status.run_started_at
     if clock is None:
         return None
-    return later(clock, interval(canary))
+    due = later(clock, interval(canary))
+    delay = canary.spec.analysis.initial_delay
+    if delay and status.last_step_time is not None:
+        due = max(due, later(status.last_step_time, delay))
+    return due
 
 
 def progress_deadline_at(canary: Canary, status: CanaryStatus) -> datetime | None:

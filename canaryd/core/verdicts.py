@@ -17,6 +17,13 @@ critical metric, or by a Sequential one (whose verdict already accounts
 for every look), is decisive: the run fails without waiting for
 ``threshold`` failed checks.
 
+A threshold metric whose value is outside ``thresholdRange`` but inside its
+``inconclusiveRange`` is inconclusive too; that one always pauses the run for
+a person (it says the value needs a human look, not more evidence), whatever
+``inconclusivePolicy`` says. A dry-run metric is recorded and shown and takes
+no part in any of this. A metric with a ``failureLimit`` fails the run once it
+has failed that many checks in it.
+
 A check asked once per route gets the worst of its verdicts: a failure on
 any route, else an error, else an inconclusive comparison, else no data,
 else a pass.
@@ -25,11 +32,12 @@ else a pass.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 
-from canaryd.api.constants import CompareJudge, NoDataPolicy, Verdict
-from canaryd.api.models import MetricStatus, ScoreThresholds
+from canaryd.api.constants import CompareJudge, InconclusivePolicy, NoDataPolicy, Verdict
+from canaryd.api.models import Analysis, MetricStatus, ScoreThresholds
 from canaryd.core.observations import MetricResult
 from canaryd.core.promql import format_number
 
@@ -47,8 +55,15 @@ class RoundOutcome(StrEnum):
     INCONCLUSIVE = "Inconclusive"
 
 
+def counted(results: Sequence[Result]) -> list[Result]:
+    """The results that count: every one but the dry-run metrics'."""
+    return [r for r in results if not r.dry_run]
+
+
 def _decided_comparisons(results: Sequence[Result]) -> list[Result]:
-    return [r for r in results if r.comparison is not None and r.verdict in (Verdict.PASS, Verdict.FAIL)]
+    return [
+        r for r in counted(results) if r.comparison is not None and r.verdict in (Verdict.PASS, Verdict.FAIL)
+    ]
 
 
 def comparison_score(results: Sequence[Result]) -> float | None:
@@ -66,6 +81,7 @@ def comparison_score(results: Sequence[Result]) -> float | None:
 
 def _comparison_outcome(results: Sequence[Result], scoring: ScoreThresholds) -> RoundOutcome | None:
     """What the comparison metrics alone say; None when there are none with a verdict to weigh."""
+    results = counted(results)
     inconclusive = any(r.comparison is not None and r.verdict is Verdict.INCONCLUSIVE for r in results)
     score = comparison_score(results)
     if score is None:
@@ -83,9 +99,9 @@ def _comparison_outcome(results: Sequence[Result], scoring: ScoreThresholds) -> 
 def round_outcome(
     results: Sequence[Result], no_data: NoDataPolicy, scoring: ScoreThresholds | None = None
 ) -> RoundOutcome:
-    """The outcome of a round; a Canary without metrics always advances."""
+    """The outcome of a round; a Canary without metrics always advances (dry-run metrics do not count)."""
     compared = _comparison_outcome(results, scoring or ScoreThresholds())
-    verdicts = {r.verdict for r in results if r.comparison is None}
+    verdicts = {r.verdict for r in counted(results) if r.comparison is None}
     if (
         Verdict.FAIL in verdicts
         or (Verdict.NO_DATA in verdicts and no_data is NoDataPolicy.FAIL)
@@ -96,9 +112,34 @@ def round_outcome(
         return RoundOutcome.ERROR
     if Verdict.NO_DATA in verdicts and no_data is NoDataPolicy.HOLD:
         return RoundOutcome.HOLD
-    if compared is RoundOutcome.INCONCLUSIVE:
+    if compared is RoundOutcome.INCONCLUSIVE or Verdict.INCONCLUSIVE in verdicts:
         return RoundOutcome.INCONCLUSIVE
     return RoundOutcome.ADVANCE
+
+
+def pauses_for_a_person(results: Sequence[Result], policy: InconclusivePolicy) -> bool:
+    """Whether an inconclusive round pauses the run: by policy, or for a value in an inconclusiveRange."""
+    if policy is InconclusivePolicy.PAUSE:
+        return True
+    return any(r.comparison is None and r.verdict is Verdict.INCONCLUSIVE for r in counted(results))
+
+
+def mark_dry_run(analysis: Analysis, results: Sequence[MetricResult]) -> tuple[MetricResult, ...]:
+    """The round's results with the dry-run metrics marked as such (from the Canary's spec)."""
+    dry = {m.name for m in analysis.metrics if m.dry_run}
+    return tuple(replace(r, dry_run=True) if r.name in dry and not r.dry_run else r for r in results)
+
+
+def failure_limit_reached(analysis: Analysis, statuses: Sequence[MetricStatus]) -> MetricStatus | None:
+    """The first counted metric that has failed as many checks as its failureLimit, if any."""
+    limits = {
+        m.name: m.failure_limit for m in analysis.metrics if m.failure_limit is not None and not m.dry_run
+    }
+    for status in statuses:
+        limit = limits.get(status.name)
+        if limit is not None and status.failures >= limit:
+            return status
+    return None
 
 
 def decisive_failure(results: Sequence[Result], scoring: ScoreThresholds | None = None) -> Result | None:
@@ -107,7 +148,7 @@ def decisive_failure(results: Sequence[Result], scoring: ScoreThresholds | None 
     A failed critical metric always does; a failed Sequential metric does
     when the comparison metrics together fail the round.
     """
-    failed = [r for r in results if r.comparison is not None and r.verdict is Verdict.FAIL]
+    failed = [r for r in counted(results) if r.comparison is not None and r.verdict is Verdict.FAIL]
     for result in failed:
         if result.comparison is not None and result.comparison.critical:
             return result
@@ -134,7 +175,10 @@ def worst_per_route(per_route: Sequence[tuple[str, MetricResult]]) -> MetricResu
     first = deciding[0][1]
     message = "; ".join(f"route {route}: {result.message}" for route, result in deciding)
     return MetricResult(
-        name=first.name, verdict=first.verdict, value=first.value, message=message,
+        name=first.name,
+        verdict=first.verdict,
+        value=first.value,
+        message=message,
         comparison=first.comparison,
     )
 
@@ -143,6 +187,8 @@ def describe_result(result: Result) -> str:
     """One metric's result in a few words, e.g. ``success-rate=93.2 (Fail: below min 99)``."""
     value = "no value" if result.value is None else format_number(result.value)
     text = f"{result.name}={value} ({result.verdict.value}"
+    if result.dry_run:
+        text += ", dry-run"
     if result.message:
         text += f": {result.message}"
     return text + ")"
@@ -154,9 +200,15 @@ def describe_round(results: Iterable[Result], *only: Verdict) -> str:
     return ", ".join(describe_result(r) for r in chosen) if chosen else "no metrics configured"
 
 
-def metric_statuses(results: Sequence[MetricResult], checked_at: datetime) -> list[MetricStatus]:
-    """The round as it is recorded in status.metrics (each comparison with the round's score)."""
+def metric_statuses(
+    results: Sequence[MetricResult], checked_at: datetime, previous: Sequence[MetricStatus] = ()
+) -> list[MetricStatus]:
+    """The round as it is recorded in status.metrics (each comparison with the round's score).
+
+    ``previous`` (the status before the round) carries each metric's count of failed checks on.
+    """
     score = comparison_score(results)
+    failures = {m.name: m.failures for m in previous}
     return [
         MetricStatus(
             name=r.name,
@@ -165,6 +217,8 @@ def metric_statuses(results: Sequence[MetricResult], checked_at: datetime) -> li
             message=r.message,
             checked_at=checked_at,
             comparison=r.comparison.model_copy(update={"score": score}) if r.comparison is not None else None,
+            dry_run=r.dry_run,
+            failures=failures.get(r.name, 0) + (1 if r.verdict is Verdict.FAIL else 0),
         )
         for r in results
     ]

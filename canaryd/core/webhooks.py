@@ -20,9 +20,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Final
 
+# Their first home was here; code that imports them from here keeps working.
+from canaryd.api.constants import CHECK_HOOKS as CHECK_HOOKS
+from canaryd.api.constants import GATE_HOOKS as GATE_HOOKS
+from canaryd.api.constants import HookType as HookType
 from canaryd.api.models import Canary
 from canaryd.api.timestamps import format_rfc3339
 
@@ -37,35 +40,6 @@ ID_HEADER: Final = "X-Canaryd-Delivery"
 #: Longest metadata value and most metadata entries sent (the CRD will hold the same bounds).
 MAX_METADATA_ENTRIES: Final = 64
 MAX_METADATA_VALUE: Final = 4096
-
-
-class HookType(StrEnum):
-    """When a webhook is called (the ``type`` of a Canary's webhook and of its payload)."""
-
-    #: Before a run starts; the run waits while it answers non-2xx.
-    CONFIRM_ROLLOUT = "confirm-rollout"
-    #: Once, before traffic first moves; a failure counts as a failed check.
-    PRE_ROLLOUT = "pre-rollout"
-    #: At every step, before the analysis; a failure counts as a failed check.
-    ROLLOUT = "rollout"
-    #: Before each weight increase; the step waits while it answers non-2xx.
-    CONFIRM_TRAFFIC_INCREASE = "confirm-traffic-increase"
-    #: Before promotion; promotion waits while it answers non-2xx.
-    CONFIRM_PROMOTION = "confirm-promotion"
-    #: After a run ends (promoted or rolled back); failures are reported, never block.
-    POST_ROLLOUT = "post-rollout"
-    #: When a run is rolled back.
-    ROLLBACK = "rollback"
-    #: For every Event canaryd emits about the Canary; failures are reported, never block.
-    EVENT = "event"
-
-
-#: Hooks whose non-2xx answer holds the run until they answer 2xx.
-GATE_HOOKS: Final = frozenset(
-    {HookType.CONFIRM_ROLLOUT, HookType.CONFIRM_TRAFFIC_INCREASE, HookType.CONFIRM_PROMOTION}
-)
-#: Hooks whose failure counts as a failed check.
-CHECK_HOOKS: Final = frozenset({HookType.PRE_ROLLOUT, HookType.ROLLOUT})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,11 @@ Deployment (which becomes the canary), and two Services that tell them apart:
 function of the target and the Canary, so what canaryd creates can be checked
 field by field without a cluster. Selectors are rewritten so that the primary's
 pods are never picked by the target's selector and the other way round.
+
+Pods say which side they are on with ``canaryd.io/role``: ``primary`` on the
+primary's template, ``canary`` on the target's, added when canaryd scales the
+target up from 0 for a run (so no running pod restarts for it). The label is
+canaryd's bookkeeping and is not part of a revision (see ``core.revision``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from canaryd.api.constants import API_VERSION, CANARY_KIND, LABEL_CANARY, LABEL_MANAGED_BY, MANAGER_NAME
+from canaryd.api.constants import (
+    API_VERSION,
+    CANARY_KIND,
+    LABEL_CANARY,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    MANAGER_NAME,
+    ROLE_CANARY,
+    ROLE_PRIMARY,
+)
 from canaryd.api.models import Canary
 from canaryd.api.naming import workload_names
 from canaryd.core.observations import WorkloadState
@@ -71,9 +85,21 @@ def primary_template(target: dict[str, Any]) -> dict[str, Any]:
     metadata = template.setdefault("metadata", {})
     labels = dict(metadata.get("labels") or {})
     labels.update(primary_selector(target))
+    labels[LABEL_ROLE] = ROLE_PRIMARY
     metadata["labels"] = labels
     metadata.pop("creationTimestamp", None)
     return template
+
+
+def scale_patch(target: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """The merge patch that scales the target; scaling up from 0 also labels its pods as the canary."""
+    patch: dict[str, Any] = {"spec": {"replicas": replicas}}
+    spec = target.get("spec") or {}
+    current = spec.get("replicas")
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if replicas > 0 and current == 0 and labels.get(LABEL_ROLE) != ROLE_CANARY:
+        patch["spec"]["template"] = {"metadata": {"labels": {LABEL_ROLE: ROLE_CANARY}}}
+    return patch
 
 
 def target_replicas(target: dict[str, Any]) -> int:

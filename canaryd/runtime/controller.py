@@ -26,8 +26,10 @@ from typing import Any
 
 import structlog
 
+from canaryd.adapters.delivery_metrics import DeliveryMetrics
 from canaryd.adapters.informer import Key, MultiInformer
 from canaryd.adapters.kube import (
+    AUTOSCALERS,
     CANARIES,
     DEPLOYMENTS,
     GRPC_ROUTES,
@@ -42,10 +44,13 @@ from canaryd.adapters.writers import Writer
 from canaryd.core import lifecycle
 from canaryd.core.claims import REFUSAL_REASONS
 from canaryd.core.references import Reference, references
+from canaryd.runtime.hooks import BackgroundHooks, HookRunner
 from canaryd.runtime.http import Endpoints
 from canaryd.runtime.metrics import ControllerMetrics
+from canaryd.runtime.notify import ChatNotifications, parse_secret_name
 from canaryd.runtime.observe import Caches, RunSlots
 from canaryd.runtime.reconciler import Analyzer, DecideFn, DueFn, Reconciler
+from canaryd.runtime.secrets import SecretReader
 from canaryd.runtime.settings import Settings, parse_address
 from canaryd.runtime.workers import WorkerPool
 
@@ -64,6 +69,11 @@ class Controller:
     ) -> None:
         self.settings = settings
         self.metrics = ControllerMetrics()
+        #: Webhook calls and chat notifications, counted on the controller's own /metrics.
+        self.delivery_metrics = DeliveryMetrics(self.metrics.registry)
+        self.hooks: HookRunner | None = None
+        self.background: BackgroundHooks | None = None
+        self.notifications: ChatNotifications | None = None
         self._analyzer = analyzer
         self._decide = decide
         self._analysis_due = analysis_due
@@ -123,6 +133,7 @@ class Controller:
                 "HTTPRoute": MultiInformer(self.client, HTTP_ROUTES, namespaces, **options),
                 "GRPCRoute": MultiInformer(self.client, GRPC_ROUTES, namespaces, **options),
             },
+            autoscalers=MultiInformer(self.client, AUTOSCALERS, namespaces, **options),
         )
         self.caches.canaries.add_handler(self._on_canary)
         self.caches.templates.add_handler(self._dependency("MetricTemplate"))
@@ -130,6 +141,19 @@ class Controller:
         self.caches.services.add_handler(self._dependency("Service"))
         for kind, cache in self.caches.routes.items():
             cache.add_handler(self._dependency(kind))
+        assert self.caches.autoscalers is not None
+        self.caches.autoscalers.add_handler(self._on_autoscaler)
+        secrets = SecretReader(self.client)
+        self.hooks = HookRunner(secrets, self.delivery_metrics)
+        self.background = BackgroundHooks(self.hooks)
+        self.notifications = ChatNotifications(
+            secrets,
+            self.delivery_metrics,
+            cluster_secret=parse_secret_name(
+                settings.notification_secret, settings.leader_election_namespace
+            ),
+            cluster_name=settings.cluster_name,
+        )
         analyzer = self._analyzer
         if analyzer is None:
             from canaryd.runtime.analysis import PrometheusAnalyzer
@@ -148,7 +172,13 @@ class Controller:
             decide=self._decide,
             analysis_due=self._analysis_due,
             requeue=self.workers.enqueue,
+            hook_round=self.hooks.run,
+            background=self.background,
+            notifications=self.notifications,
         )
+        self.background.on_failure = self.reconciler.report_webhook_failure
+        self.notifications.on_problem = self.reconciler.report_notification_problem
+        self.notifications.start()
         for cache in self.caches.all:
             cache.start()
         await self.endpoints.start(
@@ -228,6 +258,12 @@ class Controller:
         elif self._leading:
             await self._stop_leading()
         self.scheduler.shutdown()
+        if self.background is not None:
+            await self.background.stop()
+        if self.notifications is not None:
+            await self.notifications.stop()
+        if self.hooks is not None:
+            await self.hooks.close()
         if self.caches is not None:
             await asyncio.gather(*(cache.stop() for cache in self.caches.all))
         await self.endpoints.stop()
@@ -283,6 +319,13 @@ class Controller:
                 self.workers.enqueue(key)
 
         return handler
+
+    def _on_autoscaler(self, event_type: str, obj: dict[str, Any]) -> None:
+        """Keep the index of what each HPA scales, and look again at the Canaries of that Deployment."""
+        assert self.caches is not None
+        for namespace, deployment in self.caches.autoscaler_index.on_event(event_type, obj):
+            for key in self._index.get(("Deployment", namespace, deployment), ()):
+                self.workers.enqueue(key)
 
     async def _wake(self, key_text: str, due: datetime) -> None:
         namespace, _, name = key_text.partition("/")

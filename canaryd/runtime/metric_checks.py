@@ -61,7 +61,7 @@ async def run_threshold(
     answers = await asyncio.gather(*(querier.query(endpoint, promql, at=now) for _, promql in queries))
     return worst_per_route(
         [
-            (route, judge(check.name, answer, check.threshold_range))
+            (route, judge(check.name, answer, check.threshold_range, check.inconclusive_range))
             for (route, _), answer in zip(queries, answers, strict=True)
         ]
     )

@@ -43,6 +43,13 @@ class ControllerMetrics:
             [*CANARY_LABELS, "metric", "verdict"],
             registry=self.registry,
         )
+        self.webhook_calls = Counter(
+            "canaryd_webhook_calls_total",
+            "Gate and check webhook calls of each Canary, by webhook and outcome (ok, http-error, timeout, "
+            "unreachable, malformed, not-sent)",
+            [*CANARY_LABELS, "webhook", "outcome"],
+            registry=self.registry,
+        )
         self.step_lateness = Histogram(
             "canaryd_step_lateness_seconds",
             "How late a due step was taken: actual time minus due time",
@@ -85,6 +92,7 @@ class ControllerMetrics:
             (self.canary_phase, (*CANARY_LABELS, "phase")),
             (self.canary_weight, CANARY_LABELS),
             (self.analysis_verdicts, (*CANARY_LABELS, "metric", "verdict")),
+            (self.webhook_calls, (*CANARY_LABELS, "webhook", "outcome")),
         )
 
     def _remove_series(self, namespace: str | None, name: str | None) -> None:

@@ -11,6 +11,7 @@ decides: every rule applied to these values lives in ``canaryd.core``.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +22,41 @@ from canaryd.api.constants import ACTIVE_PHASES, FINALIZER, Phase, Reason, parse
 from canaryd.api.models import Canary, MetricCheck, MetricTemplate, validation_text
 from canaryd.api.naming import workload_names
 from canaryd.api.timestamps import parse_rfc3339
-from canaryd.core import concurrency
+from canaryd.core import autoscaling, concurrency
 from canaryd.core.concurrency import Key
-from canaryd.core.observations import CanaryClaim, Observations, RouteState
+from canaryd.core.observations import AutoscalerState, CanaryClaim, Observations, RouteState
 from canaryd.core.routes import inspect_route
 from canaryd.core.workloads import service_matches, services, target_problem, workload_state
+
+
+class AutoscalerIndex:
+    """HPAs by the Deployment they scale, kept from the HPA cache's events (no scan per decision)."""
+
+    def __init__(self) -> None:
+        self._by_target: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._target_of: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def on_event(self, event_type: str, obj: dict[str, Any]) -> set[tuple[str, str]]:
+        """Record an HPA event; returns the (namespace, Deployment) pairs it scales or scaled."""
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        touched: set[tuple[str, str]] = set()
+        old = self._target_of.pop(key, None)
+        if old is not None:
+            self._by_target[old].discard(key[1])
+            touched.add(old)
+        target = autoscaling.scale_target(obj)
+        if event_type == "DELETED" or target is None:
+            return touched
+        new = (key[0], target[1])
+        self._by_target[new].add(key[1])
+        self._target_of[key] = new
+        touched.add(new)
+        return touched
+
+    def scaling(self, namespace: str, deployment: str) -> list[str]:
+        """Names of the HPAs that scale this Deployment."""
+        return sorted(self._by_target.get((namespace, deployment), ()))
 
 
 @dataclass
@@ -37,10 +68,14 @@ class Caches:
     deployments: MultiInformer
     services: MultiInformer
     routes: dict[str, MultiInformer]
+    #: HorizontalPodAutoscalers (None: not watched), and the index of what each one scales.
+    autoscalers: MultiInformer | None = None
+    autoscaler_index: AutoscalerIndex = field(default_factory=AutoscalerIndex)
 
     @property
     def all(self) -> list[MultiInformer]:
-        return [self.canaries, self.templates, self.deployments, self.services, *self.routes.values()]
+        found = [self.canaries, self.templates, self.deployments, self.services, *self.routes.values()]
+        return found + ([self.autoscalers] if self.autoscalers is not None else [])
 
     @property
     def synced(self) -> bool:
@@ -161,6 +196,49 @@ def owned_by(obj: dict[str, Any] | None, owner_uid: str) -> bool:
     return any(isinstance(ref, dict) and ref.get("uid") == owner_uid for ref in refs)
 
 
+@dataclass(frozen=True)
+class ObservedAutoscaling:
+    state: AutoscalerState | None = None
+    stale: tuple[str, ...] = ()
+    #: A copy canaryd made for the primary still carries this Canary's ownerReference.
+    owns_copy: bool = False
+
+
+def observe_autoscaling(canary: Canary, caches: Caches) -> ObservedAutoscaling:
+    """The HPA that scales the target (the first by name) and canaryd's copies for the primary."""
+    hpas = caches.autoscalers
+    if hpas is None:
+        return ObservedAutoscaling()
+    namespace = canary.metadata.namespace
+    target = canary.spec.target_ref.name
+    uid = canary.metadata.uid or ""
+    index = caches.autoscaler_index
+
+    def load(name: str) -> dict[str, Any] | None:
+        return hpas.get(namespace, name)
+
+    sources = [h for h in map(load, index.scaling(namespace, target)) if h and autoscaling.copy_of(h) is None]
+    source = autoscaling.source_autoscaler(sources)
+    copies = [
+        h
+        for h in map(load, index.scaling(namespace, workload_names(target).primary))
+        if h and autoscaling.copy_of(h) is not None and owned_by(h, uid)
+    ]
+    state = None
+    wanted_name = None
+    if source is not None:
+        wanted = autoscaling.primary_autoscaler(source, canary)
+        wanted_name = wanted["metadata"]["name"]
+        actual = load(wanted_name)
+        # Someone else's HPA with that name is left alone (canaryd never edits what it did not make).
+        foreign = actual is not None and autoscaling.copy_of(actual) is None
+        state = AutoscalerState(
+            source=source["metadata"]["name"], mirror_in_step=foreign or autoscaling.in_step(actual, wanted)
+        )
+    stale = tuple(sorted(h["metadata"]["name"] for h in copies if h["metadata"]["name"] != wanted_name))
+    return ObservedAutoscaling(state=state, stale=stale, owns_copy=bool(copies))
+
+
 def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_available: bool = True) -> Observed:
     namespace = canary.metadata.namespace
     target_name = canary.spec.target_ref.name
@@ -193,8 +271,11 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         )
 
     uid = canary.metadata.uid or ""
-    owns_workloads = owned_by(primary, uid) or any(
-        owned_by(caches.services.get(namespace, service), uid) for service in names
+    autoscaled = observe_autoscaling(canary, caches)
+    owns_workloads = (
+        owned_by(primary, uid)
+        or any(owned_by(caches.services.get(namespace, service), uid) for service in names)
+        or autoscaled.owns_copy
     )
 
     metrics, template_problems = resolve_metrics(canary, caches.templates)
@@ -214,5 +295,7 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         has_finalizer=FINALIZER in (meta.get("finalizers") or []),
         owns_workloads=owns_workloads,
         others=other_claims(canary, caches.canaries),
+        autoscaler=autoscaled.state,
+        stale_autoscalers=autoscaled.stale,
     )
     return Observed(observations=observations, metrics=metrics, target=target)

@@ -2,6 +2,9 @@
 
 The reconciler decides nothing; it interprets a core decision:
 
+0. before deciding, the webhook round (the gate and check webhooks the core
+   says are due, see ``runtime.hooks``) and the analysis round, whose results
+   the decision gets as observations;
 1. the status (a merge patch on /status) is written first: it is the record of
    what canaryd intends, so a controller killed at any point resumes from it
    and re-applies (idempotently) whatever effect had not happened yet, and a
@@ -15,6 +18,10 @@ The reconciler decides nothing; it interprets a core decision:
    read again and the Canary is decided again at once, so nobody's edit is lost;
 3. the next wake-up, from the decision (itself computed from status), so idle
    Canaries cost nothing and a restart is on time.
+
+Background work the decision asks for (post-rollout and rollback webhooks,
+an ``event`` webhook call for every Event recorded, chat notifications) is
+queued, never waited for.
 
 A Canary that does not parse gets the report ``core.invalid`` makes of it. A
 pass that fails (an API error, an exception, a route race lost again and
@@ -34,13 +41,14 @@ import structlog
 from pydantic import ValidationError
 
 from canaryd.adapters.informer import Key
-from canaryd.adapters.kube import CANARIES, DEPLOYMENTS, ROUTE_RESOURCES, SERVICES, ApiError
+from canaryd.adapters.kube import AUTOSCALERS, CANARIES, DEPLOYMENTS, ROUTE_RESOURCES, SERVICES, ApiError
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer, status_merge_patch
-from canaryd.api.models import Canary, CanaryStatus, validation_text
+from canaryd.api.constants import HookType, Reason
+from canaryd.api.models import Canary, CanaryStatus, Webhook, validation_text
 from canaryd.api.naming import workload_names
+from canaryd.core import autoscaling, inflight
 from canaryd.core import effects as fx
-from canaryd.core import inflight
 from canaryd.core.concurrency import starts_run
 from canaryd.core.failures import (
     PERSISTENT_ATTEMPTS,
@@ -50,22 +58,27 @@ from canaryd.core.failures import (
     recovery_patch,
     worth_reporting,
 )
+from canaryd.core.hooks import due_webhooks
 from canaryd.core.invalid import invalid_canary_report
 from canaryd.core.lifecycle import Decision
-from canaryd.core.observations import MetricResult, Observations
+from canaryd.core.observations import HookResult, MetricResult, Observations
 from canaryd.core.redaction import redact_text
 from canaryd.core.revision import deployment_template_hash
 from canaryd.core.routes import weight_patch
 from canaryd.core.schedule import retry_backoff
+from canaryd.core.webhooks import EventInfo
 from canaryd.core.workloads import (
     primary_deployment,
     primary_template_patch,
+    scale_patch,
     service_matches,
     service_patch,
     services,
     workload_state,
 )
+from canaryd.runtime.hooks import BackgroundHooks, with_status
 from canaryd.runtime.metrics import ControllerMetrics
+from canaryd.runtime.notify import ChatNotifications
 from canaryd.runtime.observe import Caches, ResolvedMetric, RunSlots, observe, owned_by
 
 log = structlog.get_logger("canaryd.reconciler")
@@ -73,6 +86,7 @@ log = structlog.get_logger("canaryd.reconciler")
 Analyzer = Callable[[Canary, tuple[ResolvedMetric, ...], datetime], Awaitable[tuple[MetricResult, ...]]]
 DecideFn = Callable[[Canary, Observations, datetime], Decision]
 DueFn = Callable[[Canary, Observations, datetime], bool]
+HookRound = Callable[[Canary, tuple[Webhook, ...], datetime], Awaitable[tuple[HookResult, ...]]]
 
 
 class RouteConflict(Exception):
@@ -102,6 +116,9 @@ class Reconciler:
         analysis_due: DueFn,
         requeue: Callable[[Key], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        hook_round: HookRound | None = None,
+        background: BackgroundHooks | None = None,
+        notifications: ChatNotifications | None = None,
     ) -> None:
         self.caches = caches
         self.writer = writer
@@ -113,6 +130,9 @@ class Reconciler:
         self.analysis_due = analysis_due
         self.requeue = requeue
         self.clock = clock
+        self.hook_round = hook_round
+        self.background = background
+        self.notifications = notifications
         self._failures: dict[Key, int] = {}
         #: Route races lost in a row, per Canary (a race lost every time is a failure, not a race).
         self._conflicts: dict[Key, int] = {}
@@ -238,7 +258,15 @@ class Reconciler:
         observed = observe(canary, raw, self.caches, slot)
         observations = observed.observations
         now = self.clock()
-        self._doing[key] = "deciding"
+        due = due_webhooks(canary, observations, now) if self.hook_round is not None else ()
+        if due and self.hook_round is not None:
+            self._doing[key] = "calling webhooks"
+            answers = await self.hook_round(canary, due, now)
+            if self.caches.canaries.get(*key) is not None:  # a Canary deleted meanwhile leaves no series
+                for answer in answers:
+                    self.metrics.webhook_calls.labels(*key, answer.name, answer.outcome.value).inc()
+            observations = replace(observations, hooks=answers)
+            now = self.clock()
         if self.analysis_due(canary, observations, now):
             self._doing[key] = "running the analysis"
             results = await self.analyzer(canary, observed.metrics, now)
@@ -306,6 +334,29 @@ class Reconciler:
         await self.writer.record_event(
             latest, event.type, event.reason, event.message, action=str(status.phase or "")
         )
+        if self.background is not None:
+            info = EventInfo(reason=event.reason, message=event.message, type=event.type)
+            self.background.send(with_status(canary, status), HookType.EVENT, info)
+
+    async def report_webhook_failure(self, canary: Canary, webhook: Webhook, what: str) -> None:
+        """A background webhook was not delivered: a Warning Event on the Canary (never raises)."""
+        latest = self.caches.canaries.get(canary.metadata.namespace, canary.metadata.name)
+        if latest is None:
+            return
+        message = f"webhook {webhook.name} ({webhook.type.value}) not delivered: {what}"
+        await self.writer.record_event(
+            latest, "Warning", Reason.WEBHOOK_FAILED.value, message, action="Webhook"
+        )
+        if self.background is not None:
+            info = EventInfo(reason=Reason.WEBHOOK_FAILED.value, message=message, type="Warning")
+            self.background.send(canary, HookType.EVENT, info)
+
+    async def report_notification_problem(self, canary: Canary, message: str) -> None:
+        latest = self.caches.canaries.get(canary.metadata.namespace, canary.metadata.name)
+        if latest is not None:
+            await self.writer.record_event(
+                latest, "Warning", Reason.NOTIFICATION_FAILED.value, message, action="Notify"
+            )
 
     async def _apply(
         self, effect: fx.Effect, canary: Canary, target: dict[str, Any] | None, status: CanaryStatus
@@ -333,6 +384,17 @@ class Reconciler:
             await self._set_weights(effect, canary, status)
         elif isinstance(effect, fx.ReleaseOwned):
             await self._release_owned(canary)
+        elif isinstance(effect, fx.MirrorAutoscaler):
+            await self._mirror_autoscaler(effect.source, canary)
+        elif isinstance(effect, fx.DeleteAutoscaler):
+            await self.writer.delete(AUTOSCALERS, namespace, effect.name)
+            log.info("deleted the primary's copy of an HPA that is gone", autoscaler=effect.name)
+        elif isinstance(effect, fx.CallWebhooks):
+            if self.background is not None:
+                self.background.send(with_status(canary, status), effect.type)
+        elif isinstance(effect, fx.Notify):
+            if self.notifications is not None:
+                self.notifications.notify(canary, effect.notification)
         else:  # pragma: no cover - the Effect union is closed
             raise TypeError(f"unknown effect {effect!r}")
 
@@ -351,8 +413,33 @@ class Reconciler:
         elif workload_state(existing, primary=True).template_hash != revision:
             await self.writer.patch_deployment(namespace, name, primary_template_patch(target))
 
+    async def _mirror_autoscaler(self, source_name: str, canary: Canary) -> None:
+        """Create ``<source>-primary`` for the primary, or put its spec back in step with the source."""
+        cache = self.caches.autoscalers
+        namespace = canary.metadata.namespace
+        source = cache.get(namespace, source_name) if cache is not None else None
+        if cache is None or source is None:
+            return
+        wanted = autoscaling.primary_autoscaler(source, canary)
+        name = wanted["metadata"]["name"]
+        existing = cache.get(namespace, name)
+        if existing is None:
+            try:
+                await self.writer.create(AUTOSCALERS, wanted)
+                log.info("mirrored the target's HPA for the primary", source=source_name, autoscaler=name)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                # Not in the cache yet: the watch brings it, and the next decision looks at it.
+                log.info("an HPA by that name exists already", autoscaler=name)
+            return
+        if autoscaling.copy_of(existing) is None or autoscaling.in_step(existing, wanted):
+            return
+        await self.writer.json_patch(AUTOSCALERS, namespace, name, autoscaling.spec_patch(wanted))
+        log.info("put the primary's HPA back in step", source=source_name, autoscaler=name)
+
     async def _release_owned(self, canary: Canary) -> None:
-        """Take this Canary's ownerReference off the primary and both Services, so they outlive it."""
+        """Take this Canary's ownerReference off the primary, both Services and the HPA copy."""
         namespace = canary.metadata.namespace
         names = workload_names(canary.spec.target_ref.name)
         uid = canary.metadata.uid or ""
@@ -361,6 +448,12 @@ class Reconciler:
             (SERVICES, self.caches.services, names.primary),
             (SERVICES, self.caches.services, names.canary_service),
         ]
+        hpas = self.caches.autoscalers
+        if hpas is not None:
+            for hpa in self.caches.autoscaler_index.scaling(namespace, names.primary):
+                obj = hpas.get(namespace, hpa)
+                if obj is not None and autoscaling.copy_of(obj) is not None:
+                    owned.append((AUTOSCALERS, hpas, hpa))
         for resource, cache, name in owned:
             obj = cache.get(namespace, name)
             if obj is not None and owned_by(obj, uid):
@@ -374,7 +467,7 @@ class Reconciler:
         if target is None:
             raise ApiError(404, "NotFound", f"target Deployment {target_name} is missing")
         if (target.get("spec") or {}).get("replicas") != replicas:
-            await self.writer.scale(namespace, target_name, replicas)
+            await self.writer.scale(namespace, target_name, replicas, scale_patch(target, replicas))
 
     async def _set_weights(self, effect: fx.SetRouteWeights, canary: Canary, status: CanaryStatus) -> None:
         """The guarded weight patch on every route that needs it; a drift Event once a route is written."""

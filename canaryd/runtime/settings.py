@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     prometheus_timeout_seconds: float = Field(default=10.0, gt=0)
     #: Queries in flight per Prometheus server.
     prometheus_max_in_flight: int = Field(default=8, ge=1)
+    #: The Secret with the cluster's chat notification URLs: ``namespace/name``, or ``name`` in the
+    #: leader-election namespace; none when empty (Canaries may still name their own).
+    notification_secret: str = ""
+    #: A name for this cluster in chat notifications (for channels several clusters share).
+    cluster_name: str = ""
 
     @field_validator("namespaces", mode="before")
     @classmethod

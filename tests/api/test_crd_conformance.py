@@ -928,6 +928,241 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "spec.unit",
         "may not be more than 32",
     ),
+    # --- webhooks, richer analysis, workloads and notifications
+    (
+        "inconclusive-without-threshold",
+        _with(
+            base_canary,
+            **{
+                f"{M0}__thresholdRange": _DELETE,
+                f"{M0}__compare": {},
+                f"{M0}__inconclusiveRange": {"min": 1},
+            },
+        ),
+        "spec.analysis.metrics[0].inconclusiveRange",
+        "inconclusiveRange goes with thresholdRange",
+    ),
+    (
+        "inconclusive-empty",
+        _with(base_canary, **{f"{M0}__inconclusiveRange": {}}),
+        "spec.analysis.metrics[0].inconclusiveRange",
+        "set min, max or both",
+    ),
+    (
+        "inconclusive-inverted",
+        _with(base_canary, **{f"{M0}__inconclusiveRange": {"min": 5, "max": 1}}),
+        "spec.analysis.metrics[0].inconclusiveRange",
+        "min must not be above max",
+    ),
+    (
+        "initial-delay-short",
+        _with(base_canary, **{f"{M0}__initialDelay": "500ms"}),
+        "spec.analysis.metrics[0].initialDelay",
+        "at least 1s",
+    ),
+    (
+        "failure-limit-zero",
+        _with(base_canary, **{f"{M0}__failureLimit": 0}),
+        "spec.analysis.metrics[0].failureLimit",
+        "greater than or equal to 1",
+    ),
+    (
+        "dry-run-string",
+        _with(base_canary, **{f"{M0}__dryRun": "true"}),
+        "spec.analysis.metrics[0].dryRun",
+        "must be of type boolean",
+    ),
+    (
+        "webhook-type",
+        _with(base_canary, **{f"{AN}__webhooks": [{"name": "a", "type": "pre-promotion", "url": "http://a.b/"}]}),
+        "spec.analysis.webhooks[0].type",
+        "supported values",
+    ),
+    (
+        "webhook-no-url",
+        _with(base_canary, **{f"{AN}__webhooks": [{"name": "a", "type": "rollout"}]}),
+        "spec.analysis.webhooks[0].url",
+        "Required",
+    ),
+    (
+        "webhook-url-scheme",
+        _with(base_canary, **{f"{AN}__webhooks": [{"name": "a", "type": "rollout", "url": "ftp://a.b/"}]}),
+        "spec.analysis.webhooks[0].url",
+        "should match",
+    ),
+    (
+        "webhook-url-space",
+        _with(base_canary, **{f"{AN}__webhooks": [{"name": "a", "type": "rollout", "url": "http://a b/"}]}),
+        "spec.analysis.webhooks[0].url",
+        "should match",
+    ),
+    (
+        "webhook-name-too-long",
+        _with(
+            base_canary, **{f"{AN}__webhooks": [{"name": "a" * 49, "type": "rollout", "url": "http://a.b/"}]}
+        ),
+        "spec.analysis.webhooks[0].name",
+        "may not be more than 48",
+    ),
+    (
+        "webhook-duplicate",
+        _with(
+            base_canary,
+            **{
+                f"{AN}__webhooks": [
+                    {"name": "a", "type": "rollout", "url": "http://a.b/"},
+                    {"name": "a", "type": "pre-rollout", "url": "http://a.b/"},
+                ]
+            },
+        ),
+        "spec.analysis.webhooks[1]",
+        "Duplicate value",
+    ),
+    (
+        "webhook-timeout-short",
+        _with(
+            base_canary,
+            **{f"{AN}__webhooks": [{"name": "a", "type": "rollout", "url": "http://a.b", "timeout": "0.5s"}]},
+        ),
+        "spec.analysis.webhooks[0].timeout",
+        "at least 1s",
+    ),
+    (
+        "webhook-retries-high",
+        _with(
+            base_canary,
+            **{f"{AN}__webhooks": [{"name": "a", "type": "rollout", "url": "http://a.b/", "retries": 11}]},
+        ),
+        "spec.analysis.webhooks[0].retries",
+        "less than or equal to 10",
+    ),
+    (
+        "webhook-metadata-number",
+        _with(
+            base_canary,
+            **{
+                f"{AN}__webhooks": [{"name": "a", "type": "rollout", "url": "http://a", "metadata": {"n": 5}}]
+            },
+        ),
+        "spec.analysis.webhooks[0].metadata.n",
+        "must be of type string",
+    ),
+    (
+        "webhook-metadata-too-many",
+        _with(
+            base_canary,
+            **{
+                f"{AN}__webhooks": [
+                    {
+                        "name": "a", "type": "rollout", "url": "http://a.b/",
+                        "metadata": {f"k{i}": "v" for i in range(65)},
+                    }
+                ]
+            },
+        ),
+        "spec.analysis.webhooks[0].metadata",
+        "must have at most 64 items",
+    ),
+    (
+        "webhook-secret-no-name",
+        _with(
+            base_canary,
+            **{
+                f"{AN}__webhooks": [
+                    {"name": "a", "type": "rollout", "url": "http://a", "signingKeySecretRef": {"key": "k"}}
+                ]
+            },
+        ),
+        "spec.analysis.webhooks[0].signingKeySecretRef.name",
+        "Required",
+    ),
+    (
+        "webhook-secret-key-pattern",
+        _with(
+            base_canary,
+            **{
+                f"{AN}__webhooks": [
+                    {
+                        "name": "a", "type": "rollout", "url": "http://a.b/",
+                        "signingKeySecretRef": {"name": "s", "key": "a/b"},
+                    }
+                ]
+            },
+        ),
+        "spec.analysis.webhooks[0].signingKeySecretRef.key",
+        "should match",
+    ),
+    (
+        "abort-delay-short",
+        _with(base_canary, **{"spec__abortScaleDownDelay": "10ms"}),
+        "spec.abortScaleDownDelay",
+        "at least 1s",
+    ),
+    (
+        "primary-ready-zero",
+        _with(base_canary, **{"spec__primaryReadyThreshold": 0}),
+        "spec.primaryReadyThreshold",
+        "greater than or equal to 1",
+    ),
+    (
+        "primary-ready-over-100",
+        _with(base_canary, **{"spec__primaryReadyThreshold": 101}),
+        "spec.primaryReadyThreshold",
+        "less than or equal to 100",
+    ),
+    (
+        "skip-analysis-string",
+        _with(base_canary, **{"spec__skipAnalysis": "yes"}),
+        "spec.skipAnalysis",
+        "must be of type boolean",
+    ),
+    (
+        "notification-kind",
+        _with(base_canary, **{"spec__notifications": {"kinds": ["deployed"]}}),
+        "spec.notifications.kinds[0]",
+        "supported values",
+    ),
+    (
+        "notification-kind-repeated",
+        _with(base_canary, **{"spec__notifications": {"kinds": ["step", "step"]}}),
+        "spec.notifications.kinds[1]",
+        "Duplicate value",
+    ),
+    (
+        "notification-secret-no-name",
+        _with(base_canary, **{"spec__notifications": {"secretRef": {}}}),
+        "spec.notifications.secretRef.name",
+        "Required",
+    ),
+    (
+        "status-gate-type",
+        _with_status(status__gate={"type": "rollout", "since": "2026-05-01T10:00:00Z"}),
+        "status.gate.type",
+        "supported values",
+    ),
+    (
+        "status-webhook-outcome",
+        _with_status(
+            status__webhooks=[
+                {"name": "a", "type": "rollout", "outcome": "failed", "calledAt": "2026-05-01T10:00:00Z"}
+            ]
+        ),
+        "status.webhooks[0].outcome",
+        "supported values",
+    ),
+    (
+        "status-webhook-code",
+        _with_status(
+            status__webhooks=[
+                {
+                    "name": "a", "type": "rollout", "outcome": "ok", "code": 42,
+                    "calledAt": "2026-05-01T10:00:00Z",
+                }
+            ]
+        ),
+        "status.webhooks[0].code",
+        "greater than or equal to 100",
+    ),
 ]
 
 # Objects both must accept, at the edges of the rules.
@@ -964,7 +1199,39 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         "same-name-other-kind",
         _with(base_canary, **{"spec__routeRefs": [{"name": "a"}, {"kind": "GRPCRoute", "name": "a"}]}),
     ),
-    ("unknown-spec-field", _with(base_canary, **{"spec__replicas": 3, f"{AN}__webhooks": []})),
+    ("unknown-spec-field", _with(base_canary, **{"spec__replicas": 3, f"{AN}__gates": []})),
+    (
+        "webhooks-everything",
+        _with(
+            base_canary,
+            **{
+                f"{AN}__webhooks": [
+                    {
+                        "name": "a" * 48, "type": t, "url": "https://hooks.example.com:8443/a?b=c#d",
+                        "timeout": "1s", "retries": 0, "metadata": {"cmd": "x" * 4096},
+                        "signingKeySecretRef": {"name": "hook-key", "key": "hmac.key"},
+                    }
+                    if i == 0
+                    else {"name": f"h{i}", "type": t, "url": "http://tester.test"}
+                    for i, t in enumerate(
+                        [
+                            "confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase",
+                            "confirm-promotion", "post-rollout", "rollback", "event",
+                        ]
+                    )
+                ],
+                f"{M0}__dryRun": True,
+                f"{M0}__inconclusiveRange": {"min": 90},
+                f"{M0}__initialDelay": "1s",
+                f"{M0}__failureLimit": 1000,
+                "spec__skipAnalysis": True,
+                "spec__abortScaleDownDelay": "10m",
+                "spec__primaryReadyThreshold": 1,
+                "spec__notifications": {"secretRef": {"name": "chat"}, "kinds": ["step", "rolled-back"]},
+            },
+        ),
+    ),
+    ("notifications-none", _with(base_canary, **{"spec__notifications": {"kinds": []}})),
     ("unknown-top-level-field", _with(base_canary, extra={"x": 1})),
     (
         "compare-defaults",
@@ -1003,6 +1270,25 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         _with(base_template, **{"spec__counts": {"total": "sum(a)", "matching": "sum(b)"}}),
     ),
     ("status-nan-value", _with_status(status__metrics__0__value=None)),
+    (
+        "status-gates-and-webhooks",
+        _with_status(
+            status__gate={"type": "confirm-promotion", "since": "2026-05-01T10:00:00Z"},
+            status__rolledBackAt="2026-05-01T09:00:00Z",
+            status__webhooks=[
+                {
+                    "name": "approve", "type": "confirm-promotion", "outcome": "http-error", "code": 403,
+                    "message": "not yet", "attempts": 1, "calledAt": "2026-05-01T10:00:01Z",
+                },
+                {
+                    "name": "sign", "type": "rollout", "outcome": "not-sent",
+                    "calledAt": "2026-05-01T10:00:01Z",
+                },
+            ],
+            status__metrics__0__dryRun=True,
+            status__metrics__0__failures=2,
+        ),
+    ),
     ("status-finalizing", _with_status(status__phase="Finalizing")),
     ("status-finalising-as-written-before", _with_status(status__phase="Finalising")),
     ("status-only-action", _with(base_canary, status={"requestedAction": {"id": "r1", "action": "promote"}})),

@@ -3,7 +3,8 @@
 A state machine drives one Canary through a modelled cluster: revisions
 change, Deployments roll out or not, routes lose and regain acceptance, are
 edited or recreated while the Gateway lags behind, weights are edited by
-someone else, Prometheus answers pass, fail, no data or errors, people press
+someone else, Prometheus answers pass, fail, no data or errors, the Canary's
+webhooks (gates and checks) answer yes, no, late or not at all, people press
 buttons (and the controller may see an answered request again), writes fail
 half-way, and the Canary may be deleted. After every reconcile the rules a
 user relies on are checked.
@@ -20,9 +21,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from canaryd.api.constants import Action, ConditionType, Phase, Reason, Verdict
-from canaryd.api.models import ActionRequest, Canary
-from canaryd.core import schedule
+from canaryd.api.constants import Action, ConditionType, HookOutcome, HookType, Phase, Reason, Verdict
+from canaryd.api.models import ActionRequest, Canary, CanaryStatus
+from canaryd.core import hooks, schedule
 from canaryd.core.effects import (
     AddFinalizer,
     RecordEvent,
@@ -32,7 +33,7 @@ from canaryd.core.effects import (
     SetRouteWeights,
 )
 from canaryd.core.lifecycle import Decision, analysis_due, decide
-from canaryd.core.observations import MetricResult, Observations
+from canaryd.core.observations import HookResult, MetricResult, Observations
 from canaryd.core.readiness import canary_ready, traffic_on_primary
 from tests.core.world import World, make_canary, with_status
 
@@ -53,6 +54,10 @@ def canaries(draw: st.DrawFn) -> Canary:
         "interval": f"{draw(st.sampled_from([10, 30, 60]))}s",
         "progress_deadline_seconds": draw(st.sampled_from([30, 120, 600])),
         "metrics": draw(st.sampled_from([(), ("success-rate",), ("success-rate", "latency-p99")])),
+        "webhooks": tuple(
+            (kind.replace("confirm-", "c-"), kind)
+            for kind in draw(st.sets(st.sampled_from(WEBHOOK_TYPES), max_size=3))
+        ),
     }
     if draw(st.booleans()):
         weights = sorted(draw(st.sets(st.integers(1, 100), min_size=1, max_size=4)))
@@ -62,6 +67,16 @@ def canaries(draw: st.DrawFn) -> Canary:
     return make_canary(step_weight=step, max_weight=top, **common)
 
 
+WEBHOOK_TYPES = [
+    "confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion", "rollback"
+]  # fmt: skip
+answer_lists = st.lists(
+    st.sampled_from(
+        [HookOutcome.OK, HookOutcome.OK, HookOutcome.HTTP_ERROR, HookOutcome.TIMEOUT, HookOutcome.NOT_SENT]
+    ),
+    min_size=1,
+    max_size=3,
+)
 verdict_lists = st.lists(
     st.sampled_from([Verdict.PASS, Verdict.PASS, Verdict.PASS, Verdict.FAIL, Verdict.NO_DATA, Verdict.ERROR]),
     min_size=1,
@@ -178,9 +193,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         pods=st.sampled_from(["roll out", "as they were", "crash"]),
         drift=st.one_of(st.none(), st.integers(0, 100)),
         verdicts=verdict_lists,
+        answers=answer_lists,
     )
     def time_passes_and_controller_reconciles(
-        self, seconds: int, pods: str, drift: int | None, verdicts: list[Verdict]
+        self, seconds: int, pods: str, drift: int | None, verdicts: list[Verdict], answers: list[HookOutcome]
     ) -> None:
         world = self.world
         world.tick(seconds)
@@ -190,16 +206,18 @@ class LifecycleMachine(RuleBasedStateMachine):
             world.target_ready = False
         if drift is not None and world.route_exists and world.route_backends:
             world.set_route_weights((100 - drift, drift))
-        self.reconcile(verdicts, None)
+        self.reconcile(verdicts, None, answers)
 
     @precondition(lambda self: not self.gone)
-    @rule(verdicts=verdict_lists, failing_write=st.one_of(st.none(), st.integers(0, 3)))
-    def controller_reconciles(self, verdicts: list[Verdict], failing_write: int | None) -> None:
-        self.reconcile(verdicts, failing_write)
+    @rule(verdicts=verdict_lists, failing_write=st.one_of(st.none(), st.integers(0, 3)), answers=answer_lists)
+    def controller_reconciles(
+        self, verdicts: list[Verdict], failing_write: int | None, answers: list[HookOutcome]
+    ) -> None:
+        self.reconcile(verdicts, failing_write, answers)
 
     @precondition(lambda self: not self.gone)
-    @rule(verdicts=verdict_lists, heal=st.booleans())
-    def next_round_is_due(self, verdicts: list[Verdict], heal: bool) -> None:
+    @rule(verdicts=verdict_lists, heal=st.booleans(), answers=answer_lists)
+    def next_round_is_due(self, verdicts: list[Verdict], heal: bool, answers: list[HookOutcome]) -> None:
         world = self.world
         due = schedule.next_analysis_at(world.canary, world.status)
         if due is not None and due > world.now:
@@ -213,17 +231,26 @@ class LifecycleMachine(RuleBasedStateMachine):
             world.route_exists = world.route_backends = world.route_accepted = True
             world.gateway_catches_up()
             world.config_problems = ()
-        self.reconcile(verdicts, None)
+        self.reconcile(verdicts, None, answers)
 
-    def reconcile(self, verdicts: list[Verdict], failing_write: int | None) -> None:
+    def reconcile(
+        self, verdicts: list[Verdict], failing_write: int | None, answers: list[HookOutcome] | None = None
+    ) -> None:
         world = self.world
         canary = world.canary
         due = analysis_due(canary, world.observations(), world.now)
-        observations = world.observations(_round(canary, verdicts) if due else None)
+        called = hooks.due_webhooks(canary, world.observations(), world.now)
+        answers = answers or [HookOutcome.OK]
+        round_ = tuple(
+            HookResult(w.name, w.type, answers[i % len(answers)], world.now, message="scripted")
+            for i, w in enumerate(called)
+        )
+        observations = world.observations(_round(canary, verdicts) if due else None, round_ or None)
         decision = decide(canary, observations, world.now)
 
         assert decide(canary, observations, world.now) == decision, "decide is not deterministic"
         self._check_decision(canary, observations, decision)
+        self._check_gates(canary, observations, decision)
         self._check_fixed_point(canary, observations, decision)
 
         effects = [e for e in decision.effects if not isinstance(e, RecordEvent)]
@@ -318,9 +345,57 @@ class LifecycleMachine(RuleBasedStateMachine):
                     "finalizer removed while the primary and Services would be garbage-collected with it"
                 )
 
+    def _check_gates(self, canary: Canary, observations: Observations, decision: Decision) -> None:
+        """No gate or check webhook is skipped unless a person acted, and gates hold without a deadline."""
+        before, after = canary.status, decision.status
+        request = observations.action
+        acted = request is not None and (before.last_action is None or before.last_action.id != request.id)
+        if acted:
+            return
+        analysis = canary.spec.analysis
+        same_run = after.run_started_at == before.run_started_at and after.revision == before.revision
+
+        def confirmed_at(status: CanaryStatus, kind: HookType) -> bool:
+            """Every webhook of the gate ``status`` waited at answered 2xx since it was reached."""
+            webhooks = analysis.webhooks_of(kind)
+            if not webhooks:
+                return True
+            gate = status.gate
+            if gate is None or gate.type != kind.value:
+                return False
+            return all(hooks.answered_ok_since(after, w, gate.since) for w in webhooks)
+
+        started = after.phase is Phase.PROGRESSING and (before.phase is not Phase.PROGRESSING or not same_run)
+        if started and analysis.webhooks_of(HookType.CONFIRM_ROLLOUT):
+            assert before.phase is Phase.WAITING and confirmed_at(before, HookType.CONFIRM_ROLLOUT), (
+                "a run started without its confirm-rollout webhooks' yes"
+            )
+        if after.phase is Phase.PROGRESSING and same_run and after.canary_weight > before.canary_weight:
+            assert confirmed_at(before, HookType.CONFIRM_TRAFFIC_INCREASE), (
+                "traffic increased without the confirm-traffic-increase webhooks' yes"
+            )
+            if before.step == 0:
+                assert hooks.pre_rollout_passed(canary, after), "traffic moved before pre-rollout passed"
+        if before.phase is Phase.PROGRESSING and after.phase is Phase.PROMOTING:
+            assert confirmed_at(before, HookType.CONFIRM_PROMOTION), (
+                "promoted without the confirm-promotion webhooks' yes"
+            )
+        accepted = hooks.accepted_results(canary, observations, self.world.now)
+        if any(r.type is HookType.PRE_ROLLOUT and not r.ok for r in accepted):
+            assert after.failed_checks == before.failed_checks + 1, (
+                "a failed pre-rollout call is one failed check"
+            )
+        if before.gate is not None and after.phase is Phase.FAILED:
+            progressing = after.condition(ConditionType.PROGRESSING)
+            assert progressing is None or progressing.reason != Reason.DEADLINE_EXCEEDED, (
+                "a run waiting at a gate failed on the progress deadline"
+            )
+        if after.gate is not None:
+            assert after.phase is hooks.GATE_OF_PHASE[HookType(after.gate.type)], "a gate outlived its phase"
+
     def _check_fixed_point(self, canary: Canary, observations: Observations, decision: Decision) -> None:
         fed_back = _through_the_api_server(with_status(canary, decision.status))
-        again = decide(fed_back, replace(observations, analysis=None), self.world.now)
+        again = decide(fed_back, replace(observations, analysis=None, hooks=None), self.world.now)
         assert again.status == decision.status, "feeding decide its own result changed the status"
         assert not _events(again), "feeding decide its own result emitted events again"
         applied_once = copy.copy(self.world)

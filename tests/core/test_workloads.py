@@ -52,6 +52,7 @@ def test_primary_selects_only_its_own_pods_and_is_owned_by_the_canary():
     assert primary["spec"]["template"]["metadata"]["labels"] == {
         "app": "payments-api-primary",
         "version": "1",
+        "canaryd.io/role": "primary",
     }
     assert primary["spec"]["template"]["spec"] == TARGET["spec"]["template"]["spec"]
     assert primary["spec"]["replicas"] == 3
@@ -120,3 +121,57 @@ def test_the_canary_runs_as_many_replicas_as_the_primary_and_never_none() -> Non
     scaled_to_zero["spec"]["replicas"] = 0
     assert run_replicas(workload_state(scaled_to_zero, primary=True)) == 1
     assert run_replicas(None) == 1
+
+
+def test_scaling_the_target_up_from_zero_labels_its_pods_as_the_canary_and_keeps_its_revision():
+    from canaryd.core.revision import deployment_template_hash
+    from canaryd.core.workloads import scale_patch
+
+    idle = copy.deepcopy(TARGET)
+    idle["spec"]["replicas"] = 0
+    patch = scale_patch(idle, 3)
+    assert patch == {
+        "spec": {"replicas": 3, "template": {"metadata": {"labels": {"canaryd.io/role": "canary"}}}}
+    }
+    labelled = copy.deepcopy(idle)
+    labelled["spec"]["template"]["metadata"]["labels"]["canaryd.io/role"] = "canary"
+    assert deployment_template_hash(labelled) == deployment_template_hash(idle), "not a new revision"
+    assert scale_patch(TARGET, 5) == {"spec": {"replicas": 5}}, "running pods are never restarted for it"
+    assert scale_patch(idle, 0) == {"spec": {"replicas": 0}}
+
+
+def test_the_primary_s_copy_of_the_target_s_hpa_scales_the_primary_and_is_owned_by_the_canary():
+    from canaryd.core import autoscaling
+
+    source = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "payments-api", "namespace": "payments", "labels": {"team": "payments"}},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "payments-api"},
+            "minReplicas": 2,
+            "maxReplicas": 10,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization"}}}],
+        },
+    }
+    assert autoscaling.scale_target(source) == ("Deployment", "payments-api")
+    assert (
+        autoscaling.scale_target({"spec": {"scaleTargetRef": {"kind": "StatefulSet", "name": "x"}}}) is None
+    )
+    copy_ = autoscaling.primary_autoscaler(source, CANARY)
+    assert copy_["metadata"]["name"] == "payments-api-primary"
+    assert copy_["spec"]["scaleTargetRef"]["name"] == "payments-api-primary"
+    assert {k: v for k, v in copy_["spec"].items() if k != "scaleTargetRef"} == {
+        k: v for k, v in source["spec"].items() if k != "scaleTargetRef"
+    }
+    assert copy_["metadata"]["ownerReferences"][0]["kind"] == "Canary"
+    assert autoscaling.copy_of(copy_) == "payments-api" and autoscaling.copy_of(source) is None
+    assert autoscaling.in_step(copy_, copy_)
+    edited = copy.deepcopy(source)
+    edited["spec"]["maxReplicas"] = 20
+    assert not autoscaling.in_step(copy_, autoscaling.primary_autoscaler(edited, CANARY))
+    assert autoscaling.spec_patch(copy_) == [{"op": "replace", "path": "/spec", "value": copy_["spec"]}]
+    assert (
+        autoscaling.source_autoscaler([edited, {"metadata": {"name": "a-first"}}])["metadata"]["name"]
+        == "a-first"
+    )

@@ -16,21 +16,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from canaryd.api.constants import Action, Verdict
+from canaryd.api.constants import Action, HookOutcome, Verdict
 from canaryd.api.models import ActionRequest, Canary, CanaryStatus
 from canaryd.core.effects import (
     AddFinalizer,
+    CallWebhooks,
     Effect,
     EnsurePrimary,
     EnsureServices,
+    Notify,
     RecordEvent,
     ReleaseOwned,
     RemoveFinalizer,
     ScaleTarget,
     SetRouteWeights,
 )
+from canaryd.core.hooks import due_webhooks
 from canaryd.core.lifecycle import Decision, analysis_due, decide
 from canaryd.core.observations import (
+    HookResult,
     MetricResult,
     Observations,
     RouteState,
@@ -54,7 +58,10 @@ def make_canary(
     progress_deadline_seconds: int = 600,
     metrics: tuple[str, ...] = ("success-rate",),
     generation: int = 1,
+    webhooks: tuple[tuple[str, str], ...] = (),
+    spec: dict[str, Any] | None = None,
 ) -> Canary:
+    """A Canary; ``webhooks`` are (name, type) pairs, ``spec`` extra spec fields (camelCase)."""
     analysis: dict[str, Any] = {
         "interval": interval,
         "threshold": threshold,
@@ -62,6 +69,9 @@ def make_canary(
         "noDataPolicy": no_data_policy,
         "metrics": [
             {"name": name, "query": f"{name}_query", "thresholdRange": {"min": 99}} for name in metrics
+        ],
+        "webhooks": [
+            {"name": name, "type": kind, "url": f"http://{name}.hooks.test/"} for name, kind in webhooks
         ],
     }
     if step_weight is not None:
@@ -79,6 +89,7 @@ def make_canary(
                 "routeRefs": [{"kind": "HTTPRoute", "name": "payments-api"}],
                 "analysis": analysis,
                 "progressDeadlineSeconds": progress_deadline_seconds,
+                **(spec or {}),
             },
         }
     )
@@ -121,7 +132,12 @@ def events(decision: Decision) -> list[RecordEvent]:
 
 
 def actions(decision: Decision) -> list[Effect]:
-    return [e for e in decision.effects if not isinstance(e, RecordEvent)]
+    """The effects that change the cluster (not Events, notifications or background webhook calls)."""
+    return [e for e in decision.effects if not isinstance(e, RecordEvent | Notify | CallWebhooks)]
+
+
+def notifications(decision: Decision) -> list[Notify]:
+    return [e for e in decision.effects if isinstance(e, Notify)]
 
 
 @dataclass
@@ -255,7 +271,9 @@ class World:
         current = self.route_specs[-1]
         return all(spec == current for spec in self.route_specs[self.gateway_generation - 1 :])
 
-    def observations(self, analysis: tuple[MetricResult, ...] | None = None) -> Observations:
+    def observations(
+        self, analysis: tuple[MetricResult, ...] | None = None, hooks: tuple[HookResult, ...] | None = None
+    ) -> Observations:
         return Observations(
             target=self.target_state(),
             primary=self.primary_state(),
@@ -268,6 +286,7 @@ class World:
             deleting=self.deleting,
             has_finalizer=self.finalizer,
             owns_workloads=self.owned,
+            hooks=hooks,
         )
 
     # -- the runtime's part ----------------------------------------------------
@@ -296,9 +315,11 @@ class World:
             elif isinstance(effect, SetRouteWeights) and self.route_exists and self.route_backends:
                 self.set_route_weights((effect.primary, effect.canary))
 
-    def decide(self, analysis: tuple[MetricResult, ...] | None = None) -> Decision:
+    def decide(
+        self, analysis: tuple[MetricResult, ...] | None = None, hooks: tuple[HookResult, ...] | None = None
+    ) -> Decision:
         """One reconcile: decide, apply the effects, store the status."""
-        decision = decide(self.canary, self.observations(analysis), self.now)
+        decision = decide(self.canary, self.observations(analysis, hooks), self.now)
         self.apply(decision.effects)
         self.canary = with_status(self.canary, decision.status)
         self.forget_answered_action(decision)
@@ -313,9 +334,35 @@ class World:
     def due(self) -> bool:
         return analysis_due(self.canary, self.observations(), self.now)
 
-    def reconcile(self, analysis: tuple[MetricResult, ...] | None = None, rounds: int = 6) -> Decision:
+    def due_hooks(self) -> list[str]:
+        return [w.name for w in due_webhooks(self.canary, self.observations(), self.now)]
+
+    def answer_hooks(
+        self, answers: dict[str, HookOutcome] | None = None, default: HookOutcome = HookOutcome.OK
+    ) -> tuple[HookResult, ...]:
+        """What the runtime's webhook round would bring: an answer for every due webhook."""
+        answers = answers or {}
+        found = []
+        for webhook in due_webhooks(self.canary, self.observations(), self.now):
+            outcome = answers.get(webhook.name, default)
+            code = 200 if outcome is HookOutcome.OK else 403 if outcome is HookOutcome.HTTP_ERROR else None
+            found.append(
+                HookResult(webhook.name, webhook.type, outcome, self.now, code=code, message=outcome.value)
+            )
+        return tuple(found)
+
+    def hook_round(self, answers: dict[str, HookOutcome] | None = None, **options: Any) -> Decision:
+        """Call the due webhooks (answering as told), then reconcile with their answers."""
+        return self.reconcile(hooks=self.answer_hooks(answers, **options))
+
+    def reconcile(
+        self,
+        analysis: tuple[MetricResult, ...] | None = None,
+        rounds: int = 6,
+        hooks: tuple[HookResult, ...] | None = None,
+    ) -> Decision:
         """Decide repeatedly, as watch events after each write would make the runtime do."""
-        decision = self.decide(analysis)
+        decision = self.decide(analysis, hooks)
         for _ in range(rounds - 1):
             if not actions(decision) and not events(decision):
                 break

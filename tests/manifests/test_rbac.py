@@ -103,6 +103,19 @@ def app(name: str, route_kind: str) -> list[dict[str, Any]]:
     ]
 
 
+def autoscaler(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": APP_NAMESPACE},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": 1,
+            "maxReplicas": 4,
+        },
+    }
+
+
 def shared_objects(prometheus_url: str) -> list[dict[str, Any]]:
     return [
         {
@@ -201,6 +214,8 @@ async def test_controller_rbac_is_exactly_what_the_controller_uses(tmp_path: Pat
             *shared_objects(cluster.prometheus_url),
             *app("storefront", "HTTPRoute"),
             *app("orders", "GRPCRoute"),
+            autoscaler("storefront"),
+            autoscaler("orders"),
         ]:
             store.create(obj["kind"], obj, namespace=obj["metadata"].get("namespace"))
 
@@ -225,6 +240,26 @@ async def test_controller_rbac_is_exactly_what_the_controller_uses(tmp_path: Pat
         async with running_controller(settings):
             for name in ("storefront", "orders"):
                 await until(f"{name} Initialized", phase_is(store, name, "Initialized"))
+
+            # The targets' HPAs are copied for the primaries (create), an edit is followed (patch), and
+            # the copy goes when the team's HPA does (delete); orders' copy is released with its Canary.
+            def hpa(name: str) -> Any:
+                try:
+                    return store.get("horizontalpodautoscalers", name, namespace=APP_NAMESPACE)
+                except Exception:
+                    return None
+
+            await until("the primaries' HPAs", lambda: hpa("storefront-primary") and hpa("orders-primary"))
+            store.patch(
+                "horizontalpodautoscalers",
+                "orders",
+                {"spec": {"maxReplicas": 6}},
+                namespace=APP_NAMESPACE,
+                patch_type="merge",
+            )
+            await until("orders' HPA copy in step", lambda: hpa("orders-primary")["spec"]["maxReplicas"] == 6)
+            store.delete("horizontalpodautoscalers", "storefront", namespace=APP_NAMESPACE)
+            await until("storefront's HPA copy deleted", lambda: hpa("storefront-primary") is None)
 
             # Someone edits a Service canaryd owns: canaryd puts its selector back.
             wanted = store.get("services", "storefront-canary", namespace=APP_NAMESPACE)["spec"]["selector"]

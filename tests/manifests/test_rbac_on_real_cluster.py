@@ -47,7 +47,7 @@ from canaryd.sandbox.sim.gateway import CONTROLLER_NAME, SandboxGateway
 from cluster.harness import Cluster
 from tests.manifests.rbac_audit import INSTALL_NAMESPACE, SERVICE_ACCOUNT_USER, differences, granted
 from tests.manifests.rendering import MANIFESTS, render
-from tests.manifests.test_rbac import APP_NAMESPACE, GATEWAY_CLASS, app, shared_objects
+from tests.manifests.test_rbac import APP_NAMESPACE, GATEWAY_CLASS, app, autoscaler, shared_objects
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus]
 
@@ -209,7 +209,8 @@ async def _scenario(
     gateway_class = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass"}
     gateway_class |= {"metadata": {"name": GATEWAY_CLASS}, "spec": {"controllerName": CONTROLLER_NAME}}
     run.apply([gateway_class])
-    objects = [*shared_objects(prometheus_url), *app("storefront", "HTTPRoute"), *app("orders", "GRPCRoute")]
+    objects = [*shared_objects(prometheus_url), *app("storefront", "HTTPRoute"), *app("orders", "GRPCRoute"),
+               autoscaler("storefront"), autoscaler("orders")]  # fmt: skip
     for obj in objects:
         if obj["kind"] == "Secret":
             obj["data"] = {"token": base64.b64encode(b"not-checked-by-this-prometheus").decode()}
@@ -229,6 +230,27 @@ async def _scenario(
     try:
         for name in ("storefront", "orders"):
             await run.until(f"{name} Initialized", run.phase_is(name, "Initialized"), controller)
+
+        # The targets' HPAs are copied for the primaries, an edit is followed, and a copy goes when the
+        # team's HPA does; orders' copy is released with its Canary.
+        def copy_of(name: str) -> dict[str, Any] | None:
+            return run.get("horizontalpodautoscaler", f"{name}-primary")
+
+        await run.until(
+            "the primaries' HPAs", lambda: bool(copy_of("storefront") and copy_of("orders")), controller
+        )
+        copied = copy_of("orders") or {}
+        assert copied["spec"]["scaleTargetRef"]["name"] == "orders-primary"
+        assert copied["metadata"]["ownerReferences"][0]["kind"] == "Canary"
+        cluster.kubectl("patch", "horizontalpodautoscaler", "orders", "-n", APP_NAMESPACE, "--type=merge",
+                        "-p", json.dumps({"spec": {"maxReplicas": 6}}))  # fmt: skip
+        await run.until(
+            "orders' HPA copy in step",
+            lambda: (copy_of("orders") or {})["spec"]["maxReplicas"] == 6,
+            controller,
+        )
+        cluster.kubectl("delete", "horizontalpodautoscaler", "storefront", "-n", APP_NAMESPACE)
+        await run.until("storefront's HPA copy deleted", lambda: copy_of("storefront") is None, controller)
 
         # Someone edits a Service canaryd owns: canaryd puts its selector back.
         wanted = (run.get("service", "storefront-canary") or {})["spec"]["selector"]

@@ -206,7 +206,12 @@ async def test_bad_input_gets_conditions_and_events_not_a_crash(cluster):
         )
         assert (ready["status"], ready["reason"]) == ("False", "MetricTemplateNotFound")
         assert f"MetricTemplate {NS}/nope not found" in ready["message"]
-        assert "MetricTemplateNotFound" in [e["reason"] for e in world.events(store, NS, "ghost")]
+        # The status is written before the pass records its Events: wait for the Event, not assume it.
+        await world.wait_until(
+            lambda: "MetricTemplateNotFound" in [e["reason"] for e in world.events(store, NS, "ghost")],
+            timeout=5,
+            message="a MetricTemplateNotFound Event",
+        )
         store.create(
             "metrictemplates.canaryd.io",
             {

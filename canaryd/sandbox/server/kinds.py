@@ -38,6 +38,8 @@ def apply_builtin_defaults(
     key = (rtype.group, rtype.kind)
     if key == ("apps", "Deployment"):
         _default_deployment(obj)
+    elif key == ("autoscaling", "HorizontalPodAutoscaler"):
+        _default_autoscaler(obj)
     elif key == ("", "Service"):
         _default_service(obj, old, allocate_cluster_ip)
     elif key == ("", "Namespace"):
@@ -90,6 +92,21 @@ def _default_deployment(obj: dict[str, Any]) -> None:
             for port in container.get("ports") or []:
                 if isinstance(port, dict):
                     port.setdefault("protocol", "TCP")
+
+
+def _default_autoscaler(obj: dict[str, Any]) -> None:
+    """autoscaling/v2's defaults: minReplicas 1, and CPU at 80 % utilization when no metric is named."""
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("minReplicas", 1)
+    if not spec.get("metrics"):
+        spec["metrics"] = [
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+            }
+        ]
 
 
 def _default_service(
@@ -178,6 +195,8 @@ def validate_builtin(rtype: ResourceType, obj: dict[str, Any], old: dict[str, An
     key = (rtype.group, rtype.kind)
     if key == ("apps", "Deployment"):
         return _validate_deployment(obj, old)
+    if key == ("autoscaling", "HorizontalPodAutoscaler"):
+        return _validate_autoscaler(obj)
     if key == ("", "Service"):
         return _validate_service(obj)
     if key == ("", "Secret"):
@@ -270,6 +289,33 @@ def _validate_deployment(obj: dict[str, Any], old: dict[str, Any] | None) -> lis
         )
     if old is not None and (old.get("spec") or {}).get("selector") != selector:
         causes.append(_cause("spec.selector", f"Invalid value: {selector!r}: field is immutable"))
+    return causes
+
+
+def _validate_autoscaler(obj: dict[str, Any]) -> list[Cause]:
+    """What the real API server refuses in an autoscaling/v2 HPA's spec (the common cases)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [_cause("spec", "Required value", "FieldValueRequired")]
+    causes: list[Cause] = []
+    ref = spec.get("scaleTargetRef")
+    if not isinstance(ref, dict):
+        causes.append(_cause("spec.scaleTargetRef", "Required value", "FieldValueRequired"))
+    else:
+        for field in ("kind", "name"):
+            if not ref.get(field):
+                causes.append(_cause(f"spec.scaleTargetRef.{field}", "Required value", "FieldValueRequired"))
+    high, low = spec.get("maxReplicas"), spec.get("minReplicas", 1)
+    if not isinstance(high, int) or high < 1:
+        causes.append(_cause("spec.maxReplicas", f"Invalid value: {high!r}: must be greater than 0"))
+    if not isinstance(low, int) or low < 1:
+        causes.append(
+            _cause("spec.minReplicas", f"Invalid value: {low!r}: must be greater than or equal to 1")
+        )
+    elif isinstance(high, int) and low > high:
+        causes.append(
+            _cause("spec.minReplicas", f"Invalid value: {low}: must be less than or equal to maxReplicas")
+        )
     return causes
 
 

@@ -3,12 +3,12 @@
 A resource type is what discovery advertises and what URL paths resolve to:
 group, version, plural, kind, scope, subresources and printer columns. The
 built-in list covers what canaryd, its install and its users touch on a real
-cluster (namespaces, services, deployments, events, leases, secrets,
-configmaps, CRDs; pods, replicasets, endpointslices and endpoints, which the
-simulators write; serviceaccounts, the RBAC kinds, poddisruptionbudgets,
-networkpolicies and admission policies, stored but not enforced); a
-CustomResourceDefinition written to the store adds its served versions here,
-and deleting it removes them.
+cluster (namespaces, services, deployments, HorizontalPodAutoscalers, events,
+leases, secrets, configmaps, CRDs; pods, replicasets, endpointslices and
+endpoints, which the simulators write; serviceaccounts, the RBAC kinds,
+poddisruptionbudgets, networkpolicies and admission policies, stored but not
+enforced); a CustomResourceDefinition written to the store adds its served
+versions here, and deleting it removes them.
 """
 
 from __future__ import annotations
@@ -197,6 +197,18 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         strategic_merge=True,
     ),
     ResourceType(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        True,
+        "horizontalpodautoscaler",
+        ("hpa",),
+        ("all",),
+        has_status=True,
+        strategic_merge=True,
+    ),
+    ResourceType(
         "events.k8s.io",
         "v1",
         "events",
@@ -238,6 +250,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
 _PREFERRED = {
     "": "v1",
     "apps": "v1",
+    "autoscaling": "v2",
     "events.k8s.io": "v1",
     "coordination.k8s.io": "v1",
     "apiextensions.k8s.io": "v1",
