@@ -6,6 +6,8 @@ The reconciler decides nothing; it interprets a core decision:
    what canaryd intends, so a controller killed at any point resumes from it
    and re-applies (idempotently) whatever effect had not happened yet, and a
    step is never taken twice;
+   Once it is written, the decision's lines go to the log (``core.decision_log``:
+   one line per phase change, step, verdict, manual action, rollback);
 2. the effects, in the order the decision gives them (its Events first); the
    first failure stops the pass (a later effect may depend on an earlier one).
    A route that someone changed meanwhile (409/422 on the guarded patch) is
@@ -34,6 +36,7 @@ from canaryd.api.models import Canary, CanaryStatus, validation_text
 from canaryd.api.naming import workload_names
 from canaryd.core import effects as fx
 from canaryd.core.concurrency import starts_run
+from canaryd.core.decision_log import decision_log
 from canaryd.core.invalid import invalid_canary_report
 from canaryd.core.lifecycle import Decision
 from canaryd.core.observations import MetricResult, Observations
@@ -52,6 +55,8 @@ from canaryd.runtime.metrics import ControllerMetrics
 from canaryd.runtime.observe import Caches, ResolvedMetric, RunSlots, observe, owned_by
 
 log = structlog.get_logger("canaryd.reconciler")
+#: The story of each rollout, one line per thing that happened (see ``core.decision_log``).
+rollout_log = structlog.get_logger("canaryd.rollout")
 
 Analyzer = Callable[[Canary, tuple[ResolvedMetric, ...], datetime], Awaitable[tuple[MetricResult, ...]]]
 DecideFn = Callable[[Canary, Observations, datetime], Decision]
@@ -175,6 +180,8 @@ class Reconciler:
             await self._write_status(key, raw, canary.status, decision.status)
         finally:
             self.slots.release(key)
+        for line in decision_log(canary, canary.status, decision.status, decision.effects):
+            rollout_log.info(line.message, kind=line.kind, **line.fields)
         for effect in decision.effects:
             await self._apply(effect, canary, observed.target, decision.status)
         self._after(key, canary.status, decision, now)
