@@ -343,6 +343,9 @@ class CanarySpec(_Model):
     analysis: Analysis
     progress_deadline_seconds: JsonInt = Field(default=600, ge=1)
     suspend: StrictBool = False
+    #: On deletion, scale the target back to the primary's replicas and wait until it is ready before
+    #: releasing the primary and the Services (see ``core.leaving``).
+    revert_on_deletion: StrictBool = True
 
     @model_validator(mode="after")
     def _distinct_routes(self) -> CanarySpec:

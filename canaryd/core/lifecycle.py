@@ -7,8 +7,10 @@ place where canaryd decides anything about a rollout.
 A suspended Canary (``spec.suspend``) is left as it is: no transition, no
 effect on its Deployments or routes, only its own finalizer is managed; its
 deletion still returns all traffic to the primary before the finalizer goes.
-A deleted Canary leaves ``<target>-primary`` and both Services behind, released
-from its ownership, because the app team's routes still send traffic to them.
+A deleted Canary first scales the target back up (``spec.revertOnDeletion``),
+then leaves ``<target>-primary`` and both Services behind, released from its
+ownership, because the app team's routes still send traffic to them
+(``core.leaving``).
 Otherwise a decision first answers a pending manual action, then lets the phases
 advance as far as the observations allow (several transitions may happen in
 one decision, e.g. a run that starts and takes its first step at once), then
@@ -107,7 +109,12 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
                 break
         else:  # pragma: no cover - a cycle between phases is a bug, not an input problem
             raise RuntimeError(f"lifecycle did not settle after {MAX_TRANSITIONS} transitions")
-        effects = converge(draft.status, observations, last_canary=canary.status.canary_weight)
+        effects = converge(
+            draft.status,
+            observations,
+            last_canary=canary.status.canary_weight,
+            revert_on_deletion=canary.spec.revert_on_deletion,
+        )
     draft.analysis = None
     draft.update(
         conditions=conditions(draft, canary.status.phase),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from canaryd.api.constants import ACTIVE_PHASES, InconclusivePolicy, Phase, Reason, Verdict
 from canaryd.core import schedule
 from canaryd.core.draft import Draft
+from canaryd.core.leaving import deletion_plan
 from canaryd.core.observations import MetricResult
 from canaryd.core.readiness import (
     canary_ready,
@@ -59,19 +60,9 @@ def advance(draft: Draft) -> None:
 def _begin_termination(draft: Draft) -> None:
     if draft.status.phase is Phase.TERMINATING:
         return
-    message = (
-        f"the Canary is being deleted: all traffic returns to {draft.primary_name} "
-        "before the finalizer is removed"
-    )
-    if draft.observations.owns_workloads:
-        message += (
-            f"; traffic stays on {draft.primary_name}: Deployment {draft.primary_name} and Services "
-            f"{draft.primary_name}, {draft.canary_service} are left in place: delete them after "
-            "removing them from your routes"
-        )
     draft.move(
         Reason.DELETING,
-        message,
+        deletion_plan(draft.canary, draft.observations),
         phase=Phase.TERMINATING,
         weight=0,
         paused=False,

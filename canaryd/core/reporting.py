@@ -20,6 +20,7 @@ from canaryd.core import schedule
 from canaryd.core.conditions import DesiredCondition, merge_conditions
 from canaryd.core.draft import Draft
 from canaryd.core.effects import RecordEvent
+from canaryd.core.leaving import termination_note
 from canaryd.core.phases import progress_blocker
 from canaryd.core.readiness import primary_serves, replicas_text, routes_problem
 from canaryd.core.verdicts import RoundOutcome, describe_round, round_outcome
@@ -104,7 +105,7 @@ def _progressing(draft: Draft, phase_before: Phase | None) -> DesiredCondition:
             return DesiredCondition(kind, existing.status, existing.reason, existing.message)
         return state(False, Reason.ROLLED_BACK, f"revision {status.revision} was rolled back")
     if phase is Phase.TERMINATING or draft.observations.deleting:
-        return state(False, Reason.DELETING, "the Canary is being deleted")
+        return state(False, Reason.DELETING, termination_note(draft.canary, draft.observations))
     if phase in (None, Phase.INITIALIZING):
         return state(False, Reason.INITIALIZING, "no run until initialization completes")
     if phase in (Phase.INITIALIZED, Phase.SUCCEEDED):

@@ -133,6 +133,7 @@ specs = st.builds(
     analysis=_optional(analyses),
     progressDeadlineSeconds=_optional(st.sampled_from([1, 0, 600, "600"])),
     suspend=_optional(st.sampled_from([True, False, "false"])),
+    revertOnDeletion=_optional(st.sampled_from([True, False, "false"])),
 )
 templates = st.builds(
     _pack,

@@ -118,6 +118,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 "slots",
                 "template",
                 "suspend",
+                "revert",
             ]
         ),
         flag=st.booleans(),
@@ -148,6 +149,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             world.gateway_catches_up()
         elif change == "slots":
             world.slot = flag
+        elif change == "revert":
+            spec = world.canary.spec.model_copy(update={"revert_on_deletion": flag})
+            world.canary = world.canary.model_copy(update={"spec": spec})
         elif change == "suspend":
             spec = world.canary.spec.model_copy(update={"suspend": flag and number % 2 == 0})
             world.canary = world.canary.model_copy(update={"spec": spec})
@@ -289,9 +293,13 @@ class LifecycleMachine(RuleBasedStateMachine):
 
         for effect in decision.effects:
             if isinstance(effect, ScaleTarget):
+                primary = observations.primary.desired_replicas if observations.primary else 0
                 if after.phase in (Phase.PROGRESSING, Phase.PROMOTING):
-                    primary = observations.primary.desired_replicas if observations.primary else 0
                     assert effect.replicas == max(primary, 1), "a run needs the primary's count, at least 1"
+                elif after.phase is Phase.TERMINATING and canary.spec.revert_on_deletion:
+                    assert observations.primary is not None, "scaled the target back with no primary to copy"
+                    assert effect.replicas == max(primary, 1), "the target gets the primary's count back"
+                    assert traffic_on_primary(observations), "scaled back before traffic left the canary"
                 else:
                     assert effect.replicas == 0, "the canary scaled up outside a run"
             if isinstance(effect, SetRouteWeights):
@@ -313,6 +321,12 @@ class LifecycleMachine(RuleBasedStateMachine):
                     assert effect.canary == after.canary_weight
             if isinstance(effect, RemoveFinalizer):
                 assert traffic_on_primary(observations), "finalizer removed before traffic was back"
+                target, primary_state = observations.target, observations.primary
+                if canary.spec.revert_on_deletion and target is not None and primary_state is not None:
+                    wanted = max(primary_state.desired_replicas, 1)
+                    assert target.desired_replicas >= wanted and target.ready_replicas >= wanted, (
+                        "finalizer removed before the target was back at the primary's replicas and ready"
+                    )
                 released_first = ReleaseOwned() in decision.effects[: decision.effects.index(effect)]
                 assert released_first or not observations.owns_workloads, (
                     "finalizer removed while the primary and Services would be garbage-collected with it"
