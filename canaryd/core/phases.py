@@ -8,7 +8,10 @@ of it, never on the hope that an effect was applied).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from canaryd.api.constants import ACTIVE_PHASES, InconclusivePolicy, Phase, Reason, Verdict
+from canaryd.api.timestamps import format_rfc3339
 from canaryd.core import schedule
 from canaryd.core.draft import Draft
 from canaryd.core.leaving import deletion_plan
@@ -55,6 +58,11 @@ def advance(draft: Draft) -> None:
         _promoting(draft)
     elif phase is Phase.FINALIZING:
         _finalizing(draft)
+
+
+def _clock(when: datetime) -> str:
+    """A time in a message: RFC 3339 to the second (``kubectl canary status`` shows it as "in 12s")."""
+    return format_rfc3339(when, "seconds")
 
 
 def _begin_termination(draft: Draft) -> None:
@@ -273,16 +281,16 @@ def _judge(draft: Draft, results: tuple[MetricResult, ...]) -> None:
         what = describe_round(results, Verdict.INCONCLUSIVE, Verdict.FAIL, Verdict.PASS)
         if analysis.inconclusive_policy is InconclusivePolicy.PAUSE:
             draft.update(paused=True)
-            name = draft.canary.metadata.name
+            meta = draft.canary.metadata
             draft.event(
                 "Normal",
                 Reason.ANALYSIS_INCONCLUSIVE,
                 f"analysis inconclusive ({what}): paused at {status.canary_weight}% for a person to decide "
-                f"(kubectl canary promote|abort|resume {name})",
+                f"(kubectl canary promote|abort|resume {meta.name} -n {meta.namespace})",
             )
         else:
             deadline = schedule.progress_deadline_at(draft.canary, status)
-            until = f" until the progress deadline at {deadline.isoformat()}" if deadline else ""
+            until = f" until the progress deadline at {_clock(deadline)}" if deadline else ""
             draft.event(
                 "Normal",
                 Reason.ANALYSIS_INCONCLUSIVE,
@@ -291,7 +299,7 @@ def _judge(draft: Draft, results: tuple[MetricResult, ...]) -> None:
             )
     else:
         deadline = schedule.progress_deadline_at(draft.canary, status)
-        until = f" until the progress deadline at {deadline.isoformat()}" if deadline else ""
+        until = f" until the progress deadline at {_clock(deadline)}" if deadline else ""
         draft.event(
             "Normal",
             Reason.ANALYSIS_NO_DATA,

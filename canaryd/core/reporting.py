@@ -16,11 +16,13 @@ from collections.abc import Set
 
 from canaryd.api.constants import ConditionType, InconclusivePolicy, Phase, Reason
 from canaryd.api.models import CanaryStatus, Condition
+from canaryd.api.timestamps import format_rfc3339
 from canaryd.core import schedule
 from canaryd.core.conditions import DesiredCondition, merge_conditions
 from canaryd.core.draft import Draft
 from canaryd.core.effects import RecordEvent
 from canaryd.core.leaving import termination_note
+from canaryd.core.observations import Observations
 from canaryd.core.phases import progress_blocker
 from canaryd.core.readiness import primary_serves, replicas_text, routes_problem
 from canaryd.core.verdicts import RoundOutcome, describe_round, round_outcome
@@ -74,6 +76,10 @@ def _ready(draft: Draft) -> DesiredCondition:
             Reason.INITIALIZING,
             f"waiting for Services {draft.primary_name} and {draft.canary_service}",
         )
+    if not observations.routes_usable:
+        # A Canary whose routes canaryd cannot weight is not ready for its next run, though the
+        # primary serves: the Ready column of `kubectl get canaries` says so, not only RoutesReady.
+        return false(_routes_reason(observations), routes_problem(observations))
     return DesiredCondition(
         kind,
         "True",
@@ -154,9 +160,12 @@ def _run_state(draft: Draft) -> DesiredCondition:
     total = schedule.step_count(draft.canary)
     where = f"step {status.step} of {total} at {status.canary_weight}%"
     if status.paused:
-        name = draft.canary.metadata.name
+        meta = draft.canary.metadata
         return DesiredCondition(
-            kind, "True", Reason.PAUSED.value, f"paused at {where}; resume with: kubectl canary resume {name}"
+            kind,
+            "True",
+            Reason.PAUSED.value,
+            f"paused at {where}; resume with: kubectl canary resume {meta.name} -n {meta.namespace}",
         )
     blocker = progress_blocker(draft)
     if blocker is not None:
@@ -167,7 +176,7 @@ def _run_state(draft: Draft) -> DesiredCondition:
         f"errors {status.analysis_errors}/{analysis.error_threshold}"
     )
     due = schedule.next_analysis_at(draft.canary, status)
-    next_text = f"; next analysis at {due.isoformat()}" if due is not None else ""
+    next_text = f"; next analysis at {format_rfc3339(due, 'seconds')}" if due is not None else ""
     outcome = (
         round_outcome(status.metrics, analysis.no_data_policy, analysis.scoring) if status.metrics else None
     )
@@ -194,18 +203,20 @@ def _routes(draft: Draft) -> DesiredCondition:
         return DesiredCondition(
             kind, "True", Reason.ROUTES_ACCEPTED.value, f"{names}: accepted, both backendRefs present"
         )
-    reason = Reason.ROUTE_NOT_FOUND
+    return DesiredCondition(kind, "False", _routes_reason(observations).value, routes_problem(observations))
+
+
+def _routes_reason(observations: Observations) -> Reason:
+    """The reason of the first route canaryd cannot weight."""
     for route in observations.routes:
         if route.usable:
             continue
         if not route.exists:
-            reason = Reason.ROUTE_NOT_FOUND
-        elif not route.has_backends:
-            reason = Reason.ROUTE_MISSING_BACKENDS
-        else:
-            reason = Reason.ROUTE_NOT_ACCEPTED
-        break
-    return DesiredCondition(kind, "False", reason.value, routes_problem(observations))
+            return Reason.ROUTE_NOT_FOUND
+        if not route.has_backends:
+            return Reason.ROUTE_MISSING_BACKENDS
+        return Reason.ROUTE_NOT_ACCEPTED
+    return Reason.ROUTE_NOT_FOUND
 
 
 def _analysis(draft: Draft) -> DesiredCondition | None:
@@ -242,13 +253,13 @@ def _paused(draft: Draft) -> DesiredCondition | None:
             and round_outcome(status.metrics, analysis.no_data_policy, analysis.scoring)
             is RoundOutcome.INCONCLUSIVE
         ):
-            name = draft.canary.metadata.name
+            meta = draft.canary.metadata
             return DesiredCondition(
                 kind,
                 "True",
                 Reason.ANALYSIS_INCONCLUSIVE.value,
                 "paused because the comparison with the primary is inconclusive: "
-                f"kubectl canary promote, abort or resume {name}",
+                f"kubectl canary promote, abort or resume {meta.name} -n {meta.namespace}",
             )
         return DesiredCondition(kind, "True", Reason.PAUSED.value, "paused by a manual action")
     if draft.status.condition(kind) is not None:
@@ -276,11 +287,17 @@ def problem_events(old: CanaryStatus, new: CanaryStatus, already: Set[str]) -> l
         now = new.condition(type_)
         if now is None or now.status != "False" or now.reason in already or now.reason in _ROUTINE_REASONS:
             continue
-        before = old.condition(type_)
-        if before is not None and (before.status, before.reason, before.message) == (
-            now.status,
-            now.reason,
-            now.message,
+        if any(event.reason == now.reason for event in found):
+            continue  # Ready repeats the route's problem: one Event for it
+        # Already announced, by this condition or by another one that carried the same problem.
+        shown_before = [old.condition(other) for other in _WATCHED_CONDITIONS]
+        if any(
+            before is not None and (before.status, before.reason, before.message) == (
+                now.status,
+                now.reason,
+                now.message,
+            )
+            for before in shown_before
         ):
             continue
         found.append(RecordEvent(type="Warning", reason=now.reason, message=now.message))

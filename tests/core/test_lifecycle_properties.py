@@ -272,14 +272,14 @@ class LifecycleMachine(RuleBasedStateMachine):
 
         reasons = {e.reason for e in _events(decision)}
         for type_ in WATCHED_CONDITIONS:
-            now, then = after.condition(type_), before.condition(type_)
+            now = after.condition(type_)
             if now is None or now.status != "False" or now.reason in ROUTINE_REASONS:
                 continue
-            if then is None or (then.status, then.reason, then.message) != (
-                now.status,
-                now.reason,
-                now.message,
-            ):
+            announced = [before.condition(other) for other in WATCHED_CONDITIONS]
+            if not any(
+                c is not None and (c.status, c.reason, c.message) == (now.status, now.reason, now.message)
+                for c in announced
+            ):  # new, not carried already by this condition or another (Ready repeats RoutesReady)
                 assert now.reason in reasons, f"{type_} turned False ({now.reason}) without an Event"
 
         request = observations.action
