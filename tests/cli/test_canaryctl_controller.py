@@ -235,18 +235,17 @@ def by_column(table: str) -> tuple[list[str], dict[str, dict[str, str]]]:
     return header, rows
 
 
-async def test_stuck_canaries_show_not_ready_and_why_in_kubectl_get_and_list(cluster: Any, tmp_path) -> None:
+async def test_stuck_canaries_show_not_ready_and_why_in_get_and_list(cluster: Backend, tmp_path) -> None:
     from tests.fixtures.sandbox import Kubectl
 
-    store = cluster.store
-    store.ensure_namespace(NS)
+    store, ns = cluster.store, cluster.ns
     # No Deployment behind this one.
-    store.create("canaries.canaryd.io", world.canary(NS, "ghost"))
+    store.create("canaries.canaryd.io", world.canary(ns, "ghost"))
     # This route names the primary but not the canary Service.
-    world.app(store, NS, "halfway")
+    cluster.app("halfway")
     store.patch("httproutes.gateway.networking.k8s.io", "halfway",
-                [{"op": "remove", "path": "/spec/rules/0/backendRefs/1"}], NS, patch_type="json")
-    world.app(store, NS, "fine")
+                [{"op": "remove", "path": "/spec/rules/0/backendRefs/1"}], ns, patch_type="json")
+    cluster.app("fine")
 
     def ready(name: str) -> str | None:
         found = [c for c in status(cluster, name).get("conditions") or [] if c["type"] == "Ready"]
@@ -256,11 +255,11 @@ async def test_stuck_canaries_show_not_ready_and_why_in_kubectl_get_and_list(clu
         await world.wait_until(
             lambda: (ready("ghost"), ready("halfway"), ready("fine"))
             == ("False TargetNotFound", "False RouteMissingBackends", "True Initialized"),
-            20,
+            60,
             message="Ready conditions",
         )
         kubectl = Kubectl(cluster.kubeconfig_path, tmp_path / "kube-cache")
-        got = await kubectl("get", "canaries", "-n", NS, check=True)
+        got = await kubectl("get", "canaries", "-n", ns, check=True)
         header, rows = by_column(got.stdout)
         assert header == [
             "NAME", "PHASE", "WEIGHT", "FAILEDCHECKS", "READY", "REASON", "LASTTRANSITION", "AGE",
@@ -281,5 +280,5 @@ async def test_stuck_canaries_show_not_ready_and_why_in_kubectl_get_and_list(clu
         assert (lines["fine"]["READY"], lines["fine"]["REASON"]) == ("True", "Initialized")
         assert lines["halfway"]["SINCE"] != "-"
         # One Warning Event for the route's problem, though two conditions carry it.
-        warnings = [e for e in world.events(store, NS, "halfway") if e["reason"] == "RouteMissingBackends"]
+        warnings = [e for e in world.events(store, ns, "halfway") if e["reason"] == "RouteMissingBackends"]
         assert len(warnings) == 1

@@ -166,3 +166,81 @@ async def test_deleting_a_canary_then_following_the_readme_never_fails_a_request
         grew = {key for key, count in now.items() if count > last.get(key, 0)}
         assert grew == {("shop-api", "shop-api")}
         assert controller.alive()
+
+
+@pytest.mark.realcluster
+async def test_on_the_real_cluster_leaving_by_the_readme_never_fails_a_real_request(
+    tmp_path, real_cluster, real_dataplane
+):
+    """The same steps on the real control plane, with real requests through Traefik to real pods."""
+    from cluster.load import canary_pods_of
+    from tests.e2e.backends import RealBackend
+
+    real = RealBackend(real_cluster, real_dataplane, None)
+    await asyncio.to_thread(real.setup)
+    controller = ControllerProcess(
+        real.kubeconfig_path, "http://127.0.0.1:9", tmp_path / "canaryd.log", *real.controller_args()
+    )
+    try:
+        controller.start()
+        store, ns = real.store, real.ns
+        real.app("shop-api")
+        await world.wait_until(
+            lambda: world.status(store, ns, "shop-api").get("phase") == "Initialized"
+            and store.get("deployments", "shop-api", ns)["spec"]["replicas"] == 0,
+            timeout=90,
+            message="shop-api initialized",
+        )
+        await real.carry_traffic("shop-api")
+
+        at_release: list[tuple[int, int]] = []
+
+        def on_event(event) -> None:
+            if event.type == "DELETED" and event.storage_key[1] == "canaries":
+                target = store.get("deployments", "shop-api", ns)
+                ready = int((target.get("status") or {}).get("readyReplicas") or 0)
+                at_release.append((target["spec"]["replicas"], ready))
+
+        unsubscribe = store.subscribe(on_event)
+        # Step 1 to 4, as the README gives them, with the cluster's kubectl.
+        await asyncio.to_thread(
+            real_cluster.kubectl, "delete", "canary", "shop-api", "-n", ns, "--timeout=90s", timeout=100
+        )
+        await world.wait_until(lambda: at_release, timeout=20, message="the Canary's deletion seen")
+        unsubscribe()
+        assert at_release == [(2, 2)], "released before the target was back and ready"
+        await asyncio.to_thread(real_cluster.kubectl, "expose", "deployment", "shop-api", "-n", ns,
+                                "--port", "8080")  # fmt: skip
+        backend = [{"op": "replace", "path": "/spec/rules/0/backendRefs", "value": [
+            {"name": "shop-api", "port": 8080}
+        ]}]  # fmt: skip
+        await asyncio.to_thread(real_cluster.kubectl, "patch", "httproute", "shop-api", "-n", ns, "--type",
+                                "json", "-p", json.dumps(backend))  # fmt: skip
+        generation = store.get(HTTP, "shop-api", ns)["metadata"]["generation"]
+
+        def accepted_for_new_generation() -> bool:
+            parents = (store.get(HTTP, "shop-api", ns).get("status") or {}).get("parents") or []
+            return bool(parents) and all(
+                any(
+                    (c["type"], c["status"], c.get("observedGeneration")) == ("Accepted", "True", generation)
+                    for c in parent.get("conditions") or []
+                )
+                for parent in parents
+            )
+
+        await world.wait_until(accepted_for_new_generation, timeout=30, message="route accepted")
+        await asyncio.sleep(3)  # Traefik has the new configuration, and requests reach the new Service
+        await asyncio.to_thread(real_cluster.kubectl, "delete", "deployment", "shop-api-primary", "-n", ns)
+        await asyncio.to_thread(real_cluster.kubectl, "delete", "service", "shop-api-primary",
+                                "shop-api-canary", "-n", ns)  # fmt: skip
+        await asyncio.sleep(3)
+        samples = real.traffic.stop()["shop-api"].samples
+        failed = [s for s in samples if s.code != "200"]
+        assert len(samples) >= 100, len(samples)
+        assert not failed, f"{len(failed)} of {len(samples)} requests failed: {failed[:5]}"
+        # The last requests are answered by the team's own Deployment's pods.
+        last = [s.pod for s in samples[-20:]]
+        assert last and all(pod is not None and canary_pods_of("shop-api")(pod) for pod in last), last
+    finally:
+        controller.stop()
+        await asyncio.to_thread(real.teardown)
