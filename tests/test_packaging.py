@@ -92,6 +92,8 @@ class InstalledWheel:
     site_packages: Path
     #: the environment to run its programs in: its bin/ first, no PYTHONPATH or VIRTUAL_ENV of ours
     env: dict[str, str]
+    #: what building the wheel printed
+    build_output: str = ""
 
     def program(self, name: str) -> str:
         return str(self.venv / "bin" / name)
@@ -112,7 +114,7 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
 
     dist = tmp_path / "dist"
     offline = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    subprocess.run(
+    build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "--wheel-dir", str(dist), str(source)],
         check=True, capture_output=True, text=True, timeout=120, env=offline,
@@ -141,7 +143,7 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
 
     isolated = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     isolated["PATH"] = f"{fresh / 'bin'}{os.pathsep}{isolated.get('PATH', '')}"
-    return InstalledWheel(wheels[0], fresh, fresh_site, isolated)
+    return InstalledWheel(wheels[0], fresh, fresh_site, isolated, build.stdout + build.stderr)
 
 
 def test_wheel_installs_into_a_fresh_venv_and_canaryd_help_runs(installed_wheel: InstalledWheel) -> None:
@@ -158,6 +160,14 @@ def test_wheel_installs_into_a_fresh_venv_and_canaryd_help_runs(installed_wheel:
         )  # fmt: skip
         assert result.returncode == 0, f"{' '.join(command)}: {result.stdout}{result.stderr}"
         assert "usage:" in result.stdout
+
+
+def test_the_wheel_builds_without_a_warning_and_declares_its_license(installed_wheel: InstalledWheel) -> None:
+    assert "warning" not in installed_wheel.build_output.lower(), installed_wheel.build_output
+    with zipfile.ZipFile(installed_wheel.wheel) as wheel:
+        (metadata,) = (n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+        headers = wheel.read(metadata).decode().split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: Apache-2.0" in headers
 
 
 def test_the_wheel_carries_the_manifests_of_the_checkout(installed_wheel: InstalledWheel) -> None:

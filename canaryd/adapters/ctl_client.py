@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -35,6 +36,7 @@ from canaryd.adapters.kube import (
     load_kubeconfig,
 )
 from canaryd.api.constants import CANARY_KIND, CANARY_PLURAL, GROUP
+from canaryd.api.timestamps import parse_rfc3339
 
 NOT_SERVED = f"this cluster does not serve {CANARY_PLURAL}.{GROUP}: is canaryd installed?"
 CANARY_API = f"the Canary API ({CANARY_PLURAL}.{GROUP})"
@@ -107,15 +109,23 @@ def _uniform_event(
     api: str, item: dict[str, Any], *, message: Any, times: tuple[Any, ...], count: Any, source: Any
 ) -> dict[str, Any]:
     """One Event of either API in the shape ``events_for`` returns; the first time given counts."""
+    meta = item.get("metadata") or {}
     return {
         "api": api,
+        "uid": meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}",
         "type": item.get("type", ""),
         "reason": item.get("reason", ""),
         "message": message,
-        "time": next((t for t in times if t), None) or item["metadata"].get("creationTimestamp"),
+        "time": next((t for t in times if t), None) or meta.get("creationTimestamp"),
         "count": int(count or 1),
         "source": source,
     }
+
+
+def _sort_time(value: Any) -> datetime:
+    """An Event's time for ordering; whole seconds and microseconds compare as times, not text."""
+    parsed = parse_rfc3339(value) if isinstance(value, str) else None
+    return parsed or datetime.min.replace(tzinfo=UTC)
 
 
 def _canary(namespace: str, name: str) -> str:
@@ -239,11 +249,15 @@ class CtlClient:
     # ---- Events ---------------------------------------------------------
 
     async def events_for(self, canary: dict[str, Any]) -> list[dict[str, Any]]:
-        """Events about this canary from both Event APIs, oldest first, as uniform dicts.
+        """Events about this canary from both Event APIs, oldest first, as uniform dicts, each once.
 
-        Each item has type, reason, message, time (ISO string or None), count,
-        source and api ("events.k8s.io/v1" or "v1"). An Event API that is missing
-        or forbidden contributes nothing: events are context, not the answer.
+        Each item has uid, type, reason, message, time (ISO string or None),
+        count, source and api ("events.k8s.io/v1" or "v1"). A kube-apiserver
+        serves every Event through both APIs (one object, two views), so an
+        Event read from both is kept once, as events.k8s.io/v1 shows it (its
+        eventTime keeps microseconds; core v1's lastTimestamp has whole
+        seconds). An Event API that is missing or forbidden contributes
+        nothing: events are context, not the answer.
         """
         meta = canary["metadata"]
         namespace, name, uid = meta.get("namespace", ""), meta.get("name", ""), meta.get("uid")
@@ -275,19 +289,25 @@ class CtlClient:
             for item in new_api
             if about_canary(item.get("regarding"))
         ]
+        seen = {e["uid"] for e in events}
         events += [
-            _uniform_event(
-                "v1",
-                item,
-                message=item.get("message", ""),
-                times=(item.get("lastTimestamp"), item.get("eventTime"), item.get("firstTimestamp")),
-                count=item.get("count"),
-                source=(item.get("source") or {}).get("component", "") or item.get("reportingComponent", ""),
+            event
+            for event in (
+                _uniform_event(
+                    "v1",
+                    item,
+                    message=item.get("message", ""),
+                    times=(item.get("lastTimestamp"), item.get("eventTime"), item.get("firstTimestamp")),
+                    count=item.get("count"),
+                    source=(item.get("source") or {}).get("component", "")
+                    or item.get("reportingComponent", ""),
+                )
+                for item in core_api
+                if about_canary(item.get("involvedObject"))
             )
-            for item in core_api
-            if about_canary(item.get("involvedObject"))
+            if event["uid"] not in seen
         ]
-        events.sort(key=lambda e: e["time"] or "")
+        events.sort(key=lambda e: _sort_time(e["time"]))
         return events
 
     async def _events(self, resource: Resource, namespace: str, field_selector: str) -> list[dict[str, Any]]:

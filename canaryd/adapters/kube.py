@@ -180,19 +180,29 @@ async def load_kubeconfig(paths: str, context: str | None = None) -> tuple[Confi
 
 
 async def load_configuration(kubeconfig: str | None, context: str | None = None) -> Configuration:
-    """The controller's configuration: a kubeconfig file, or the pod's service account when none is given."""
+    """The controller's configuration, from the first of these that is given.
+
+    1. ``kubeconfig``: a file (``--kubeconfig`` or ``CANARYD_KUBECONFIG``);
+    2. ``$KUBECONFIG``: kubectl's list of files, merged as kubectl merges them;
+    3. the pod's service account (in-cluster).
+
+    ``~/.kube/config`` is never read on its own: a controller in a pod that
+    happens to have one must not leave the cluster it runs in.
+    """
     configuration = Configuration()
     if kubeconfig:
         if not os.path.isfile(kubeconfig):
             raise ConfigurationError(f"kubeconfig {kubeconfig} does not exist")
         configuration, _ = await load_kubeconfig(kubeconfig, context)
+    elif os.environ.get("KUBECONFIG"):
+        configuration, _ = await load_kubeconfig(os.environ["KUBECONFIG"], context)
     else:
         try:
             kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except kube_config.ConfigException as exc:
             raise ConfigurationError(
                 "no kubeconfig given and not running in a cluster: "
-                "pass --kubeconfig or set CANARYD_KUBECONFIG"
+                "pass --kubeconfig, or set CANARYD_KUBECONFIG or KUBECONFIG"
             ) from exc
     return configuration
 

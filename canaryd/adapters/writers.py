@@ -14,7 +14,12 @@
 - The primary's copy of the target's HPA: created owned by the Canary, its
   spec replaced with a JSON Patch when it drifts, deleted when its source goes.
 - Finalizer: a JSON Patch with a ``test`` on resourceVersion.
-- Events: events.k8s.io/v1, regarding the Canary.
+- Events: created through core v1 with both generations of fields: eventTime,
+  reportingComponent, reportingInstance and action (what events.k8s.io/v1
+  readers use) and firstTimestamp, lastTimestamp, count and source (what
+  ``kubectl get events --sort-by=.lastTimestamp`` and other core v1 readers
+  sort and display by). events.k8s.io/v1 refuses the second set on create;
+  a kube-apiserver shows them there as deprecatedFirstTimestamp, ... .
 
 Each write's answer is put back into the caches, so the next decision sees it
 without a read.
@@ -32,8 +37,8 @@ import structlog
 from canaryd.adapters.informer import MultiInformer
 from canaryd.adapters.kube import (
     CANARIES,
+    CORE_EVENTS,
     DEPLOYMENTS,
-    EVENTS,
     JSON_PATCH,
     MERGE_PATCH,
     ApiError,
@@ -244,33 +249,49 @@ class Writer:
     async def record_event(
         self, regarding: dict[str, Any], type_: str, reason: str, note: str, action: str = "Reconcile"
     ) -> None:
-        """Create an events.k8s.io/v1 Event about the Canary; a failure is logged, never raised."""
+        """Create an Event about the Canary; a failure is logged, never raised."""
         meta = regarding.get("metadata") or {}
-        now = datetime.now(UTC)
-        body = {
-            "apiVersion": "events.k8s.io/v1",
-            "kind": "Event",
-            "metadata": {
-                "name": f"{meta.get('name')}.{time.time_ns():x}{next(_event_counter) % 1000:03d}",
-                "namespace": meta.get("namespace"),
-            },
-            "eventTime": format_rfc3339(now, "microseconds"),
-            "reportingController": REPORTING_CONTROLLER,
-            "reportingInstance": self.identity[:128],
-            "action": (action or "Reconcile")[:128],
-            "reason": reason[:128],
-            "note": note[:1024],
-            "type": type_,
-            "regarding": {
-                "apiVersion": regarding.get("apiVersion"),
-                "kind": regarding.get("kind"),
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-        }
+        namespace = str(meta.get("namespace"))
         try:
-            await self.client.create(EVENTS, str(meta.get("namespace")), body)
+            await self.client.create(
+                CORE_EVENTS,
+                namespace,
+                event_body(regarding, type_, reason, note, action, self.identity, datetime.now(UTC)),
+            )
         except ApiError as exc:
             log.warning("recording an event failed", reason=reason, status=exc.status, error=exc.message)
+
+
+def event_body(
+    regarding: dict[str, Any], type_: str, reason: str, note: str, action: str, identity: str, now: datetime
+) -> dict[str, Any]:
+    """A core v1 Event that readers of either Event API sort, count and attribute correctly."""
+    meta = regarding.get("metadata") or {}
+    seconds = format_rfc3339(now, "seconds")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta.get('name')}.{time.time_ns():x}{next(_event_counter) % 1000:03d}",
+            "namespace": meta.get("namespace"),
+        },
+        "involvedObject": {
+            "apiVersion": regarding.get("apiVersion"),
+            "kind": regarding.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": type_,
+        "reason": reason[:128],
+        "message": note[:1024],
+        "eventTime": format_rfc3339(now, "microseconds"),
+        "reportingComponent": REPORTING_CONTROLLER,
+        "reportingInstance": identity[:128],
+        "action": (action or "Reconcile")[:128],
+        "firstTimestamp": seconds,
+        "lastTimestamp": seconds,
+        "count": 1,
+        "source": {"component": REPORTING_CONTROLLER},
+    }

@@ -485,6 +485,9 @@ class CanarySpec(_Model):
         if self.abort_scale_down_delay is None:
             return timedelta(0)
         return parse_duration(self.abort_scale_down_delay)
+    #: On deletion, scale the target back to the primary's replicas and wait until it is ready before
+    #: releasing the primary and the Services (see ``core.leaving``).
+    revert_on_deletion: StrictBool = True
 
     @model_validator(mode="after")
     def _distinct_routes(self) -> CanarySpec:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -41,7 +42,7 @@ from canaryd.adapters.ctl_client import (
 from canaryd.api.constants import Action
 from canaryd.api.durations import parse_duration
 from canaryd.cli import ctl_render as render
-from canaryd.cli.ctl_actions import ActionReport, CanaryFollower, Outcome, request_action
+from canaryd.cli.ctl_actions import ActionReport, CanaryFollower, Outcome, next_step, request_action
 from canaryd.core.revision import deployment_template_hash
 
 # Exit codes: a contract with scripts. Listed in --help and docs/manual-actions.md.
@@ -58,17 +59,20 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
 exit codes:
-  0    success (status: the canary has not Failed; status --watch: the run Succeeded)
+  0    success (status, status --watch: the canary has not Failed; status --until-done: the
+       run Succeeded)
   1    any other error (e.g. the API server answered 5xx, or another action replaced yours)
   2    wrong usage (unknown command or flag)
-  3    the canary's phase is Failed (status, status --watch)
+  3    the canary's phase is Failed (status, status --watch; --until-done: the run Failed)
   4    not found: no such canary in that namespace, or the Canary API is not installed
   5    forbidden: the cluster refused your credentials (401/403)
   6    no cluster: kubeconfig missing or unusable, connection refused, TLS failure, timeout
   7    timed out: no acknowledgement from the controller within --timeout (the request
-       stays in status and is handled when the controller runs), or status --watch --timeout
+       stays in status and is handled when the controller runs), or status --until-done
+       --timeout
   8    refused: the controller acknowledged the action but ignored it, and the canary is
-       not in the state you asked for (e.g. promote on a Failed run)
+       not in the state you asked for (e.g. promote on a Failed run, retry on a canary
+       that has not Failed); the error line ends with the next step
   130  interrupted (Ctrl-C)
 """
 
@@ -127,16 +131,20 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
 
     cmd = command("list", "list canaries: phase, weight, failed checks, revision, age")
     cmd.add_argument("-A", "--all-namespaces", action="store_true", help="list canaries in every namespace")
-    _output_option(cmd, ["table", "wide", "json", "yaml"], "table")
+    _output_option(cmd, ["table", "wide", "json", "yaml", "name"], "table")
     cmd.set_defaults(run=_run_list)
 
     cmd = command("status", "the full picture of one canary; exits 3 when it has Failed")
     cmd.add_argument("name", metavar="NAME")
     cmd.add_argument("-w", "--watch", action="store_true",
-                     help="redraw on every change until the run Succeeds (exit 0) or Fails (exit 3)")
+                     help="redraw on every change until Ctrl-C (or --timeout)")
+    cmd.add_argument("--until-done", action="store_true",
+                     help="watch until the run of the Deployment's current revision ends: exit 0 when "
+                          "it Succeeded, 3 when it Failed")
     cmd.add_argument("--timeout", metavar="DURATION", type=_duration, default=None,
-                     help="with --watch: give up after this long (exit 7); default: no limit")
-    _output_option(cmd, ["table", "wide", "json", "yaml"], "table")
+                     help="with --until-done: give up after this long (exit 7); with --watch: stop "
+                          "watching after this long (exit as status does); default: no limit")
+    _output_option(cmd, ["table", "wide", "json", "yaml", "name"], "table")
     cmd.set_defaults(run=_run_status)
 
     actions = [
@@ -193,6 +201,19 @@ class Console:
     def is_terminal(self) -> bool:
         return bool(getattr(self.out, "isatty", lambda: False)())
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """Columns and lines of the terminal; 80x24 when the output is not one."""
+        if self.is_terminal:
+            try:
+                size = os.get_terminal_size(self.out.fileno())
+            except (OSError, ValueError):
+                return 80, 24
+            if not size.columns or not size.lines:  # a terminal that does not know its size
+                return 80, 24
+            return max(size.columns, 40), max(size.lines, 10)
+        return 80, 24
+
 
 def _namespace(args: argparse.Namespace, ctl: CtlClient) -> str:
     return str(args.namespace or ctl.default_namespace)
@@ -203,6 +224,10 @@ async def _run_list(args: argparse.Namespace, ctl: CtlClient, console: Console) 
     canaries = await ctl.list_canaries(namespace)
     if args.output in ("json", "yaml"):
         console.print(render.dump(render.list_document(canaries), args.output))
+        return EXIT_OK
+    if args.output == "name":
+        for canary in canaries:
+            console.print(render.resource_name(canary))
         return EXIT_OK
     if not canaries:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
@@ -219,40 +244,70 @@ def _exit_for_phase(canary: dict[str, Any]) -> int:
 
 async def _run_status(args: argparse.Namespace, ctl: CtlClient, console: Console) -> int:
     namespace = _namespace(args, ctl)
-    if not args.watch:
+    if args.timeout is not None and not (args.watch or args.until_done):
+        console.note(f"error: --timeout needs --watch or --until-done (e.g. {PROGRAM} status {args.name} "
+                     f"-n {namespace} --until-done --timeout {args.timeout:g}s)")
+        return EXIT_USAGE
+    if not (args.watch or args.until_done):
         canary = await ctl.get_canary(namespace, args.name)
         if args.output in ("json", "yaml"):
             console.print(render.dump(canary, args.output))
+        elif args.output == "name":
+            console.print(render.resource_name(canary))
         else:
             events = await ctl.events_for(canary)
-            revision = await _target_revision(ctl, canary)
-            console.print(render.status_page(canary, events, now=datetime.now(UTC), marks=console.marks,
-                                             target_revision=revision))
+            workloads = await _workloads(ctl, canary)
+            console.print(_page(canary, events, args.output, console, workloads, datetime.now(UTC)))
         return _exit_for_phase(canary)
     return await _watch_status(args, ctl, console, namespace)
 
 
-async def _target_revision(ctl: CtlClient, canary: dict[str, Any]) -> str | None:
+def _page(canary: dict[str, Any], events: list[dict[str, Any]], output: str, console: Console,
+          workloads: render.Workloads, now: datetime, footer_lines: int = 0) -> str:
+    """The status page: the essentials within the terminal (80x24 when not one), or all with -o wide."""
+    revision = _revision_of(workloads)
+    if output == "wide":
+        return render.status_page(canary, events, now=now, marks=console.marks, target_revision=revision,
+                                  workloads=workloads, max_events=10)
+    width, height = console.size
+    return render.status_summary(canary, events, now=now, marks=console.marks, workloads=workloads,
+                                 target_revision=revision, width=width, height=height - footer_lines)
+
+
+async def _workloads(ctl: CtlClient, canary: dict[str, Any]) -> render.Workloads:
+    """The primary and the target Deployment as they are now; None for one that cannot be read."""
+    namespace = str(render.meta(canary).get("namespace", ""))
+
+    async def read(name: str) -> dict[str, Any] | None:
+        try:
+            return await ctl.get_deployment(namespace, name)
+        except (NotFoundError, ForbiddenError):
+            return None
+
+    target = await read(render.target_name(canary))
+    primary = await read(render.primary_name(canary))
+    return render.Workloads(primary=primary, canary=target)
+
+
+def _revision_of(workloads: render.Workloads) -> str | None:
     """The pod-template hash of the target Deployment as it is now (the controller's own hash).
 
     None when it cannot be read (missing, or no right to read Deployments); the
     phase alone then says when a run is over.
     """
-    namespace = str(render.meta(canary).get("namespace", ""))
-    try:
-        deployment = await ctl.get_deployment(namespace, render.target_name(canary))
-    except (NotFoundError, ForbiddenError):
-        return None
-    return deployment_template_hash(deployment)
+    return deployment_template_hash(workloads.canary) if workloads.canary is not None else None
 
 
 async def _watch_status(args: argparse.Namespace, ctl: CtlClient, console: Console, namespace: str) -> int:
-    """Redraw until the run of the target's current revision ends.
+    """Redraw on every change: until Ctrl-C (``--watch``) or until the run of the target's current
+    revision ends (``--until-done``, the outcome in the exit code).
 
     A full page on a terminal (redrawn at least every 2s so ages and events stay
     current), one line per change elsewhere (CI logs), a document per change
-    with -o json|yaml.
+    with -o json|yaml. ``--timeout`` ends a plain watch like ``status`` would
+    (0, or 3 for a Failed canary); it ends ``--until-done`` with 7.
     """
+    until_done = bool(args.until_done)
     loop = asyncio.get_running_loop()
     deadline = None if args.timeout is None else loop.time() + args.timeout
     updates = CanaryFollower(ctl, namespace, args.name)
@@ -260,12 +315,15 @@ async def _watch_status(args: argparse.Namespace, ctl: CtlClient, console: Conso
     last_signature: tuple[Any, ...] | None = None
     canary: dict[str, Any] | None = None
     revision: str | None = None
+    workloads = render.Workloads()
     try:
         while True:
             wait = 2.0 if full_page else None
             if deadline is not None:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
+                    if not until_done:
+                        return _exit_for_phase(canary or {})
                     console.note(f"error: {args.name} did not finish within {args.timeout:g}s "
                                  f"(phase {render.phase(canary or {}) or '-'})")
                     return EXIT_TIMEOUT
@@ -275,9 +333,12 @@ async def _watch_status(args: argparse.Namespace, ctl: CtlClient, console: Conso
                 continue
             if update is not None:
                 canary = update
-                revision = await _target_revision(ctl, canary)
             assert canary is not None
+            if update is not None or full_page:  # the Deployments' readiness moves on its own too
+                workloads = await _workloads(ctl, canary)
+                revision = _revision_of(workloads)
             now = datetime.now(UTC)
+            outcome = render.run_outcome(canary, revision)
             signature = render.watch_signature(canary, revision)
             if args.output in ("json", "yaml"):
                 if signature != last_signature:
@@ -285,15 +346,14 @@ async def _watch_status(args: argparse.Namespace, ctl: CtlClient, console: Conso
                     console.print(render.dump(canary, args.output) + separator)
             elif full_page:
                 events = await ctl.events_for(canary)
-                page = render.status_page(canary, events, now=now, marks=console.marks, max_events=8,
-                                          target_revision=revision)
-                console.out.write(CLEAR_SCREEN + page + "\n\n(watching; Ctrl-C to stop)\n")
+                page = _page(canary, events, args.output, console, workloads, now, footer_lines=2)
+                ended = f"run ended: {outcome}; " if outcome is not None and not until_done else ""
+                console.out.write(CLEAR_SCREEN + page + f"\n\n({ended}watching; Ctrl-C to stop)\n")
                 console.out.flush()
             elif signature != last_signature:
                 console.print(render.watch_line(canary, now, revision))
             last_signature = signature
-            outcome = render.run_outcome(canary, revision)
-            if outcome is not None:
+            if until_done and outcome is not None:
                 if full_page:
                     console.print(f"run ended: {outcome}")
                 return EXIT_CANARY_FAILED if outcome == "Failed" else EXIT_OK
@@ -312,6 +372,8 @@ async def _run_action(args: argparse.Namespace, ctl: CtlClient, console: Console
         console.note(note)
     if args.output in ("json", "yaml"):
         console.print(render.dump(report.document(), args.output))
+    elif report.outcome == Outcome.REFUSED:
+        console.note(f"error: {_describe_report(report, args.timeout)}")
     else:
         console.print(_describe_report(report, args.timeout))
     return {
@@ -327,19 +389,28 @@ async def _run_action(args: argparse.Namespace, ctl: CtlClient, console: Console
 def _describe_report(report: ActionReport, timeout: float) -> str:
     action = report.request.get("action", "?")
     who = f"canary {report.namespace}/{report.name}"
+    now = datetime.now(UTC)
+    result = render.humanize(str((report.acknowledgement or {}).get("result") or "no result given"), now)
     state = ""
     if report.canary is not None:
         st = render.status(report.canary)
+        phase = render.phase(report.canary) or "-"
+        # What the controller's answer already says is not said again.
+        parts = [] if f"phase {phase}" in result else [f"phase {phase}"]
+        if f"{st.get('canaryWeight', 0)}%" not in result:
+            parts.append(f"weight {st.get('canaryWeight', 0)}%")
         moving = st.get("movingToWeight")
-        state = (f" (phase {st.get('phase') or '-'}, weight {st.get('canaryWeight', 0)}%"
-                 + (f", moving to {moving}%" if moving is not None else "")
-                 + (", paused" if st.get("paused") else "") + ")")
-    result = (report.acknowledgement or {}).get("result") or "no result given"
+        if moving is not None and f"moving to {moving}%" not in result:
+            parts.append(f"moving to {moving}%")
+        if st.get("paused") and "paused" not in result:
+            parts.append("paused")
+        state = f" ({', '.join(parts)})" if parts else ""
     request_id = report.request.get("id")
     if report.outcome in (Outcome.DONE, Outcome.ALREADY_DONE):
         return f"{who}: {action} acknowledged by the controller: {result}{state}"
     if report.outcome == Outcome.REFUSED:
-        return f"{who}: the controller did not apply {action}: {result}{state}"
+        hint = "" if report.canary is None else f". Next: {next_step(str(action), report.canary, PROGRAM)}"
+        return f"{who}: the controller did not apply {action}: {result}{state}{hint}"
     if report.outcome == Outcome.NOT_WAITED:
         return f"{who}: {action} requested (id {request_id}); not waiting for the controller"
     if report.outcome == Outcome.TIMED_OUT:
@@ -362,8 +433,33 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     ctl = await CtlClient.connect(args.kubeconfig, args.context, request_timeout=args.request_timeout)
     try:
         return await command(args, ctl, console)
+    except NotFoundError as exc:
+        name = getattr(args, "name", None)
+        if not name or not exc.message.startswith(f'canary "{name}"'):
+            raise
+        raise NotFoundError(exc.message + await _elsewhere(ctl, name, _namespace(args, ctl))) from exc
     finally:
         await ctl.close()
+
+
+async def _elsewhere(ctl: CtlClient, name: str, namespace: str) -> str:
+    """Where a canary of that name does exist, or the nearest names: the end of a "not found" line."""
+    try:
+        everywhere = await ctl.list_canaries(None)
+    except CtlError:
+        try:
+            everywhere = await ctl.list_canaries(namespace)
+        except CtlError:
+            return ""
+    found = [(str(render.meta(c).get("namespace")), str(render.meta(c).get("name"))) for c in everywhere]
+    places = sorted({where for where, other in found if other == name})
+    if places:
+        return f"; it exists in namespace {', '.join(places)}: {PROGRAM} status {name} -n {places[0]}"
+    here = [other for where, other in found if where == namespace]
+    close = difflib.get_close_matches(name, here, n=3, cutoff=0.6)
+    if close:
+        return f"; did you mean {' or '.join(close)}? ({PROGRAM} list -n {namespace})"
+    return f"; {PROGRAM} list -A shows every canary" if everywhere else ""
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:

@@ -168,9 +168,32 @@ def wanted_state_holds(action: str, canary: dict[str, Any]) -> bool:
     return False
 
 
+def next_step(action: str, canary: dict[str, Any], program: str) -> str:
+    """What a person can do instead of a refused action, as a command to run."""
+    meta = render.meta(canary)
+    where = f"{meta.get('name', '?')} -n {meta.get('namespace', '?')}"
+    phase = render.phase(canary)
+    if phase == Phase.FAILED.value and action != Action.RETRY.value:
+        revision = render.status(canary).get("revision") or "the failed revision"
+        return f"the run Failed; to analyse {revision} again: {program} retry {where}"
+    if action == Action.RETRY.value:
+        return f"retry applies only to a Failed canary (this one is {phase or 'not reconciled yet'}); " \
+            f"see {program} status {where}"
+    if phase in ("", Phase.INITIALIZING.value, Phase.INITIALIZED.value, Phase.SUCCEEDED.value):
+        return (f"no run in progress: a run starts when the pod template of Deployment "
+                f"{render.target_name(canary)} changes; see {program} status {where}")
+    return f"see {program} status {where}"
+
+
 def judge(action: str, acknowledgement: dict[str, Any], canary: dict[str, Any]) -> str:
-    """DONE unless the controller ignored the action and the wanted state does not hold."""
-    if was_ignored(str(acknowledgement.get("result", ""))) and not wanted_state_holds(action, canary):
+    """DONE unless the controller ignored the action and the wanted state does not hold.
+
+    An ignored ``retry`` is always refused: a canary that is not Failed has no
+    failed revision to analyse again, whatever its phase.
+    """
+    if was_ignored(str(acknowledgement.get("result", ""))) and (
+        action == Action.RETRY.value or not wanted_state_holds(action, canary)
+    ):
         return Outcome.REFUSED
     return Outcome.DONE
 

@@ -10,6 +10,8 @@ still prints, with "-" where a value is unknown, instead of failing.
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +26,7 @@ from canaryd.core.judges.judgement import percent
 
 UNKNOWN = "-"
 PROGRESS_BAR_WIDTH = 30
-#: Phases after which a run is over: ``status --watch`` returns when it sees one.
+#: Phases after which a run is over: ``status --until-done`` returns when it sees one.
 FINISHED_PHASES = frozenset({Phase.SUCCEEDED.value, Phase.FAILED.value})
 
 
@@ -142,6 +144,25 @@ def parse_time(value: Any) -> datetime | None:
 
 
 
+_TIMESTAMP = re.compile(r"(?:\bat )?\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
+
+
+def humanize(text: str, now: datetime) -> str:
+    """A message for a person: each RFC 3339 time in it (and an ``at`` before it) as ``in 12s`` or
+    ``12s ago``."""
+
+    def relative(match: re.Match[str]) -> str:
+        when = parse_time(match.group(0).removeprefix("at "))
+        if when is None:
+            return match.group(0)
+        seconds = (when - now).total_seconds()
+        if abs(seconds) < 1:
+            return "now"
+        return f"in {human_duration(seconds)}" if seconds > 0 else f"{human_duration(-seconds)} ago"
+
+    return _TIMESTAMP.sub(relative, text)
+
+
 def age(value: Any, now: datetime) -> str:
     when = parse_time(value)
     return UNKNOWN if when is None else human_duration((now - when).total_seconds())
@@ -210,14 +231,17 @@ class Marks:
     no_data: str
     error: str
     inconclusive: str = "~ inconclusive"
+    #: What ends a line cut to the terminal's width.
+    ellipsis: str = "..."
 
     @classmethod
     def for_encoding(cls, encoding: str | None) -> Marks:
         try:
-            "\u2713\u2717".encode(encoding or "ascii")
+            "\u2713\u2717\u2026".encode(encoding or "ascii")
         except (UnicodeEncodeError, LookupError):
             return cls(passed="+ pass", failed="x FAIL", no_data="? no data", error="! error")
-        return cls(passed="\u2713 pass", failed="\u2717 FAIL", no_data="? no data", error="! error")
+        return cls(passed="\u2713 pass", failed="\u2717 FAIL", no_data="? no data", error="! error",
+                   ellipsis="\u2026")  # fmt: skip
 
     def verdict(self, value: Any) -> str:
         return {
@@ -241,15 +265,27 @@ def step_of(canary: dict[str, Any]) -> str:
     return f"{step}/{total if total is not None else '?'}"
 
 
+def condition(canary: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The status condition of that type, or an empty dict."""
+    conditions = status(canary).get("conditions")
+    if not isinstance(conditions, list):
+        return {}
+    found = [c for c in conditions if isinstance(c, dict) and c.get("type") == kind]
+    return found[0] if found else {}
+
+
 def list_table(canaries: Sequence[dict[str, Any]], *, all_namespaces: bool, wide: bool, now: datetime) -> str:
-    headers = ["NAME", "PHASE", "WEIGHT", "FAILED", "REVISION", "AGE"]
+    """READY and REASON are the Ready condition's (a stuck Canary shows False and what is wrong), SINCE
+    its last transition; -o wide adds the revision, step, target and routes."""
+    headers = ["NAME", "PHASE", "WEIGHT", "FAILED", "READY", "REASON", "SINCE", "AGE"]
     if all_namespaces:
         headers.insert(0, "NAMESPACE")
     if wide:
-        headers += ["STEP", "TARGET", "ROUTES"]
+        headers += ["REVISION", "STEP", "TARGET", "ROUTES"]
     rows = []
     for canary in canaries:
         shown_phase = phase(canary) or UNKNOWN
+        ready = condition(canary, "Ready")
         if status(canary).get("paused"):
             shown_phase += ",Paused"  # like kubectl's Ready,SchedulingDisabled
         row = [
@@ -257,15 +293,27 @@ def list_table(canaries: Sequence[dict[str, Any]], *, all_namespaces: bool, wide
             shown_phase,
             f"{weight(canary)}%",
             f"{status(canary).get('failedChecks', 0)}/{threshold(canary)}",
-            str(status(canary).get("revision") or UNKNOWN),
+            str(ready.get("status") or UNKNOWN),
+            str(ready.get("reason") or UNKNOWN),
+            age(ready.get("lastTransitionTime"), now),
             age(meta(canary).get("creationTimestamp"), now),
         ]
         if all_namespaces:
             row.insert(0, str(meta(canary).get("namespace", "")))
         if wide:
-            row += [step_of(canary), target_name(canary), ",".join(routes(canary)) or UNKNOWN]
+            row += [
+                str(status(canary).get("revision") or UNKNOWN),
+                step_of(canary),
+                target_name(canary),
+                ",".join(routes(canary)) or UNKNOWN,
+            ]
         rows.append(row)
     return table(headers, rows)
+
+
+def resource_name(canary: dict[str, Any]) -> str:
+    """What ``-o name`` prints, as kubectl does: ``canary.canaryd.io/NAME``."""
+    return f"canary.canaryd.io/{meta(canary).get('name', '')}"
 
 
 def list_document(canaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -287,13 +335,169 @@ def describe_action(record: dict[str, Any], now: datetime) -> str:
     when = record.get("at") or record.get("requestedAt")
     parts = [str(action)]
     if record.get("result"):
-        parts.append(f"-> {record['result']}")
+        parts.append(f"-> {humanize(str(record['result']), now)}")
     if record.get("requestedBy"):
         parts.append(f"by {record['requestedBy']}")
     if when:
         parts.append(f"{age(when, now)} ago")
     parts.append(f"(id {record.get('id', '?')})")
     return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Workloads:
+    """The two Deployments of a canary as the API server returned them (None: missing or not readable)."""
+
+    primary: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None
+
+
+def images(deployment: dict[str, Any]) -> str:
+    """The images of a Deployment's pod template, e.g. ``app:2.0`` (several joined with commas)."""
+    template = as_dict(as_dict(as_dict(deployment.get("spec")).get("template")).get("spec"))
+    containers = template.get("containers")
+    found = [str(as_dict(c).get("image") or "?") for c in containers] if isinstance(containers, list) else []
+    return ",".join(found) or UNKNOWN
+
+
+def readiness(deployment: dict[str, Any]) -> str:
+    """``2/3 ready`` (ready replicas out of those the Deployment asks for)."""
+    wanted = as_dict(deployment.get("spec")).get("replicas", 1)
+    ready = as_dict(deployment.get("status")).get("readyReplicas") or 0
+    return f"{ready}/{wanted if isinstance(wanted, int) else '?'} ready"
+
+
+def workload_text(deployment: dict[str, Any] | None, name: str, revision: str | None = None) -> str:
+    """One line about a Deployment: readiness, images and the revision it runs (by name when missing)."""
+    if deployment is None:
+        return f"Deployment {name} not found"
+    return f"{readiness(deployment)}  {images(deployment)}" + (f"  (rev {revision})" if revision else "")
+
+
+def primary_name(canary: dict[str, Any]) -> str:
+    return f"{target_name(canary)}-primary"
+
+
+def fit(line: str, width: int, marks: Marks) -> str:
+    """The line cut to ``width`` columns, its end marked."""
+    if len(line) <= width:
+        return line
+    return line[: max(width - len(marks.ellipsis), 0)] + marks.ellipsis
+
+
+def event_message(event: dict[str, Any], now: datetime) -> str:
+    """An Event's message with its repeat count and human times."""
+    count = int(event.get("count") or 1)
+    return (f"(x{count}) " if count > 1 else "") + humanize(str(event.get("message", "")), now)
+
+
+def status_summary(
+    canary: dict[str, Any],
+    events: Sequence[dict[str, Any]],
+    *,
+    now: datetime,
+    marks: Marks,
+    workloads: Workloads | None = None,
+    target_revision: str | None = None,
+    width: int = 80,
+    height: int = 24,
+) -> str:
+    """The essentials of one canary in ``width`` x ``height``: the run, both Deployments, each metric's
+    last value against its range, the Ready condition and as many recent Events as fit. ``-o wide``
+    (``status_page``) has the rest: every condition, metric messages, comparisons, more Events."""
+    st = status(canary)
+    weights = step_weights(canary)
+    top = weights[-1] if weights else None
+    workloads = workloads or Workloads()
+    lines: list[str] = []
+
+    def field(label: str, value: str) -> None:
+        lines.append(f"{label + ':':<17}{value}")
+
+    field("Name", f"{meta(canary).get('name', '')} (namespace {meta(canary).get('namespace', '')})")
+    field("Phase", phase(canary) or "(not yet reconciled)")
+    if st.get("paused"):
+        field("Paused", "yes")
+    step = st.get("step", 0)
+    if weights:
+        field("Step", f"{step} of {len(weights)} (weights {', '.join(str(w) for w in weights)})")
+    else:
+        field("Step", f"{step} (the analysis schedule in spec does not parse)")
+    field("Weight", f"{weight(canary)}% {progress_bar(weight(canary), top)}")
+    promoted = st.get("lastPromotedRevision")
+    field("Primary", workload_text(workloads.primary, primary_name(canary), promoted))
+    revision = st.get("revision")
+    field("Canary", workload_text(workloads.canary, target_name(canary),
+                                  revision if revision != promoted else None))  # fmt: skip
+    if target_revision and target_revision not in (revision, promoted):
+        field("New revision", f"{target_revision} (in the Deployment; its run has not started yet)")
+    last_step = st.get("lastStepTime")
+    interval = analysis(canary).get("interval", "1m")
+    field(
+        "Failed checks",
+        f"{st.get('failedChecks', 0)}/{threshold(canary)}, errors "
+        f"{st.get('analysisErrors', 0)}/{error_threshold(canary)}; last step "
+        f"{age(last_step, now) + ' ago' if last_step else UNKNOWN} (interval {interval})",
+    )
+    ready = condition(canary, "Ready")
+    if ready:
+        text = f"{ready.get('status', '?')} ({ready.get('reason', '?')})"
+        if ready.get("status") != "True" and ready.get("message"):
+            # What to fix matters most on a stuck canary: up to three lines of it.
+            wrapped = textwrap.wrap(f"{text}: {humanize(str(ready['message']), now)}", max(width - 17, 20))
+            field("Ready", wrapped[0])
+            lines.extend(" " * 17 + more for more in wrapped[1:3])
+        else:
+            field("Ready", text)
+    pending = pending_request(canary)
+    if pending:
+        field("Pending action", describe_action(pending, now) + ", not yet acknowledged by the controller")
+    else:
+        last_action = as_dict(st.get("lastAction"))
+        if last_action.get("id"):
+            field("Last action", describe_action(last_action, now))
+
+    checks = analysis(canary).get("metrics")
+    checks = checks if isinstance(checks, list) else []
+    results = {str(m.get("name")): m for m in (st.get("metrics") or []) if isinstance(m, dict)}
+    lines.append("")
+    if not checks:
+        lines.append("Metrics: none (every step passes)")
+    else:
+        rows = []
+        for check in checks:
+            check = as_dict(check)
+            name = str(check.get("name", "?"))
+            if "compare" in check:
+                range_text = "vs primary"
+            else:
+                range_text = format_range(as_dict(check.get("thresholdRange")))
+            rows.append(_metric_row(name, range_text, results.get(name, {}), now, marks)[:5])
+        room = max(height - len(lines) - 4, 1)  # the Metrics header, a table header, a blank, Events
+        shown = rows if len(rows) <= room else rows[: room - 1]
+        body = table(["METRIC", "RANGE", "LAST VALUE", "RESULT", "CHECKED"], shown)
+        lines.extend("  " + line for line in body.splitlines())
+        if len(shown) < len(rows):
+            lines.append(f"  (and {len(rows) - len(shown)} more: -o wide)")
+
+    room = height - len(lines) - 3  # a blank line, "Events:" and the table header
+    recent = list(events)[-room:] if room > 0 else []
+    if recent:
+        lines.append("")
+        lines.append(f"Events (last {len(recent)} of {len(events)}; all with -o wide):"
+                     if len(recent) < len(events) else "Events:")  # fmt: skip
+        rows = [
+            [
+                age(e.get("time"), now), str(e.get("type", "")), str(e.get("reason", "")),
+                event_message(e, now),
+            ]
+            for e in recent
+        ]  # fmt: skip
+        lines.extend("  " + line for line in table(["AGE", "TYPE", "REASON", "MESSAGE"], rows).splitlines())
+    elif not events and room > 0:
+        lines.append("")
+        lines.append("Events: none")
+    return "\n".join(fit(line, width, marks) for line in lines[:height])
 
 
 def status_page(
@@ -304,8 +508,10 @@ def status_page(
     marks: Marks,
     max_events: int = 10,
     target_revision: str | None = None,
+    workloads: Workloads | None = None,
 ) -> str:
-    """Everything about one canary, for a person: the run, the checks, conditions and events."""
+    """Everything about one canary, for a person: the run, the checks, conditions and events
+    (``status -o wide``; the default view is ``status_summary``)."""
     st = status(canary)
     weights = step_weights(canary)
     top = weights[-1] if weights else None
@@ -318,6 +524,11 @@ def status_page(
     field("Namespace", str(meta(canary).get("namespace", "")))
     field("Target", f"Deployment/{target_name(canary)}")
     field("Routes", ", ".join(routes(canary)) or UNKNOWN)
+    if workloads is not None:
+        field("Primary", f"Deployment/{primary_name(canary)}: " + workload_text(workloads.primary,
+                                                                               primary_name(canary)))
+        field("Canary", f"Deployment/{target_name(canary)}: " + workload_text(workloads.canary,
+                                                                             target_name(canary)))
     field("Phase", phase(canary) or "(not yet reconciled)")
     revision = str(st.get("revision") or UNKNOWN)
     promoted = st.get("lastPromotedRevision")
@@ -380,7 +591,7 @@ def status_page(
         rows = [
             [
                 str(c.get("type", "")), str(c.get("status", "")), str(c.get("reason", "")),
-                age(c.get("lastTransitionTime"), now), str(c.get("message", "")),
+                age(c.get("lastTransitionTime"), now), humanize(str(c.get("message", "")), now),
             ]
             for c in conditions
         ]
@@ -396,7 +607,7 @@ def status_page(
         rows = [
             [
                 age(e.get("time"), now), str(e.get("type", "")), str(e.get("reason", "")),
-                (f"(x{e['count']}) " if int(e.get("count") or 1) > 1 else "") + str(e.get("message", "")),
+                event_message(e, now),
             ]
             for e in recent
         ]
@@ -442,7 +653,7 @@ def _metric_row(name: str, range_text: str, result: dict[str, Any], now: datetim
         format_number(result.get("value")),
         marks.verdict(result.get("verdict")),
         f"{age(checked, now)} ago" if checked else UNKNOWN,
-        str(result.get("message", "")),
+        humanize(str(result.get("message", "")), now),
     ]
 
 

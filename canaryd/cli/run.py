@@ -20,7 +20,12 @@ from canaryd.runtime.settings import Settings
 
 #: (flag, settings field, help, extra argparse options)
 FLAGS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
-    ("--kubeconfig", "kubeconfig", "kubeconfig file (in-cluster configuration when absent)", {}),
+    (
+        "--kubeconfig",
+        "kubeconfig",
+        "kubeconfig file (else $KUBECONFIG, else the in-cluster service account)",
+        {},
+    ),
     ("--context", "context", "kubeconfig context (its current context when absent)", {}),
     ("--prometheus-url", "prometheus_url", "Prometheus for templates that name none", {}),
     ("--namespaces", "namespaces", "comma-separated namespaces to watch (all when empty)", {}),

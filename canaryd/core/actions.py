@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from canaryd.api.constants import Action, Phase, Reason
 from canaryd.api.models import ActionAcknowledgement, ActionRequest, action_pending
+from canaryd.api.timestamps import format_rfc3339
 from canaryd.core import schedule
 from canaryd.core.draft import Draft
 from canaryd.core.readiness import canary_ready, replicas_text, routes_problem
@@ -152,7 +153,7 @@ def _resume(draft: Draft, request: ActionRequest) -> str:
     if status.step >= 1:
         draft.update(last_step_time=draft.now)
         due = schedule.next_analysis_at(draft.canary, draft.status)
-        when = due.isoformat() if due else "after one interval"
+        when = format_rfc3339(due, "seconds") if due else "after one interval"
         return f"resumed: next analysis at {when}"
     return "resumed: the first step follows once the canary is ready"
 

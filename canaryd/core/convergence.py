@@ -10,10 +10,9 @@ that are usable and only to a canary that is ready; weight moves back to the
 primary on every route that can be written. The canary Deployment is scaled
 to 0 only once traffic is observed on the primary.
 
-Deleting a Canary must not take the service down: the app team's routes
-still name ``<target>-primary`` and ``<target>-canary``, so before the
-finalizer goes, canaryd releases the primary Deployment and both Services
-(removes its ownerReference) and the garbage collector leaves them serving.
+Deleting a Canary must not take the service down: ``core.leaving`` has the
+order (traffic to the primary, the target back up and ready, the primary
+and both Services released, then the finalizer).
 
 A weight write also says which routes someone else had changed: weights that
 are neither what canaryd wants nor what it last wrote (the status before the
@@ -43,12 +42,11 @@ from canaryd.core.effects import (
     EnsureServices,
     MirrorAutoscaler,
     RecordEvent,
-    ReleaseOwned,
-    RemoveFinalizer,
     RouteDrift,
     ScaleTarget,
     SetRouteWeights,
 )
+from canaryd.core.leaving import termination_effects
 from canaryd.core.observations import Observations, RouteState, WorkloadState
 from canaryd.core.readiness import canary_ready, routes_show, traffic_on_primary
 from canaryd.core.routes import weights_match
@@ -96,15 +94,21 @@ def route_drift(
 
 
 def converge(
-    status: CanaryStatus, observations: Observations, last_canary: int = 0, *, keep_canary: bool = False
+    status: CanaryStatus,
+    observations: Observations,
+    last_canary: int = 0,
+    revert_on_deletion: bool = True,
+    *,
+    keep_canary: bool = False,
 ) -> list[Effect]:
     """Effects in the order they must be applied; the runtime stops at the first that fails.
 
     ``last_canary`` is the canary weight of the status before the decision,
-    what canaryd last put on the routes (for the drift report only).
+    what canaryd last put on the routes (for the drift report only);
+    ``revert_on_deletion`` is the Canary's ``spec.revertOnDeletion`` (see ``core.leaving``);
     ``keep_canary``: a rolled-back canary is kept up for inspection (no scale-down yet).
     """
-    effects = _converge(status, observations, keep_canary)
+    effects = _converge(status, observations, revert_on_deletion, keep_canary)
     return [
         replace(e, drifted=route_drift(observations.routes, e.primary, e.canary, last_canary))
         if isinstance(e, SetRouteWeights)
@@ -113,9 +117,11 @@ def converge(
     ]
 
 
-def _converge(status: CanaryStatus, observations: Observations, keep_canary: bool) -> list[Effect]:
+def _converge(
+    status: CanaryStatus, observations: Observations, revert_on_deletion: bool, keep_canary: bool
+) -> list[Effect]:
     if observations.deleting or status.phase is Phase.TERMINATING:
-        return _terminate(observations)
+        return termination_effects(observations, revert_on_deletion)
     effects: list[Effect] = []
     if not observations.has_finalizer:
         effects.append(AddFinalizer())
@@ -179,29 +185,6 @@ def _return_to_primary(observations: Observations, *, keep_canary: bool = False)
     if target is not None and target.desired_replicas != 0 and not keep_canary:
         return [ScaleTarget(replicas=0)]
     return []
-
-
-def _terminate(observations: Observations) -> list[Effect]:
-    """Deletion: the finalizer goes only after traffic is observed back on the primary.
-
-    In the same pass, before the finalizer, what canaryd created is released so
-    that it outlives the Canary (the runtime stops at the first failed effect,
-    so the finalizer never goes while the primary or a Service is still owned).
-    """
-    if not observations.has_finalizer:
-        return []
-    if not traffic_on_primary(observations):
-        return [SetRouteWeights(primary=100, canary=0)]
-    effects: list[Effect] = []
-    target, primary = observations.target, observations.primary
-    # The target goes to 0 only when a primary with ready pods takes its place: a Canary deleted
-    # before canaryd created one leaves the app team's Deployment running as it was.
-    if target is not None and target.desired_replicas != 0 and primary is not None and primary.ready_replicas:
-        effects.append(ScaleTarget(replicas=0))
-    if observations.owns_workloads:
-        effects.append(ReleaseOwned())
-    effects.append(RemoveFinalizer())
-    return effects
 
 
 def converge_suspended(observations: Observations) -> list[Effect]:

@@ -11,8 +11,10 @@ its deletion only gives up what it owns before its finalizer goes.
 A suspended Canary (``spec.suspend``) is left as it is: no transition, no
 effect on its Deployments or routes, only its own finalizer is managed; its
 deletion still returns all traffic to the primary before the finalizer goes.
-A deleted Canary leaves ``<target>-primary`` and both Services behind, released
-from its ownership, because the app team's routes still send traffic to them.
+A deleted Canary first scales the target back up (``spec.revertOnDeletion``),
+then leaves ``<target>-primary`` and both Services behind, released from its
+ownership, because the app team's routes still send traffic to them
+(``core.leaving``).
 Otherwise a decision first answers a pending manual action, then lets the phases
 advance as far as the observations allow (several transitions may happen in
 one decision, e.g. a run that starts and takes its first step at once), then
@@ -128,6 +130,7 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
             draft.status,
             observations,
             last_canary=canary.status.canary_weight,
+            revert_on_deletion=canary.spec.revert_on_deletion,
             keep_canary=_inspection_until(draft) is not None,
         )
         effects += autoscaler_effects(draft.status, observations)

@@ -8,10 +8,14 @@ of it, never on the hope that an effect was applied).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from canaryd.api.constants import ACTIVE_PHASES, HookType, Phase, Reason, Verdict
 from canaryd.api.models import MetricStatus
+from canaryd.api.timestamps import format_rfc3339
 from canaryd.core import hooks, schedule
 from canaryd.core.draft import Draft
+from canaryd.core.leaving import deletion_plan
 from canaryd.core.observations import MetricResult
 from canaryd.core.readiness import (
     canary_ready,
@@ -60,22 +64,17 @@ def advance(draft: Draft) -> None:
         _finalizing(draft)
 
 
+def _clock(when: datetime) -> str:
+    """A time in a message: RFC 3339 to the second (``kubectl canary status`` shows it as "in 12s")."""
+    return format_rfc3339(when, "seconds")
+
+
 def _begin_termination(draft: Draft) -> None:
     if draft.status.phase is Phase.TERMINATING:
         return
-    message = (
-        f"the Canary is being deleted: all traffic returns to {draft.primary_name} "
-        "before the finalizer is removed"
-    )
-    if draft.observations.owns_workloads:
-        message += (
-            f"; traffic stays on {draft.primary_name}: Deployment {draft.primary_name} and Services "
-            f"{draft.primary_name}, {draft.canary_service} are left in place: delete them after "
-            "removing them from your routes"
-        )
     draft.move(
         Reason.DELETING,
-        message,
+        deletion_plan(draft.canary, draft.observations),
         phase=Phase.TERMINATING,
         weight=0,
         paused=False,
@@ -360,16 +359,16 @@ def _judge(draft: Draft, results: tuple[MetricResult, ...]) -> None:
         what = describe_round(results, Verdict.INCONCLUSIVE, Verdict.FAIL, Verdict.PASS)
         if pauses_for_a_person(results, analysis.inconclusive_policy):
             draft.update(paused=True)
-            name = draft.canary.metadata.name
+            meta = draft.canary.metadata
             draft.event(
                 "Normal",
                 Reason.ANALYSIS_INCONCLUSIVE,
                 f"analysis inconclusive ({what}): paused at {status.canary_weight}% for a person to decide "
-                f"(kubectl canary promote|abort|resume {name})",
+                f"(kubectl canary promote|abort|resume {meta.name} -n {meta.namespace})",
             )
         else:
             deadline = schedule.progress_deadline_at(draft.canary, status)
-            until = f" until the progress deadline at {deadline.isoformat()}" if deadline else ""
+            until = f" until the progress deadline at {_clock(deadline)}" if deadline else ""
             draft.event(
                 "Normal",
                 Reason.ANALYSIS_INCONCLUSIVE,
@@ -378,7 +377,7 @@ def _judge(draft: Draft, results: tuple[MetricResult, ...]) -> None:
             )
     else:
         deadline = schedule.progress_deadline_at(draft.canary, status)
-        until = f" until the progress deadline at {deadline.isoformat()}" if deadline else ""
+        until = f" until the progress deadline at {_clock(deadline)}" if deadline else ""
         draft.event(
             "Normal",
             Reason.ANALYSIS_NO_DATA,

@@ -16,10 +16,13 @@ from collections.abc import Set
 
 from canaryd.api.constants import ConditionType, HookType, Phase, Reason, Verdict
 from canaryd.api.models import CanaryStatus, Condition
+from canaryd.api.timestamps import format_rfc3339
 from canaryd.core import hooks, schedule
 from canaryd.core.conditions import DesiredCondition, merge_conditions
 from canaryd.core.draft import Draft
 from canaryd.core.effects import RecordEvent
+from canaryd.core.leaving import termination_note
+from canaryd.core.observations import Observations
 from canaryd.core.phases import progress_blocker
 from canaryd.core.readiness import primary_serves, replicas_text, routes_problem
 from canaryd.core.verdicts import RoundOutcome, describe_round, pauses_for_a_person, round_outcome
@@ -81,6 +84,10 @@ def _ready(draft: Draft) -> DesiredCondition:
             Reason.INITIALIZING,
             f"waiting for Services {draft.primary_name} and {draft.canary_service}",
         )
+    if not observations.routes_usable:
+        # A Canary whose routes canaryd cannot weight is not ready for its next run, though the
+        # primary serves: the Ready column of `kubectl get canaries` says so, not only RoutesReady.
+        return false(_routes_reason(observations), routes_problem(observations))
     return DesiredCondition(
         kind,
         "True",
@@ -112,7 +119,7 @@ def _progressing(draft: Draft, phase_before: Phase | None) -> DesiredCondition:
             return DesiredCondition(kind, existing.status, existing.reason, existing.message)
         return state(False, Reason.ROLLED_BACK, f"revision {status.revision} was rolled back")
     if phase is Phase.TERMINATING or draft.observations.deleting:
-        return state(False, Reason.DELETING, "the Canary is being deleted")
+        return state(False, Reason.DELETING, termination_note(draft.canary, draft.observations))
     if phase in (None, Phase.INITIALIZING):
         return state(False, Reason.INITIALIZING, "no run until initialization completes")
     if phase in (Phase.INITIALIZED, Phase.SUCCEEDED):
@@ -163,9 +170,12 @@ def _run_state(draft: Draft) -> DesiredCondition:
     total = schedule.step_count(draft.canary)
     where = f"step {status.step} of {total} at {status.canary_weight}%"
     if status.paused:
-        name = draft.canary.metadata.name
+        meta = draft.canary.metadata
         return DesiredCondition(
-            kind, "True", Reason.PAUSED.value, f"paused at {where}; resume with: kubectl canary resume {name}"
+            kind,
+            "True",
+            Reason.PAUSED.value,
+            f"paused at {where}; resume with: kubectl canary resume {meta.name} -n {meta.namespace}",
         )
     blocker = progress_blocker(draft)
     if blocker is not None:
@@ -180,7 +190,7 @@ def _run_state(draft: Draft) -> DesiredCondition:
         f"errors {status.analysis_errors}/{analysis.error_threshold}"
     )
     due = schedule.next_analysis_at(draft.canary, status)
-    next_text = f"; next analysis at {due.isoformat()}" if due is not None else ""
+    next_text = f"; next analysis at {format_rfc3339(due, 'seconds')}" if due is not None else ""
     outcome = (
         round_outcome(status.metrics, analysis.no_data_policy, analysis.scoring) if status.metrics else None
     )
@@ -207,20 +217,22 @@ def _routes(draft: Draft) -> DesiredCondition:
         return DesiredCondition(
             kind, "True", Reason.ROUTES_ACCEPTED.value, f"{names}: accepted, both backendRefs present"
         )
-    reason = Reason.ROUTE_NOT_FOUND
+    return DesiredCondition(kind, "False", _routes_reason(observations).value, routes_problem(observations))
+
+
+def _routes_reason(observations: Observations) -> Reason:
+    """The reason of the first route canaryd cannot weight."""
     for route in observations.routes:
         if route.usable:
             continue
         if not route.exists:
-            reason = Reason.ROUTE_NOT_FOUND
-        elif not route.has_backends:
-            reason = Reason.ROUTE_MISSING_BACKENDS
-        elif route.port_problem:
-            reason = Reason.ROUTE_PORT_MISMATCH
-        else:
-            reason = Reason.ROUTE_NOT_ACCEPTED
-        break
-    return DesiredCondition(kind, "False", reason.value, routes_problem(observations))
+            return Reason.ROUTE_NOT_FOUND
+        if not route.has_backends:
+            return Reason.ROUTE_MISSING_BACKENDS
+        if route.port_problem:
+            return Reason.ROUTE_PORT_MISMATCH
+        return Reason.ROUTE_NOT_ACCEPTED
+    return Reason.ROUTE_NOT_FOUND
 
 
 def _analysis(draft: Draft) -> DesiredCondition | None:
@@ -257,14 +269,14 @@ def _paused(draft: Draft) -> DesiredCondition | None:
             is RoundOutcome.INCONCLUSIVE
             and pauses_for_a_person(status.metrics, analysis.inconclusive_policy)
         ):
-            name = draft.canary.metadata.name
+            meta = draft.canary.metadata
             what = describe_round(status.metrics, Verdict.INCONCLUSIVE)
             return DesiredCondition(
                 kind,
                 "True",
                 Reason.ANALYSIS_INCONCLUSIVE.value,
                 f"paused because the analysis is inconclusive ({what}): "
-                f"kubectl canary promote, abort or resume {name}",
+                f"kubectl canary promote, abort or resume {meta.name} -n {meta.namespace}",
             )
         return DesiredCondition(kind, "True", Reason.PAUSED.value, "paused by a manual action")
     if draft.status.condition(kind) is not None:
@@ -323,11 +335,17 @@ def problem_events(old: CanaryStatus, new: CanaryStatus, already: Set[str]) -> l
         now = new.condition(type_)
         if now is None or now.status != "False" or now.reason in already or now.reason in _ROUTINE_REASONS:
             continue
-        before = old.condition(type_)
-        if before is not None and (before.status, before.reason, before.message) == (
-            now.status,
-            now.reason,
-            now.message,
+        if any(event.reason == now.reason for event in found):
+            continue  # Ready repeats the route's problem: one Event for it
+        # Already announced, by this condition or by another one that carried the same problem.
+        shown_before = [old.condition(other) for other in _WATCHED_CONDITIONS]
+        if any(
+            before is not None and (before.status, before.reason, before.message) == (
+                now.status,
+                now.reason,
+                now.message,
+            )
+            for before in shown_before
         ):
             continue
         found.append(RecordEvent(type="Warning", reason=now.reason, message=now.message))

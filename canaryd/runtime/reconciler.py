@@ -11,7 +11,9 @@ The reconciler decides nothing; it interprets a core decision:
    step is never taken twice; a new weight is written there as
    ``movingToWeight`` and becomes ``canaryWeight`` only once the route
    patches went through (``core.inflight``), so status never runs ahead of
-   the routes;
+   the routes. Once it is written, the decision's lines go to the log
+   (``core.decision_log``: one line per phase change, step, verdict, manual
+   action, rollback);
 2. the effects, in the order the decision gives them (its Events first); the
    first failure stops the pass (a later effect may depend on an earlier one).
    A route that someone changed meanwhile (409/422 on the guarded patch) is
@@ -50,6 +52,7 @@ from canaryd.api.naming import workload_names
 from canaryd.core import autoscaling, inflight
 from canaryd.core import effects as fx
 from canaryd.core.concurrency import starts_run
+from canaryd.core.decision_log import decision_log
 from canaryd.core.failures import (
     PERSISTENT_ATTEMPTS,
     PassFailure,
@@ -82,6 +85,8 @@ from canaryd.runtime.notify import ChatNotifications
 from canaryd.runtime.observe import Caches, ResolvedMetric, RunSlots, observe, owned_by
 
 log = structlog.get_logger("canaryd.reconciler")
+#: The story of each rollout, one line per thing that happened (see ``core.decision_log``).
+rollout_log = structlog.get_logger("canaryd.rollout")
 
 Analyzer = Callable[[Canary, tuple[ResolvedMetric, ...], datetime], Awaitable[tuple[MetricResult, ...]]]
 DecideFn = Callable[[Canary, Observations, datetime], Decision]
@@ -287,6 +292,8 @@ class Reconciler:
             await self._write_status(key, raw, written.status, staged.before_routes)
         finally:
             self.slots.release(key)
+        for line in decision_log(canary, canary.status, decision.status, decision.effects):
+            rollout_log.info(line.message, kind=line.kind, **line.fields)
         for effect in decision.effects:
             self._doing[key] = describe_effect(effect, canary.metadata.namespace, canary.spec.target_ref.name)
             await self._apply(effect, canary, observed.target, decision.status)

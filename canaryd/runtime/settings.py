@@ -23,7 +23,7 @@ def _env(*names: str) -> AliasChoices:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CANARYD_", populate_by_name=True, extra="ignore")
 
-    #: A kubeconfig file; in-cluster service-account configuration when absent.
+    #: A kubeconfig file; when absent, $KUBECONFIG, else the in-cluster service account.
     kubeconfig: str | None = None
     #: The kubeconfig context to use (its current context when absent).
     context: str | None = None

@@ -142,6 +142,7 @@ specs = st.builds(
     analysis=_optional(analyses),
     progressDeadlineSeconds=_optional(st.sampled_from([1, 0, 600, "600", 2592000, 2592001, 2**62])),
     suspend=_optional(st.sampled_from([True, False, "false"])),
+    revertOnDeletion=_optional(st.sampled_from([True, False, "false"])),
 )
 templates = st.builds(
     _pack,

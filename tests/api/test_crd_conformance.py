@@ -513,6 +513,12 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "must be of type boolean",
     ),
     (
+        "revert-on-deletion-as-string",
+        _with(base_canary, **{"spec__revertOnDeletion": "false"}),
+        "spec.revertOnDeletion",
+        "must be of type boolean",
+    ),
+    (
         "min-as-string",
         _with(base_canary, **{f"{M0}__thresholdRange": {"min": "99"}}),
         "spec.analysis.metrics[0].thresholdRange.min",

@@ -117,13 +117,16 @@ def test_printer_columns_show_phase_weight_failures_and_more_under_wide() -> Non
     columns = crd("Canary")["spec"]["versions"][0]["additionalPrinterColumns"]
     default = [c["name"] for c in columns if not c.get("priority")]
     wide = [c["name"] for c in columns if c.get("priority") == 1]
-    assert default == ["Phase", "Weight", "FailedChecks", "LastTransition", "Age"]
-    assert {"Target", "Step", "Revision"} <= set(wide)
+    assert default == ["Phase", "Weight", "FailedChecks", "Ready", "Reason", "LastTransition", "Age"]
+    assert {"Target", "Step", "Revision", "Progress"} <= set(wide)
     status_fields = schema("Canary")["properties"]["status"]["properties"]
+    condition_fields = status_fields["conditions"]["items"]["properties"]
     for column in columns:
         where, _, field = column["jsonPath"].lstrip(".").partition(".")
         if where == "status":
+            field, _, condition_field = field.partition('[?(@.type=="Ready")].')
             assert field in status_fields, column
+            assert not condition_field or condition_field in condition_fields, column
 
 
 def _aliases(model: Any) -> set[str]:

@@ -169,8 +169,8 @@ async def test_list_uses_the_contexts_namespace_and_prints_the_columns(cluster: 
     result = await cluster.run("list")
     assert result.code == 0, result.err
     header, row = result.out.strip().splitlines()
-    assert header.split() == ["NAME", "PHASE", "WEIGHT", "FAILED", "REVISION", "AGE"]
-    assert row.split()[:5] == [NAME, "Progressing", "10%", "1/5", "7d9f8c6b5"]
+    assert header.split() == ["NAME", "PHASE", "WEIGHT", "FAILED", "READY", "REASON", "SINCE", "AGE"]
+    assert row.split()[:7] == [NAME, "Progressing", "10%", "1/5", "-", "-", "-"]
 
 
 async def test_list_all_namespaces_wide_and_machine_output(cluster: Cluster) -> None:
@@ -179,10 +179,10 @@ async def test_list_all_namespaces_wide_and_machine_output(cluster: Cluster) -> 
     wide = await cluster.run("list", "-A", "-o", "wide")
     assert wide.code == 0, wide.err
     lines = wide.out.strip().splitlines()
-    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "WEIGHT", "FAILED", "REVISION", "AGE",
-                                "STEP", "TARGET", "ROUTES"]
+    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "WEIGHT", "FAILED", "READY", "REASON", "SINCE",
+                                "AGE", "REVISION", "STEP", "TARGET", "ROUTES"]
     assert [line.split()[:2] for line in lines[1:]] == [[NAMESPACE, NAME], ["shop", "checkout"]]
-    assert lines[1].split()[-3:] == ["2/4", NAME, f"HTTPRoute/{NAME}"]
+    assert lines[1].split()[-4:] == ["7d9f8c6b5", "2/4", NAME, f"HTTPRoute/{NAME}"]
     as_json = json.loads((await cluster.run("list", "--all-namespaces", "-o", "json")).out)
     assert as_json["kind"] == "List"
     assert sorted(i["metadata"]["name"] for i in as_json["items"]) == ["checkout", NAME]
@@ -246,16 +246,50 @@ async def test_status_exits_3_when_the_canary_failed_and_prints_json(cluster: Cl
     assert json.loads(as_json.out)["status"]["failedChecks"] == 5
 
 
-async def test_status_watch_follows_the_run_until_it_succeeds(cluster: Cluster) -> None:
-    watching = asyncio.create_task(cluster.run("status", NAME, "--watch", "--timeout", "20s"))
-    for weight, step in ((25, 3), (50, 4)):
-        await asyncio.sleep(0.3)
-        cluster.set_status(canaryWeight=weight, step=step)
-    await asyncio.sleep(0.3)
-    cluster.set_status(phase="Promoting")
-    await asyncio.sleep(0.3)
-    cluster.set_status(phase="Succeeded", canaryWeight=0)
-    result = await asyncio.wait_for(watching, 20)
+class Following:
+    """``canaryctl status --watch|--until-done`` running in a thread; its output read while it runs.
+
+    The tests change the Canary only after the watcher has printed the line of
+    the previous change, so that no two changes fall within one of its reads,
+    however slow the machine.
+    """
+
+    def __init__(self, cluster: Cluster, *argv: str) -> None:
+        self.out, self.err = io.StringIO(), io.StringIO()
+        full = cluster.ctl(*argv)
+        self.task = asyncio.create_task(
+            asyncio.to_thread(canaryctl.main, full, stdout=self.out, stderr=self.err)
+        )
+
+    def lines(self) -> list[str]:
+        return self.out.getvalue().splitlines()
+
+    async def until_lines(self, count: int, timeout: float = 30) -> list[str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.lines()) < count:
+            assert not self.task.done(), f"the watch ended early: {self.out.getvalue()}{self.err.getvalue()}"
+            assert loop.time() < deadline, f"no line {count} within {timeout}s: {self.lines()}"
+            await asyncio.sleep(0.02)
+        return self.lines()
+
+    async def result(self, timeout: float = 30) -> Run:
+        code = await asyncio.wait_for(self.task, timeout)
+        return Run(code, self.out.getvalue(), self.err.getvalue())
+
+
+async def test_status_until_done_follows_the_run_until_it_succeeds(cluster: Cluster) -> None:
+    watching = Following(cluster, "status", NAME, "--until-done", "--timeout", "60s")
+    changes = [
+        {"canaryWeight": 25, "step": 3},
+        {"canaryWeight": 50, "step": 4},
+        {"phase": "Promoting"},
+        {"phase": "Succeeded", "canaryWeight": 0},
+    ]
+    for shown, change in enumerate(changes, start=1):
+        await watching.until_lines(shown)
+        cluster.set_status(**change)
+    result = await watching.result()
     assert result.code == 0, result.err
     lines = result.out.strip().splitlines()  # not a terminal: one line per change
     assert [line.split()[1] for line in lines] == ["Progressing", "Progressing", "Progressing", "Promoting",
@@ -264,15 +298,29 @@ async def test_status_watch_follows_the_run_until_it_succeeds(cluster: Cluster) 
     assert "step 4/4" in lines[2]
 
 
-async def test_status_watch_exits_3_on_failure_and_7_on_its_timeout(cluster: Cluster) -> None:
-    watching = asyncio.create_task(cluster.run("status", NAME, "-w"))
-    await asyncio.sleep(0.3)
+async def test_status_until_done_exits_3_on_failure_and_7_on_its_timeout(cluster: Cluster) -> None:
+    watching = Following(cluster, "status", NAME, "--until-done")
+    await watching.until_lines(1)
     cluster.set_status(phase="Failed", canaryWeight=0, failedChecks=5)
-    assert (await asyncio.wait_for(watching, 20)).code == canaryctl.EXIT_CANARY_FAILED
+    assert (await watching.result()).code == canaryctl.EXIT_CANARY_FAILED
     cluster.set_status(phase="Progressing")
-    timed = await cluster.run("status", NAME, "-w", "--timeout", "0.5")
+    timed = await cluster.run("status", NAME, "--until-done", "--timeout", "0.5")
     assert timed.code == canaryctl.EXIT_TIMEOUT
     assert "did not finish within 0.5s" in timed.err
+
+
+async def test_status_watch_with_a_timeout_stops_watching_and_exits_as_status_does(cluster: Cluster) -> None:
+    watched = await cluster.run("status", NAME, "--watch", "--timeout", "0.5")
+    assert watched.code == 0, watched.err
+    assert watched.out.split()[1] == "Progressing" and watched.err == ""
+    cluster.set_status(phase="Failed", canaryWeight=0)
+    assert (await cluster.run("status", NAME, "-w", "--timeout", "0.5")).code == canaryctl.EXIT_CANARY_FAILED
+    alone = await cluster.run("status", NAME, "--timeout", "5s")
+    assert alone.code == canaryctl.EXIT_USAGE
+    assert alone.err == (
+        f"error: --timeout needs --watch or --until-done (e.g. canaryctl status {NAME} -n {NAMESPACE} "
+        "--until-done --timeout 5s)\n"
+    )
 
 
 def target_deployment(image: str) -> dict[str, Any]:
@@ -291,13 +339,14 @@ async def test_status_watch_waits_for_the_run_of_the_deployments_new_revision(cl
     # Just after the Deployment changed: the Canary still shows the previous run's success.
     cluster.set_status(phase="Succeeded", canaryWeight=0, step=0, revision="0ld0ld0ld0",
                        lastPromotedRevision="0ld0ld0ld0")
-    watching = asyncio.create_task(cluster.run("status", NAME, "--watch", "--timeout", "20s"))
-    await asyncio.sleep(0.8)
-    assert not watching.done(), "the old run's Succeeded ended the watch"
+    watching = Following(cluster, "status", NAME, "--until-done", "--timeout", "60s")
+    await watching.until_lines(1)
+    await asyncio.sleep(0.5)
+    assert not watching.task.done(), "the old run's Succeeded ended the watch"
     cluster.set_status(phase="Progressing", canaryWeight=5, step=1, revision=new)
-    await asyncio.sleep(0.3)
+    await watching.until_lines(2)
     cluster.set_status(phase="Succeeded", canaryWeight=0, lastPromotedRevision=new)
-    result = await asyncio.wait_for(watching, 20)
+    result = await watching.result()
     assert result.code == 0, result.err
     lines = result.out.strip().splitlines()
     assert lines[0].endswith(f"waiting for the controller to start revision {new}")
@@ -306,56 +355,138 @@ async def test_status_watch_waits_for_the_run_of_the_deployments_new_revision(cl
     assert "New revision" not in page.out
     # Nothing to roll out: the primary already runs the Deployment's revision.
     cluster.set_status(phase="Initialized", revision=new)
-    idle = await cluster.run("status", NAME, "--watch", "--timeout", "5s")
+    idle = await cluster.run("status", NAME, "--until-done", "--timeout", "20s")
     assert idle.code == 0 and idle.out.strip().splitlines()[-1].split()[1] == "Initialized"
 
 
-async def test_status_watch_on_a_terminal_redraws_the_page_with_a_progress_bar(cluster: Cluster) -> None:
-    import pty
+class Terminal:
+    """The program in a pseudo-terminal of a given size, its screen read as it draws."""
 
-    main_fd, terminal_fd = pty.openpty()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "canaryd.cli.canaryctl", *cluster.ctl("status", NAME, "--watch"),
-        stdin=subprocess.DEVNULL, stdout=terminal_fd, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-    )
-    os.close(terminal_fd)
-    chunks: list[bytes] = []
+    def __init__(self, cluster: Cluster, *argv: str, columns: int = 80, lines: int = 24) -> None:
+        self.argv = cluster.ctl(*argv)
+        self.columns, self.lines = columns, lines
+        self.chunks: list[bytes] = []
 
-    def read_all() -> None:
-        while True:
-            try:
-                data = os.read(main_fd, 65536)
-            except OSError:  # EIO once the program has exited
-                return
-            if not data:
-                return
-            chunks.append(data)
+    async def __aenter__(self) -> Terminal:
+        import fcntl
+        import pty
+        import struct
+        import termios
 
-    reader = asyncio.create_task(asyncio.to_thread(read_all))
-    try:
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            if b"watching; Ctrl-C to stop" in b"".join(chunks):
-                break
+        self.main_fd, terminal_fd = pty.openpty()
+        fcntl.ioctl(terminal_fd, termios.TIOCSWINSZ, struct.pack("HHHH", self.lines, self.columns, 0, 0))
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "canaryd.cli.canaryctl", *self.argv,
+            stdin=subprocess.DEVNULL, stdout=terminal_fd, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        )  # fmt: skip
+        os.close(terminal_fd)
+
+        def read_all() -> None:
+            while True:
+                try:
+                    data = os.read(self.main_fd, 65536)
+                except OSError:  # EIO once the program has exited
+                    return
+                if not data:
+                    return
+                self.chunks.append(data)
+
+        self.reader = asyncio.create_task(asyncio.to_thread(read_all))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        await asyncio.wait_for(self.reader, 10)
+        os.close(self.main_fd)
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", "replace")
+
+    async def until(self, wanted: str, timeout: float = 30) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while wanted not in self.text:
+            assert loop.time() < deadline, f"{wanted!r} never drawn: {self.text[-2000:]}"
+            await asyncio.sleep(0.02)
+
+    def screens(self) -> list[list[str]]:
+        """Each drawn page as its lines (what follows a clear-screen)."""
+        pages = self.text.split(canaryctl.CLEAR_SCREEN)[1:] or [self.text]
+        return [page.replace("\r\n", "\n").rstrip("\n").split("\n") for page in pages]
+
+    def assert_fits(self) -> None:
+        for page in self.screens():
+            assert len(page) <= self.lines, f"{len(page)} lines: {page}"
+            too_wide = [line for line in page if len(line) > self.columns]
+            assert not too_wide, too_wide
+
+
+def many_events(cluster: Cluster, count: int) -> None:
+    uid = cluster.canary()["metadata"]["uid"]
+    for i in range(count):
+        cluster.store.create("events", {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": f"step-{i}", "namespace": NAMESPACE},
+            "type": "Normal", "reason": "StepAdvanced", "lastTimestamp": f"2026-11-26T10:00:{i:02d}Z",
+            "message": f"step {i}: canary weight moved on HTTPRoute/payments-api and GRPCRoute/rpc, "
+                       "with every metric within its range",
+            "involvedObject": {"apiVersion": "canaryd.io/v1alpha1", "kind": "Canary", "name": NAME,
+                               "namespace": NAMESPACE, "uid": uid},
+        }, NAMESPACE)  # fmt: skip
+
+
+async def test_status_in_an_80x24_terminal_fits_and_wide_shows_the_rest(cluster: Cluster) -> None:
+    many_events(cluster, 30)
+    cluster.store.create("deployments", target_deployment("registry.example/payments:1.5.0"), NAMESPACE)
+    async with Terminal(cluster, "status", NAME) as terminal:
+        assert await asyncio.wait_for(terminal.process.wait(), 30) == 0
+    terminal.assert_fits()
+    (page,) = terminal.screens()
+    assert "Phase:           Progressing" in page
+    assert "Weight:          10% [######------------------------] 10/50%" in page
+    assert "Canary:          0/0 ready  registry.example/payments:1.5.0  (rev 7d9f8c6b5)" in page
+    assert "Primary:         Deployment payments-api-primary not found" in page
+    assert any(line.startswith("  latency-p99") and "612.5" in line and "<= 500" in line for line in page)
+    assert "step 29: canary weight" in terminal.text
+    wide = await cluster.run("status", NAME, "-o", "wide")
+    assert wide.code == 0 and wide.out != (await cluster.run("status", NAME)).out
+    assert "Conditions:" in wide.out and "step 20: canary weight" in wide.out
+    assert max(len(line) for line in wide.out.splitlines()) > 80  # wide does not cut
+
+
+async def test_status_until_done_on_a_terminal_redraws_a_page_that_fits(cluster: Cluster) -> None:
+    many_events(cluster, 12)
+    async with Terminal(cluster, "status", NAME, "--until-done") as terminal:
+        await terminal.until("watching; Ctrl-C to stop")
         cluster.set_status(canaryWeight=25, step=3)
-        await asyncio.sleep(0.5)
+        await terminal.until("[###############---------------] 25/50%")
         cluster.set_status(phase="Succeeded", canaryWeight=0)
-        assert await asyncio.wait_for(process.wait(), 20) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        await asyncio.wait_for(reader, 10)
-        os.close(main_fd)
-    screen = b"".join(chunks).decode("utf-8", "replace")
+        assert await asyncio.wait_for(terminal.process.wait(), 30) == 0
+    screen = terminal.text
     assert screen.count(canaryctl.CLEAR_SCREEN) >= 2
-    assert "[###############---------------] 25/50%" in screen
     assert "Step:            3 of 4" in screen
     assert screen.rstrip().endswith("run ended: Succeeded")
+    # Each page and its "(watching...)" line within 80x24; "run ended" replaces the prompt's line.
+    for page in terminal.screens()[:-1]:
+        assert len(page) <= 24 and max(len(line) for line in page) <= 80, page
 
 
-async def test_ctrl_c_stops_a_watch_with_130_and_no_traceback(cluster: Cluster) -> None:
+async def test_status_watch_on_a_terminal_says_the_run_ended_and_keeps_watching(cluster: Cluster) -> None:
+    async with Terminal(cluster, "status", NAME, "--watch") as terminal:
+        await terminal.until("watching; Ctrl-C to stop")
+        cluster.set_status(phase="Succeeded", canaryWeight=0)
+        await terminal.until("(run ended: Succeeded; watching; Ctrl-C to stop)")
+        await asyncio.sleep(2.5)  # a redraw, at least
+        assert terminal.process.returncode is None
+        terminal.process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(terminal.process.wait(), 30) == canaryctl.EXIT_INTERRUPTED
+    terminal.assert_fits()
+
+
+async def test_a_watch_outlives_the_run_and_ctrl_c_stops_it_with_130(cluster: Cluster) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "canaryd.cli.canaryctl", *cluster.ctl("status", NAME, "--watch"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -363,6 +494,12 @@ async def test_ctrl_c_stops_a_watch_with_130_and_no_traceback(cluster: Cluster) 
     assert process.stdout is not None
     first = await asyncio.wait_for(process.stdout.readline(), 30)
     assert b"Progressing" in first
+    # The run ends; the watch does not: it shows the next run too, until Ctrl-C.
+    cluster.set_status(phase="Succeeded", canaryWeight=0, lastPromotedRevision="7d9f8c6b5")
+    assert b" Succeeded " in await asyncio.wait_for(process.stdout.readline(), 30)
+    cluster.set_status(phase="Progressing", canaryWeight=5, step=1, revision="8e0a9d7c6")
+    assert b" Progressing " in await asyncio.wait_for(process.stdout.readline(), 30)
+    assert process.returncode is None
     process.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == canaryctl.EXIT_INTERRUPTED
@@ -379,7 +516,7 @@ async def test_pause_writes_the_request_to_status_and_reports_the_controllers_an
     result = await cluster.run("pause", NAME)
     assert result.code == 0, result.err
     assert result.out.strip() == (f"canary {NAMESPACE}/{NAME}: pause acknowledged by the controller: "
-                                  "paused at step 2 (phase Progressing, weight 10%, paused)")
+                                  "paused at step 2 (phase Progressing, weight 10%)")  # "paused" once
     request = cluster.status()["requestedAction"]
     assert request["action"] == "pause" and len(request["id"]) >= 16 and "@" in request["requestedBy"]
     assert request["requestedAt"].endswith("Z")
@@ -418,10 +555,23 @@ async def test_abort_then_retry_and_a_refused_promote(
     assert abort.code == 0 and "rolled back" in abort.out
     assert cluster.status()["phase"] == "Failed"
     refused = await cluster.run("promote", NAME)
-    assert refused.code == canaryctl.EXIT_REFUSED
-    assert "the controller did not apply promote: ignored: no run in progress (phase Failed)" in refused.out
+    assert refused.code == canaryctl.EXIT_REFUSED and refused.out == ""
+    # One line on stderr: error:, what the controller said (the phase once), and the next step.
+    assert refused.err == (
+        f"error: canary {NAMESPACE}/{NAME}: the controller did not apply promote: ignored: no run in "
+        f"progress (phase Failed) (weight 0%). Next: the run Failed; to analyse 7d9f8c6b5 again: "
+        f"canaryctl retry {NAME} -n {NAMESPACE}\n"
+    )
     retry = await cluster.run("retry", NAME)
     assert retry.code == 0 and cluster.status()["phase"] == "Progressing"
+    # Retry on a run in progress is refused, as the docs say (exit 8), and says what to look at.
+    again = await cluster.run("retry", NAME)
+    assert again.code == canaryctl.EXIT_REFUSED
+    assert again.err.startswith("error: ") and again.err.count("phase Progressing") == 1
+    assert again.err.rstrip().endswith(
+        f"Next: retry applies only to a Failed canary (this one is Progressing); see canaryctl status {NAME} "
+        f"-n {NAMESPACE}"
+    )
 
 
 async def test_without_a_controller_the_request_stays_pending(cluster: Cluster) -> None:
@@ -495,11 +645,29 @@ def one_line_error(run: Run) -> str:
 async def test_a_missing_canary_and_a_wrong_namespace_exit_4(cluster: Cluster) -> None:
     missing = await cluster.run("status", "nope")
     assert missing.code == canaryctl.EXIT_NOT_FOUND
-    assert one_line_error(missing) == f'error: canary "nope" in namespace "{NAMESPACE}" not found'
+    assert one_line_error(missing) == (
+        f'error: canary "nope" in namespace "{NAMESPACE}" not found; canaryctl list -A shows every canary'
+    )
     cluster.store.ensure_namespace("other")
     wrong = await cluster.run("pause", NAME, "-n", "other")
     assert wrong.code == canaryctl.EXIT_NOT_FOUND
-    assert one_line_error(wrong) == f'error: canary "{NAME}" in namespace "other" not found'
+    # Where the name does exist, as the command to run.
+    assert one_line_error(wrong) == (
+        f'error: canary "{NAME}" in namespace "other" not found; it exists in namespace {NAMESPACE}: '
+        f"canaryctl status {NAME} -n {NAMESPACE}"
+    )
+    typo = await cluster.run("status", "payment-api")
+    assert one_line_error(typo) == (
+        f'error: canary "payment-api" in namespace "{NAMESPACE}" not found; did you mean {NAME}? '
+        f"(canaryctl list -n {NAMESPACE})"
+    )
+
+
+async def test_output_name_prints_kubectls_resource_names(cluster: Cluster) -> None:
+    listed = await cluster.run("list", "-o", "name")
+    assert (listed.code, listed.out) == (0, f"canary.canaryd.io/{NAME}\n")
+    one = await cluster.run("status", NAME, "-o", "name")
+    assert (one.code, one.out) == (0, f"canary.canaryd.io/{NAME}\n")
 
 
 async def test_an_unreachable_cluster_exits_6(tmp_path: Path) -> None:
@@ -615,7 +783,9 @@ async def test_the_program_as_a_subprocess_prints_no_traceback(cluster: Cluster)
     )
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == canaryctl.EXIT_NOT_FOUND
-    assert err.decode().strip() == f'error: canary "missing" in namespace "{NAMESPACE}" not found'
+    assert err.decode().strip() == (
+        f'error: canary "missing" in namespace "{NAMESPACE}" not found; canaryctl list -A shows every canary'
+    )
     assert out == b""
 
 

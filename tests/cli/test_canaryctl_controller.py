@@ -133,7 +133,7 @@ async def test_pause_holds_the_weight_resume_continues_and_promote_skips_the_res
         promoted = await ctl(cluster, "promote", "cart")
         assert promoted.code == 0, promoted.out + promoted.err
         assert "promoting revision" in promoted.out
-        watched = await ctl(cluster, "status", "cart", "--watch", "--timeout", "30s")
+        watched = await ctl(cluster, "status", "cart", "--until-done", "--timeout", "30s")
         assert watched.code == 0, watched.out + watched.err
         assert watched.out.strip().splitlines()[-1].split()[1] == "Succeeded"
         assert status(cluster, "cart")["lastPromotedRevision"] == status(cluster, "cart")["revision"]
@@ -148,7 +148,7 @@ async def test_abort_rolls_back_and_retry_survives_a_controller_restart(cluster:
     cluster.app("pay", step_weights=[20, 40, 60, 80], interval="1s", metrics=METRIC)
     async with controller(cluster):
         recorder = await start_run(cluster, "pay")
-        watching = asyncio.create_task(ctl(cluster, "status", "pay", "--watch"))
+        watching = asyncio.create_task(ctl(cluster, "status", "pay", "--until-done"))
         await asyncio.sleep(0.3)
 
         aborted = await ctl(cluster, "abort", "pay")
@@ -170,7 +170,8 @@ async def test_abort_rolls_back_and_retry_survives_a_controller_restart(cluster:
 
         refused = await ctl(cluster, "promote", "pay")
         assert refused.code == canaryctl.EXIT_REFUSED
-        assert "did not apply promote: ignored: no run in progress (phase Failed)" in refused.out
+        assert "did not apply promote: ignored: no run in progress (phase Failed)" in refused.err
+        assert refused.err.startswith("error: ") and "Next: the run Failed; to analyse" in refused.err
 
     # The controller is down: the request is stored and waits for it.
     pending = await ctl(cluster, "retry", "pay", "--timeout", "0.5")
@@ -186,7 +187,7 @@ async def test_abort_rolls_back_and_retry_survives_a_controller_restart(cluster:
             message="retry acknowledged after the restart",
         )
         assert status(cluster, "pay")["lastAction"]["result"].startswith("restarted the run of revision")
-        watched = await ctl(cluster, "status", "pay", "--watch", "--timeout", "30s")
+        watched = await ctl(cluster, "status", "pay", "--until-done", "--timeout", "30s")
         assert watched.code == 0, watched.out + watched.err
         # Rolled back, then the same revision walked the whole schedule again and was promoted.
         rollback = recorder.sequence.index((100, 0))
@@ -217,7 +218,69 @@ async def test_promote_step_walks_a_slow_schedule_one_step_at_a_time(cluster: Ba
         document = json.loads(final.out)
         assert document["request"]["action"] == "promote-step"
         assert document["acknowledgement"]["result"].startswith("promoting revision")
-        watched = await ctl(cluster, "status", "slow", "--watch", "--timeout", "30s")
+        watched = await ctl(cluster, "status", "slow", "--until-done", "--timeout", "30s")
         assert watched.code == 0, watched.out + watched.err
         assert recorder.sequence == [(90, 10), (60, 40), (100, 0)]
         recorder.close()
+
+
+def by_column(table: str) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """A kubectl-style table read by the headers' positions (an empty cell stays empty)."""
+    header_line, *lines = table.rstrip("\n").splitlines()
+    header = header_line.split()
+    starts = [header_line.index(f" {name} ") + 1 if i else 0 for i, name in enumerate(header[:-1])]
+    starts.append(header_line.rindex(" " + header[-1]) + 1)
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines:
+        cells = [line[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return header, rows
+
+
+async def test_stuck_canaries_show_not_ready_and_why_in_get_and_list(cluster: Backend, tmp_path) -> None:
+    from tests.fixtures.sandbox import Kubectl
+
+    store, ns = cluster.store, cluster.ns
+    # No Deployment behind this one.
+    store.create("canaries.canaryd.io", world.canary(ns, "ghost"))
+    # This route names the primary but not the canary Service.
+    cluster.app("halfway")
+    store.patch("httproutes.gateway.networking.k8s.io", "halfway",
+                [{"op": "remove", "path": "/spec/rules/0/backendRefs/1"}], ns, patch_type="json")
+    cluster.app("fine")
+
+    def ready(name: str) -> str | None:
+        found = [c for c in status(cluster, name).get("conditions") or [] if c["type"] == "Ready"]
+        return f"{found[0]['status']} {found[0]['reason']}" if found else None
+
+    async with controller(cluster):
+        await world.wait_until(
+            lambda: (ready("ghost"), ready("halfway"), ready("fine"))
+            == ("False TargetNotFound", "False RouteMissingBackends", "True Initialized"),
+            60,
+            message="Ready conditions",
+        )
+        kubectl = Kubectl(cluster.kubeconfig_path, tmp_path / "kube-cache")
+        got = await kubectl("get", "canaries", "-n", ns, check=True)
+        header, rows = by_column(got.stdout)
+        assert header == [
+            "NAME", "PHASE", "WEIGHT", "FAILEDCHECKS", "READY", "REASON", "LASTTRANSITION", "AGE",
+        ]
+        assert (rows["ghost"]["READY"], rows["ghost"]["REASON"]) == ("False", "TargetNotFound")
+        assert (rows["halfway"]["READY"], rows["halfway"]["REASON"]) == ("False", "RouteMissingBackends")
+        assert rows["halfway"]["PHASE"] == "Initialized"
+        assert (rows["fine"]["READY"], rows["fine"]["REASON"]) == ("True", "Initialized")
+        # The last transition is filled from the first reconcile on, before any run.
+        for name in ("ghost", "halfway", "fine"):
+            assert rows[name]["LASTTRANSITION"] not in ("", "<none>")
+
+        listed = await ctl(cluster, "list")
+        assert listed.code == 0, listed.err
+        _, lines = by_column(listed.out)
+        assert (lines["ghost"]["READY"], lines["ghost"]["REASON"]) == ("False", "TargetNotFound")
+        assert (lines["halfway"]["READY"], lines["halfway"]["REASON"]) == ("False", "RouteMissingBackends")
+        assert (lines["fine"]["READY"], lines["fine"]["REASON"]) == ("True", "Initialized")
+        assert lines["halfway"]["SINCE"] != "-"
+        # One Warning Event for the route's problem, though two conditions carry it.
+        warnings = [e for e in world.events(store, ns, "halfway") if e["reason"] == "RouteMissingBackends"]
+        assert len(warnings) == 1

@@ -64,9 +64,13 @@ def test_list_table_has_kubectl_columns_and_values() -> None:
     other["metadata"] = {**other["metadata"], "name": "checkout", "namespace": "shop"}
     text = render.list_table([RUNNING, other], all_namespaces=True, wide=False, now=NOW)
     lines = text.splitlines()
-    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "WEIGHT", "FAILED", "REVISION", "AGE"]
-    assert lines[1].split() == ["payments", "payments-api", "Progressing", "10%", "1/5", "7d9f8c6b5", "3h5m"]
-    assert lines[2].split() == ["shop", "checkout", "Succeeded", "0%", "0/5", "-", "3h5m"]
+    assert lines[0].split() == [
+        "NAMESPACE", "NAME", "PHASE", "WEIGHT", "FAILED", "READY", "REASON", "SINCE", "AGE",
+    ]
+    assert lines[1].split() == [
+        "payments", "payments-api", "Progressing", "10%", "1/5", "True", "Initialized", "60m", "3h5m",
+    ]
+    assert lines[2].split() == ["shop", "checkout", "Succeeded", "0%", "0/5", "-", "-", "-", "3h5m"]
     # Columns line up: every value starts where its header starts.
     assert lines[1].index("Progressing") == lines[0].index("PHASE")
 
@@ -81,9 +85,21 @@ def test_list_wide_adds_step_target_routes_and_namespace_only_with_all() -> None
     text = render.list_table([RUNNING], all_namespaces=False, wide=True, now=NOW)
     header, row = text.splitlines()
     assert header.split() == [
-        "NAME", "PHASE", "WEIGHT", "FAILED", "REVISION", "AGE", "STEP", "TARGET", "ROUTES",
+        "NAME", "PHASE", "WEIGHT", "FAILED", "READY", "REASON", "SINCE", "AGE", "REVISION", "STEP", "TARGET",
+        "ROUTES",
     ]
-    assert row.split()[-3:] == ["2/4", "payments-api", "HTTPRoute/payments-api,GRPCRoute/rpc"]
+    assert row.split()[-4:] == ["7d9f8c6b5", "2/4", "payments-api", "HTTPRoute/payments-api,GRPCRoute/rpc"]
+
+
+def test_list_shows_a_stuck_canary_as_not_ready_with_the_reason_since_its_transition() -> None:
+    stuck = canary(phase="Initialized", canaryWeight=0, conditions=[
+        {"type": "Ready", "status": "False", "reason": "TargetNotFound", "message": "Deployment missing",
+         "lastTransitionTime": iso(125)},
+        {"type": "Progressing", "status": "False", "reason": "Initializing", "message": "...",
+         "lastTransitionTime": iso(5)},
+    ])
+    row = render.list_table([stuck], all_namespaces=False, wide=False, now=NOW).splitlines()[1]
+    assert row.split()[1:] == ["Initialized", "0%", "0/5", "False", "TargetNotFound", "2m5s", "3h5m"]
 
 
 def test_status_page_shows_step_weight_metrics_against_ranges_and_conditions() -> None:
@@ -204,3 +220,93 @@ def test_status_page_explains_a_comparison_with_the_primary() -> None:
         "error-rate", "Sequential", "2.1", "1", "+110%", "+42%", "..", "-", "at", "95%", "High", "(critical)"
     ]  # fmt: skip
     assert table[2].split()[:8] == ["latency-p99", "MannWhitney", "210", "200", "+5%", "-10%", "..", "+30%"]
+
+
+def deployment(name: str, image: str, replicas: int, ready: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "payments"},
+        "spec": {"replicas": replicas,
+                 "template": {"spec": {"containers": [{"name": "app", "image": image}]}}},
+        "status": {"readyReplicas": ready},
+    }  # fmt: skip
+
+
+WORKLOADS = render.Workloads(
+    primary=deployment("payments-api-primary", "registry.example/payments:1.4.2", 3, 3),
+    canary=deployment("payments-api", "registry.example/payments:1.5.0", 3, 1),
+)
+
+
+def test_the_default_status_view_fits_80_by_24_with_the_essentials() -> None:
+    events = [
+        {"type": "Normal", "reason": f"StepAdvanced{i}", "time": iso(600 - i),
+         "message": f"step {i}: " + "a long message that would not fit on one line " * 4}
+        for i in range(30)
+    ]  # fmt: skip
+    page = render.status_summary(RUNNING, events, now=NOW, marks=MARKS, workloads=WORKLOADS)
+    lines = page.splitlines()
+    assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
+    assert "Phase:           Progressing" in lines
+    assert "Step:            2 of 4 (weights 5, 10, 25, 50)" in lines
+    assert "Weight:          10% [######------------------------] 10/50%" in lines
+    # Both Deployments: readiness, image, revision.
+    assert "Primary:         3/3 ready  registry.example/payments:1.4.2  (rev 5b6c4d3e2)" in lines
+    assert "Canary:          1/3 ready  registry.example/payments:1.5.0  (rev 7d9f8c6b5)" in lines
+    metric = {line.split()[0]: line for line in lines if line.startswith("  ")}
+    assert "99.87" in metric["success-rate"] and ">= 99" in metric["success-rate"]
+    assert "612" in metric["latency-p99"] and "<= 500" in metric["latency-p99"]
+    assert "\u2717 FAIL" in metric["latency-p99"]
+    assert "not checked yet" in metric["saturation"]
+    # The newest Events, as many as fit; the rest under -o wide.
+    shown = [line for line in lines if "StepAdvanced" in line]
+    assert shown and "StepAdvanced29" in shown[-1]
+    assert f"Events (last {len(shown)} of 30; all with -o wide):" in lines
+    assert lines[-1].endswith("\u2026")
+
+
+def test_a_stuck_canary_says_why_in_the_default_view_and_wide_adds_the_rest() -> None:
+    stuck = canary(phase="Initialized", canaryWeight=0, conditions=[
+        {"type": "Ready", "status": "False", "reason": "RouteMissingBackends",
+         "message": "HTTPRoute payments/payments-api rule 0 must list payments-api-primary and "
+                    "payments-api-canary once each as backendRefs; it lists payments-api-primary",
+         "lastTransitionTime": iso(30)},
+        {"type": "RoutesReady", "status": "False", "reason": "RouteMissingBackends",
+         "message": "HTTPRoute payments-api rule 0 must list both", "lastTransitionTime": iso(30)},
+    ])  # fmt: skip
+    summary = render.status_summary(stuck, [], now=NOW, marks=MARKS, workloads=render.Workloads())
+    # What to fix, whole, on up to three lines.
+    assert (
+        "Ready:           False (RouteMissingBackends): HTTPRoute payments/payments-api\n"
+        "                 rule 0 must list payments-api-primary and payments-api-canary\n"
+        "                 once each as backendRefs; it lists payments-api-primary\n"
+    ) in summary
+    assert max(len(line) for line in summary.splitlines()) <= 80
+    assert "Primary:         Deployment payments-api-primary not found" in summary
+    assert "Conditions:" not in summary and "Events: none" in summary
+    wide = render.status_page(stuck, [], now=NOW, marks=MARKS, workloads=render.Workloads())
+    assert "Conditions:" in wide and "RoutesReady" in wide and "Routes:" in wide
+
+
+def test_a_narrow_terminal_cuts_lines_with_a_plain_mark_where_unicode_cannot_print() -> None:
+    ascii_marks = render.Marks.for_encoding("ascii")
+    page = render.status_summary(RUNNING, [], now=NOW, marks=ascii_marks, workloads=WORKLOADS, width=50,
+                                 height=15)  # fmt: skip
+    lines = page.splitlines()
+    assert len(lines) <= 15 and max(len(line) for line in lines) <= 50
+    assert any(line.endswith("...") for line in lines)
+    page.encode("ascii")
+
+
+def test_times_in_messages_read_as_in_12s_or_ago_not_rfc3339() -> None:
+    ahead = (NOW + timedelta(seconds=12)).strftime("%Y-%m-%dT%H:%M:%S.123456+00:00")
+    assert render.humanize(f"resumed: next analysis at {ahead}", NOW) == "resumed: next analysis in 12s"
+    assert render.humanize(ahead, NOW) == "in 12s"
+    assert render.humanize(f"the deadline passed at {iso(90)}", NOW) == "the deadline passed 90s ago"
+    resumed = canary(phase="Progressing", canaryWeight=10, step=2, conditions=[
+        {"type": "Progressing", "status": "True", "reason": "StepAdvanced",
+         "message": f"step 2 of 4 at 10%; next analysis at {ahead}", "lastTransitionTime": iso(30)},
+    ], lastAction={"id": "a", "action": "resume", "result": f"resumed: next analysis at {ahead}",
+                   "at": iso(1)})  # fmt: skip
+    page = render.status_page(resumed, [], now=NOW, marks=MARKS)
+    assert "step 2 of 4 at 10%; next analysis in 12s" in page
+    assert "resume -> resumed: next analysis in 12s" in page and "+00:00" not in page

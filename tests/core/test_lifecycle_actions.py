@@ -197,6 +197,8 @@ def test_an_answered_action_is_not_handled_twice() -> None:
 
 def test_deletion_returns_traffic_and_releases_the_primary_and_services_before_the_finalizer_goes() -> None:
     world = progressing_world()
+    spec = world.canary.spec.model_copy(update={"revert_on_deletion": False})  # the target stays at 0
+    world.canary = world.canary.model_copy(update={"spec": spec})
     assert world.owned
     world.deleting = True
     first = world.decide()
@@ -207,11 +209,12 @@ def test_deletion_returns_traffic_and_releases_the_primary_and_services_before_t
     assert actions(second) == [ScaleTarget(replicas=0), ReleaseOwned(), RemoveFinalizer()]
     assert not world.finalizer and not world.owned
     assert [e.reason for e in events(first)] == [Reason.DELETING]
-    assert (
-        "traffic stays on payments-api-primary: Deployment payments-api-primary and Services "
-        "payments-api-primary, payments-api-canary are left in place: delete them after removing them "
-        "from your routes"
-    ) in events(first)[0].message
+    assert events(first)[0].message.startswith(
+        "the Canary is being deleted: all traffic returns to payments-api-primary, then Deployment "
+        "payments-api-primary and Services payments-api-primary, payments-api-canary are released and "
+        "left in place: traffic stays on payments-api-primary until you point your routes at your own "
+        "Service; delete them after that"
+    )
     assert events(second) == []
 
 
@@ -325,4 +328,6 @@ def test_deleting_a_suspended_canary_still_returns_traffic_before_the_finalizer_
     _suspend(world)
     world.deleting = True
     assert actions(world.decide()) == [SetRouteWeights(primary=100, canary=0)]
-    assert actions(world.decide()) == [ScaleTarget(replicas=0), ReleaseOwned(), RemoveFinalizer()]
+    # The target already runs the primary's replicas (it was mid-run): it keeps them.
+    assert actions(world.decide()) == [ReleaseOwned(), RemoveFinalizer()]
+    assert world.target_replicas == 3

@@ -114,7 +114,7 @@ def test_an_inconclusive_round_pauses_for_a_person_when_asked_to() -> None:
     assert "paused at 10% for a person to decide" in events(decision)[0].message
     paused = decision.status.condition("Paused")
     assert paused is not None and paused.reason == Reason.ANALYSIS_INCONCLUSIVE
-    assert "kubectl canary promote, abort or resume payments-api" in paused.message
+    assert "kubectl canary promote, abort or resume payments-api -n payments" in paused.message
     world.tick(3600)
     assert not world.due()
     assert world.reconcile().status.phase is Phase.PROGRESSING  # no deadline while a person decides

@@ -133,6 +133,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 "slots",
                 "template",
                 "suspend",
+                "revert",
             ]
         ),
         flag=st.booleans(),
@@ -163,6 +164,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             world.gateway_catches_up()
         elif change == "slots":
             world.slot = flag
+        elif change == "revert":
+            spec = world.canary.spec.model_copy(update={"revert_on_deletion": flag})
+            world.canary = world.canary.model_copy(update={"spec": spec})
         elif change == "suspend":
             spec = world.canary.spec.model_copy(update={"suspend": flag and number % 2 == 0})
             world.canary = world.canary.model_copy(update={"spec": spec})
@@ -295,14 +299,14 @@ class LifecycleMachine(RuleBasedStateMachine):
 
         reasons = {e.reason for e in _events(decision)}
         for type_ in WATCHED_CONDITIONS:
-            now, then = after.condition(type_), before.condition(type_)
+            now = after.condition(type_)
             if now is None or now.status != "False" or now.reason in ROUTINE_REASONS:
                 continue
-            if then is None or (then.status, then.reason, then.message) != (
-                now.status,
-                now.reason,
-                now.message,
-            ):
+            announced = [before.condition(other) for other in WATCHED_CONDITIONS]
+            if not any(
+                c is not None and (c.status, c.reason, c.message) == (now.status, now.reason, now.message)
+                for c in announced
+            ):  # new, not carried already by this condition or another (Ready repeats RoutesReady)
                 assert now.reason in reasons, f"{type_} turned False ({now.reason}) without an Event"
 
         request = observations.action
@@ -316,9 +320,13 @@ class LifecycleMachine(RuleBasedStateMachine):
 
         for effect in decision.effects:
             if isinstance(effect, ScaleTarget):
+                primary = observations.primary.desired_replicas if observations.primary else 0
                 if after.phase in (Phase.PROGRESSING, Phase.PROMOTING):
-                    primary = observations.primary.desired_replicas if observations.primary else 0
                     assert effect.replicas == max(primary, 1), "a run needs the primary's count, at least 1"
+                elif after.phase is Phase.TERMINATING and canary.spec.revert_on_deletion:
+                    assert observations.primary is not None, "scaled the target back with no primary to copy"
+                    assert effect.replicas == max(primary, 1), "the target gets the primary's count back"
+                    assert traffic_on_primary(observations), "scaled back before traffic left the canary"
                 else:
                     assert effect.replicas == 0, "the canary scaled up outside a run"
             if isinstance(effect, SetRouteWeights):
@@ -340,6 +348,12 @@ class LifecycleMachine(RuleBasedStateMachine):
                     assert effect.canary == after.canary_weight
             if isinstance(effect, RemoveFinalizer):
                 assert traffic_on_primary(observations), "finalizer removed before traffic was back"
+                target, primary_state = observations.target, observations.primary
+                if canary.spec.revert_on_deletion and target is not None and primary_state is not None:
+                    wanted = max(primary_state.desired_replicas, 1)
+                    assert target.desired_replicas >= wanted and target.ready_replicas >= wanted, (
+                        "finalizer removed before the target was back at the primary's replicas and ready"
+                    )
                 released_first = ReleaseOwned() in decision.effects[: decision.effects.index(effect)]
                 assert released_first or not observations.owns_workloads, (
                     "finalizer removed while the primary and Services would be garbage-collected with it"

@@ -209,7 +209,7 @@ async def test_bad_input_gets_conditions_and_events_not_a_crash(cluster):
         # The status is written before the pass records its Events: wait for the Event, not assume it.
         await world.wait_until(
             lambda: "MetricTemplateNotFound" in [e["reason"] for e in world.events(store, NS, "ghost")],
-            timeout=5,
+            timeout=10,
             message="a MetricTemplateNotFound Event",
         )
         store.create(
@@ -250,8 +250,13 @@ async def test_route_edited_mid_run_gets_its_weights_back_and_keeps_the_filter(c
         await world.wait_until(lambda: world.weights(store, NS, "feed") in ((90, 10), (80, 20)), timeout=5)
         route = store.get("httproutes.gateway.networking.k8s.io", "feed", NS)
         assert route["spec"]["rules"][0]["filters"] == [filter_]
+        # The weights are written first, the Event that reports the drift right after them.
+        await world.wait_until(
+            lambda: [e for e in world.events(store, NS, "feed") if e["reason"] == "RouteWeightsDrifted"],
+            timeout=10,
+        )
         drift = [e for e in world.events(store, NS, "feed") if e["reason"] == "RouteWeightsDrifted"]
-        assert drift and "primary 50, canary 50" in drift[0]["note"]
+        assert "primary 50, canary 50" in drift[0]["note"]
 
 
 async def test_route_not_accepted_by_its_gateway_moves_no_traffic(cluster):
@@ -301,8 +306,9 @@ async def test_deleted_canary_returns_traffic_before_its_finalizer_goes_and_leav
         store.delete("canaries.canaryd.io", "gone", NS)
         await world.wait_until(lambda: weights_when_deleted, timeout=10)
         deleting = next(e for e in world.events(store, NS, "gone") if e["reason"] == "Deleting")
-        assert "Deployment gone-primary and Services gone-primary, gone-canary are left in place" in str(
-            deleting["note"]
+        assert (
+            "Deployment gone-primary and Services gone-primary, gone-canary are released and left in place"
+            in str(deleting["note"])
         )
         await asyncio.sleep(0.5)  # the garbage collector has had its chance
     unsubscribe()
@@ -317,6 +323,9 @@ async def test_deleted_canary_returns_traffic_before_its_finalizer_goes_and_leav
     primary = store.get("deployments", "gone-primary", NS)
     assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "app:1.0"
     assert (primary.get("status") or {}).get("readyReplicas", 0) >= 1
+    # Deleted mid-run, the target keeps the replicas the run gave it (revertOnDeletion).
+    target = store.get("deployments", "gone", NS)
+    assert target["spec"]["replicas"] == primary["spec"]["replicas"]
 
 
 async def test_a_primary_scaled_to_zero_still_gets_a_canary_with_a_pod(cluster):

@@ -85,6 +85,7 @@ def test_addresses():
 
 def test_unreachable_configuration_is_one_clear_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
     parser = argparse.ArgumentParser()
     run.add_arguments(parser)
     missing = tmp_path / "nope"
@@ -95,4 +96,4 @@ def test_unreachable_configuration_is_one_clear_line(tmp_path, capsys, monkeypat
     assert f"canaryd run: kubeconfig {missing} does not exist" in capsys.readouterr().err
     code = run.main(parser.parse_args(["--health-address", "0", "--metrics-address", "0"]))
     assert code == 1
-    assert "pass --kubeconfig or set CANARYD_KUBECONFIG" in capsys.readouterr().err
+    assert "pass --kubeconfig, or set CANARYD_KUBECONFIG or KUBECONFIG" in capsys.readouterr().err

@@ -5,7 +5,9 @@ it serves. Here most views differ only in `apiVersion` (the Gateway API's
 v1beta1 and v1), but events are the notable case: `events.k8s.io/v1` Events and
 core `v1` Events are the same objects with renamed fields, so an Event the
 controller records through events.k8s.io shows in `kubectl get events` and
-`kubectl describe`, as on a cluster. Events are stored in the core shape.
+`kubectl describe`, as on a cluster. Events are stored in the core shape
+(with the zero values and precisions a kube-apiserver gives them, see
+``kinds._default_event``), so both views show the same timestamps.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
+from canaryd.api.timestamps import format_rfc3339, parse_rfc3339
 from canaryd.sandbox.labels import matches_label_selector
 from canaryd.sandbox.server import openapi
 from canaryd.sandbox.server.resources import ResourceType, storage_version_of_crd
@@ -46,9 +47,35 @@ def apply_builtin_defaults(
         _default_namespace(obj, old)
     elif key == ("", "Secret"):
         _default_secret(obj)
+    elif key == ("", "Event"):
+        _default_event(obj)
     elif key == ("apiextensions.k8s.io", "CustomResourceDefinition"):
         _default_crd(obj, old)
     return obj
+
+
+#: core/v1 Event fields of type metav1.Time, which a kube-apiserver keeps in whole seconds.
+_EVENT_SECOND_FIELDS = ("firstTimestamp", "lastTimestamp")
+
+
+def _default_event(obj: dict[str, Any]) -> None:
+    """An Event as a kube-apiserver (v1.35) stores it, whichever Event API wrote it.
+
+    ``firstTimestamp`` and ``lastTimestamp`` (metav1.Time) lose their fractions
+    and read null when unset, ``source`` is an object (empty when unset) and a
+    zero ``count`` is left out; ``eventTime`` (metav1.MicroTime) keeps its
+    microseconds. The events.k8s.io/v1 view shows the same values as
+    ``deprecatedFirstTimestamp``, ``deprecatedLastTimestamp``,
+    ``deprecatedSource`` and ``deprecatedCount``.
+    """
+    for name in _EVENT_SECOND_FIELDS:
+        value = obj.get(name)
+        parsed = parse_rfc3339(value) if isinstance(value, str) else None
+        obj[name] = format_rfc3339(parsed, "seconds") if parsed is not None else (value or None)
+    if not isinstance(obj.get("source"), dict):
+        obj["source"] = {}
+    if not obj.get("count"):
+        obj.pop("count", None)
 
 
 def _default_deployment(obj: dict[str, Any]) -> None:
