@@ -8,7 +8,7 @@ from typing import Any
 from canaryd.api.constants import Action, Phase, Reason
 from canaryd.core.decision_log import LogLine, decision_log
 from canaryd.core.lifecycle import Decision
-from canaryd.core.observations import MetricResult
+from canaryd.core.observations import HookResult, MetricResult
 from tests.core.world import World, failing, make_canary, passing
 
 
@@ -18,9 +18,11 @@ class LoggedWorld(World):
 
     lines: list[LogLine] = field(default_factory=list)
 
-    def decide(self, analysis: tuple[MetricResult, ...] | None = None) -> Decision:
+    def decide(
+        self, analysis: tuple[MetricResult, ...] | None = None, hooks: tuple[HookResult, ...] | None = None
+    ) -> Decision:
         canary = self.canary
-        decision = super().decide(analysis)
+        decision = super().decide(analysis, hooks)
         self.lines.extend(decision_log(canary, canary.status, decision.status, decision.effects))
         return decision
 
