@@ -123,6 +123,8 @@ class Controller:
                 "GRPCRoute": MultiInformer(self.client, GRPC_ROUTES, namespaces, **options),
             },
         )
+        slots = RunSlots(settings.max_concurrent_runs)
+        self.caches.canaries.add_handler(slots.track)
         self.caches.canaries.add_handler(self._on_canary)
         self.caches.templates.add_handler(self._dependency("MetricTemplate"))
         self.caches.deployments.add_handler(self._dependency("Deployment"))
@@ -142,7 +144,7 @@ class Controller:
             writer=writer,
             scheduler=self.scheduler,
             metrics=self.metrics,
-            slots=RunSlots(settings.max_concurrent_runs),
+            slots=slots,
             analyzer=analyzer,
             decide=self._decide,
             analysis_due=self._analysis_due,

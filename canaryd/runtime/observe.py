@@ -63,19 +63,29 @@ class Observed:
 
 @dataclass
 class RunSlots:
-    """The runs a decision just started, until the cache shows their phase (see ``core.concurrency``)."""
+    """The runs a decision just started, until the cache shows their phase (see ``core.concurrency``).
+
+    The Canaries the cache shows in a run are kept as an index, updated from the
+    Canary cache's events (``track``), so asking for a slot costs the same with
+    ten Canaries or ten thousand.
+    """
 
     limit: int
     reserved: set[Key] = field(default_factory=set)
+    running: set[Key] = field(default_factory=set)
 
-    def available(self, key: Key, canaries: MultiInformer, phase: Phase | None) -> bool:
+    def track(self, event_type: str, obj: dict[str, Any]) -> None:
+        """Keep ``running`` current: a handler for the Canary cache."""
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        if event_type != "DELETED" and parse_phase((obj.get("status") or {}).get("phase")) in ACTIVE_PHASES:
+            self.running.add(key)
+        else:
+            self.running.discard(key)
+
+    def available(self, key: Key, phase: Phase | None) -> bool:
         """Whether ``key`` (now in ``phase``) may start a run, counting the runs the cache shows."""
-        running = {
-            (obj["metadata"].get("namespace", ""), obj["metadata"].get("name", ""))
-            for obj in canaries.items()
-            if parse_phase((obj.get("status") or {}).get("phase")) in ACTIVE_PHASES
-        }
-        return concurrency.run_slot_available(self.limit, key, phase, running, self.reserved)
+        return concurrency.run_slot_available(self.limit, key, phase, self.running, self.reserved)
 
     def claim(self, key: Key) -> None:
         """A decision started a run: count it until its status (and so the cache) says so."""

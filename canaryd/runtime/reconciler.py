@@ -158,7 +158,7 @@ class Reconciler:
         except ValidationError as exc:
             await self._report_invalid(raw, validation_text(exc))
             return
-        slot = self.slots.available(key, self.caches.canaries, canary.status.phase)
+        slot = self.slots.available(key, canary.status.phase)
         observed = observe(canary, raw, self.caches, slot)
         observations = observed.observations
         now = self.clock()
