@@ -221,7 +221,7 @@ def _plural_of(path: str) -> str:
 def environment_proxy(url: str) -> str | None:
     """The proxy $HTTPS_PROXY / $HTTP_PROXY name for ``url``, unless $NO_PROXY exempts its host."""
     parts = urlsplit(url)
-    if not parts.hostname or urllib.request.proxy_bypass_environment(parts.hostname):
+    if not parts.hostname or urllib.request.proxy_bypass_environment(parts.hostname):  # type: ignore[attr-defined]
         return None
     return urllib.request.getproxies_environment().get(parts.scheme) or None
 

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     prometheus_timeout_seconds: float = Field(default=10.0, gt=0)
     #: Queries in flight per Prometheus server.
     prometheus_max_in_flight: int = Field(default=8, ge=1)
+    #: Threshold queries ask about the decision time rounded down to this many seconds, so that
+    #: Canaries due together send identical queries; 0 asks about the exact decision time.
+    prometheus_align_seconds: float = Field(default=1.0, ge=0, le=60)
+    #: How long an answer is reused for identical queries (same endpoint, PromQL and time).
+    prometheus_share_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("namespaces", mode="before")
     @classmethod
