@@ -36,7 +36,7 @@ from canaryd.core.draft import Draft
 from canaryd.core.effects import Effect, SetRouteWeights
 from canaryd.core.observations import Observations
 from canaryd.core.phases import advance, progress_blocker
-from canaryd.core.readiness import canary_ready
+from canaryd.core.readiness import canary_ready, step_weight_missing
 from canaryd.core.reporting import conditions, problem_events
 from canaryd.core.routes import record_weight_write
 
@@ -80,6 +80,7 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
         or not observations.routes_usable
         or observations.config_problems
         or _action_pending(canary, observations)
+        or step_weight_missing(status, observations)
     ):
         return False
     due = schedule.next_analysis_at(canary, status)

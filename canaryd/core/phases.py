@@ -17,6 +17,7 @@ from canaryd.core.readiness import (
     primary_serves,
     replicas_text,
     routes_problem,
+    step_weight_missing,
     traffic_on_primary,
 )
 from canaryd.core.verdicts import (
@@ -81,8 +82,7 @@ def _begin_termination(draft: Draft) -> None:
 def _target_missing(draft: Draft) -> None:
     status = draft.status
     lost_run = status.phase in (Phase.PROGRESSING, Phase.WAITING) or (
-        status.phase is Phase.PROMOTING
-        and not primary_serves(draft.observations.primary, status.revision)
+        status.phase is Phase.PROMOTING and not primary_serves(draft.observations.primary, status.revision)
     )
     if lost_run:
         draft.fail(
@@ -206,6 +206,8 @@ def _progressing(draft: Draft) -> None:
         results, draft.analysis = draft.analysis, None
         _judge(draft, results)
         return
+    if _restart_lapsed_step(draft):
+        return
     deadline = schedule.progress_deadline_at(draft.canary, status)
     if deadline is not None and draft.now >= deadline:
         seconds = draft.canary.spec.progress_deadline_seconds
@@ -215,6 +217,24 @@ def _progressing(draft: Draft) -> None:
         return
     if progress_blocker(draft) is None and status.step == 0:
         draft.take_step(Reason.STEP_ADVANCED, f"{draft.target_name} is ready")
+
+
+def _restart_lapsed_step(draft: Draft) -> bool:
+    """A step whose interval passed without its weight on the routes starts its interval again now.
+
+    That happens when a replica dies between writing a step's status and its
+    route weights and another takes over after the interval: the weight goes
+    on now (``converge`` holds it), and no round judges an interval in which the
+    step's weight carried no traffic, so no step is skipped.
+    """
+    status = draft.status
+    if not step_weight_missing(status, draft.observations) or progress_blocker(draft) is not None:
+        return False
+    due = schedule.next_analysis_at(draft.canary, status)
+    if due is None or draft.now < due:
+        return False
+    draft.update(last_step_time=draft.now)
+    return True
 
 
 def progress_blocker(draft: Draft) -> tuple[Reason, str] | None:
