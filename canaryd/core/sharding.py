@@ -4,10 +4,9 @@ With several replicas, Canaries are split into a fixed number of shards by a
 hash of ``namespace/name`` that every replica computes alike (not Python's
 ``hash``, which changes between processes). Each shard is held through its own
 Lease. Which live replica ought to hold a shard is decided by rendezvous
-hashing: the member with the highest hash of (member, shard) wins, so every
-replica reaches the same answer from the same list of members, the shards are
-spread evenly, and a member joining or leaving moves only the shards it wins
-or held.
+hashing capped at an even share (``assignment``), so every replica reaches the
+same answer from the same list of members, no replica holds more than
+``ceil(shards / replicas)``, and a member joining or leaving moves few shards.
 
 These are pure functions; the Leases themselves are read and written by
 ``canaryd.adapters.shards``.
@@ -31,9 +30,37 @@ def shard_of(namespace: str, name: str, shards: int) -> int:
     return _digest(f"{namespace}/{name}") % shards
 
 
-def preferred_holder(shard: int, members: Iterable[str]) -> str | None:
-    """The live member that ought to hold ``shard`` (rendezvous hashing); None without members."""
-    return max(members, key=lambda member: (_digest(f"{member}#{shard}"), member), default=None)
+def assignment(shards: int, members: Iterable[str]) -> dict[int, str]:
+    """Which live member ought to hold each shard: rendezvous hashing, held to an even share.
+
+    Every (shard, member) pair is ranked by its hash; going down the ranking, a
+    shard goes to the member of the pair if that member still has room: each
+    holds ``shards // members`` shards, and the first ``shards % members`` to
+    fill up one more. Every replica computes the same answer from the same
+    members, loads differ by at most one, and a member joining or leaving
+    moves few shards besides its own.
+    """
+    live = sorted(set(members))
+    if not live:
+        return {}
+    floor, extra = divmod(shards, len(live))
+    ranked = sorted(
+        ((_digest(f"{member}#{shard}"), member, shard) for shard in range(shards) for member in live),
+        reverse=True,
+    )
+    owner: dict[int, str] = {}
+    load = dict.fromkeys(live, 0)
+    above_floor = 0
+    for _, member, shard in ranked:
+        if shard in owner:
+            continue
+        room = floor + (1 if above_floor < extra else 0)
+        if load[member] < room:
+            owner[shard] = member
+            load[member] += 1
+            if load[member] == floor + 1:
+                above_floor += 1
+    return owner
 
 
 @dataclass(frozen=True)
@@ -58,13 +85,13 @@ def plan_shards(shards: int, me: str, members: Iterable[str], holders: Mapping[i
     live member prefers is handed over: released, then taken by that member
     once free. A shard another live replica holds is left to it.
     """
-    live = sorted({*members, me})
+    wanted_by = assignment(shards, {*members, me})
     acquire: set[int] = set()
     renew: set[int] = set()
     release: set[int] = set()
     for shard in range(shards):
         holder = holders.get(shard)
-        wanted = preferred_holder(shard, live)
+        wanted = wanted_by.get(shard)
         if holder == me:
             (renew if wanted == me else release).add(shard)
         elif holder is None and wanted == me:
@@ -72,4 +99,4 @@ def plan_shards(shards: int, me: str, members: Iterable[str], holders: Mapping[i
     return ShardPlan(frozenset(acquire), frozenset(renew), frozenset(release))
 
 
-__all__ = ["ShardPlan", "plan_shards", "preferred_holder", "shard_of"]
+__all__ = ["ShardPlan", "assignment", "plan_shards", "shard_of"]

@@ -206,7 +206,11 @@ async def test_bad_input_gets_conditions_and_events_not_a_crash(cluster):
         )
         assert (ready["status"], ready["reason"]) == ("False", "MetricTemplateNotFound")
         assert f"MetricTemplate {NS}/nope not found" in ready["message"]
-        assert "MetricTemplateNotFound" in [e["reason"] for e in world.events(store, NS, "ghost")]
+        # The status is written before the Event, so the Event may follow the condition by a moment.
+        await world.wait_until(
+            lambda: "MetricTemplateNotFound" in [e["reason"] for e in world.events(store, NS, "ghost")],
+            timeout=10,
+        )
         store.create(
             "metrictemplates.canaryd.io",
             {
