@@ -9,7 +9,9 @@ metric's query over HTTP as in production. Each Canary renders its own query
 (its namespace and target are in it), so no two share an answer. The
 controller runs in this process so its request counts and step lateness can be
 read exactly. Every Canary gets a new revision at the same moment and walks
-the same five steps.
+the same five steps (with --spread, the new revisions are released evenly over
+one interval instead, so steps fall due at a steady rate rather than all at
+once: all at once, lateness is the time one burst of steps takes to drain).
 
 Then, in the same run and against the same sandbox and stub, the floor: a bare
 aiohttp loop that makes the same writes per step (the guarded route JSON
@@ -33,6 +35,7 @@ Printed:
 - with --baseline N, the same for N Canaries first, and the lateness ratio.
 
     python bench/bench_controller.py --lean                       # 1,000 Canaries, 30 s interval
+    python bench/bench_controller.py --lean --spread --interval 60  # revisions spread over one interval
     python bench/bench_controller.py --lean --canaries 10000 --interval 60 --namespaces 100 --qps 2000
     python bench/bench_controller.py --canaries 200 --baseline 10  # with traffic simulation
 """
@@ -426,18 +429,20 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
                 run_started = time.monotonic()
                 lag.start()
                 patch = [{"op": "add", "path": "/spec/template/spec/containers/0/image", "value": "app:2"}]
-                await gather_limited(
-                    [
-                        arranger.patch(
-                            DEPLOYMENTS,
-                            namespace_of(i, options.namespaces),
-                            f"app-{i:05d}",
-                            patch,
-                            content_type="application/json-patch+json",
-                        )
-                        for i in range(count)
-                    ]
-                )
+
+                async def release(i: int) -> None:
+                    if options.spread:  # the i-th new revision lands i/count of an interval after the first
+                        await asyncio.sleep(run_started + i * options.interval / count - time.monotonic())
+                    await arranger.patch(
+                        DEPLOYMENTS,
+                        namespace_of(i, options.namespaces),
+                        f"app-{i:05d}",
+                        patch,
+                        content_type="application/json-patch+json",
+                    )
+
+                releases = [release(i) for i in range(count)]
+                await gather_limited(releases, limit=count if options.spread else 64)
                 window_start: tuple[Counter[tuple[str, str]], int] | None = None
                 window_end: tuple[Counter[tuple[str, str]], int] | None = None
                 rss_in_run = 0
@@ -477,6 +482,7 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
         "interval": options.interval,
         "qps": options.qps,
         "lean": options.lean,
+        "spread": options.spread,
         "namespaces": min(options.namespaces, count),
         "init_seconds": init_seconds,
         "run_seconds": run_seconds,
@@ -614,7 +620,8 @@ def report(result: dict[str, Any]) -> None:
     print(
         f"\n== {result['count']} Canaries in {result['namespaces']} namespace(s), {len(STEPS)} steps each, "
         f"interval {result['interval']}s, client limit {result['qps']:g} QPS, "
-        f"sandbox {'lean (no traffic simulation)' if result['lean'] else 'with traffic simulation'} =="
+        f"sandbox {'lean (no traffic simulation)' if result['lean'] else 'with traffic simulation'}, "
+        f"new revisions {'spread over one interval' if result['spread'] else 'all at once'} =="
     )
     print(
         f"  initialization: {result['init_seconds']:.1f}s; "
@@ -672,6 +679,11 @@ def main() -> None:
     parser.add_argument("--qps", type=float, default=200, help="controller's client-side QPS limit")
     parser.add_argument("--burst", type=int, default=400)
     parser.add_argument("--lean", action="store_true", help="run the sandbox without traffic simulation")
+    parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="release the new revisions evenly over one interval (a steady load) instead of all at once",
+    )
     parser.add_argument(
         "--no-floor", dest="floor", action="store_false", help="skip the bare aiohttp loop (the floor)"
     )
