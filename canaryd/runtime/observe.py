@@ -11,8 +11,9 @@ decides: every rule applied to these values lives in ``canaryd.core``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -22,9 +23,40 @@ from canaryd.api.models import Canary, MetricCheck, MetricTemplate, validation_t
 from canaryd.api.naming import workload_names
 from canaryd.core import concurrency
 from canaryd.core.concurrency import Key
-from canaryd.core.observations import Observations, RouteState
+from canaryd.core.observations import Observations, RouteState, WorkloadState
 from canaryd.core.routes import inspect_route
 from canaryd.core.workloads import service_matches, services, target_problem, workload_state
+
+
+class ByVersion:
+    """What was made of an object (its parsed model, its workload state), kept until the object changes.
+
+    A Canary is looked at several times per step (its due wake-up, the watch
+    events of its own writes) while most of what it reads has not changed, so
+    parsing and summarising are done once per resourceVersion. An object
+    without a resourceVersion is never remembered.
+    """
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
+
+    def get(self, what: str, obj: dict[str, Any], make: Callable[[dict[str, Any]], T]) -> T:
+        meta = obj.get("metadata") or {}
+        version = str(meta.get("resourceVersion") or "")
+        if not version:
+            return make(obj)
+        key = (what, str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta.get("uid", "")))
+        known = self._made.get(key)
+        if known is not None and known[0] == version:
+            value: T = known[1]
+            return value
+        made = make(obj)
+        self._made[key] = (version, made)
+        return made
+
+    def forget(self, namespace: str, name: str) -> None:
+        for key in [k for k in self._made if k[1] == namespace and k[2] == name]:
+            del self._made[key]
 
 
 @dataclass
@@ -36,6 +68,7 @@ class Caches:
     deployments: MultiInformer
     services: MultiInformer
     routes: dict[str, MultiInformer]
+    parsed: ByVersion = field(default_factory=ByVersion)
 
     @property
     def all(self) -> list[MultiInformer]:
@@ -96,12 +129,14 @@ class RunSlots:
         self.reserved.discard(key)
 
 
+T = TypeVar("T")
+
 #: A problem with the Canary's references: the condition reason that names it, and what to fix.
 Problem = tuple[Reason, str]
 
 
 def resolve_metrics(
-    canary: Canary, templates: MultiInformer
+    canary: Canary, templates: MultiInformer, parsed: ByVersion | None = None
 ) -> tuple[tuple[ResolvedMetric, ...], list[Problem]]:
     resolved: list[ResolvedMetric] = []
     problems: list[Problem] = []
@@ -121,7 +156,11 @@ def resolve_metrics(
             )
             continue
         try:
-            template = MetricTemplate.model_validate(raw)
+            template = (
+                parsed.get("MetricTemplate", raw, MetricTemplate.model_validate)
+                if parsed is not None
+                else MetricTemplate.model_validate(raw)
+            )
         except ValidationError as exc:
             problems.append(
                 (
@@ -143,6 +182,10 @@ def owned_by(obj: dict[str, Any] | None, owner_uid: str) -> bool:
     return any(isinstance(ref, dict) and ref.get("uid") == owner_uid for ref in refs)
 
 
+def primary_workload(deployment: dict[str, Any]) -> WorkloadState:
+    return workload_state(deployment, primary=True)
+
+
 def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_available: bool = True) -> Observed:
     namespace = canary.metadata.namespace
     target_name = canary.spec.target_ref.name
@@ -153,7 +196,7 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
     target_state = None
     services_ready = False
     if target is not None:
-        target_state = workload_state(target)
+        target_state = caches.parsed.get("target", target, workload_state)
         problem = target_problem(target)
         if problem:
             problems.append((Reason.TARGET_INVALID, problem))
@@ -162,7 +205,7 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
                 service_matches(caches.services.get(namespace, wanted["metadata"]["name"]), wanted)
                 for wanted in services(target, canary)
             )
-    primary_state = workload_state(primary, primary=True) if primary is not None else None
+    primary_state = caches.parsed.get("primary", primary, primary_workload) if primary is not None else None
 
     routes: list[RouteState] = []
     for ref in canary.spec.route_refs:
@@ -176,7 +219,7 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         owned_by(caches.services.get(namespace, service), uid) for service in names
     )
 
-    metrics, template_problems = resolve_metrics(canary, caches.templates)
+    metrics, template_problems = resolve_metrics(canary, caches.templates, caches.parsed)
     problems.extend(template_problems)
     meta = raw.get("metadata") or {}
     observations = Observations(

@@ -106,6 +106,7 @@ class Reconciler:
         self._fired_due.pop(key, None)
         self._unsure.discard(key)
         self.slots.release(key)
+        self.caches.parsed.forget(*key)
         self.metrics.forget_canary(*key)
 
     async def reconcile(self, key: Key) -> None:
@@ -154,7 +155,7 @@ class Reconciler:
 
     async def _reconcile(self, key: Key, raw: dict[str, Any]) -> None:
         try:
-            canary = Canary.model_validate(raw)
+            canary = self.caches.parsed.get("Canary", raw, Canary.model_validate)
         except ValidationError as exc:
             await self._report_invalid(raw, validation_text(exc))
             return
