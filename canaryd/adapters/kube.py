@@ -265,7 +265,8 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         self._static_headers: dict[str, str] | None = None
         self.limiter = TokenBucket(qps, burst)
-        #: Seconds one request may take, answer included (for a watch: until the stream opens).
+        #: Seconds a request may wait for its socket and for its answer, once it has a connection of the pool
+        #: (for a watch: until the stream opens).
         self.request_timeout = request_timeout
         self._on_request = on_request
         #: Requests made so far, by (verb, code); handy for tests and benchmarks.
@@ -328,7 +329,10 @@ class KubeClient:
     ) -> aiohttp.ClientResponse:
         params = [(k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in (query or {}).items()]
         if isinstance(timeout, int | float):
-            timeout = aiohttp.ClientTimeout(total=timeout)
+            # Timed from when the request has a connection: one waiting for a free connection of the
+            # pool is queued, not failed (a burst of writes would otherwise time out in the client and
+            # come back as retries, more load on a server that is already behind).
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         options: dict[str, Any] = {}
         if self._proxy:
             options["proxy"] = self._proxy
