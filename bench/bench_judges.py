@@ -113,7 +113,7 @@ async def _replay_all(server: PrometheusServer, scenarios: Sequence[Scenario], c
     endpoint_for = endpoint_factory(server.url, timeout=30.0)
     gate = asyncio.Semaphore(concurrency)
     outcomes: list[Outcome] = []
-    async with PrometheusQuerier(max_in_flight=concurrency, max_threads=concurrency * 2) as querier:
+    async with PrometheusQuerier(max_in_flight=concurrency) as querier:
 
         async def one(scenario: Scenario, judge: str) -> None:
             canary = Canary.model_validate(judged_canary(scenario, judge))

@@ -1,7 +1,7 @@
 """Benchmark: what the Prometheus adapter costs next to a direct HTTP call.
 
-The adapter runs prometheus-api-client (synchronous, requests) in a thread
-pool with a per-server in-flight limit. This measures, against a real
+The adapter is canaryd's own aiohttp client with a per-server in-flight
+limit, timeouts, retries and typed answers (sharing of identical queries off). This measures, against a real
 Prometheus on loopback holding the analysis test dataset, the analysis
 queries canaryd really sends (the sandbox success-rate and latency-p99
 templates, rendered), at 1, 10, 20 and 40 concurrent callers:
@@ -9,7 +9,7 @@ templates, rendered), at 1, 10, 20 and 40 concurrent callers:
 - "direct": the same GET /api/v1/query sent with one shared aiohttp session,
   no limit (the baseline, measured in the same run);
 - "adapter, limit=c": the adapter with a limit no lower than the callers, so
-  only the library and thread hops are measured;
+  only the adapter's own work is measured;
 - "adapter, limit=L": the adapter as the controller runs it (default limit 8),
   where callers beyond L wait for a slot.
 
@@ -95,7 +95,7 @@ async def _direct(url: str, callers: int, seconds: float) -> list[float]:
 
 
 async def _adapter(url: str, callers: int, seconds: float, limit: int) -> tuple[list[float], int]:
-    querier = PrometheusQuerier(max_in_flight=limit, retries=0, max_threads=max(limit, 8))
+    querier = PrometheusQuerier(max_in_flight=limit, retries=0)
     endpoint = PrometheusEndpoint(url)
     try:
 

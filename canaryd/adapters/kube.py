@@ -1,30 +1,39 @@
 """The one way canaryd talks to a Kubernetes API server: the controller and ``kubectl canary`` alike.
 
 Configuration (kubeconfig files found and merged as kubectl does, or the
-in-cluster service account), authentication and TLS come from
-kubernetes_asyncio, so canaryd behaves like every other client of the
-cluster. On top of it this module adds what the generated typed clients lack:
-the resources canaryd uses (built-in, Gateway API and its own CRDs) addressed
-uniformly as JSON, one error type for every way a request fails (``ApiError``,
-status 0 when no answer came), a timeout and a client-side rate limit on every
-call, watch streams as decoded events, and a count of requests by verb and
-response code.
+in-cluster service account) comes from kubernetes_asyncio's loaders, so canaryd
+finds and authenticates to a cluster like every other client: bearer tokens
+(refreshed when the in-cluster token file rotates), client certificates, exec
+plugins, CA data, ``insecure-skip-tls-verify`` and ``tls-server-name``. The
+requests themselves are plain aiohttp with JSON bodies: the generated client's
+model, serialisation and REST layers cost several times the work of the request
+on a controller that makes thousands of them a minute, and canaryd only ever
+sends and reads JSON. On top of that this module adds what the generated typed
+clients lack: the resources canaryd uses (built-in, Gateway API and its own
+CRDs) addressed uniformly, one error type for every way a request fails
+(``ApiError``, status 0 when no answer came), a timeout and a client-side rate
+limit on every call, watch streams as decoded events, and a count of requests
+by verb and response code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import ssl
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client import Configuration
 from kubernetes_asyncio.config.kube_config import KubeConfigLoader, KubeConfigMerger
 
 from canaryd.adapters.ratelimit import TokenBucket
@@ -220,6 +229,27 @@ def _plural_of(path: str) -> str:
     return (rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")) if rest else ""
 
 
+def environment_proxy(url: str) -> str | None:
+    """The proxy $HTTPS_PROXY / $HTTP_PROXY name for ``url``, unless $NO_PROXY exempts its host."""
+    parts = urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass_environment(parts.hostname):  # type: ignore[attr-defined]
+        return None
+    return urllib.request.getproxies_environment().get(parts.scheme) or None
+
+
+def ssl_context(configuration: Configuration) -> ssl.SSLContext:
+    """TLS as the kubeconfig (or service account) asks for it: its CA, client certificate and verification."""
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file or None)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if getattr(configuration, "disable_strict_ssl_verification", False):
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    return context
+
+
 class KubeClient:
     """JSON requests and watch streams against one API server, rate limited, timed out and counted."""
 
@@ -234,11 +264,20 @@ class KubeClient:
         max_connections: int = 256,
         request_timeout: float = 30.0,
     ) -> None:
-        configuration.connection_pool_maxsize = max_connections
-        self._api = ApiClient(configuration)
-        self._api.user_agent = user_agent
+        self.configuration = configuration
+        self._base = str(configuration.host).rstrip("/")
+        self._ssl = ssl_context(configuration) if self._base.startswith("https") else None
+        # The environment's proxy settings are read once: aiohttp's trust_env reads them, and ~/.netrc,
+        # on every request, in a thread.
+        self._proxy = configuration.proxy or environment_proxy(self._base)
+        self._server_hostname = configuration.tls_server_name or None
+        self._user_agent = user_agent
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._static_headers: dict[str, str] | None = None
         self.limiter = TokenBucket(qps, burst)
-        #: Seconds one request may take, answer included (for a watch: until the stream opens).
+        #: Seconds a request may wait for its socket and for its answer, once it has a connection of the pool
+        #: (for a watch: until the stream opens).
         self.request_timeout = request_timeout
         self._on_request = on_request
         #: Requests made so far, by (verb, code); handy for tests and benchmarks.
@@ -260,12 +299,34 @@ class KubeClient:
 
     @property
     def host(self) -> str:
-        return str(self._api.configuration.host)
+        return str(self.configuration.host)
 
     def _observe(self, verb: str, path: str, code: int) -> None:
         self.counts[(verb, code)] = self.counts.get((verb, code), 0) + 1
         if self._on_request is not None:
             self._on_request(verb, _plural_of(path), code)
+
+    def _client_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl or False)
+            # Watch events that carry large objects can exceed aiohttp's default line buffer
+            # (etcd's default limit on one object is 1.5 MiB).
+            self._session = aiohttp.ClientSession(connector=connector, read_bufsize=2**21)
+        return self._session
+
+    async def _headers(self, content_type: str | None) -> dict[str, str]:
+        """Accept, Content-Type, User-Agent and the credentials, refreshed when they can expire."""
+        configuration = self.configuration
+        if self._static_headers is None or configuration.refresh_api_key_hook is not None:
+            headers = {"Accept": "application/json", "User-Agent": self._user_agent}
+            token = await configuration.get_api_key_with_prefix("BearerToken")
+            if token:
+                headers["Authorization"] = str(token)
+            elif configuration.username is not None or configuration.password is not None:
+                pair = f"{configuration.username or ''}:{configuration.password or ''}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+            self._static_headers = headers
+        return {**self._static_headers, "Content-Type": content_type or "application/json"}
 
     async def _send(
         self,
@@ -276,18 +337,27 @@ class KubeClient:
         body: Any,
         content_type: str | None,
         timeout: float | aiohttp.ClientTimeout | None,
-    ) -> Any:
-        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
-        query_params = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in (query or {}).items()]
-        return await self._api.call_api(
-            path,
+    ) -> aiohttp.ClientResponse:
+        params = [(k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in (query or {}).items()]
+        if isinstance(timeout, int | float):
+            # Timed from when the request has a connection: one waiting for a free connection of the
+            # pool is queued, not failed (a burst of writes would otherwise time out in the client and
+            # come back as retries, more load on a server that is already behind).
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        options: dict[str, Any] = {}
+        if self._proxy:
+            options["proxy"] = self._proxy
+        if self._server_hostname:
+            options["server_hostname"] = self._server_hostname
+        data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+        return await self._client_session().request(
             method,
-            query_params=query_params,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=timeout,
+            self._base + path,
+            params=params or None,
+            data=data,
+            headers=await self._headers(content_type),
+            timeout=timeout or aiohttp.ClientTimeout(),
+            **options,
         )
 
     async def request(
@@ -459,7 +529,9 @@ class KubeClient:
                 yield event
 
     async def close(self) -> None:
-        await self._api.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class WatchStalled(Exception):

@@ -1,15 +1,19 @@
-"""Instant and range queries to Prometheus for canary analysis, safe to call from the event loop.
+"""Instant and range queries to Prometheus for canary analysis, on the event loop, cheap and bounded.
 
-prometheus-api-client is synchronous (requests) and waits forever by default,
-so a slow or dead Prometheus would freeze every canary the controller runs.
-This module wraps it so that:
+A small aiohttp client of canaryd's own (the Prometheus HTTP API is two GET
+endpoints answering JSON), so a query costs one request on the controller's
+event loop: no thread hand-offs, no dataframe libraries. It guarantees that:
 
-- each call runs in a dedicated thread pool, never on the event loop;
-- each attempt has a timeout (the HTTP call itself, plus a backstop on the
-  asyncio side);
+- each attempt has a timeout, so a slow or dead Prometheus never freezes the
+  canaries the controller runs;
 - at most ``max_in_flight`` queries run against one Prometheus server
-  (scheme://host:port) at a time. A slot is held until the worker thread has
-  really finished, so a timed-out call still counts until it returns;
+  (scheme://host:port) at a time;
+- with ``share_seconds`` set, identical queries are asked once: a query for
+  the same endpoint, PromQL and evaluation time as one already in flight
+  waits for that one's answer, and a value or NoData answer is reused for
+  ``share_seconds`` after it came (so Canaries that render the same query for
+  the same time, e.g. a shared template over the same series, cost one query
+  between them; errors are never reused, and a query "now" is never shared);
 - transient failures (connection errors, timeouts, HTTP 502/503/504) are
   retried with exponential backoff and jitter; a bad query (400/422), an
   auth failure or a malformed answer is not;
@@ -32,30 +36,22 @@ One ``PrometheusQuerier`` belongs to one event loop.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import base64
 import binascii
 import contextlib
 import json
-import os
 import random
-import re
-import tempfile
-import threading
+import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+import aiohttp
 
 from canaryd.api.durations import parse_duration
 from canaryd.api.models import PrometheusProvider
@@ -74,9 +70,9 @@ from canaryd.core.redaction import redact_text
 
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 BAD_QUERY_STATUSES = frozenset({400, 422})
-_STATUS_MESSAGE = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
-_ASYNC_GRACE_SECONDS = 1.0
 _MAX_CLIENTS = 64
+#: Answers kept for reuse at most (the oldest are dropped first).
+_MAX_SHARED = 100_000
 
 
 class CredentialsError(ValueError):
@@ -193,7 +189,7 @@ def endpoint_for(
 
 @dataclass(frozen=True)
 class QueryObservation:
-    """What the ``on_query`` hook receives after each query (all attempts included)."""
+    """What the ``on_query`` hook receives after each query sent (all attempts included)."""
 
     server: str
     #: "value", "no_data" or the QueryErrorKind value.
@@ -213,13 +209,23 @@ def _outcome(result: QueryResult | RangeResult) -> str:
 @dataclass
 class _ServerState:
     semaphore: asyncio.Semaphore
-    lock: threading.Lock = field(default_factory=threading.Lock)
     in_flight: int = 0
     max_in_flight_seen: int = 0
 
 
+Answer = QueryResult | RangeResult
+_ShareKey = tuple[Any, ...]
+
+
+@dataclass
+class _Shared:
+    task: asyncio.Task[Answer]
+    #: When a finished answer stops being reused (monotonic seconds); 0 while in flight.
+    expires: float = 0.0
+
+
 class PrometheusQuerier:
-    """Runs instant queries off the event loop with timeouts, retries and a per-server bound."""
+    """Runs queries with timeouts, retries, a per-server bound and sharing of identical queries."""
 
     def __init__(
         self,
@@ -228,26 +234,29 @@ class PrometheusQuerier:
         retries: int = 2,
         backoff_seconds: float = 0.2,
         max_backoff_seconds: float = 2.0,
-        max_threads: int = 32,
+        share_seconds: float | None = None,
         on_query: Callable[[QueryObservation], None] | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         if retries < 0:
             raise ValueError("retries cannot be negative")
+        if share_seconds is not None and share_seconds < 0:
+            raise ValueError("share_seconds cannot be negative")
         self.max_in_flight = max_in_flight
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.share_seconds = share_seconds
         self._on_query = on_query
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(max_threads, max_in_flight), thread_name_prefix="canaryd-prometheus"
-        )
         self._servers: dict[str, _ServerState] = {}
-        self._clients: dict[tuple[Any, ...], PrometheusConnect] = {}
-        self._clients_lock = threading.Lock()
-        self._temp_files: list[str] = []
+        self._sessions: OrderedDict[tuple[Any, ...], aiohttp.ClientSession] = OrderedDict()
+        self._shared: OrderedDict[_ShareKey, _Shared] = OrderedDict()
+        self._closing: list[asyncio.Task[None]] = []
         self._closed = False
+        #: Queries sent to a Prometheus, and queries answered by sharing one (tests and benchmarks).
+        self.sent = 0
+        self.shared = 0
 
     # -- public API --------------------------------------------------------------------------------------
 
@@ -261,11 +270,11 @@ class PrometheusQuerier:
     ) -> QueryResult:
         """Run one instant query (at ``at``, else now) and return its typed result. Never raises for
         Prometheus-side problems: they come back as ``QueryError``."""
-        params: dict[str, str] = {}
+        params: dict[str, str] = {"query": promql}
         if at is not None:
             stamp = at.timestamp() if isinstance(at, datetime) else float(at)
             params["time"] = f"{stamp:.3f}"
-        result = await self._run(endpoint, promql, params, timeout, ranged=False)
+        result = await self._shared_run(endpoint, "query", params, timeout, shareable=at is not None)
         assert not isinstance(result, RangeSeries)
         return result
 
@@ -282,41 +291,13 @@ class PrometheusQuerier:
         """Run one range query (a point every ``step`` from ``start`` to ``end``) and return its one
         series, NoData or a ``QueryError``; never raises for Prometheus-side problems."""
         params = {
+            "query": promql,
             "start": f"{start.timestamp():.3f}",
             "end": f"{end.timestamp():.3f}",
             "step": f"{step.total_seconds():g}",
         }
-        result = await self._run(endpoint, promql, params, timeout, ranged=True)
+        result = await self._shared_run(endpoint, "query_range", params, timeout, shareable=True)
         assert not isinstance(result, Value)
-        return result
-
-    async def _run(
-        self,
-        endpoint: PrometheusEndpoint,
-        promql: str,
-        params: dict[str, str],
-        timeout: float | None,
-        *,
-        ranged: bool,
-    ) -> QueryResult | RangeResult:
-        if self._closed:
-            raise RuntimeError("PrometheusQuerier is closed")
-        per_attempt = timeout if timeout is not None else endpoint.timeout
-        started = time.perf_counter()
-        attempts = 0
-        result: QueryResult | RangeResult
-        while True:
-            attempts += 1
-            result, transient = await self._attempt(endpoint, promql, params, per_attempt, ranged)
-            if not transient or attempts > self.retries:
-                break
-            await asyncio.sleep(self._backoff(attempts))
-        if isinstance(result, QueryError) and attempts > 1:
-            result = QueryError(result.kind, f"{result.message} (after {attempts} attempts)", result.status)
-        if self._on_query is not None:
-            self._on_query(
-                QueryObservation(endpoint.server, _outcome(result), time.perf_counter() - started, attempts)
-            )
         return result
 
     def in_flight(self, server: str) -> int:
@@ -330,26 +311,110 @@ class PrometheusQuerier:
         return state.max_in_flight_seen if state else 0
 
     def close(self) -> None:
-        """Stop the threads (without waiting for stuck calls) and close HTTP sessions."""
+        """Refuse further queries and close the HTTP sessions (in the background when a loop runs)."""
         if self._closed:
             return
         self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        with self._clients_lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
-        for path in self._temp_files:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        sessions, self._sessions = list(self._sessions.values()), OrderedDict()
+        for entry in self._shared.values():
+            entry.task.cancel()
+        self._shared.clear()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._closing = [loop.create_task(session.close()) for session in sessions]
+
+    async def aclose(self) -> None:
+        """Close and wait until the HTTP sessions are closed."""
+        self.close()
+        closing, self._closing = self._closing, []
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
 
     async def __aenter__(self) -> PrometheusQuerier:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
+        await self.aclose()
 
-    # -- internals ---------------------------------------------------------------------------------------
+    # -- sharing -----------------------------------------------------------------------------------------
+
+    async def _shared_run(
+        self,
+        endpoint: PrometheusEndpoint,
+        api: str,
+        params: dict[str, str],
+        timeout: float | None,
+        *,
+        shareable: bool,
+    ) -> Answer:
+        if self._closed:
+            raise RuntimeError("PrometheusQuerier is closed")
+        if not shareable or self.share_seconds is None:  # "now" differs for every caller
+            return await self._run(endpoint, api, params, timeout)
+        key = (endpoint._client_key(), endpoint.timeout, timeout, api, tuple(sorted(params.items())))
+        now = time.monotonic()
+        entry = self._shared.get(key)
+        if entry is not None and (not entry.task.done() or entry.expires > now):
+            self.shared += 1
+            return await asyncio.shield(entry.task)
+        # The query runs in a task of its own, so a caller that is cancelled does not cancel it for
+        # the others waiting on it.
+        task = asyncio.get_running_loop().create_task(self._run(endpoint, api, params, timeout))
+        entry = _Shared(task)
+        self._shared[key] = entry
+        self._shared.move_to_end(key)
+        task.add_done_callback(lambda done: self._finished(key, entry))
+        self._forget_expired(now)
+        return await asyncio.shield(task)
+
+    def _finished(self, key: _ShareKey, entry: _Shared) -> None:
+        task = entry.task
+        keep = (
+            self.share_seconds is not None
+            and self.share_seconds > 0
+            and not task.cancelled()
+            and task.exception() is None
+            and not isinstance(task.result(), QueryError)
+        )
+        if keep:
+            entry.expires = time.monotonic() + (self.share_seconds or 0.0)
+        elif self._shared.get(key) is entry:
+            del self._shared[key]
+
+    def _forget_expired(self, now: float) -> None:
+        while self._shared:
+            key, oldest = next(iter(self._shared.items()))
+            if not oldest.task.done():
+                return
+            if oldest.expires > now and len(self._shared) <= _MAX_SHARED:
+                return
+            del self._shared[key]
+
+    # -- one query, with retries -------------------------------------------------------------------------
+
+    async def _run(
+        self, endpoint: PrometheusEndpoint, api: str, params: dict[str, str], timeout: float | None
+    ) -> Answer:
+        per_attempt = timeout if timeout is not None else endpoint.timeout
+        started = time.perf_counter()
+        attempts = 0
+        result: Answer
+        while True:
+            attempts += 1
+            result, transient = await self._attempt(endpoint, api, params, per_attempt)
+            if not transient or attempts > self.retries:
+                break
+            await asyncio.sleep(self._backoff(attempts))
+        if isinstance(result, QueryError) and attempts > 1:
+            result = QueryError(result.kind, f"{result.message} (after {attempts} attempts)", result.status)
+        self.sent += 1
+        if self._on_query is not None:
+            self._on_query(
+                QueryObservation(endpoint.server, _outcome(result), time.perf_counter() - started, attempts)
+            )
+        return result
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.max_backoff_seconds, self.backoff_seconds * (2 ** (attempt - 1)))
@@ -362,122 +427,87 @@ class PrometheusQuerier:
         return state
 
     async def _attempt(
-        self, endpoint: PrometheusEndpoint, promql: str, params: dict[str, str], timeout: float,
-        ranged: bool = False,
-    ) -> tuple[QueryResult | RangeResult, bool]:
+        self, endpoint: PrometheusEndpoint, api: str, params: dict[str, str], timeout: float
+    ) -> tuple[Answer, bool]:
         state = self._server_state(endpoint.server)
-        await state.semaphore.acquire()
-        loop = asyncio.get_running_loop()
-        try:
-            future = loop.run_in_executor(
-                self._executor, self._call_in_thread, state, endpoint, promql, params, timeout, ranged
-            )
-        except BaseException:
-            state.semaphore.release()
-            raise
-
-        def finished(done: asyncio.Future[tuple[QueryResult | RangeResult, bool]]) -> None:
-            state.semaphore.release()
-            if not done.cancelled():
-                done.exception()  # mark as retrieved when nobody awaits it any more
-
-        future.add_done_callback(finished)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout + _ASYNC_GRACE_SECONDS)
-        except TimeoutError:
-            return QueryError(QueryErrorKind.TIMEOUT, f"no answer within {timeout:g}s"), True
-
-    def _call_in_thread(
-        self,
-        state: _ServerState,
-        endpoint: PrometheusEndpoint,
-        promql: str,
-        params: dict[str, str],
-        timeout: float,
-        ranged: bool = False,
-    ) -> tuple[QueryResult | RangeResult, bool]:
-        with state.lock:
+        async with state.semaphore:
             state.in_flight += 1
             state.max_in_flight_seen = max(state.max_in_flight_seen, state.in_flight)
-        try:
-            return self._call(endpoint, promql, params, timeout, ranged)
-        finally:
-            with state.lock:
+            try:
+                return await self._call(endpoint, api, params, timeout)
+            finally:
                 state.in_flight -= 1
 
-    def _call(
-        self, endpoint: PrometheusEndpoint, promql: str, params: dict[str, str], timeout: float,
-        ranged: bool = False,
-    ) -> tuple[QueryResult | RangeResult, bool]:
+    async def _call(
+        self, endpoint: PrometheusEndpoint, api: str, params: dict[str, str], timeout: float
+    ) -> tuple[Answer, bool]:
+        session, headers = self._session(endpoint)
+        url = f"{endpoint.address.rstrip('/')}/api/v1/{api}"
         try:
-            client = self._client(endpoint)
-            if ranged:
-                # The library rounds start and end to whole seconds; the params given win over them.
-                raw = client.custom_query_range(
-                    promql, datetime.now(), datetime.now(), params["step"], params=params, timeout=timeout
-                )
-                return interpret_range_result(raw), False
-            raw = client.custom_query(promql, params=params, timeout=timeout)
-        except requests.exceptions.Timeout:
+            async with asyncio.timeout(timeout):
+                async with session.get(url, params=params, headers=headers) as response:
+                    status = response.status
+                    body = await response.read()
+        except TimeoutError:
             return QueryError(QueryErrorKind.TIMEOUT, f"no answer within {timeout:g}s"), True
-        except requests.exceptions.SSLError as error:
+        except (aiohttp.ClientSSLError, ssl.SSLError) as error:
             return QueryError(QueryErrorKind.UNREACHABLE, f"TLS failure: {_short(error)}"), False
-        except requests.exceptions.ConnectionError as error:
+        except (aiohttp.ClientConnectionError, OSError) as error:
             return QueryError(QueryErrorKind.UNREACHABLE, f"cannot connect: {_short(error)}"), True
-        except requests.exceptions.InvalidJSONError as error:
+        except aiohttp.ClientError as error:
+            return QueryError(QueryErrorKind.UNREACHABLE, _short(error)), False
+        if status != 200:
+            return _status_error(status, body)
+        try:
+            payload = json.loads(body)
+        except ValueError as error:
             return QueryError(
                 QueryErrorKind.UNEXPECTED_SHAPE, f"answer is not Prometheus API JSON: {_short(error)}"
             ), False
-        except requests.exceptions.RequestException as error:
-            return QueryError(QueryErrorKind.UNREACHABLE, _short(error)), False
-        except PrometheusApiClientException as error:
-            return _status_error(str(error))
-        except (ValueError, KeyError, TypeError) as error:
+        try:
+            data = payload["data"]
+            result = data["result"]
+        except (KeyError, TypeError) as error:
             return QueryError(
                 QueryErrorKind.UNEXPECTED_SHAPE, f"answer is not a Prometheus API response: {_short(error)}"
             ), False
-        return interpret_result(raw), False
+        if api == "query_range":
+            return interpret_range_result(result), False
+        return interpret_result(result, data.get("resultType") if isinstance(data, dict) else None), False
 
-    def _client(self, endpoint: PrometheusEndpoint) -> PrometheusConnect:
+    def _session(self, endpoint: PrometheusEndpoint) -> tuple[aiohttp.ClientSession, dict[str, str]]:
         key = endpoint._client_key()
-        with self._clients_lock:
-            client = self._clients.get(key)
-            if client is not None:
-                return client
-            url = endpoint.address.rstrip("/")
-            headers = dict(endpoint.headers)
-            auth: tuple[str, str] | None = None
-            credentials = endpoint.credentials
-            if credentials is not None and credentials.bearer_token:
-                headers["Authorization"] = f"Bearer {credentials.bearer_token}"
-            elif credentials is not None and credentials.username is not None:
-                auth = (credentials.username, credentials.password or "")
-            session = requests.Session()
-            session.verify = self._verify_setting(endpoint)
-            client = PrometheusConnect(url=url, headers=headers or None, auth=auth, session=session)
-            # Our retries (with the in-flight bound and typed errors) replace the library's own;
-            # read=False lets a read timeout surface as such instead of as a connection error.
-            no_retries = Retry(total=0, read=False)
-            session.mount(url, HTTPAdapter(max_retries=no_retries, pool_connections=1,
-                                           pool_maxsize=self.max_in_flight))
-            self._clients[key] = client
-            # Rotated credentials make new keys; forget the oldest clients (their sessions close when
-            # collected, after any call still using them has finished).
-            while len(self._clients) > _MAX_CLIENTS:
-                del self._clients[next(iter(self._clients))]
-            return client
+        headers = dict(endpoint.headers)
+        credentials = endpoint.credentials
+        if credentials is not None and credentials.bearer_token:
+            headers["Authorization"] = f"Bearer {credentials.bearer_token}"
+        elif credentials is not None and credentials.username is not None:
+            pair = f"{credentials.username}:{credentials.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        session = self._sessions.get(key)
+        if session is None:
+            connector = aiohttp.TCPConnector(limit=self.max_in_flight, ssl=self._ssl(endpoint))
+            session = self._sessions[key] = aiohttp.ClientSession(connector=connector)
+            # Rotated credentials make new keys; close the oldest sessions.
+            while len(self._sessions) > _MAX_CLIENTS:
+                _, old = self._sessions.popitem(last=False)
+                self._closing.append(asyncio.get_running_loop().create_task(old.close()))
+        return session, headers
 
-    def _verify_setting(self, endpoint: PrometheusEndpoint) -> bool | str:
-        if endpoint.insecure_skip_verify:
+    @staticmethod
+    def _ssl(endpoint: PrometheusEndpoint) -> ssl.SSLContext | bool:
+        if not endpoint.address.startswith("https"):
             return False
+        if endpoint.insecure_skip_verify:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
         if endpoint.ca_bundle:
-            return endpoint.ca_bundle
+            return ssl.create_default_context(cafile=endpoint.ca_bundle)
         if endpoint.credentials is not None and endpoint.credentials.ca_pem:
-            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
-                handle.write(endpoint.credentials.ca_pem)
-            self._temp_files.append(handle.name)
-            return handle.name
-        return True
+            return ssl.create_default_context(cadata=endpoint.credentials.ca_pem)
+        return ssl.create_default_context()
 
 
 def _short(error: BaseException, limit: int = 300) -> str:
@@ -486,19 +516,10 @@ def _short(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _status_error(text: str) -> tuple[QueryResult | RangeResult, bool]:
-    match = _STATUS_MESSAGE.match(text)
-    if match is None:
-        return QueryError(QueryErrorKind.HTTP_STATUS, _short(Exception(text))), False
-    status = int(match.group(1))
-    detail = match.group(2)
-    with contextlib.suppress(ValueError, SyntaxError, TypeError, UnicodeDecodeError):
-        body = ast.literal_eval(detail)
-        if isinstance(body, bytes):
-            detail = body.decode("utf-8", errors="replace")
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            parsed = json.loads(detail)
-            detail = str(parsed.get("error") or detail)
+def _status_error(status: int, body: bytes) -> tuple[Answer, bool]:
+    detail = body.decode("utf-8", errors="replace")
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        detail = str(json.loads(detail).get("error") or detail)
     detail = _short(Exception(detail.strip() or "no body"))
     if status in BAD_QUERY_STATUSES:
         return QueryError(QueryErrorKind.BAD_QUERY, detail, status), False

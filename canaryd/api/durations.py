@@ -7,6 +7,7 @@ follow the same grammar and limits, so that both reject the same strings.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 from fractions import Fraction
@@ -43,10 +44,16 @@ def parse_duration_ns(text: str) -> int:
     Accepts an optional sign, the bare "0", and one or more components of a
     decimal number (fraction allowed) followed by ns, us, µs, μs, ms, s, m or h.
     Raises ValueError naming the bad input, including for values beyond Go's
-    int64 nanosecond range (about 292 years).
+    int64 nanosecond range (about 292 years). Answers are remembered: every
+    decision reads the same few intervals again.
     """
     if not isinstance(text, str):
         raise _invalid(text, "not a string")
+    return _parse_duration_ns(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_duration_ns(text: str) -> int:
     rest = text
     negative = False
     if rest[:1] in ("-", "+"):

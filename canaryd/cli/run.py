@@ -40,6 +40,12 @@ FLAGS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ),
     ("--renew-deadline", "renew_deadline_seconds", "seconds the leader may fail to renew", {"type": float}),
     ("--retry-period", "retry_period_seconds", "seconds between leader election attempts", {"type": float}),
+    (
+        "--shards",
+        "shards",
+        "split the Canaries over replicas into this many shards, one Lease each (0: one leader)",
+        {"type": int},
+    ),
     ("--health-address", "health_address", "host:port for /healthz and /readyz (0: off)", {}),
     ("--metrics-address", "metrics_address", "host:port for /metrics (0: off)", {}),
     ("--log-format", "log_format", "json or console", {"choices": ["json", "console"]}),

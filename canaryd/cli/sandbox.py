@@ -25,6 +25,7 @@ DEFAULT_GATEWAY_CLASS = "canaryd-sandbox"
 
 EXIT_PROMETHEUS_MISSING = 2
 EXIT_START_FAILED = 1
+EXIT_USAGE = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="real seconds per second of a Deployment's progressDeadlineSeconds (default 1)",
     )
     parser.add_argument(
+        "--no-traffic",
+        dest="simulate_traffic",
+        action="store_false",
+        help="lean mode: no traffic simulation and no traffic metrics (for benchmarks that judge canaries "
+        "otherwise; cannot be combined with --with-prometheus)",
+    )
+    parser.add_argument(
         "--gateway-class",
         default=DEFAULT_GATEWAY_CLASS,
         help=f"name of the GatewayClass created for the sandbox gateway "
@@ -99,6 +107,10 @@ async def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     from canaryd.sandbox.sim.gateway import CONTROLLER_NAME
 
+    simulate_traffic = getattr(args, "simulate_traffic", True)
+    if args.with_prometheus and not simulate_traffic:
+        print("canaryd sandbox: --with-prometheus scrapes the traffic simulator; drop --no-traffic", file=err)
+        return EXIT_USAGE
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -113,6 +125,7 @@ async def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ready_delay=args.ready_delay,
         time_scale=args.time_scale,
         gateway_class=args.gateway_class or None,
+        simulate_traffic=simulate_traffic,
     )
     try:
         await cluster.start()
@@ -130,8 +143,9 @@ async def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "canaryd sandbox is running",
             f"  API server:   {cluster.api_url}",
             f"  kubeconfig:   {kubeconfig}",
-            f"  metrics:      {cluster.metrics_url}",
         ]
+        if cluster.simulate_traffic:
+            lines.append(f"  metrics:      {cluster.metrics_url}")
         if cluster.prometheus_url is not None:
             lines.append(
                 f"  Prometheus:   {cluster.prometheus_url} (pid {cluster.prometheus_pid}, "

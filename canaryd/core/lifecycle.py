@@ -45,7 +45,7 @@ from canaryd.core.effects import CallWebhooks, Effect, Notify, ReleaseOwned, Rem
 from canaryd.core.notices import notices
 from canaryd.core.observations import Observations
 from canaryd.core.phases import advance, progress_blocker
-from canaryd.core.readiness import canary_ready, routes_show
+from canaryd.core.readiness import canary_ready, routes_show, step_weight_missing
 from canaryd.core.reporting import conditions, problem_events
 from canaryd.core.routes import record_weight_write
 
@@ -94,6 +94,7 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
         or _action_pending(canary, observations)
         or not routes_show(observations, 100 - status.canary_weight, status.canary_weight)
         or refusal(claim_of(canary), observations) is not None
+        or step_weight_missing(status, observations)
     ):
         return False
     due = schedule.next_analysis_at(canary, status)

@@ -22,6 +22,7 @@ from canaryd.core.readiness import (
     primary_serves,
     replicas_text,
     routes_problem,
+    step_weight_missing,
     traffic_on_primary,
 )
 from canaryd.core.verdicts import (
@@ -231,6 +232,8 @@ def _progressing(draft: Draft) -> None:
     if gate in (HookType.CONFIRM_TRAFFIC_INCREASE, HookType.CONFIRM_PROMOTION):
         _at_gate(draft, gate)
         return  # a gate holds without a progress deadline: it waits for a decision, as a pause does
+    if _restart_lapsed_step(draft):
+        return
     deadline = schedule.progress_deadline_at(draft.canary, status)
     if deadline is not None and draft.now >= deadline:
         seconds = draft.canary.spec.progress_deadline_seconds
@@ -303,6 +306,24 @@ def _count_failed_check(
             Reason.FAILURE_LIMIT_REACHED,
             f"metric {limited.name} failed {limited.failures} checks, its failureLimit ({what})",
         )
+
+
+def _restart_lapsed_step(draft: Draft) -> bool:
+    """A step whose interval passed without its weight on the routes starts its interval again now.
+
+    That happens when a replica dies between writing a step's status and its
+    route weights and another takes over after the interval: the weight goes
+    on now (``converge`` holds it), and no round judges an interval in which the
+    step's weight carried no traffic, so no step is skipped.
+    """
+    status = draft.status
+    if not step_weight_missing(status, draft.observations) or progress_blocker(draft) is not None:
+        return False
+    due = schedule.next_analysis_at(draft.canary, status)
+    if due is None or draft.now < due:
+        return False
+    draft.update(last_step_time=draft.now)
+    return True
 
 
 def progress_blocker(draft: Draft) -> tuple[Reason, str] | None:

@@ -8,6 +8,7 @@ route that is not accepted" in one place too.
 
 from __future__ import annotations
 
+from canaryd.api.models import CanaryStatus
 from canaryd.core.observations import Observations, RouteState, WorkloadState
 from canaryd.core.routes import weights_match
 
@@ -37,6 +38,12 @@ def writable(route: RouteState) -> bool:
 def routes_show(observations: Observations, primary: int, canary: int) -> bool:
     """Every route canaryd can write already carries these weights."""
     return all(weights_match(r, primary, canary) for r in observations.routes if writable(r))
+
+
+def step_weight_missing(status: CanaryStatus, observations: Observations) -> bool:
+    """A run past its first step whose routes do not carry the step's weight (it never reached them)."""
+    weight = status.canary_weight
+    return status.step >= 1 and weight > 0 and not routes_show(observations, 100 - weight, weight)
 
 
 def traffic_on_primary(observations: Observations) -> bool:

@@ -6,7 +6,10 @@ queries. Each metric's query comes from its MetricTemplate (or an inline
 name can inject PromQL; once per route when it uses ``{{ route }}``), sent to
 the template's Prometheus (or the controller's default) at the decision time,
 and judged against its thresholdRange (the worst route's verdict when there
-are several). A metric with ``compare`` is judged against the primary instead
+are several). Threshold queries ask about the decision time rounded down to
+``--prometheus-align-seconds``, and identical queries (same endpoint, PromQL
+and time) are sent once and their answer shared, so Canaries on a shared
+template cost one query between them. A metric with ``compare`` is judged against the primary instead
 (range queries for both sides). Both kinds run through
 ``runtime.metric_checks``, which ``canaryd backtest`` shares. Whatever goes
 wrong with one metric (a missing variable, a Secret that cannot be read,
@@ -34,6 +37,7 @@ from canaryd.adapters.prometheus import (
 )
 from canaryd.api.constants import Verdict
 from canaryd.api.models import Canary, PrometheusProvider
+from canaryd.core.evaluation import evaluation_time
 from canaryd.core.observations import MetricResult
 from canaryd.runtime.metric_checks import run_comparison, run_threshold
 from canaryd.runtime.metrics import ControllerMetrics
@@ -52,7 +56,9 @@ class PrometheusAnalyzer:
         self.client = client
         self._metrics = metrics
         self.querier = PrometheusQuerier(
-            max_in_flight=settings.prometheus_max_in_flight, on_query=self._observed
+            max_in_flight=settings.prometheus_max_in_flight,
+            share_seconds=settings.prometheus_share_seconds,
+            on_query=self._observed,
         )
         self._secrets: dict[tuple[str, str], tuple[float, Credentials]] = {}
 
@@ -60,7 +66,7 @@ class PrometheusAnalyzer:
         self._metrics.prometheus_query_seconds.labels(observation.server).observe(observation.seconds)
 
     async def close(self) -> None:
-        self.querier.close()
+        await self.querier.aclose()
 
     async def _credentials(self, provider: PrometheusProvider, namespace: str) -> Credentials | None:
         if provider.auth is None:
@@ -102,7 +108,8 @@ class PrometheusAnalyzer:
         if check.compare is not None:
             verdict = await run_comparison(self.querier, endpoint, canary, check, template, now)
         else:
-            verdict = await run_threshold(self.querier, endpoint, canary, check, template, now)
+            at = evaluation_time(now, self.settings.prometheus_align_seconds)
+            verdict = await run_threshold(self.querier, endpoint, canary, check, template, at)
         log.debug("metric checked", metric=check.name, verdict=verdict.verdict.value, value=verdict.value)
         return verdict
 

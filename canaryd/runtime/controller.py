@@ -7,7 +7,11 @@
 2. serve /healthz, /readyz and /metrics;
 3. with leader election, campaign for the Lease; without, lead at once. Only
    the leader runs workers and wake-ups; a standby keeps its caches warm so it
-   can take over in the time it takes to win the Lease;
+   can take over in the time it takes to win the Lease. With ``--shards N``
+   the Canaries are split into N shards by a stable hash of namespace/name,
+   each held through its own Lease (``adapters.shards``): a replica works the
+   Canaries of the shards it holds, and takes a dead replica's shards when
+   their Leases expire, resuming each run from its status;
 4. on becoming leader: wait for the caches to sync, then look at every Canary
    once (which schedules each one's next due step from its status);
 5. on stop (SIGTERM): stop the workers (letting a decision under way finish
@@ -40,10 +44,12 @@ from canaryd.adapters.kube import (
 )
 from canaryd.adapters.leader import LeaderElector
 from canaryd.adapters.scheduler import WakeupScheduler
+from canaryd.adapters.shards import ShardElector
 from canaryd.adapters.writers import Writer
 from canaryd.core import lifecycle
 from canaryd.core.claims import REFUSAL_REASONS
 from canaryd.core.references import Reference, references
+from canaryd.core.sharding import shard_of
 from canaryd.runtime.hooks import BackgroundHooks, HookRunner
 from canaryd.runtime.http import Endpoints
 from canaryd.runtime.metrics import ControllerMetrics
@@ -84,6 +90,9 @@ class Controller:
         self.scheduler = WakeupScheduler(self._wake)
         self.endpoints = Endpoints(self.metrics.registry, self.readiness)
         self.elector: LeaderElector | None = None
+        self.shard_elector: ShardElector | None = None
+        #: With sharding: the shards this replica holds.
+        self.owned_shards: set[int] = set()
         self.reconciler: Reconciler | None = None
         self._index: dict[Reference, set[Key]] = defaultdict(set)
         self._refs_of: dict[Key, set[Reference]] = {}
@@ -98,9 +107,25 @@ class Controller:
     def is_leader(self) -> bool:
         return self._leading
 
+    def owns(self, key: Key) -> bool:
+        """Whether this replica works this Canary now (it leads; with sharding, it holds its shard)."""
+        if not self._leading:
+            return False
+        if self.shard_elector is None:
+            return True
+        return shard_of(key[0], key[1], self.settings.shards) in self.owned_shards
+
+    def _enqueue(self, key: Key) -> None:
+        if self.owns(key):
+            self.workers.enqueue(key)
+
     def readiness(self) -> tuple[bool, str]:
         if self.caches is None or not self.caches.synced:
             return False, "caches not synced"
+        if self.shard_elector is not None:
+            if not self.shard_elector.participating.is_set():
+                return False, "shard election not started"
+            return True, f"holding {len(self.owned_shards)} of {self.settings.shards} shards"
         if self.elector is not None:
             if not self.elector.participating.is_set():
                 return False, "leader election not started"
@@ -135,6 +160,8 @@ class Controller:
             },
             autoscalers=MultiInformer(self.client, AUTOSCALERS, namespaces, **options),
         )
+        slots = RunSlots(settings.max_concurrent_runs)
+        self.caches.canaries.add_handler(slots.track)
         self.caches.canaries.add_handler(self._on_canary)
         self.caches.templates.add_handler(self._dependency("MetricTemplate"))
         self.caches.deployments.add_handler(self._dependency("Deployment"))
@@ -167,11 +194,11 @@ class Controller:
             writer=writer,
             scheduler=self.scheduler,
             metrics=self.metrics,
-            slots=RunSlots(settings.max_concurrent_runs),
+            slots=slots,
             analyzer=analyzer,
             decide=self._decide,
             analysis_due=self._analysis_due,
-            requeue=self.workers.enqueue,
+            requeue=self._enqueue,
             hook_round=self.hooks.run,
             background=self.background,
             notifications=self.notifications,
@@ -184,7 +211,21 @@ class Controller:
         await self.endpoints.start(
             parse_address(settings.health_address), parse_address(settings.metrics_address)
         )
-        if settings.leader_elect:
+        if settings.shards > 0:
+            self.shard_elector = ShardElector(
+                self.client,
+                namespace=settings.leader_election_namespace,
+                group=settings.leader_election_id,
+                identity=settings.leader_election_identity,
+                shards=settings.shards,
+                lease_duration=settings.lease_duration_seconds,
+                renew_deadline=settings.renew_deadline_seconds,
+                retry_period=settings.retry_period_seconds,
+                on_acquired=self._shard_acquired,
+                on_lost=self._shard_lost,
+            )
+            self.shard_elector.start()
+        elif settings.leader_elect:
             self.elector = LeaderElector(
                 self.client,
                 namespace=settings.leader_election_namespace,
@@ -204,6 +245,7 @@ class Controller:
             api_server=self.client.host,
             namespaces=settings.namespaces or "all",
             leader_elect=settings.leader_elect,
+            shards=settings.shards,
             identity=settings.leader_election_identity,
         )
 
@@ -227,8 +269,43 @@ class Controller:
         self.workers.start()
         for obj in list(self.caches.canaries.items()):
             meta = obj.get("metadata") or {}
-            self.workers.enqueue((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+            self._enqueue((str(meta.get("namespace", "")), str(meta.get("name", ""))))
         log.info("leading: looking at every Canary", canaries=sum(1 for _ in self.caches.canaries.items()))
+
+    def _keys_of_shard(self, shard: int) -> list[Key]:
+        assert self.caches is not None
+        keys = []
+        for obj in self.caches.canaries.items():
+            meta = obj.get("metadata") or {}
+            key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+            if shard_of(key[0], key[1], self.settings.shards) == shard:
+                keys.append(key)
+        return keys
+
+    async def _shard_acquired(self, shard: int) -> None:
+        """A shard is ours: start working (once caches sync) and look at each of its Canaries."""
+        self.owned_shards.add(shard)
+        self.metrics.shards_held.set(len(self.owned_shards))
+        if not self._leading:
+            await self._start_leading()  # looks at every Canary we own once the caches are synced
+        elif self._lead_task is not None and self._lead_task.done():
+            for key in self._keys_of_shard(shard):
+                self.workers.enqueue(key)
+
+    async def _shard_lost(self, shard: int) -> None:
+        """A shard is no longer ours: let decisions under way finish, drop its wake-ups and workers."""
+        self.owned_shards.discard(shard)
+        self.metrics.shards_held.set(len(self.owned_shards))
+        shards = self.settings.shards
+
+        def in_shard(key: Key) -> bool:
+            return shard_of(key[0], key[1], shards) == shard
+
+        await self.workers.stop_some(in_shard)
+        for key in self._keys_of_shard(shard):
+            self.scheduler.cancel(f"{key[0]}/{key[1]}")
+        if not self.owned_shards:
+            await self._stop_leading()
 
     async def _stop_leading(self) -> None:
         self._leading = False
@@ -248,7 +325,11 @@ class Controller:
         if self.stopped.is_set():
             return
         self.stopped.set()
-        if self.elector is not None:
+        if self.shard_elector is not None:
+            await self.shard_elector.stop(release=True)
+            if self._leading:
+                await self._stop_leading()
+        elif self.elector is not None:
             was_leader = self.elector.is_leader
             await self.elector.stop(release=False)
             if self._leading:
@@ -291,7 +372,7 @@ class Controller:
         self._refs_of[key] = refs
         for ref in refs:
             self._index[ref].add(key)
-        self.workers.enqueue(key)
+        self._enqueue(key)
 
     async def _discard(self, key: Key) -> None:
         """Stop a deleted Canary's worker, then forget it again: a pass that was under way is over."""
@@ -310,13 +391,13 @@ class Controller:
             conditions = (obj.get("status") or {}).get("conditions") or []
             ready = next((c for c in conditions if isinstance(c, dict) and c.get("type") == "Ready"), {})
             if ready.get("reason") in REFUSAL_REASONS:
-                self.workers.enqueue((namespace, str(meta.get("name", ""))))
+                self._enqueue((namespace, str(meta.get("name", ""))))
 
     def _dependency(self, kind: str) -> Any:
         def handler(event_type: str, obj: dict[str, Any]) -> None:
             meta = obj.get("metadata") or {}
             for key in self._index.get((kind, str(meta.get("namespace", "")), str(meta.get("name", ""))), ()):
-                self.workers.enqueue(key)
+                self._enqueue(key)
 
         return handler
 
@@ -332,10 +413,10 @@ class Controller:
         key = (namespace, name)
         if self.reconciler is not None:
             self.reconciler.woke(key, due)
-        self.workers.enqueue(key)
+        self._enqueue(key)
 
     async def _work(self, key: Key) -> None:
-        if self.reconciler is not None and self._leading:
+        if self.reconciler is not None and self.owns(key):
             await self.reconciler.reconcile(key)
 
 

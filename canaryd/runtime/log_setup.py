@@ -15,8 +15,6 @@ import structlog
 def configure_logging(log_format: str = "json", level: str = "info") -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
-    # The scheduler logs every job it adds, runs and removes; only its problems matter here.
-    logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if log_format == "json"

@@ -78,6 +78,9 @@ class ControllerMetrics:
         self.leader = Gauge(
             "canaryd_leader", "1 while this replica holds the leader Lease", registry=self.registry
         )
+        self.shards_held = Gauge(
+            "canaryd_shards_held", "Shards this replica holds (with --shards)", registry=self.registry
+        )
 
     def observe_request(self, verb: str, resource: str, code: int) -> None:
         self.api_requests.labels(verb, resource, str(code)).inc()

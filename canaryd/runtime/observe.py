@@ -12,8 +12,9 @@ decides: every rule applied to these values lives in ``canaryd.core``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -24,7 +25,7 @@ from canaryd.api.naming import workload_names
 from canaryd.api.timestamps import parse_rfc3339
 from canaryd.core import autoscaling, concurrency
 from canaryd.core.concurrency import Key
-from canaryd.core.observations import AutoscalerState, CanaryClaim, Observations, RouteState
+from canaryd.core.observations import AutoscalerState, CanaryClaim, Observations, RouteState, WorkloadState
 from canaryd.core.routes import inspect_route
 from canaryd.core.workloads import service_matches, services, target_problem, workload_state
 
@@ -57,6 +58,35 @@ class AutoscalerIndex:
     def scaling(self, namespace: str, deployment: str) -> list[str]:
         """Names of the HPAs that scale this Deployment."""
         return sorted(self._by_target.get((namespace, deployment), ()))
+class ByVersion:
+    """What was made of an object (its parsed model, its workload state), kept until the object changes.
+
+    A Canary is looked at several times per step (its due wake-up, the watch
+    events of its own writes) while most of what it reads has not changed, so
+    parsing and summarising are done once per resourceVersion. An object
+    without a resourceVersion is never remembered.
+    """
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
+
+    def get(self, what: str, obj: dict[str, Any], make: Callable[[dict[str, Any]], T]) -> T:
+        meta = obj.get("metadata") or {}
+        version = str(meta.get("resourceVersion") or "")
+        if not version:
+            return make(obj)
+        key = (what, str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta.get("uid", "")))
+        known = self._made.get(key)
+        if known is not None and known[0] == version:
+            value: T = known[1]
+            return value
+        made = make(obj)
+        self._made[key] = (version, made)
+        return made
+
+    def forget(self, namespace: str, name: str) -> None:
+        for key in [k for k in self._made if k[1] == namespace and k[2] == name]:
+            del self._made[key]
 
 
 @dataclass
@@ -71,6 +101,7 @@ class Caches:
     #: HorizontalPodAutoscalers (None: not watched), and the index of what each one scales.
     autoscalers: MultiInformer | None = None
     autoscaler_index: AutoscalerIndex = field(default_factory=AutoscalerIndex)
+    parsed: ByVersion = field(default_factory=ByVersion)
 
     @property
     def all(self) -> list[MultiInformer]:
@@ -99,19 +130,29 @@ class Observed:
 
 @dataclass
 class RunSlots:
-    """The runs a decision just started, until the cache shows their phase (see ``core.concurrency``)."""
+    """The runs a decision just started, until the cache shows their phase (see ``core.concurrency``).
+
+    The Canaries the cache shows in a run are kept as an index, updated from the
+    Canary cache's events (``track``), so asking for a slot costs the same with
+    ten Canaries or ten thousand.
+    """
 
     limit: int
     reserved: set[Key] = field(default_factory=set)
+    running: set[Key] = field(default_factory=set)
 
-    def available(self, key: Key, canaries: MultiInformer, phase: Phase | None) -> bool:
+    def track(self, event_type: str, obj: dict[str, Any]) -> None:
+        """Keep ``running`` current: a handler for the Canary cache."""
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        if event_type != "DELETED" and parse_phase((obj.get("status") or {}).get("phase")) in ACTIVE_PHASES:
+            self.running.add(key)
+        else:
+            self.running.discard(key)
+
+    def available(self, key: Key, phase: Phase | None) -> bool:
         """Whether ``key`` (now in ``phase``) may start a run, counting the runs the cache shows."""
-        running = {
-            (obj["metadata"].get("namespace", ""), obj["metadata"].get("name", ""))
-            for obj in canaries.items()
-            if parse_phase((obj.get("status") or {}).get("phase")) in ACTIVE_PHASES
-        }
-        return concurrency.run_slot_available(self.limit, key, phase, running, self.reserved)
+        return concurrency.run_slot_available(self.limit, key, phase, self.running, self.reserved)
 
     def claim(self, key: Key) -> None:
         """A decision started a run: count it until its status (and so the cache) says so."""
@@ -122,12 +163,14 @@ class RunSlots:
         self.reserved.discard(key)
 
 
+T = TypeVar("T")
+
 #: A problem with the Canary's references: the condition reason that names it, and what to fix.
 Problem = tuple[Reason, str]
 
 
 def resolve_metrics(
-    canary: Canary, templates: MultiInformer
+    canary: Canary, templates: MultiInformer, parsed: ByVersion | None = None
 ) -> tuple[tuple[ResolvedMetric, ...], list[Problem]]:
     resolved: list[ResolvedMetric] = []
     problems: list[Problem] = []
@@ -147,7 +190,11 @@ def resolve_metrics(
             )
             continue
         try:
-            template = MetricTemplate.model_validate(raw)
+            template = (
+                parsed.get("MetricTemplate", raw, MetricTemplate.model_validate)
+                if parsed is not None
+                else MetricTemplate.model_validate(raw)
+            )
         except ValidationError as exc:
             problems.append(
                 (
@@ -194,6 +241,10 @@ def owned_by(obj: dict[str, Any] | None, owner_uid: str) -> bool:
         return False
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     return any(isinstance(ref, dict) and ref.get("uid") == owner_uid for ref in refs)
+
+
+def primary_workload(deployment: dict[str, Any]) -> WorkloadState:
+    return workload_state(deployment, primary=True)
 
 
 @dataclass(frozen=True)
@@ -249,7 +300,7 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
     target_state = None
     services_ready = False
     if target is not None:
-        target_state = workload_state(target)
+        target_state = caches.parsed.get("target", target, workload_state)
         problem = target_problem(target)
         if problem:
             problems.append((Reason.TARGET_INVALID, problem))
@@ -258,7 +309,7 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
                 service_matches(caches.services.get(namespace, wanted["metadata"]["name"]), wanted)
                 for wanted in services(target, canary)
             )
-    primary_state = workload_state(primary, primary=True) if primary is not None else None
+    primary_state = caches.parsed.get("primary", primary, primary_workload) if primary is not None else None
 
     routes: list[RouteState] = []
     for ref in canary.spec.route_refs:
@@ -278,7 +329,7 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         or autoscaled.owns_copy
     )
 
-    metrics, template_problems = resolve_metrics(canary, caches.templates)
+    metrics, template_problems = resolve_metrics(canary, caches.templates, caches.parsed)
     problems.extend(template_problems)
     meta = raw.get("metadata") or {}
     observations = Observations(

@@ -159,6 +159,7 @@ class Reconciler:
         self._fired_due.pop(key, None)
         self._unsure.discard(key)
         self.slots.release(key)
+        self.caches.parsed.forget(*key)
         self.metrics.forget_canary(*key)
 
     async def reconcile(self, key: Key) -> None:
@@ -252,13 +253,13 @@ class Reconciler:
 
     async def _reconcile(self, key: Key, raw: dict[str, Any]) -> None:
         try:
-            written = Canary.model_validate(raw)
+            written = self.caches.parsed.get("Canary", raw, Canary.model_validate)
         except ValidationError as exc:
             await self._report_invalid(raw, validation_text(exc))
             return
         # Decisions read the weight a run is at: the one being moved to, if a move is under way.
         canary = written.model_copy(update={"status": inflight.intended(written.status)})
-        slot = self.slots.available(key, self.caches.canaries, canary.status.phase)
+        slot = self.slots.available(key, canary.status.phase)
         self._doing[key] = "reading the Canary's objects from the caches"
         observed = observe(canary, raw, self.caches, slot)
         observations = observed.observations

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     lease_duration_seconds: float = 15.0
     renew_deadline_seconds: float = 10.0
     retry_period_seconds: float = 2.0
+    #: Split the Canaries into this many shards, each held by one replica through its own Lease
+    #: (named after ``leader_election_id``); 0 means no sharding (one leader, with ``leader_elect``).
+    shards: int = Field(default=0, ge=0, le=256)
     health_address: str = Field(default=":8081", validation_alias=_env("health_address", "health_addr"))
     metrics_address: str = Field(default=":8080", validation_alias=_env("metrics_address", "metrics_addr"))
     log_format: Literal["json", "console"] = "json"
@@ -63,6 +66,11 @@ class Settings(BaseSettings):
     notification_secret: str = ""
     #: A name for this cluster in chat notifications (for channels several clusters share).
     cluster_name: str = ""
+    #: Threshold queries ask about the decision time rounded down to this many seconds, so that
+    #: Canaries due together send identical queries; 0 asks about the exact decision time.
+    prometheus_align_seconds: float = Field(default=1.0, ge=0, le=60)
+    #: How long an answer is reused for identical queries (same endpoint, PromQL and time).
+    prometheus_share_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -85,6 +85,10 @@ class WorkerPool:
         self.running = False
         workers = list(self._workers.values())
         self._workers.clear()
+        await self._finish(workers, grace)
+
+    @staticmethod
+    async def _finish(workers: list[_Worker], grace: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while any(w.busy for w in workers) and loop.time() < deadline:
@@ -94,6 +98,13 @@ class WorkerPool:
         for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker.task
+
+    async def stop_some(self, which: Callable[[Key], bool], grace: float = 5.0) -> None:
+        """Stop the workers of the keys ``which`` picks (a shard given up), as ``stop`` does for all."""
+        workers = [w for key, w in self._workers.items() if which(key)]
+        for worker in workers:
+            del self._workers[worker.key]
+        await self._finish(workers, grace)
 
     def __len__(self) -> int:
         return len(self._workers)

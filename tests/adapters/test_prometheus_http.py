@@ -332,3 +332,67 @@ def test_a_template_provider_becomes_an_endpoint() -> None:
     )
     with pytest.raises(ValueError, match="http"):
         PrometheusEndpoint("prometheus:9090")
+
+
+async def test_identical_queries_for_the_same_time_are_sent_once(
+    fake_prometheus: Callable[..., Awaitable[FakePrometheus]],
+) -> None:
+    async def slow(_n: int) -> web.Response:
+        await asyncio.sleep(0.1)
+        return web.json_response(VECTOR_42)
+
+    fake = await fake_prometheus(slow)
+    endpoint = PrometheusEndpoint(fake.url)
+    async with PrometheusQuerier(max_in_flight=2, share_seconds=30) as querier:
+        together = await asyncio.gather(*(querier.query(endpoint, "up", at=1700003600) for _ in range(50)))
+        later = await querier.query(endpoint, "up", at=1700003600)
+        other_time = await querier.query(endpoint, "up", at=1700003601)
+        other_query = await querier.query(endpoint, "up == 1", at=1700003600)
+
+    assert set(together) == {Value(42.0)} and later == other_time == other_query == Value(42.0)
+    assert fake.requests == 3  # one for the 51 identical ones, one per other time or query
+    assert (querier.sent, querier.shared) == (3, 50)
+
+
+async def test_shared_answers_expire_and_errors_are_never_reused(
+    fake_prometheus: Callable[..., Awaitable[FakePrometheus]],
+) -> None:
+    async def fail_first(n: int) -> web.Response:
+        if n == 1:
+            return web.Response(status=500, text="boom")
+        return web.json_response(VECTOR_42)
+
+    fake = await fake_prometheus(fail_first)
+    endpoint = PrometheusEndpoint(fake.url)
+    async with PrometheusQuerier(retries=0, share_seconds=0.2) as querier:
+        first = await querier.query(endpoint, "up", at=1700003600)
+        second = await querier.query(endpoint, "up", at=1700003600)
+        third = await querier.query(endpoint, "up", at=1700003600)
+        await asyncio.sleep(0.3)
+        fourth = await querier.query(endpoint, "up", at=1700003600)
+
+    assert isinstance(first, QueryError) and first.status == 500
+    assert second == third == fourth == Value(42.0)
+    assert fake.requests == 3  # the error, the answer reused once, and again once it expired
+
+
+async def test_without_sharing_every_query_is_sent_and_a_cancelled_caller_leaves_the_others_theirs(
+    fake_prometheus: Callable[..., Awaitable[FakePrometheus]],
+) -> None:
+    async def slow(_n: int) -> web.Response:
+        await asyncio.sleep(0.2)
+        return web.json_response(VECTOR_42)
+
+    fake = await fake_prometheus(slow)
+    endpoint = PrometheusEndpoint(fake.url)
+    async with PrometheusQuerier(max_in_flight=8) as unshared:
+        await asyncio.gather(*(unshared.query(endpoint, "up", at=1700003600) for _ in range(4)))
+    assert fake.requests == 4
+
+    async with PrometheusQuerier(share_seconds=0) as querier:
+        impatient = asyncio.create_task(querier.query(endpoint, "up", at=1700003600))
+        patient = asyncio.create_task(querier.query(endpoint, "up", at=1700003600))
+        await asyncio.sleep(0.05)
+        impatient.cancel()
+        assert await patient == Value(42.0)
+    assert impatient.cancelled() and fake.requests == 5

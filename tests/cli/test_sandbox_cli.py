@@ -181,3 +181,29 @@ async def test_sandbox_explains_how_to_install_a_missing_prometheus(tmp_path: Pa
     assert process.returncode == 2
     assert "apt-get install" in stderr.decode() and "prometheus" in stderr.decode()
     assert READY_LINE not in stdout.decode()
+
+
+async def test_lean_sandbox_serves_the_api_without_a_metrics_endpoint(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    process = await start_sandbox("--port", "0", "--kubeconfig-out", str(kubeconfig), "--no-traffic")
+    try:
+        output = await read_until_ready(process)
+        api_port = port_of(output, "API server")
+        assert "metrics:" not in output
+        assert listening(api_port)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_lean_sandbox_refuses_prometheus_in_one_line(tmp_path: Path) -> None:
+    process = await start_sandbox(
+        "--port", "0", "--kubeconfig-out", str(tmp_path / "kubeconfig"), "--no-traffic", "--with-prometheus"
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert stderr.decode().strip().splitlines()[-1].endswith("drop --no-traffic")
+    assert READY_LINE not in stdout.decode()

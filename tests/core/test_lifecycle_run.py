@@ -21,6 +21,7 @@ from tests.core.world import (
     passing,
     progressing_world,
     results,
+    with_status,
 )
 
 
@@ -438,3 +439,29 @@ def test_a_promotion_whose_copy_is_done_completes_even_if_the_target_disappears(
     decision = world.reconcile()
     assert decision.status.phase is Phase.SUCCEEDED
     assert world.route_weights == (100, 0)
+
+
+def test_a_step_whose_weight_never_reached_the_routes_restarts_its_interval_when_it_goes_on() -> None:
+    world = progressing_world()
+    world.tick(60)
+    stepped = decide(world.canary, world.observations(passing()), world.now)
+    assert (stepped.status.step, stepped.status.canary_weight) == (2, 20)
+    # The replica that decided this wrote the status and died before the route patch.
+    world.canary = with_status(world.canary, stepped.status)
+    assert world.route_weights == (90, 10)
+    world.tick(75)  # another replica takes over after the step's interval has passed
+    assert not world.due(), "no round judges an interval in which the step's weight carried no traffic"
+    resumed = world.decide()
+    assert SetRouteWeights(primary=80, canary=20) in actions(resumed)
+    assert (resumed.status.step, resumed.status.last_step_time) == (2, world.now)
+    assert resumed.next_wakeup == world.now + timedelta(minutes=1)
+    world.tick(60)
+    assert world.due()
+    assert world.decide(passing()).status.step == 3
+
+
+def test_a_weight_written_promptly_keeps_the_step_clock() -> None:
+    world = progressing_world()
+    stepped_at = world.status.last_step_time
+    world.tick(1)
+    assert world.decide().status.last_step_time == stepped_at

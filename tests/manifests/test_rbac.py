@@ -327,6 +327,11 @@ async def test_controller_rbac_is_exactly_what_the_controller_uses(tmp_path: Pat
 
             await until("orders deleted (finalizer removed)", orders_gone)
 
+        # Several replicas: shard Leases are listed, and a replica leaving deletes its membership Lease.
+        sharded = settings.model_copy(update={"shards": 2, "leader_elect": False})
+        async with running_controller(sharded) as replica:
+            await until("a sharded replica holds its shards", lambda: len(replica.owned_shards) == 2)
+
         entries = server.audit.entries(user=SERVICE_ACCOUNT_USER)
         assert entries, "the controller made no requests as its ServiceAccount"
         refused = [e for e in entries if e.code == 403]

@@ -295,6 +295,22 @@ async def _scenario(
     finally:
         controller.stop()
 
+    # Several replicas: a replica with --shards lists the shard Leases and, leaving, deletes its membership.
+    sharded = ControllerProcess(
+        kubeconfig, prometheus_url, tmp_path / "canaryd-sharded.log",
+        "--shards", "2", "--leader-election-namespace", INSTALL_NAMESPACE,
+        "--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "1",
+    ).start()  # fmt: skip
+    try:
+
+        def holds_both() -> bool:
+            leases = [run.get("lease", f"canaryd-leader-shard-{n}", INSTALL_NAMESPACE) for n in range(2)]
+            return all(((lease or {}).get("spec") or {}).get("holderIdentity") for lease in leases)
+
+        await run.until("the sharded replica holds both shards", holds_both, sharded)
+    finally:
+        sharded.stop()
+
     events = audit_of(cluster, SERVICE_ACCOUNT_USER, since)
     assert events, "canaryd made no requests as its ServiceAccount"
     # While kube-apiserver starts, before /readyz, it refuses every request (its RBAC caches are still

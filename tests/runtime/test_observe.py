@@ -138,3 +138,27 @@ def test_a_route_weighted_twice_since_the_gateway_reported_is_still_accepted_aft
     raw["status"] = {"routeGenerations": [written]}
     restarted = observe(Canary.model_validate(raw), raw, _caches(raw, route)).observations
     assert restarted.routes[0].accepted and restarted.routes[0].problem == ""
+
+
+def test_what_is_made_of_an_object_is_made_once_per_resource_version() -> None:
+    from canaryd.runtime.observe import ByVersion
+
+    made: list[str] = []
+
+    def make(obj: dict) -> str:
+        made.append(obj["metadata"].get("resourceVersion", "-"))
+        return f"parsed {len(made)}"
+
+    parsed = ByVersion()
+    obj = {"metadata": {"namespace": "shop", "name": "cart", "uid": "u1", "resourceVersion": "7"}}
+    assert parsed.get("Canary", obj, make) == parsed.get("Canary", obj, make) == "parsed 1"
+    changed = {"metadata": {**obj["metadata"], "resourceVersion": "8"}}
+    assert parsed.get("Canary", changed, make) == "parsed 2"
+    recreated = {"metadata": {**changed["metadata"], "uid": "u2"}}  # same name and version, a new object
+    assert parsed.get("Canary", recreated, make) == "parsed 3"
+    unversioned = {"metadata": {"namespace": "shop", "name": "cart"}}
+    parsed.get("Canary", unversioned, make)
+    parsed.get("Canary", unversioned, make)
+    assert made == ["7", "8", "8", "-", "-"]
+    parsed.forget("shop", "cart")
+    assert parsed.get("Canary", recreated, make) == "parsed 6"
