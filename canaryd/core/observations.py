@@ -7,7 +7,9 @@ can be tested exhaustively by constructing observations directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from canaryd.api.constants import Reason, Verdict
 from canaryd.api.models import ActionRequest, ComparisonStatus
@@ -44,7 +46,8 @@ class RouteState:
     kind: str
     name: str
     exists: bool
-    #: Every rule that names one of our Services names both (and at least one rule does).
+    #: canaryd can weight the route: at least one rule lists both Services once each, and no rule of the
+    #: team's sends traffic to the canary Service without the primary.
     has_backends: bool = False
     #: Every parent in status.parents has Accepted=True (for the current generation where set).
     accepted: bool = False
@@ -56,12 +59,29 @@ class RouteState:
     #: metadata.uid and metadata.generation (None when the server set none).
     uid: str = ""
     generation: int | None = None
-    #: A hash of the spec without the two weights canaryd writes (see ``canaryd.core.routes``).
+    #: A hash of the spec without the parts canaryd owns (see ``canaryd.core.routes``).
     spec_hash: str = ""
+    #: The two Services' names, and the route as read (None in tests that model routes abstractly);
+    #: the core computes from it whether the route already has the shape a decision wants.
+    primary_service: str = ""
+    canary_service: str = ""
+    route: Mapping[str, Any] | None = field(default=None, compare=True, repr=False)
+    #: How many rules canaryd weights, and what canaryd has added to the route (see core.route_plan).
+    weighted_rules: int = 0
+    canaryd_rules: tuple[str, ...] = ()
+    mirrored: bool = False
+    sticky: bool = False
+    #: The Gateway reported on the route's current generation and did not accept it.
+    refused: bool = False
 
     @property
     def usable(self) -> bool:
         return self.exists and self.has_backends and self.accepted
+
+    @property
+    def has_additions(self) -> bool:
+        """canaryd's own rules or filters are on the route."""
+        return bool(self.canaryd_rules) or self.mirrored or self.sticky
 
 
 @dataclass(frozen=True)
