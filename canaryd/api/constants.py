@@ -31,6 +31,7 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGER_NAME: Final = "canaryd"
 LABEL_CANARY: Final = "canaryd.io/canary"
 
+
 class Phase(StrEnum):
     """Where a Canary is in its lifecycle (status.phase).
 
@@ -150,6 +151,8 @@ class ConditionType(StrEnum):
     ROUTES_READY = "RoutesReady"
     ANALYSIS_HEALTHY = "AnalysisHealthy"
     PAUSED = "Paused"
+    #: The data plane carries the current step's weight (only with analysis.trafficShare).
+    TRAFFIC_SHIFTED = "TrafficShifted"
 
 
 class Reason(StrEnum):
@@ -169,6 +172,14 @@ class Reason(StrEnum):
     ROUTE_MISSING_BACKENDS = "RouteMissingBackends"
     ROUTE_NOT_ACCEPTED = "RouteNotAccepted"
     ROUTE_WEIGHTS_DRIFTED = "RouteWeightsDrifted"
+    #: A route cannot take canaryd's A/B, mirror or sticky rules (too many rules or matches, ...).
+    TRAFFIC_MODE_UNSUPPORTED = "TrafficModeUnsupported"
+    #: The Gateway refused a route's current generation while canaryd's rules or filters were on it.
+    ROUTE_REFUSED = "RouteRefused"
+    # Traffic share on the data plane
+    TRAFFIC_SHIFTED = "TrafficShifted"
+    TRAFFIC_NOT_SHIFTED = "TrafficNotShifted"
+    MEASURING_TRAFFIC_SHARE = "MeasuringTrafficShare"
     # Progressing
     NEW_REVISION = "NewRevision"
     WAITING_FOR_SLOT = "WaitingForSlot"

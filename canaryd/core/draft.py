@@ -19,7 +19,8 @@ from canaryd.api.naming import workload_names
 from canaryd.core import schedule
 from canaryd.core.conditions import DesiredCondition
 from canaryd.core.effects import RecordEvent
-from canaryd.core.observations import MetricResult, Observations
+from canaryd.core.observations import MetricResult, Observations, ShareReading
+from canaryd.core.traffic import AB_TEST, MIRROR, stage_at
 
 EventType = Literal["Normal", "Warning"]
 
@@ -34,6 +35,8 @@ class Draft:
     analysis: tuple[MetricResult, ...] | None = None
     #: The pending manual action, until it is handled.
     action: ActionRequest | None = None
+    #: The traffic-share measurement handed to this decision, until a transition uses it.
+    share: tuple[ShareReading, ...] | None = None
     events: list[RecordEvent] = field(default_factory=list)
     #: The Progressing condition a transition of this decision chose (kept by terminal phases).
     progress_note: DesiredCondition | None = None
@@ -101,6 +104,7 @@ class Draft:
             "last_progress_time": self.now,
             "last_step_time": None,
             "metrics": [],
+            "traffic": None,
         }
 
     def start_run(self, revision: str, reason: Reason, message: str) -> None:
@@ -145,9 +149,15 @@ class Draft:
         step = self.status.step + 1
         weight = schedule.weight_of_step(self.canary, step)
         total = schedule.step_count(self.canary)
+        stage = stage_at(self.canary, step)
+        doing = ""
+        if stage is not None and stage.mode == AB_TEST:
+            doing = ": requests matching analysis.match go to the canary only"
+        elif stage is not None and stage.mode == MIRROR:
+            doing = ": requests are mirrored to the canary, users are served by the primary"
         self.move(
             reason,
-            f"{message}; step {step} of {total}",
+            f"{message}; step {step} of {total}{doing}",
             weight=weight,
             step=step,
             last_step_time=self.now,

@@ -29,7 +29,7 @@ from datetime import datetime
 
 from canaryd.api.constants import Phase
 from canaryd.api.models import Canary, CanaryStatus, action_pending
-from canaryd.core import schedule
+from canaryd.core import schedule, traffic_share
 from canaryd.core.actions import handle_action
 from canaryd.core.convergence import converge, converge_suspended
 from canaryd.core.draft import Draft
@@ -39,6 +39,7 @@ from canaryd.core.phases import advance, progress_blocker
 from canaryd.core.readiness import canary_ready
 from canaryd.core.reporting import conditions, problem_events
 from canaryd.core.routes import record_weight_write
+from canaryd.core.traffic import traffic_status
 
 #: More transitions than any real decision makes; reaching it means a cycle, which is a bug.
 MAX_TRANSITIONS = 32
@@ -58,18 +59,11 @@ def _action_pending(canary: Canary, observations: Observations) -> bool:
     return request is not None and action_pending(request.id, answered.id if answered else None)
 
 
-def analysis_due(canary: Canary, observations: Observations, now: datetime) -> bool:
-    """Whether the runtime should run an analysis round before calling ``decide``.
-
-    True when a run at step 1 or later is neither paused nor blocked (canary
-    ready, routes usable, no configuration problem), runs the revision under
-    analysis, and one interval has passed since the last step, round or
-    resume. A pending manual action goes first: no round is due until it is
-    answered. ``decide`` uses a round only when this holds.
-    """
+def _run_can_measure(canary: Canary, observations: Observations) -> bool:
+    """A run at step 1 or later that is neither paused nor blocked, and has no action waiting."""
     status = canary.status
     target = observations.target
-    if (
+    return not (
         status.phase is not Phase.PROGRESSING
         or canary.spec.suspend
         or status.paused
@@ -80,10 +74,33 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
         or not observations.routes_usable
         or observations.config_problems
         or _action_pending(canary, observations)
-    ):
+    )
+
+
+def analysis_due(canary: Canary, observations: Observations, now: datetime) -> bool:
+    """Whether the runtime should run an analysis round before calling ``decide``.
+
+    True when a run at step 1 or later is neither paused nor blocked (canary
+    ready, routes usable, no configuration problem), runs the revision under
+    analysis, its step's weight is verified on the data plane (where the
+    Canary asks for that), and one interval has passed since the last step,
+    round or resume. A pending manual action goes first: no round is due until
+    it is answered. ``decide`` uses a round only when this holds.
+    """
+    if not _run_can_measure(canary, observations) or traffic_share.pending(canary, canary.status):
         return False
-    due = schedule.next_analysis_at(canary, status)
+    due = schedule.next_analysis_at(canary, canary.status)
     return due is not None and now >= due
+
+
+def traffic_share_due(canary: Canary, observations: Observations, now: datetime) -> bool:
+    """Whether the runtime should measure the canary's share of the requests before calling ``decide``.
+
+    True for a run that could take an analysis round (see ``analysis_due``)
+    at a weight step not yet verified on the data plane, once a full window
+    has passed since the step (see ``core.traffic_share``).
+    """
+    return _run_can_measure(canary, observations) and traffic_share.due(canary, canary.status, now)
 
 
 def decide(canary: Canary, observations: Observations, now: datetime) -> Decision:
@@ -95,6 +112,7 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
         status=canary.status,
         analysis=observations.analysis if analysis_due(canary, observations, now) else None,
         action=observations.action,
+        share=observations.traffic_share if traffic_share_due(canary, observations, now) else None,
     )
     handle_action(draft)
     if canary.spec.suspend and not observations.deleting:
@@ -107,15 +125,17 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
                 break
         else:  # pragma: no cover - a cycle between phases is a bug, not an input problem
             raise RuntimeError(f"lifecycle did not settle after {MAX_TRANSITIONS} transitions")
-        effects = converge(draft.status, observations, last_canary=canary.status.canary_weight)
-    draft.analysis = None
+        effects = converge(draft.status, observations, last_canary=canary.status.canary_weight, canary=canary)
+    draft.analysis = draft.share = None
+    share = draft.status.traffic.share if draft.status.traffic is not None else None
+    draft.update(traffic=traffic_status(canary, draft.status, observations.routes, share))
     draft.update(
         conditions=conditions(draft, canary.status.phase),
         observed_generation=canary.metadata.generation,
     )
     for write in (e for e in effects if isinstance(e, SetRouteWeights)):
         records = record_weight_write(
-            draft.status.route_generations, observations.routes, write.primary, write.canary
+            draft.status.route_generations, observations.routes, write.primary, write.canary, write.shape
         )
         draft.update(route_generations=records)
     events = [*draft.events, *problem_events(canary.status, draft.status, {e.reason for e in draft.events})]

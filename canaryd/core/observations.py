@@ -85,6 +85,15 @@ class RouteState:
 
 
 @dataclass(frozen=True)
+class ShareReading:
+    """The canary's share of one route's requests in percent, as measured (None: no value, and why)."""
+
+    route: str
+    value: float | None
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class MetricResult:
     """The outcome of one metric check in this analysis round."""
 
@@ -109,6 +118,8 @@ class Observations:
     routes: tuple[RouteState, ...] = ()
     #: Results of the analysis round run for this decision; None when no round was run.
     analysis: tuple[MetricResult, ...] | None = None
+    #: The canary's measured share of each route's requests, when a measurement was due (core.traffic_share).
+    traffic_share: tuple[ShareReading, ...] | None = None
     #: Problems with the Canary's references that no retry will fix (missing template, ...).
     config_problems: tuple[str, ...] = ()
     #: The condition reason that best names ``config_problems`` (e.g. MetricTemplateNotFound).
@@ -134,5 +145,6 @@ __all__ = [
     "MetricResult",
     "Observations",
     "RouteState",
+    "ShareReading",
     "WorkloadState",
 ]

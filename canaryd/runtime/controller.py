@@ -44,7 +44,7 @@ from canaryd.core.references import Reference, references
 from canaryd.runtime.http import Endpoints
 from canaryd.runtime.metrics import ControllerMetrics
 from canaryd.runtime.observe import Caches, RunSlots
-from canaryd.runtime.reconciler import Analyzer, DecideFn, DueFn, Reconciler
+from canaryd.runtime.reconciler import Analyzer, DecideFn, DueFn, Reconciler, ShareMeter
 from canaryd.runtime.settings import Settings, parse_address
 from canaryd.runtime.workers import WorkerPool
 
@@ -60,10 +60,12 @@ class Controller:
         decide: DecideFn = lifecycle.decide,
         analysis_due: DueFn = lifecycle.analysis_due,
         user_agent: str = "canaryd",
+        share_meter: ShareMeter | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = ControllerMetrics()
         self._analyzer = analyzer
+        self._share_meter = share_meter
         self._decide = decide
         self._analysis_due = analysis_due
         self._user_agent = user_agent
@@ -129,13 +131,14 @@ class Controller:
         self.caches.services.add_handler(self._dependency("Service"))
         for kind, cache in self.caches.routes.items():
             cache.add_handler(self._dependency(kind))
-        analyzer = self._analyzer
-        if analyzer is None:
+        analyzer, share_meter = self._analyzer, self._share_meter
+        if analyzer is None or share_meter is None:
             from canaryd.runtime.analysis import PrometheusAnalyzer
 
             prometheus = PrometheusAnalyzer(settings, self.metrics, self.client)
             self._closers.append(prometheus)
-            analyzer = prometheus.analyze
+            analyzer = analyzer or prometheus.analyze
+            share_meter = share_meter or prometheus.measure_share
         writer = Writer(self.client, self._cache_by_plural(), settings.leader_election_identity)
         self.reconciler = Reconciler(
             caches=self.caches,
@@ -147,6 +150,8 @@ class Controller:
             decide=self._decide,
             analysis_due=self._analysis_due,
             requeue=self.workers.enqueue,
+            share_meter=share_meter,
+            share_due=lifecycle.traffic_share_due,
         )
         for cache in self.caches.all:
             cache.start()

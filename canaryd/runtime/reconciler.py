@@ -30,15 +30,15 @@ from canaryd.adapters.informer import Key
 from canaryd.adapters.kube import CANARIES, DEPLOYMENTS, ROUTE_RESOURCES, SERVICES, ApiError
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer, status_merge_patch
-from canaryd.api.models import Canary, CanaryStatus, validation_text
+from canaryd.api.models import Canary, CanaryStatus, MetricTemplate, validation_text
 from canaryd.api.naming import workload_names
 from canaryd.core import effects as fx
 from canaryd.core.concurrency import starts_run
 from canaryd.core.invalid import invalid_canary_report
 from canaryd.core.lifecycle import Decision
-from canaryd.core.observations import MetricResult, Observations
+from canaryd.core.observations import MetricResult, Observations, ShareReading
 from canaryd.core.revision import deployment_template_hash
-from canaryd.core.routes import weight_patch
+from canaryd.core.route_plan import route_patch
 from canaryd.core.schedule import retry_backoff
 from canaryd.core.workloads import (
     primary_deployment,
@@ -54,6 +54,8 @@ from canaryd.runtime.observe import Caches, ResolvedMetric, RunSlots, observe, o
 log = structlog.get_logger("canaryd.reconciler")
 
 Analyzer = Callable[[Canary, tuple[ResolvedMetric, ...], datetime], Awaitable[tuple[MetricResult, ...]]]
+#: Measures the canary's share of each route's requests with the trafficShare template.
+ShareMeter = Callable[[Canary, MetricTemplate, datetime], Awaitable[tuple[ShareReading, ...]]]
 DecideFn = Callable[[Canary, Observations, datetime], Decision]
 DueFn = Callable[[Canary, Observations, datetime], bool]
 
@@ -80,6 +82,8 @@ class Reconciler:
         analysis_due: DueFn,
         requeue: Callable[[Key], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        share_meter: ShareMeter | None = None,
+        share_due: DueFn | None = None,
     ) -> None:
         self.caches = caches
         self.writer = writer
@@ -91,6 +95,8 @@ class Reconciler:
         self.analysis_due = analysis_due
         self.requeue = requeue
         self.clock = clock
+        self.share_meter = share_meter
+        self.share_due = share_due
         self._failures: dict[Key, int] = {}
         self._fired_due: dict[Key, datetime] = {}
         #: Canaries whose last write got no answer (it may or may not have happened).
@@ -167,6 +173,16 @@ class Reconciler:
             for result in results:
                 self.metrics.analysis_verdicts.labels(key[0], key[1], result.name, result.verdict.value).inc()
             observations = replace(observations, analysis=results)
+            now = self.clock()
+        share_template = observed.share_template
+        if (
+            self.share_meter is not None
+            and self.share_due is not None
+            and share_template is not None
+            and self.share_due(canary, observations, now)
+        ):
+            readings = await self.share_meter(canary, share_template, now)
+            observations = replace(observations, traffic_share=readings)
             now = self.clock()
         decision = self.decide(canary, observations, now)
         if starts_run(canary.status, decision.status):
@@ -282,7 +298,8 @@ class Reconciler:
             await self.writer.scale(namespace, target_name, replicas)
 
     async def _set_weights(self, effect: fx.SetRouteWeights, canary: Canary, status: CanaryStatus) -> None:
-        """The guarded weight patch on every route that needs it; a drift Event once a route is written."""
+        """The guarded patch (weights and canaryd's rules and filters) on every route that needs it; a drift
+        Event once a route is written."""
         namespace = canary.metadata.namespace
         names = workload_names(canary.spec.target_ref.name)
         for ref in canary.spec.route_refs:
@@ -290,7 +307,14 @@ class Reconciler:
             route = self.caches.routes[ref.kind].get(namespace, ref.name)
             if route is None:
                 continue
-            ops = weight_patch(route, names.primary, names.canary_service, effect.primary, effect.canary)
+            ops = route_patch(
+                route,
+                ref.kind,
+                names.primary,
+                names.canary_service,
+                (effect.primary, effect.canary),
+                effect.shape,
+            )
             if not ops:
                 continue
             try:
