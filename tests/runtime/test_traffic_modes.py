@@ -209,3 +209,153 @@ async def test_a_route_canaryd_cannot_weight_never_starts_a_run_and_says_why_at_
         ]
         store.update(HTTP, fixed, NS)
         await until_phase(store, "ledger", "Succeeded")
+
+
+# -- A/B testing ---------------------------------------------------------------------------------------------
+
+AB = {
+    "stepWeights": None,
+    "match": [{"headers": [{"name": "x-canary", "value": "insider"}]}],
+}
+
+
+def rule_names(store: Any, name: str) -> list[str | None]:
+    return [r.get("name") for r in stored_route(store, name)["spec"]["rules"]]
+
+
+def flows(cluster: Any, name: str) -> dict[str, float]:
+    """The sandbox data plane's split of the route's requests: deployment -> share."""
+    plan = next(
+        p
+        for p in cluster.traffic.plans
+        if p.flows and p.flows[0].route == name and p.flows[0].namespace == NS
+    )
+    split: dict[str, float] = {}
+    for flow in plan.flows:
+        key = flow.deployment or f"gateway {flow.gateway_code}"
+        split[key] = split.get(key, 0.0) + flow.share
+    return split
+
+
+async def ab_running(cluster: Any, name: str) -> dict[str, Any]:
+    """Wait for the A/B rule to be on the route; return the route at that moment."""
+    store = cluster.store
+    await until_phase(store, name, "Initialized")
+    world.new_revision(store, NS, name, "app:2.0")
+    await world.wait_until(
+        lambda: rule_names(store, name)[0] == "abtest-0.canaryd.io", timeout=10, message="the A/B rule added"
+    )
+    return stored_route(store, name)
+
+
+async def test_ab_testing_sends_matching_requests_to_the_canary_only_and_takes_its_rule_away_on_promotion(
+    cluster,
+):
+    store = cluster.store
+    route = payments_route()
+    route["metadata"]["annotations"]["sandbox.canaryd.io/header-share"] = "0.25"
+    create_app(store, "payments-api", route, iterations=3, **AB)
+    analysis = ScriptedAnalysis()
+    recorder = world.WeightRecorder(store, NS, "payments-api")
+    async with controller(cluster, analysis):
+        await until_phase(store, "payments-api", "Initialized")
+        as_written = stored_route(store, "payments-api")["spec"]
+        during = await ab_running(cluster, "payments-api")
+        rules = during["spec"]["rules"]
+        assert [r.get("name") for r in rules] == ["abtest-0.canaryd.io", None, None]
+        (match,) = rules[0]["matches"]  # the weighted rule's path and the Canary's header, combined
+        assert match["path"] == {"type": "PathPrefix", "value": "/payments"}
+        assert [(h["name"], h.get("type", "Exact"), h["value"]) for h in match["headers"]] == [
+            ("x-canary", "Exact", "insider")
+        ]
+        assert [ref["name"] for ref in rules[0]["backendRefs"]] == ["payments-api-canary"]
+        assert rules[0]["filters"] == as_written["rules"][0]["filters"]  # the team's filter applies too
+        assert rules[1:] == as_written["rules"], "the team's rules changed"
+        # The data plane: the header's share goes to the canary, every other request to the primary.
+        split = await world.wait_until(
+            lambda: (s := flows(cluster, "payments-api")).get("payments-api") and s, timeout=10
+        )
+        assert split == pytest.approx({"payments-api": 0.25, "payments-api-primary": 0.75})
+        status = await world.wait_until(  # the status reports the route as the controller saw it last
+            lambda: (s := world.status(store, NS, "payments-api")).get("traffic", {}).get("routes") and s,
+            timeout=10,
+            message="status.traffic.routes",
+        )
+        assert status["traffic"]["mode"] == "ABTest"
+        assert status["traffic"]["routes"] == [
+            {
+                "kind": "HTTPRoute",
+                "name": "payments-api",
+                "addedRules": ["abtest-0.canaryd.io"],
+                "mirror": False,
+                "setsCookie": False,
+            }
+        ]
+        await until_phase(store, "payments-api", "Succeeded")
+        assert analysis.rounds["payments-api"] >= 3
+    recorder.close()
+    assert recorder.sequence == [(100, 0)], "A/B testing moved weights"
+    assert stored_route(store, "payments-api")["spec"] == as_written
+    assert flows(cluster, "payments-api") == pytest.approx({"payments-api-primary": 1.0})
+    primary = store.get("deployments", "payments-api-primary", NS)
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "app:2.0"
+
+
+@pytest.mark.parametrize("way_out", ["rollback", "abort", "deletion"])
+async def test_every_way_out_of_an_ab_run_takes_canaryds_rule_away(cluster, way_out):
+    store = cluster.store
+    create_app(store, "checkout", payments_route("checkout"), iterations=20, threshold=2, **AB)
+    analysis = ScriptedAnalysis()
+    async with controller(cluster, analysis):
+        await until_phase(store, "checkout", "Initialized")
+        as_written = stored_route(store, "checkout")["spec"]
+        await ab_running(cluster, "checkout")
+        if way_out == "rollback":
+            analysis.verdict = Verdict.FAIL
+        elif way_out == "abort":
+            result = await asyncio.to_thread(
+                run_ctl, "--kubeconfig", str(cluster.kubeconfig_path), "-n", NS, "abort", "checkout"
+            )
+            assert result.code == 0, result.err
+        else:
+            store.delete("canaries.canaryd.io", "checkout", NS)
+        if way_out == "deletion":
+            await world.wait_until(lambda: world.find(store, "canaries.canaryd.io", NS, "checkout") is None)
+        else:
+            await until_phase(store, "checkout", "Failed")
+        await world.wait_until(
+            lambda: stored_route(store, "checkout")["spec"] == as_written,
+            timeout=10,
+            message="the route back as the team wrote it",
+        )
+        if way_out != "deletion":
+            await world.wait_until(
+                lambda: not world.status(store, NS, "checkout").get("traffic", {}).get("routes"),
+                timeout=10,
+                message="status says nothing of canaryd's is left on the route",
+            )
+
+
+async def test_an_ab_run_survives_a_controller_restart_without_a_second_rule_or_a_rewrite(cluster):
+    store = cluster.store
+    create_app(store, "wallet", payments_route("wallet"), iterations=6, **AB)
+    analysis = ScriptedAnalysis()
+    async with controller(cluster, analysis):
+        await until_phase(store, "wallet", "Initialized")
+        as_written = stored_route(store, "wallet")["spec"]
+        during = await ab_running(cluster, "wallet")
+        await world.wait_until(lambda: world.status(store, NS, "wallet").get("step", 0) >= 2, timeout=10)
+    stopped_at = world.status(store, NS, "wallet")
+    assert stopped_at["phase"] == "Progressing"
+    version = stored_route(store, "wallet")["metadata"]["resourceVersion"]
+    assert stored_route(store, "wallet")["spec"] == during["spec"]
+    async with controller(cluster, analysis):
+        await world.wait_until(
+            lambda: world.status(store, NS, "wallet").get("step", 0) > stopped_at["step"], timeout=10
+        )
+        assert stored_route(store, "wallet")["metadata"]["resourceVersion"] == version, (
+            "the restarted controller rewrote the route"
+        )
+        await until_phase(store, "wallet", "Succeeded")
+    assert rule_names(store, "wallet") == [None, None]
+    assert stored_route(store, "wallet")["spec"] == as_written
