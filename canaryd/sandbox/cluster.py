@@ -2,8 +2,9 @@
 
 The CLI (`canaryd sandbox`), the demo, the end-to-end tests and the
 benchmarks all need the same thing: a Kubernetes API server with the
-Deployment controller, the Gateway implementation and the traffic data plane
-running against it, a kubeconfig pointing at it, and often a real Prometheus
+Deployment controller (Deployments, their ReplicaSets and Pods), the
+EndpointSlice controller, the Gateway implementation and the traffic data
+plane running against it, a kubeconfig pointing at it, and often a real Prometheus
 scraping the traffic metrics. `SandboxCluster` starts them in order, stops
 them in reverse order even when starting failed half-way, and leaves no
 process or temporary file behind::
@@ -29,7 +30,9 @@ from canaryd.sandbox.prometheus_server import PrometheusServer, find_binary
 from canaryd.sandbox.server.apiserver import SandboxApiServer
 from canaryd.sandbox.server.store import ObjectStore
 from canaryd.sandbox.sim.deployments import DEFAULT_READY_DELAY, DeploymentSimulator
+from canaryd.sandbox.sim.endpoints import EndpointsController
 from canaryd.sandbox.sim.gateway import CONTROLLER_NAME, SandboxGateway
+from canaryd.sandbox.sim.pods import DEFAULT_POD_CIDR
 from canaryd.sandbox.sim.traffic import DEFAULT_RPS, DEFAULT_TICK_INTERVAL, TrafficSimulator
 from canaryd.sandbox.store_view import StoreView
 
@@ -49,6 +52,9 @@ class SandboxCluster:
         scrape_interval: Prometheus scrape interval in seconds.
         ready_delay: seconds until a Deployment's new pods count as ready.
         time_scale: real seconds per second of a Deployment's progressDeadlineSeconds.
+        pod_cidr: where pod IPs come from (any range: the sandbox, unlike a real API server, accepts
+            loopback endpoints, so 127.x.y.0/24 lets real processes serve the pods); None: Deployments
+            get status only, with no ReplicaSets, Pods, EndpointSlices or Endpoints.
         tick_interval: seconds between traffic simulator ticks.
         default_rps: request rate of routes without the `sandbox.canaryd.io/rps` annotation.
         gateway_class: when set, a GatewayClass of that name for the sandbox gateway is created.
@@ -69,6 +75,7 @@ class SandboxCluster:
         scrape_interval: float = DEFAULT_SCRAPE_INTERVAL,
         ready_delay: float = DEFAULT_READY_DELAY,
         time_scale: float = 1.0,
+        pod_cidr: str | None = DEFAULT_POD_CIDR,
         tick_interval: float = DEFAULT_TICK_INTERVAL,
         default_rps: float = DEFAULT_RPS,
         gateway_class: str | None = None,
@@ -79,7 +86,10 @@ class SandboxCluster:
         self.api_server = SandboxApiServer(port=port, seed=seed, **(api_server_options or {}))
         self.store: ObjectStore = self.api_server.store
         view = StoreView(self.store)
-        self.deployments = DeploymentSimulator(view, ready_delay=ready_delay, time_scale=time_scale)
+        self.deployments = DeploymentSimulator(
+            view, ready_delay=ready_delay, time_scale=time_scale, pod_cidr=pod_cidr
+        )
+        self.endpoints = EndpointsController(view) if pod_cidr is not None else None
         self.gateway = SandboxGateway(view)
         self.traffic = TrafficSimulator(
             view, tick_interval=tick_interval, port=metrics_port, default_rps=default_rps
@@ -147,6 +157,9 @@ class SandboxCluster:
             self._kubeconfig_path = self._write_kubeconfig()
             self.deployments.start()
             self._started.append("deployments")
+            if self.endpoints is not None:
+                self.endpoints.start()
+                self._started.append("endpoints")
             self.gateway.start()
             self._started.append("gateway")
             if self.simulate_traffic:
@@ -181,6 +194,8 @@ class SandboxCluster:
                     self.gateway.stop()
                 elif part == "deployments":
                     self.deployments.stop()
+                elif part == "endpoints" and self.endpoints is not None:
+                    self.endpoints.stop()
                 elif part == "api":
                     await self.api_server.stop()
             except Exception as error:  # keep stopping the rest

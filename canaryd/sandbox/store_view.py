@@ -2,7 +2,8 @@
 
 The fast path: reads are the store's stored snapshots (no copy, no HTTP, no
 JSON), changes arrive from the store's subscriber hook as they are committed,
-and status is written through the store's status subresource update. This is
+status is written through the store's status subresource update and objects
+through its create, update and delete. This is
 what lets one process serve 1,000 Canaries' worth of simulated Deployments,
 routes and traffic. It satisfies `canaryd.sandbox.sim.cluster_view.ClusterView`,
 and is the only place that joins the server's store to the simulators.
@@ -77,6 +78,36 @@ class StoreView:
             body["metadata"]["namespace"] = namespace
         try:
             self.store.update_ref(self._name(resource), body, namespace, subresource="status")
+        except ApiError as error:
+            if error.code in (404, 409):
+                return False
+            raise
+        return True
+
+    def write(self, resource: Resource, obj: Obj) -> bool:
+        metadata = obj.get("metadata") or {}
+        namespace = metadata.get("namespace") or None
+        try:
+            if metadata.get("resourceVersion"):
+                self.store.update_ref(self._name(resource), dict(obj), namespace)
+            else:
+                self.store.create_ref(self._name(resource), dict(obj), namespace)
+        except ApiError as error:
+            if error.code in (404, 409):
+                return False
+            raise
+        return True
+
+    def delete(self, resource: Resource, obj: Obj) -> bool:
+        metadata = obj.get("metadata") or {}
+        uid = metadata.get("uid")
+        try:
+            self.store.delete_ref(
+                self._name(resource),
+                str(metadata.get("name")),
+                metadata.get("namespace") or None,
+                preconditions={"uid": uid} if uid else None,
+            )
         except ApiError as error:
             if error.code in (404, 409):
                 return False

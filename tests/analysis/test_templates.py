@@ -49,6 +49,8 @@ EXPECTED = {
     ("envoy-gateway.yaml", "envoy-gateway-latency-p99"): EXPECTED_MESH_P99_MS,
     ("istio.yaml", "istio-success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
     ("istio.yaml", "istio-latency-p99"): EXPECTED_MESH_P99_MS,
+    ("traefik.yaml", "traefik-success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
+    ("traefik.yaml", "traefik-latency-p99"): EXPECTED_CANARY_P99_MS,
 }
 
 

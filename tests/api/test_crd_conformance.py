@@ -4,15 +4,19 @@ A Canary that a cluster accepts must parse in the controller, and one the
 controller would refuse must never get into the cluster: otherwise a user
 gets a Canary that `kubectl apply` took but that silently never runs. Every
 sample and every object of a corpus (at least one per CRD rule, plus type,
-enum, bound and required-field violations) is judged twice, by the CRD
-schema with its CEL rules (through the sandbox's validator, after pruning and
-defaults) and by the models, and the verdicts must match.
+enum, bound and required-field violations) is judged three times: by the CRD
+schema with its CEL rules through the sandbox's validator (after pruning and
+defaults), by a real kube-apiserver with the CRDs installed (server-side dry
+run, on the cluster harness), and by the models. The verdicts must match, the
+real server's causes (field and message) must be the sandbox's, and what the
+real server would store must be what the models default to.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,15 +25,21 @@ from canaryd.api.models import CanarySpec, MetricTemplateSpec
 from canaryd.sandbox.server import openapi
 from tests.api.crd_support import (
     ANALYSIS_DIR,
+    CRD_DIR,
+    RealApiServer,
     base_canary,
     base_template,
     linear_canary,
     model_error,
     samples,
+    sandbox_causes,
     schema,
     server_errors,
     stored,
     valid_status,
+)
+from tests.api.crd_support import (
+    crd as _crd,
 )
 
 _DELETE = object()
@@ -73,6 +83,7 @@ def _with_status(**changes: Any) -> Callable[[], dict[str, Any]]:
     return build
 
 
+API = "canaryd.io/v1alpha1"
 SPEC = "spec"
 AN = "spec__analysis"
 M0 = "spec__analysis__metrics__0"
@@ -375,7 +386,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "interval-overflow",
         _with(base_canary, **{f"{AN}__interval": "3000000h"}),
         "spec.analysis.interval",
-        "out of range",
+        "type conversion error from 'string' to 'google.protobuf.Duration'",
     ),
     (
         "interval-too-long",
@@ -441,7 +452,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
     (
         "variables-not-strings",
         _with(base_canary, **{f"{M0}__variables": {"quantile": 0.99}}),
-        "spec.analysis.metrics[0].variables[quantile]",
+        "spec.analysis.metrics[0].variables.quantile",
         "must be of type string",
     ),
     (
@@ -454,7 +465,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "target-port-bool",
         _with(base_canary, **{"spec__service__targetPort": True}),
         "spec.service.targetPort",
-        "integer or string",
+        "must be of type integer,string",
     ),
     # --- enums
     (
@@ -673,7 +684,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "status-time-number",
         _with_status(status__lastProgressTime=1767225600),
         "status.lastProgressTime",
-        "must be of type string",
+        'must be of type date-time: "int64"',
     ),
     (
         "status-paused-string",
@@ -809,7 +820,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
     (
         "template-header-number",
         _with(base_template, **{"spec__provider__headers": {"X-Retries": 3}}),
-        "spec.provider.headers[X-Retries]",
+        "spec.provider.headers.X-Retries",
         "must be of type string",
     ),
     (
@@ -1320,3 +1331,164 @@ def test_the_corpus_does_not_mutate_the_samples() -> None:
     for _, build, _, _ in INVALID[:5]:
         build()
     assert samples("Canary") == before
+
+
+# --- the real kube-apiserver's verdict ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_server(real_cluster: Any) -> Iterator[RealApiServer]:
+    """canaryd's CRDs applied (server-side, idempotent) to the shared real cluster, and a namespace."""
+    real_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(CRD_DIR))
+    real_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/canaries.canaryd.io", "crd/metrictemplates.canaryd.io"
+    )
+    namespace = f"crd-conformance-{uuid.uuid4().hex[:8]}"
+    real_cluster.kubectl("create", "namespace", namespace)
+    server = RealApiServer(real_cluster, namespace)
+    try:
+        yield server
+    finally:
+        server.close()
+        real_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize(("case", "build", "path", "fragment"), INVALID, ids=[c[0] for c in INVALID])
+def test_the_real_api_server_refuses_every_invalid_object_with_the_sandboxs_causes(
+    real_server: RealApiServer, case: str, build: Callable[[], dict[str, Any]], path: str, fragment: str
+) -> None:
+    obj = build()
+    verdict = real_server.verdict(obj)
+    assert verdict.refused, f"{case}: the real API server accepted it"
+    assert any(field == path and fragment in message for field, message in verdict.causes), verdict.causes
+    assert verdict.causes == sandbox_causes(obj)
+
+
+def _accepted_cases() -> list[tuple[str, dict[str, Any]]]:
+    return [(case, build()) for case, build in VALID] + _sample_cases() + [
+        (f"analysis/{t['metadata']['name']}", t) for t in _shipped_templates()
+    ]
+
+
+@pytest.mark.parametrize(("name", "obj"), _accepted_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_real_api_server_accepts_every_sample_and_edge_object_and_defaults_it_like_the_models(
+    real_server: RealApiServer, name: str, obj: dict[str, Any]
+) -> None:
+    verdict = real_server.verdict(obj)
+    assert not verdict.refused, f"{name}: {verdict.causes}"
+    assert verdict.stored is not None
+    if verdict.stored["spec"] is None:
+        return  # judged through its status; the spec is the base sample's, checked as a sample
+    spec_model = CanarySpec if obj["kind"] == "Canary" else MetricTemplateSpec
+    assert verdict.stored["spec"] == stored(obj)["spec"], "the real server and the sandbox default unlike"
+    # The models keep every default the server filled in (and add none of their own).
+    assert spec_model.model_validate(verdict.stored["spec"]).dump() == verdict.stored["spec"]
+
+
+def test_the_real_api_server_gives_minimal_objects_every_default_the_models_give(
+    real_server: RealApiServer,
+) -> None:
+    common = {"targetRef": {"name": "api"}, "service": {"port": 80}, "routeRefs": [{"name": "api"}]}
+    metric = {"name": "m", "query": "up", "thresholdRange": {"max": 1}}
+    minimal = [
+        {**common, "analysis": {"stepWeight": 20}},
+        {**common, "analysis": {"stepWeights": [50], "metrics": [metric]}},
+    ]
+    for spec in minimal:
+        obj = {"apiVersion": API, "kind": "Canary", "metadata": {"name": "api"}, "spec": spec}
+        verdict = real_server.verdict(obj)
+        assert verdict.stored is not None, verdict.causes
+        assert verdict.stored["spec"] == CanarySpec.model_validate(spec).dump()
+    template = {"apiVersion": API, "kind": "MetricTemplate", "metadata": {"name": "m"}}
+    template["spec"] = {"query": "up"}
+    verdict = real_server.verdict(template)
+    assert verdict.stored is not None, verdict.causes
+    assert verdict.stored["spec"] == MetricTemplateSpec.model_validate(template["spec"]).dump()
+
+
+def test_the_real_api_server_prunes_an_unknown_field_like_the_sandbox(real_server: RealApiServer) -> None:
+    obj = base_canary()
+    obj["spec"]["analysis"]["stepWieghts"] = [1, 2]
+    verdict = real_server.verdict(obj)
+    assert verdict.stored is not None, verdict.causes
+    assert verdict.stored["spec"] == stored(obj)["spec"]
+    assert "stepWieghts" not in verdict.stored["spec"]["analysis"]
+
+
+# --- CRDs: what the real server refuses to install, the sandbox refuses alike ------------------------------
+
+
+def _probe_crd(rule: str, message_expression: str | None = None, **schema_changes: Any) -> dict[str, Any]:
+    validation: dict[str, Any] = {"rule": rule, "message": "m"}
+    if message_expression:
+        validation["messageExpression"] = message_expression
+    spec_schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"x": {"type": "integer"}, "s": {"type": "string", "maxLength": 10}},
+        "x-kubernetes-validations": [validation],
+        **schema_changes,
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "probes.conformance.example"},
+        "spec": {
+            "group": "conformance.example",
+            "scope": "Namespaced",
+            "names": {"plural": "probes", "kind": "Probe"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec_schema}}},
+                }
+            ],
+        },
+    }
+
+
+def _canary_crd_with_its_old_message_expression() -> dict[str, Any]:
+    """The Canary CRD with the maxWeight messageExpression a real server refused (now a static message)."""
+    crd = copy.deepcopy(_crd("Canary"))
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    analysis = spec["properties"]["analysis"]
+    rule = next(r for r in analysis["x-kubernetes-validations"] if r.get("fieldPath") == ".maxWeight")
+    rule["messageExpression"] = (
+        "'maxWeight (' + (has(self.maxWeight) ? string(self.maxWeight) : '50, the default') + "
+        "') must not be below stepWeight (' + string(self.stepWeight) + ')'"
+    )
+    crd["metadata"]["name"] = "canaries.old.canaryd.io"
+    crd["spec"]["group"] = "old.canaryd.io"
+    return crd
+
+
+CRD_CASES: list[tuple[str, Callable[[], dict[str, Any]], bool]] = [
+    ("concatenated-conversion-in-message", _canary_crd_with_its_old_message_expression, False),
+    ("concatenated-conversion-in-rule", lambda: _probe_crd("'a' + string(self.x) != ''"), False),
+    ("conversion-alone-in-message", lambda: _probe_crd("self.x > 0", "string(self.x)"), True),
+    ("concatenated-bounded-string", lambda: _probe_crd("self.x > 0", "'a' + self.s"), True),
+    ("method-of-a-conversion", lambda: _probe_crd("string(self.x).size() + 1 < 5"), True),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "accepted"), CRD_CASES, ids=[c[0] for c in CRD_CASES])
+def test_the_sandbox_refuses_the_crds_the_real_api_server_refuses_with_its_causes(
+    real_cluster: Any, case: str, build: Callable[[], dict[str, Any]], accepted: bool
+) -> None:
+    from canaryd.sandbox.server.errors import ApiError
+    from canaryd.sandbox.server.store import ObjectStore
+
+    crd = build()
+    code, answer = real_cluster.api(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions?dryRun=All", crd
+    )
+    assert code == (201 if accepted else 422), answer
+    try:
+        ObjectStore(gateway_api=False).create("customresourcedefinitions", crd)
+    except ApiError as error:
+        assert not accepted, f"{case}: the sandbox refused what the real server accepts: {error}"
+        real = sorted((c["field"], c["message"]) for c in answer["details"]["causes"])
+        assert sorted((c["field"], c["message"]) for c in error.causes or []) == real
+    else:
+        assert accepted, f"{case}: the sandbox accepted what the real server refuses: {answer}"

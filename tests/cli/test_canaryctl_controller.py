@@ -1,9 +1,11 @@
-"""`canaryctl` steering live runs of the real controller on the sandbox cluster.
+"""`canaryctl` steering live runs of the real controller, on each backend: the sandbox and the real cluster.
 
 The controller runs in-process (caches, workers, writers, the lifecycle) with a
 scripted analysis that always passes, so the only thing deciding the course of
 a run besides the schedule is what a person asks for with `canaryctl`. The
-program runs for real in its own thread and event loop, over HTTP.
+program runs for real in its own thread and event loop, over HTTP. On the real
+backend (tests/e2e/backends.py) the routes hang off a Gateway that Traefik
+accepts, and the controller and canaryctl talk to the real kube-apiserver.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from canaryd.runtime.controller import running_controller
 from canaryd.runtime.settings import Settings
 from canaryd.sandbox.cluster import SandboxCluster
 from tests.cli.test_canaryctl import Run, run_ctl
+from tests.e2e.backends import BACKENDS, SANDBOX, Backend, RealBackend, SandboxBackend
 from tests.runtime import world
 
-NS = "shop"
 METRIC = [{"name": "ok", "query": "vector(1)", "thresholdRange": {"min": 0}}]
 
 
@@ -33,42 +35,71 @@ class PassingAnalysis:
         return tuple(MetricResult(name=m.check.name, verdict=Verdict.PASS, value=1.0) for m in metrics)
 
 
-@pytest.fixture
-async def cluster() -> Any:
-    async with SandboxCluster(ready_delay=0.05, tick_interval=0.5) as sandbox:
-        world.install_crds(sandbox.store)
-        world.install_gateway(sandbox.store)
-        yield sandbox
+@pytest.fixture(params=BACKENDS)
+async def cluster(request: pytest.FixtureRequest) -> Any:
+    if request.param == SANDBOX:
+        async with SandboxCluster(ready_delay=0.05, tick_interval=0.5) as sandbox:
+            world.install_crds(sandbox.store)
+            world.install_gateway(sandbox.store)
+            env = SandboxBackend(sandbox)
+            sandbox.store.ensure_namespace(env.ns)
+            yield env
+        return
+    real = RealBackend(
+        request.getfixturevalue("real_cluster"), request.getfixturevalue("real_dataplane"), None
+    )
+    await asyncio.to_thread(real.setup)
+    try:
+        yield real
+    finally:
+        await asyncio.to_thread(real.teardown)
 
 
-def controller(cluster: Any) -> Any:
+def controller(cluster: Backend) -> Any:
+    scope = (
+        {}
+        if cluster.name == SANDBOX
+        else {"namespaces": [cluster.ns], "leader_election_namespace": cluster.system_ns}
+    )
     settings = Settings(
-        kubeconfig=str(cluster.kubeconfig_path), health_address="0", metrics_address="0",
-        prometheus_url="http://127.0.0.1:9", qps=500, burst=1000,
+        kubeconfig=str(cluster.kubeconfig_path),
+        health_address="0",
+        metrics_address="0",
+        prometheus_url="http://127.0.0.1:9",
+        qps=500,
+        burst=1000,
+        **scope,
     )
     return running_controller(settings, analyzer=PassingAnalysis())
 
 
-async def ctl(cluster: Any, *argv: str) -> Run:
-    return await asyncio.to_thread(run_ctl, "--kubeconfig", str(cluster.kubeconfig_path), "-n", NS, *argv)
+async def ctl(cluster: Backend, *argv: str) -> Run:
+    return await asyncio.to_thread(
+        run_ctl, "--kubeconfig", str(cluster.kubeconfig_path), "-n", cluster.ns, *argv
+    )
 
 
-def status(cluster: Any, name: str) -> dict[str, Any]:
-    return world.status(cluster.store, NS, name)
+def status(cluster: Backend, name: str) -> dict[str, Any]:
+    return world.status(cluster.store, cluster.ns, name)
 
 
-async def start_run(cluster: Any, name: str) -> world.WeightRecorder:
+def weights(cluster: Backend, name: str) -> tuple[int, int]:
+    return world.weights(cluster.store, cluster.ns, name)
+
+
+async def start_run(cluster: Backend, name: str) -> world.WeightRecorder:
     """Wait for the Canary to initialize, then roll out a new revision and wait for its first step."""
-    await world.wait_until(lambda: status(cluster, name).get("phase") == "Initialized", 15,
-                           message="initialized")
-    recorder = world.WeightRecorder(cluster.store, NS, name)
-    world.new_revision(cluster.store, NS, name, "app:2.0")
+    await world.wait_until(
+        lambda: status(cluster, name).get("phase") == "Initialized", 30, message="initialized"
+    )
+    recorder = world.WeightRecorder(cluster.store, cluster.ns, name)
+    world.new_revision(cluster.store, cluster.ns, name, "app:2.0")
     await world.wait_until(lambda: status(cluster, name).get("step", 0) >= 1, 15, message="first step")
     return recorder
 
 
-async def test_pause_holds_the_weight_resume_continues_and_promote_skips_the_rest(cluster: Any) -> None:
-    world.app(cluster.store, NS, "cart", step_weights=[10, 20, 30, 40, 50], interval="1s", metrics=METRIC)
+async def test_pause_holds_the_weight_resume_continues_and_promote_skips_the_rest(cluster: Backend) -> None:
+    cluster.app("cart", step_weights=[10, 20, 30, 40, 50], interval="1s", metrics=METRIC)
     async with controller(cluster):
         recorder = await start_run(cluster, "cart")
 
@@ -77,17 +108,18 @@ async def test_pause_holds_the_weight_resume_continues_and_promote_skips_the_res
         assert "pause acknowledged by the controller: paused at step" in paused.out
         weight, step = status(cluster, "cart")["canaryWeight"], status(cluster, "cart")["step"]
         held = (100 - weight, weight)
-        await world.wait_until(lambda: world.weights(cluster.store, NS, "cart") == held, 10,
-                               message="the paused step's weight on the route")
+        await world.wait_until(
+            lambda: weights(cluster, "cart") == held, 10, message="the paused step's weight on the route"
+        )
         await asyncio.sleep(2.5)  # more than two analysis intervals
-        assert world.weights(cluster.store, NS, "cart") == held
+        assert weights(cluster, "cart") == held
         assert status(cluster, "cart")["step"] == step
 
         page = await ctl(cluster, "status", "cart")
         assert page.code == 0
         assert "Paused:          yes" in page.out
         assert "Last action:     pause -> paused at step" in page.out
-        event_reasons = [e["reason"] for e in world.events(cluster.store, NS, "cart")]
+        event_reasons = [e["reason"] for e in world.events(cluster.store, cluster.ns, "cart")]
         assert "Paused" in event_reasons
 
         again = await ctl(cluster, "pause", "cart")
@@ -111,8 +143,8 @@ async def test_pause_holds_the_weight_resume_continues_and_promote_skips_the_res
         recorder.close()
 
 
-async def test_abort_rolls_back_and_retry_survives_a_controller_restart(cluster: Any) -> None:
-    world.app(cluster.store, NS, "pay", step_weights=[20, 40, 60, 80], interval="1s", metrics=METRIC)
+async def test_abort_rolls_back_and_retry_survives_a_controller_restart(cluster: Backend) -> None:
+    cluster.app("pay", step_weights=[20, 40, 60, 80], interval="1s", metrics=METRIC)
     async with controller(cluster):
         recorder = await start_run(cluster, "pay")
         watching = asyncio.create_task(ctl(cluster, "status", "pay", "--watch"))
@@ -124,10 +156,14 @@ async def test_abort_rolls_back_and_retry_survives_a_controller_restart(cluster:
         assert "phase Failed, weight 0%" in aborted.out
         assert (await asyncio.wait_for(watching, 20)).code == canaryctl.EXIT_CANARY_FAILED
         # The controller records the decision in status, then moves traffic and scales down.
-        await world.wait_until(lambda: world.weights(cluster.store, NS, "pay") == (100, 0), 10,
-                               message="traffic back on the primary")
-        await world.wait_until(lambda: cluster.store.get("deployments", "pay", NS)["spec"]["replicas"] == 0,
-                               10, message="canary scaled to 0")
+        await world.wait_until(
+            lambda: weights(cluster, "pay") == (100, 0), 10, message="traffic back on the primary"
+        )
+        await world.wait_until(
+            lambda: cluster.store.get("deployments", "pay", cluster.ns)["spec"]["replicas"] == 0,
+            10,
+            message="canary scaled to 0",
+        )
         assert (await ctl(cluster, "status", "pay")).code == canaryctl.EXIT_CANARY_FAILED
 
         refused = await ctl(cluster, "promote", "pay")
@@ -144,7 +180,8 @@ async def test_abort_rolls_back_and_retry_survives_a_controller_restart(cluster:
     async with controller(cluster):
         await world.wait_until(
             lambda: (status(cluster, "pay").get("lastAction") or {}).get("id") == request_id,
-            15, message="retry acknowledged after the restart",
+            15,
+            message="retry acknowledged after the restart",
         )
         assert status(cluster, "pay")["lastAction"]["result"].startswith("restarted the run of revision")
         watched = await ctl(cluster, "status", "pay", "--watch", "--timeout", "30s")
@@ -152,24 +189,26 @@ async def test_abort_rolls_back_and_retry_survives_a_controller_restart(cluster:
         # Rolled back, then the same revision walked the whole schedule again and was promoted.
         rollback = recorder.sequence.index((100, 0))
         assert recorder.sequence[rollback:] == [(100, 0), (80, 20), (60, 40), (40, 60), (20, 80), (100, 0)]
-        retried = [e for e in world.events(cluster.store, NS, "pay") if e["reason"] == "Retried"]
+        retried = [e for e in world.events(cluster.store, cluster.ns, "pay") if e["reason"] == "Retried"]
         assert retried and "retry requested by" in retried[0]["note"]
         recorder.close()
 
 
-async def test_promote_step_walks_a_slow_schedule_one_step_at_a_time(cluster: Any) -> None:
+async def test_promote_step_walks_a_slow_schedule_one_step_at_a_time(cluster: Backend) -> None:
     # An interval of ten minutes: within this test only `promote --step` moves the weight.
-    world.app(cluster.store, NS, "slow", step_weights=[10, 40], interval="10m", metrics=METRIC)
+    cluster.app("slow", step_weights=[10, 40], interval="10m", metrics=METRIC)
     async with controller(cluster):
         recorder = await start_run(cluster, "slow")
-        await world.wait_until(lambda: world.weights(cluster.store, NS, "slow") == (90, 10), 10,
-                               message="first step's weight on the route")
+        await world.wait_until(
+            lambda: weights(cluster, "slow") == (90, 10), 10, message="first step's weight on the route"
+        )
 
         stepped = await ctl(cluster, "promote", "slow", "--step")
         assert stepped.code == 0, stepped.err
         assert "promote-step acknowledged by the controller: advanced to step 2 (40%)" in stepped.out
-        await world.wait_until(lambda: world.weights(cluster.store, NS, "slow") == (60, 40), 10,
-                               message="second step's weight on the route")
+        await world.wait_until(
+            lambda: weights(cluster, "slow") == (60, 40), 10, message="second step's weight on the route"
+        )
 
         final = await ctl(cluster, "promote", "slow", "--step", "-o", "json")
         assert final.code == 0, final.err

@@ -33,36 +33,14 @@ from canaryd.api.constants import API_VERSION, GATEWAY_GROUP
 from canaryd.runtime.controller import running_controller
 from canaryd.runtime.settings import Settings
 from canaryd.sandbox.cluster import SandboxCluster
+from tests.manifests.rbac_audit import INSTALL_NAMESPACE, SERVICE_ACCOUNT_USER, Grant, differences, granted
 from tests.manifests.rendering import MANIFESTS, render
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus]
 
-INSTALL_NAMESPACE = "canaryd-system"
-SERVICE_ACCOUNT_USER = f"system:serviceaccount:{INSTALL_NAMESPACE}:canaryd"
 TOKEN = "canaryd-service-account-token"
 APP_NAMESPACE = "shop"
 GATEWAY_CLASS = "sandbox"
-
-Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
-
-
-def granted(objects: list[dict[str, Any]]) -> tuple[set[Grant], set[Grant]]:
-    """(grants of ClusterRole canaryd-manager, grants of Role canaryd-leader-election in its namespace)."""
-
-    def expand(role: dict[str, Any]) -> set[Grant]:
-        grants: set[Grant] = set()
-        for rule in role["rules"]:
-            assert "*" not in rule["verbs"] and "*" not in rule["resources"], (
-                f"wildcard in {role['metadata']}"
-            )
-            grants |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-        return grants
-
-    by_name = {(o["kind"], o["metadata"]["name"]): o for o in objects}
-    cluster = expand(by_name[("ClusterRole", "canaryd-manager")])
-    lease_role = by_name[("Role", "canaryd-leader-election")]
-    assert lease_role["metadata"]["namespace"] == INSTALL_NAMESPACE
-    return cluster, expand(lease_role)
 
 
 def sandbox_rules(grants: set[Grant]) -> list[str]:
@@ -321,19 +299,8 @@ async def test_controller_rbac_is_exactly_what_the_controller_uses(tmp_path: Pat
             f"requests the install's RBAC refuses: {sorted({(e.verb, e.resource) for e in refused})}"
         )
 
-        used: set[Grant] = set()
-        for entry in entries:
-            resource = f"{entry.resource}/{entry.subresource}" if entry.subresource else entry.resource
-            used.add((entry.group, resource, entry.verb))
-            if entry.resource == "leases":
-                assert entry.namespace == INSTALL_NAMESPACE, "the Lease lives in the install namespace only"
-        lease_used = {g for g in used if g[1] == "leases"}
-        assert lease_used == lease_grants, (
-            f"Role canaryd-leader-election: missing {sorted(lease_used - lease_grants)}, "
-            f"unused {sorted(lease_grants - lease_used)}"
-        )
-        cluster_used = used - lease_used
-        assert cluster_used == cluster_grants, (
-            f"ClusterRole canaryd-manager: missing {sorted(cluster_used - cluster_grants)}, "
-            f"unused {sorted(cluster_grants - cluster_used)}"
-        )
+        used = [
+            ((e.group, f"{e.resource}/{e.subresource}" if e.subresource else e.resource, e.verb), e.namespace)
+            for e in entries
+        ]
+        assert differences(used, cluster_grants, lease_grants) == []

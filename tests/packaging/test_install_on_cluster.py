@@ -8,7 +8,8 @@ created in the restricted namespace (a pod the Pod Security admission refuses
 never appears). Helm's uninstall then keeps the CRDs, as the chart promises.
 
 These tests need a cluster of their own (they install cluster-wide objects and
-remove them again): the `real_cluster` fixture of the cluster harness, or a
+remove them again): the `install_cluster` fixture of the cluster harness (not
+the shared `real_cluster`, whose other tests rely on canaryd's CRDs), or a
 kubeconfig in $CANARYD_TEST_CLUSTER_KUBECONFIG. Without either they are skipped,
 saying so.
 """
@@ -31,7 +32,7 @@ from tests.packaging.conftest import CHART, NAMESPACE, REPO, run_helm
 INSTALL = REPO / "deploy" / "install.yaml"
 CRDS = ("canaries.canaryd.io", "metrictemplates.canaryd.io")
 NO_CLUSTER = (
-    "no real cluster: these tests run on the cluster harness's `real_cluster` fixture, "
+    "no real cluster: these tests run on the cluster harness's `install_cluster` fixture, "
     "or on the cluster named by CANARYD_TEST_CLUSTER_KUBECONFIG"
 )
 
@@ -47,7 +48,7 @@ def _kubeconfig_of(cluster: Any) -> Path:
 @pytest.fixture
 def cluster_kubeconfig(request: pytest.FixtureRequest) -> Path:
     try:
-        return _kubeconfig_of(request.getfixturevalue("real_cluster"))
+        return _kubeconfig_of(request.getfixturevalue("install_cluster"))
     except pytest.FixtureLookupError:
         pass
     given = os.environ.get("CANARYD_TEST_CLUSTER_KUBECONFIG")

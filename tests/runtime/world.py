@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,9 @@ def condition(store: Any, namespace: str, name: str, type_: str) -> dict[str, An
 
 def events(store: Any, namespace: str, name: str) -> list[dict[str, Any]]:
     items, _ = store.list_refs("events.events.k8s.io", namespace=namespace)
-    found = [e for e in items if (e.get("regarding") or {}).get("name") == name]
+    # The Canary's: a real cluster's Deployment controller also reports on the Deployment of that name.
+    found = [e for e in items if (e.get("regarding") or {}).get("name") == name
+             and (e.get("regarding") or {}).get("kind") == "Canary"]  # fmt: skip
     return sorted(found, key=lambda e: e["metadata"].get("resourceVersion", "0").zfill(20))
 
 
@@ -193,6 +196,8 @@ class WeightRecorder:
 
     def __init__(self, store: Any, namespace: str, name: str, kind: str = "HTTPRoute") -> None:
         self.sequence: list[tuple[int, int]] = []
+        #: (time.monotonic(), pair) for each entry of ``sequence``: when the change was seen.
+        self.changes: list[tuple[float, tuple[int, int]]] = []
         self._key = (namespace, name, kind)
         self._unsubscribe = store.subscribe(self._on_event)
 
@@ -210,6 +215,7 @@ class WeightRecorder:
                 pair = (refs[f"{name}-primary"], refs[f"{name}-canary"])
                 if not self.sequence or self.sequence[-1] != pair:
                     self.sequence.append(pair)
+                    self.changes.append((time.monotonic(), pair))
                 return
 
     def close(self) -> None:

@@ -162,7 +162,15 @@ async def test_gateway_api_versions_are_views_of_the_same_objects(
                     {
                         "parentRef": {"name": "gw"},
                         "controllerName": "canaryd.io/sandbox-gateway",
-                        "conditions": [{"type": "Accepted", "status": "True"}],
+                        "conditions": [
+                            {
+                                "type": "Accepted",
+                                "status": "True",
+                                "reason": "Accepted",
+                                "message": "",
+                                "lastTransitionTime": "2026-05-01T10:00:00Z",
+                            }
+                        ],
                     }
                 ]
             }
@@ -259,11 +267,20 @@ async def test_gateway_api_defaults_and_bounds_like_the_crds(
             ],
         },
     }
+    # The CRD's CEL rules apply: a filter without its configuration is refused, as a real server does.
+    refused = await sandbox_http.post(routes, json=route)
+    assert refused.status == 422
+    cause = (await refused.json())["details"]["causes"][0]
+    assert cause["field"] == "spec.rules[0].filters[0]"
+    assert "filter.requestHeaderModifier must be specified" in cause["message"]
+    modifier = {"set": [{"name": "X-Route", "value": "r"}]}
+    route["spec"]["rules"][0]["filters"][0]["requestHeaderModifier"] = modifier
     created = await (await sandbox_http.post(routes, json=route)).json()
     primary, canary = created["spec"]["rules"][0]["backendRefs"]
     assert (primary["weight"], primary["kind"], primary["group"], canary["weight"]) == (1, "Service", "", 0)
     assert created["spec"]["parentRefs"][0]["kind"] == "Gateway"
-    assert created["spec"]["rules"][0]["filters"] == [{"type": "RequestHeaderModifier"}]  # kept as written
+    filters = [{"type": "RequestHeaderModifier", "requestHeaderModifier": modifier}]
+    assert created["spec"]["rules"][0]["filters"] == filters  # kept as written
     response = await sandbox_http.patch(
         f"{routes}/r",
         json=[

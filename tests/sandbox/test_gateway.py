@@ -568,7 +568,7 @@ async def test_sandbox_gateway_keeps_entries_written_by_other_controllers() -> N
         await eventually(lambda: route_conditions(store).get("Accepted") == ("True", "Accepted"))
         current = store.get("httproutes.gateway.networking.k8s.io", "payments-api", "payments")
         foreign = {
-            "parentRef": {"name": "mesh"},
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "mesh"},
             "controllerName": "example.com/mesh",
             "conditions": [
                 {

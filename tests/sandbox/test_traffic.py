@@ -34,7 +34,15 @@ ACCEPTED_STATUS = {
         {
             "parentRef": {"name": "public"},
             "controllerName": CONTROLLER_NAME,
-            "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}],
+            "conditions": [
+                {
+                    "type": "Accepted",
+                    "status": "True",
+                    "reason": "Accepted",
+                    "message": "",
+                    "lastTransitionTime": "2026-05-01T10:00:00Z",
+                }
+            ],
         }
     ]
 }

@@ -334,6 +334,46 @@ def _validate_crd(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause
         old_spec = old.get("spec") or {}
         if old_spec.get("group") != group:
             causes.append(_cause("spec.group", f'Invalid value: "{group}": field is immutable'))
+    causes.extend(_schema_causes(versions))
+    return causes
+
+
+#: check_schema's verdict by schema object (held, so its id stays its own); schemas are immutable.
+_CHECKED: dict[int, tuple[dict[str, Any], tuple[str, ...]]] = {}
+
+
+def _checked_schema(schema: dict[str, Any]) -> tuple[str, ...]:
+    """``openapi.check_schema``, once per schema object: every sandbox store starts with the same
+    (shared) Gateway API CRDs, whose defaults take a second of CEL to check."""
+    cached = _CHECKED.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    problems = tuple(openapi.check_schema(schema))
+    if len(_CHECKED) > 256:
+        _CHECKED.clear()
+    _CHECKED[id(schema)] = (schema, problems)
+    return problems
+
+
+def _schema_causes(versions: list[dict[str, Any]]) -> list[Cause]:
+    """What kube-apiserver finds wrong with the versions' schemas (structure, CEL rules, their cost).
+
+    Fields are named as it names them: ``spec.validation.openAPIV3Schema...`` when every version has
+    the same schema (it keeps one copy then), else ``spec.versions[i].schema.openAPIV3Schema...``.
+    """
+    schemas = [((v.get("schema") or {}).get("openAPIV3Schema")) for v in versions]
+    if not any(schemas):
+        return []
+    shared = all(s == schemas[0] for s in schemas)
+    causes: list[Cause] = []
+    for position, schema in enumerate(schemas[:1] if shared else schemas):
+        if not isinstance(schema, dict):
+            continue
+        prefix = "spec.validation." if shared else f"spec.versions[{position}].schema."
+        for problem in _checked_schema(schema):
+            location, _, message = problem.partition(": ")
+            reason = "FieldValueForbidden" if message.startswith("Forbidden") else "FieldValueInvalid"
+            causes.append(_cause(prefix + location, message, reason))
     return causes
 
 
@@ -342,7 +382,8 @@ def apply_schema(rtype: ResourceType, obj: dict[str, Any]) -> tuple[dict[str, An
     if rtype.schema is None:
         return obj, []
     defaulted = openapi.apply_defaults(rtype.schema, obj)  # a pruned, defaulted copy
-    return defaulted, [problem.as_cause() for problem in openapi.validate(rtype.schema, defaulted)]
+    problems = openapi.validate(rtype.schema, defaulted, status_subresource=rtype.has_status)
+    return defaulted, [problem.as_cause() for problem in problems]
 
 
 def unknown_fields(rtype: ResourceType, obj: Any) -> list[str]:

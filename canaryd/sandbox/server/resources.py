@@ -2,15 +2,18 @@
 
 A resource type is what discovery advertises and what URL paths resolve to:
 group, version, plural, kind, scope, subresources and printer columns. The
-built-in list covers what canaryd and its users touch on a real cluster
-(namespaces, services, deployments, events, leases, secrets, configmaps,
-CRDs and the Gateway API kinds); a CustomResourceDefinition written to the
-store adds its served versions here, and deleting it removes them.
+built-in list covers what canaryd, its install and its users touch on a real
+cluster (namespaces, services, deployments, events, leases, secrets,
+configmaps, CRDs; pods, replicasets, endpointslices and endpoints, which the
+simulators write; serviceaccounts, the RBAC kinds, poddisruptionbudgets,
+networkpolicies and admission policies, stored but not enforced); a
+CustomResourceDefinition written to the store adds its served versions here,
+and deleting it removes them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -51,15 +54,13 @@ class ResourceType:
     crd_name: str | None = None
     #: selectable fields beyond metadata.name/namespace (field selectors on list and watch).
     selectable_fields: tuple[str, ...] = field(default=())
-    #: served from a CustomResourceDefinition on a real cluster (the Gateway API kinds), though built in here
-    custom_resource: bool = False
     #: the group whose objects this type shows (events.k8s.io Events are core Events); None: its own.
     storage_group: str | None = None
 
     @property
     def is_custom(self) -> bool:
         """Behaves as a custom resource: no strategic merge patch, no unconditional updates."""
-        return self.crd_name is not None or self.custom_resource
+        return self.crd_name is not None
 
     @property
     def api_version(self) -> str:
@@ -84,17 +85,6 @@ class ResourceType:
         return ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
-def _col(
-    name: str, json_path: str, type_: str = "string", description: str = "", priority: int = 0
-) -> PrinterColumn:
-    return PrinterColumn(
-        name=name, type=type_, json_path=json_path, description=description, priority=priority
-    )
-
-
-_GW = "gateway.networking.k8s.io"
-_AGE = _col("Age", ".metadata.creationTimestamp", "date")
-
 # Field selectors the real server supports on events (the events.k8s.io view names them regarding.*).
 _CORE_EVENT_FIELDS = (
     *(
@@ -107,45 +97,38 @@ _CORE_EVENT_FIELDS = (
     "type",
 )
 
-def _gateway_api(
-    version: str,
-    plural: str,
-    kind: str,
-    namespaced: bool,
-    short_names: tuple[str, ...] = (),
-    *,
-    status: bool = True,
-    columns: tuple[PrinterColumn, ...] = (),
-) -> ResourceType:
-    """A Gateway API kind: built in here, a custom resource (category gateway-api) on a real cluster."""
-    return ResourceType(
-        _GW, version, plural, kind, namespaced, kind.lower(), short_names, ("gateway-api",),
-        has_status=status, printer_columns=columns, custom_resource=True,
-    )  # fmt: skip
+_RBAC = "rbac.authorization.k8s.io"
+_ADMISSION = "admissionregistration.k8s.io"
 
-
-_HOSTNAMES = _col("Hostnames", ".spec.hostnames")
-_GATEWAY_API_V1 = (
-    _gateway_api(
-        "v1", "gatewayclasses", "GatewayClass", False, ("gc",),
-        columns=(
-            _col("Controller", ".spec.controllerName"),
-            _col("Accepted", '.status.conditions[?(@.type=="Accepted")].status'),
-            _AGE,
-            _col("Description", ".spec.description", priority=1),
-        ),
-    ),
-    _gateway_api(
-        "v1", "gateways", "Gateway", True, ("gtw",),
-        columns=(
-            _col("Class", ".spec.gatewayClassName"),
-            _col("Address", ".status.addresses[*].value"),
-            _col("Programmed", '.status.conditions[?(@.type=="Programmed")].status'),
-            _AGE,
-        ),
-    ),
-    _gateway_api("v1", "httproutes", "HTTPRoute", True, columns=(_HOSTNAMES, _AGE)),
-    _gateway_api("v1", "grpcroutes", "GRPCRoute", True, columns=(_HOSTNAMES, _AGE)),
+# What the simulators write (Pods, ReplicaSets, EndpointSlices, Endpoints: see canaryd.sandbox.sim) and
+# what an install holds that only a real cluster acts on (ServiceAccounts, RBAC, disruption budgets,
+# network policies, admission policies): stored, defaulted as the real server defaults them, never enforced.
+_STORED_TYPES: tuple[ResourceType, ...] = (
+    ResourceType("", "v1", "pods", "Pod", True, "pod", ("po",), ("all",), has_status=True,
+                 strategic_merge=True),
+    ResourceType("apps", "v1", "replicasets", "ReplicaSet", True, "replicaset", ("rs",), ("all",),
+                 has_status=True, has_scale=True, strategic_merge=True),
+    ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, "endpointslice",
+                 strategic_merge=True),
+    ResourceType("", "v1", "endpoints", "Endpoints", True, "endpoints", ("ep",), tracks_generation=False,
+                 strategic_merge=True),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ("sa",),
+                 tracks_generation=False, strategic_merge=True),
+    ResourceType(_RBAC, "v1", "clusterroles", "ClusterRole", False, "clusterrole",
+                 tracks_generation=False, strategic_merge=True),
+    ResourceType(_RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", False, "clusterrolebinding",
+                 tracks_generation=False, strategic_merge=True),
+    ResourceType(_RBAC, "v1", "roles", "Role", True, "role", tracks_generation=False, strategic_merge=True),
+    ResourceType(_RBAC, "v1", "rolebindings", "RoleBinding", True, "rolebinding", tracks_generation=False,
+                 strategic_merge=True),
+    ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget",
+                 ("pdb",), has_status=True, strategic_merge=True),
+    ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy",
+                 ("netpol",), strategic_merge=True),
+    ResourceType(_ADMISSION, "v1", "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False,
+                 "validatingadmissionpolicy", has_status=True, strategic_merge=True),
+    ResourceType(_ADMISSION, "v1", "validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding",
+                 False, "validatingadmissionpolicybinding", strategic_merge=True),
 )  # fmt: skip
 
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
@@ -248,12 +231,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         has_status=True,
         strategic_merge=True,
     ),
-    *_GATEWAY_API_V1,
-    _gateway_api(
-        "v1beta1", "referencegrants", "ReferenceGrant", True, ("refgrant",), status=False, columns=(_AGE,)
-    ),
-    # The standard channel still serves v1beta1 of the older Gateway API kinds (without printer columns).
-    *(replace(t, version="v1beta1", printer_columns=()) for t in _GATEWAY_API_V1 if t.kind != "GRPCRoute"),
+    *_STORED_TYPES,
 )
 
 #: The version each group prefers (listed first in discovery).
@@ -263,16 +241,12 @@ _PREFERRED = {
     "events.k8s.io": "v1",
     "coordination.k8s.io": "v1",
     "apiextensions.k8s.io": "v1",
-    _GW: "v1",
+    "discovery.k8s.io": "v1",
+    _RBAC: "v1",
+    "policy": "v1",
+    "networking.k8s.io": "v1",
+    _ADMISSION: "v1",
 }
-
-
-def _with_gateway_schema(resource_type: ResourceType) -> ResourceType:
-    from canaryd.sandbox.server.gateway_schemas import SCHEMAS
-
-    if resource_type.group != _GW or resource_type.kind not in SCHEMAS:
-        return resource_type
-    return replace(resource_type, schema=SCHEMAS[resource_type.kind])
 
 
 class ResourceRegistry:
@@ -283,7 +257,7 @@ class ResourceRegistry:
         self._resolved: dict[str, ResourceType] = {}
         self._preferred_version: dict[str, str] = dict(_PREFERRED)
         for resource_type in BUILTIN_TYPES:
-            self.add(_with_gateway_schema(resource_type))
+            self.add(resource_type)
 
     def add(self, resource_type: ResourceType) -> None:
         self._types[(resource_type.group, resource_type.version, resource_type.plural)] = resource_type

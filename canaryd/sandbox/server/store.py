@@ -53,6 +53,8 @@ object without a new resourceVersion or event (like the real server);
 generation is bumped when anything outside metadata and status changes;
 objects must be created in an existing namespace ("default", "kube-system",
 "kube-public" and "kube-node-lease" exist) unless `require_namespaces=False`;
+the Gateway API CRDs of the standard channel are installed from the start
+(`gateway_api=False`: none, as on a cluster without them; see gateway_api.py);
 writes through `/status` (update_status, subresource="status") change only
 status and writes to the main resource never change status; strategic merge
 patch is refused (415) for custom resources; built-in kinds get the real
@@ -76,6 +78,7 @@ from typing import Any, ParamSpec
 from canaryd.api.timestamps import format_rfc3339
 from canaryd.sandbox.labels import labels_match
 from canaryd.sandbox.server import admission, conversion, errors
+from canaryd.sandbox.server import gateway_api as gateway_api_crds
 from canaryd.sandbox.server.admission import shallow_copy_with_metadata
 from canaryd.sandbox.server.cascade import Cascade
 from canaryd.sandbox.server.errors import ApiError
@@ -138,6 +141,7 @@ class ObjectStore:
         require_namespaces: bool = True,
         clock: Callable[[], datetime] | None = None,
         registry: ResourceRegistry | None = None,
+        gateway_api: bool = True,
     ) -> None:
         self.registry = registry or ResourceRegistry()
         self.require_namespaces = require_namespaces
@@ -154,6 +158,11 @@ class ObjectStore:
         self._cluster_ip_counter = 10
         for name in DEFAULT_NAMESPACES:
             self.create("namespaces", {"metadata": {"name": name}})
+        if gateway_api:
+            for crd in gateway_api_crds.crds():
+                # Shared with every store (read-only, as stored objects are): copy only what a create sets.
+                handed_over = {**crd, "metadata": dict(crd["metadata"]), "spec": dict(crd["spec"])}
+                self.create_ref("customresourcedefinitions", handed_over, handed_over=True)
 
     # ------------------------------------------------------------------ lookup helpers
 
@@ -273,7 +282,9 @@ class ObjectStore:
         namespace: str | None = None,
         *,
         dry_run: bool = False,
+        handed_over: bool = False,
     ) -> dict[str, Any]:
+        """Create ``obj`` (copied first, unless ``handed_over``: the store may then keep it as it is)."""
         rtype = self.resource_type(resource)
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
@@ -284,7 +295,7 @@ class ObjectStore:
             stored_shape = conversion.to_storage(rtype, obj, storage_type)
             created = self.create_ref(storage_type, stored_shape, namespace, dry_run=dry_run)
             return self._versioned(rtype, created)
-        new = clone(obj)
+        new = obj if handed_over else clone(obj)
         metadata = new.get("metadata")
         if not isinstance(metadata, dict):
             metadata = {}

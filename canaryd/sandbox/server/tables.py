@@ -94,8 +94,6 @@ def _literal(text: str) -> Any:
         return text
 
 
-
-
 def age(timestamp: str | None, now: datetime) -> str:
     if not timestamp:
         return "<unknown>"
@@ -230,6 +228,72 @@ def _builtin_columns(
                     or "<none>"
                 ),
             ),
+        ]
+    if key == ("", "Pod"):
+
+        def ready(o: dict[str, Any]) -> str:
+            statuses = (o.get("status") or {}).get("containerStatuses") or []
+            containers = (o.get("spec") or {}).get("containers") or []
+            return f"{sum(1 for c in statuses if c.get('ready'))}/{len(containers)}"
+
+        return [
+            name_col,
+            (_definition("Ready", description="The aggregate readiness state of this pod"), ready),
+            (
+                _definition("Status", description="The aggregate status of the containers in this pod."),
+                lambda o: (o.get("status") or {}).get("phase", "Pending"),
+            ),
+            (
+                _definition("Restarts", description="The number of times the containers were restarted"),
+                lambda o: "0",
+            ),
+            age_col,
+            (
+                _definition("IP", priority=1, description="IP address allocated to the pod"),
+                lambda o: (o.get("status") or {}).get("podIP") or "<none>",
+            ),
+            (
+                _definition("Node", priority=1, description="Name of the Node the pod is assigned to"),
+                lambda o: (o.get("spec") or {}).get("nodeName") or "<none>",
+            ),
+        ]
+    if key == ("apps", "ReplicaSet"):
+
+        def count(field: str) -> Callable[[dict[str, Any]], int]:
+            return lambda o: int((o.get("status") or {}).get(field, 0) or 0)
+
+        return [
+            name_col,
+            (
+                _definition("Desired", "integer", description="Number of desired pods."),
+                lambda o: int((o.get("spec") or {}).get("replicas", 1)),
+            ),
+            (
+                _definition("Current", "integer", description="Number of actually running pods."),
+                count("replicas"),
+            ),
+            (_definition("Ready", "integer", description="Number of ready pods."), count("readyReplicas")),
+            age_col,
+        ]
+    if key == ("discovery.k8s.io", "EndpointSlice"):
+
+        def slice_ports(o: dict[str, Any]) -> str:
+            return ",".join(str(p.get("port")) for p in o.get("ports") or []) or "<unset>"
+
+        def slice_endpoints(o: dict[str, Any]) -> str:
+            return (
+                ",".join(a for e in o.get("endpoints") or [] for a in e.get("addresses") or []) or "<unset>"
+            )
+
+        return [
+            name_col,
+            (
+                _definition("AddressType", description="The type of addresses in this slice."),
+                lambda o: o.get("addressType", ""),
+            ),
+            (_definition("Ports", description="The ports of the endpoints."), slice_ports),
+            (_definition("Endpoints", description="The addresses of the endpoints."), slice_endpoints),
+            age_col,
         ]
     if key == ("", "Namespace"):
         return [

@@ -22,7 +22,8 @@ status of an object replacing one not yet sent; a write that loses a race
 (409, or 422 from the failed ``test``) is dropped, because the change that
 beat it arrives through the watch and the simulator computes again. A
 written object goes straight into the view, as the controller's own writes
-go into its caches.
+go into its caches. Object writes (create, replace, delete) are sent the same
+way, one at a time per object, the newest replacing one not yet sent.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class ApiClusterView:
             informer.add_handler(self._follower(resource))
         self._pending: dict[tuple[Resource, str, str], tuple[Obj, Mapping[str, Any]]] = {}
         self._sending: set[tuple[Resource, str, str]] = set()
+        self._object_ops: dict[tuple[Resource, str, str], tuple[str, Obj]] = {}
+        self._object_sending: set[tuple[Resource, str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._write_slots = asyncio.Semaphore(writes_in_flight)
         #: Status writes the server accepted, and those it refused as stale (tests and benchmarks read these).
@@ -183,3 +186,48 @@ class ApiClusterView:
             self.writes += 1
             self._informers[resource].store(written)
             return
+
+    def write(self, resource: Resource, obj: Obj) -> bool:
+        return self._queue_object_op(resource, "write", obj)
+
+    def delete(self, resource: Resource, obj: Obj) -> bool:
+        return self._queue_object_op(resource, "delete", obj)
+
+    def _queue_object_op(self, resource: Resource, op: str, obj: Obj) -> bool:
+        self._known(resource)
+        key = (resource, *name_of(obj))
+        self._object_ops[key] = (op, obj)
+        if key not in self._object_sending:
+            self._object_sending.add(key)
+            task = asyncio.get_running_loop().create_task(self._send_object_ops(key), name=f"{op}:{resource}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _send_object_ops(self, key: tuple[Resource, str, str]) -> None:
+        resource, namespace, name = key
+        try:
+            while key in self._object_ops:
+                op, obj = self._object_ops.pop(key)
+                async with self._write_slots:
+                    try:
+                        if op == "delete":
+                            await self.client.delete(resource, namespace, name)
+                        elif (obj.get("metadata") or {}).get("resourceVersion"):
+                            self._informers[resource].store(
+                                await self.client.replace(resource, namespace, name, dict(obj))
+                            )
+                        else:
+                            self._informers[resource].store(
+                                await self.client.create(resource, namespace, dict(obj))
+                            )
+                        self.writes += 1
+                    except ApiError as error:
+                        if error.conflict or error.not_found or error.already_exists:
+                            self.stale_writes += 1
+                        else:
+                            log.warning(
+                                "%s of %s %s/%s failed: %s", op, resource.plural, namespace, name, error
+                            )
+        finally:
+            self._object_sending.discard(key)

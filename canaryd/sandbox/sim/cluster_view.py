@@ -1,8 +1,10 @@
-"""What the simulators may know of a cluster, and the one thing they write to it.
+"""What the simulators may know of a cluster, and what they write to it.
 
-A Deployment controller, a Gateway implementation and a data plane all work
-the same way: keep a picture of a few kinds of objects current from a watch,
-decide, and write status. `ClusterView` is that much of a Kubernetes client
+A Deployment controller, an EndpointSlice controller, a Gateway
+implementation and a data plane all work the same way: keep a picture of a
+few kinds of objects current from a watch, decide, and write status (and,
+for the controllers that own objects, the ReplicaSets, Pods, EndpointSlices
+and Endpoints they make). `ClusterView` is that much of a Kubernetes client
 and nothing more, so a simulator cannot tell (and need not care) whether it
 runs in the sandbox's process against its store (`canaryd.sandbox.store_view`,
 the fast path) or against any API server over HTTP (`api_view`, through the
@@ -20,7 +22,10 @@ The contract, for both implementations:
   conditioned on the resourceVersion of the object it was computed from. It
   says False when the write was refused at once (a conflict, or the object is
   gone): the change that made it stale arrives through `watch`, so the caller
-  simply recomputes then.
+  simply recomputes then;
+- `write` creates an object (no resourceVersion in it) or replaces it
+  (conditioned on its resourceVersion), `delete` deletes one (conditioned on
+  its uid); both say False when refused at once, for the same reason.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ GATEWAY_CLASSES = Resource(GATEWAY_GROUP, "v1", "gatewayclasses", "GatewayClass"
 GATEWAYS = Resource(GATEWAY_GROUP, "v1", "gateways", "Gateway")
 #: v1beta1: the version every Gateway API release since ReferenceGrant's introduction serves.
 REFERENCE_GRANTS = Resource(GATEWAY_GROUP, "v1beta1", "referencegrants", "ReferenceGrant")
+PODS = Resource("", "v1", "pods", "Pod")
+REPLICA_SETS = Resource("apps", "v1", "replicasets", "ReplicaSet")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+ENDPOINTS = Resource("", "v1", "endpoints", "Endpoints")
 #: Route kind -> its resource (ROUTE_RESOURCES, from the controller's adapter) and back.
 ROUTE_KINDS: Mapping[Resource, str] = {resource: kind for kind, resource in ROUTE_RESOURCES.items()}
 #: What the Gateway implementation and the traffic data plane read, together.
@@ -56,13 +65,17 @@ GATEWAY_AND_TRAFFIC_RESOURCES: tuple[Resource, ...] = (
 
 __all__ = [
     "DEPLOYMENTS",
+    "ENDPOINTS",
+    "ENDPOINT_SLICES",
     "GATEWAYS",
     "GATEWAY_AND_TRAFFIC_RESOURCES",
     "GATEWAY_CLASSES",
     "GRPC_ROUTES",
     "HTTP_ROUTES",
     "NAMESPACES",
+    "PODS",
     "REFERENCE_GRANTS",
+    "REPLICA_SETS",
     "ROUTE_KINDS",
     "ROUTE_RESOURCES",
     "SERVICES",
@@ -113,6 +126,14 @@ class ClusterView(Protocol):
 
     def write_status(self, resource: Resource, obj: Obj, status: Mapping[str, Any]) -> bool:
         """Replace ``obj``'s status if ``obj`` is still current; False when refused at once."""
+        ...
+
+    def write(self, resource: Resource, obj: Obj) -> bool:
+        """Create ``obj`` (no resourceVersion) or replace it if still current; False when refused at once."""
+        ...
+
+    def delete(self, resource: Resource, obj: Obj) -> bool:
+        """Delete ``obj`` (the object of its uid); False when refused at once (e.g. already gone)."""
         ...
 
 

@@ -25,9 +25,13 @@ Model (kept simple on purpose):
   (RollingUpdate's maxUnavailable, default 25% rounded down; 0 for Recreate).
 
 The status computation is pure (`next_rollout`, `deployment_status`,
-`next_change_at`); `DeploymentSimulator` runs it against a `ClusterView` (the
-sandbox's store in-process, or any API server) and writes through the status
-subresource, so resourceVersion and generation behave as on a real cluster.
+`next_change_at`, and `replica_set_plans`: how many pods of which template
+exist and are ready behind those counts); `DeploymentSimulator` runs it
+against a `ClusterView` (the sandbox's store in-process, or any API server)
+and writes through the status subresource, so resourceVersion and generation
+behave as on a real cluster. It also keeps the ReplicaSets and Pods those
+plans describe (``canaryd.sandbox.sim.pods``), from which the EndpointSlice
+controller (``canaryd.sandbox.sim.endpoints``) derives Service addresses.
 """
 
 from __future__ import annotations
@@ -43,8 +47,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from canaryd.api.timestamps import format_rfc3339
-from canaryd.sandbox.sim.cluster_view import DEPLOYMENTS, Change, ClusterView, name_of
+from canaryd.sandbox.sim import pods
+from canaryd.sandbox.sim.cluster_view import (
+    DEPLOYMENTS,
+    PODS,
+    REPLICA_SETS,
+    Change,
+    ClusterView,
+    Resource,
+    name_of,
+)
 from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY
+from canaryd.sandbox.sim.pods import ReplicaSetPlan
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +128,8 @@ class Rollout:
     #: whether the previous template's pods are still around (a template change in flight)
     template_changed: bool
     first_rollout: bool
+    #: the template whose ready pods are carried while a template change is in flight
+    previous_template_hash: str | None = None
 
 
 def next_rollout(previous: Rollout | None, deployment: Obj, now: datetime, *, ready_delay: float) -> Rollout:
@@ -125,7 +141,12 @@ def next_rollout(previous: Rollout | None, deployment: Obj, now: datetime, *, re
     previous_done = rollout_complete(previous, deployment, now, ready_delay=ready_delay)
     ready_before = previous.replicas if previous_done else previous.carried_ready
     if template_hash != previous.template_hash:
-        return Rollout(template_hash, replicas, now, ready_before, True, False)
+        carried_from = (
+            previous.previous_template_hash
+            if previous.template_changed and not previous_done
+            else previous.template_hash
+        )
+        return Rollout(template_hash, replicas, now, ready_before, True, False, carried_from)
     if replicas > previous.replicas:
         if not previous_done:  # a scale-up during a rollout: the new pods keep the rollout's clock
             return replace(previous, replicas=replicas)
@@ -259,6 +280,23 @@ def deployment_status(
     return status
 
 
+def replica_set_plans(
+    deployment: Obj, rollout: Rollout, now: datetime, *, ready_delay: float
+) -> dict[str, ReplicaSetPlan]:
+    """Pods per template (and how many are ready) behind `deployment_status`'s counts, current first."""
+    target = rollout.replicas
+    if rollout_complete(rollout, deployment, now, ready_delay=ready_delay):
+        return {rollout.template_hash: ReplicaSetPlan(rollout.template_hash, target, target)}
+    if rollout.template_changed:
+        plans = {rollout.template_hash: ReplicaSetPlan(rollout.template_hash, target, 0)}
+        previous = rollout.previous_template_hash
+        if previous is not None and previous != rollout.template_hash:
+            plans[previous] = ReplicaSetPlan(previous, rollout.carried_ready, rollout.carried_ready)
+        return plans
+    ready = min(rollout.carried_ready, target)
+    return {rollout.template_hash: ReplicaSetPlan(rollout.template_hash, target, ready)}
+
+
 def next_change_at(
     deployment: Obj, rollout: Rollout, now: datetime, *, ready_delay: float, time_scale: float
 ) -> datetime | None:
@@ -276,11 +314,14 @@ def next_change_at(
 
 
 class DeploymentSimulator:
-    """Runs the status computation for every Deployment a `ClusterView` shows.
+    """Runs the status computation for every Deployment a `ClusterView` shows, and its ReplicaSets and Pods.
 
     Reacts to Deployment changes and wakes itself up when a status is due to
-    change (pods becoming ready, a deadline passing). Start and stop it inside
-    a running event loop::
+    change (pods becoming ready, a deadline passing). With a `pod_cidr` (the
+    default) it also keeps each Deployment's ReplicaSets and Pods as the
+    counts say (``canaryd.sandbox.sim.pods``), pods getting IPs from that
+    CIDR; `pod_cidr=None` writes Deployment status only. Start and stop it
+    inside a running event loop::
 
         simulator = DeploymentSimulator(StoreView(store), ready_delay=0.2)
         simulator.start()
@@ -289,7 +330,12 @@ class DeploymentSimulator:
     """
 
     def __init__(
-        self, view: ClusterView, *, ready_delay: float = DEFAULT_READY_DELAY, time_scale: float = 1.0
+        self,
+        view: ClusterView,
+        *,
+        ready_delay: float = DEFAULT_READY_DELAY,
+        time_scale: float = 1.0,
+        pod_cidr: str | None = pods.DEFAULT_POD_CIDR,
     ) -> None:
         if ready_delay < 0 or time_scale <= 0:
             raise ValueError("ready_delay must be >= 0 and time_scale > 0")
@@ -297,16 +343,28 @@ class DeploymentSimulator:
         self.ready_delay = ready_delay
         self.time_scale = time_scale
         self.status_writes = 0
+        #: pod IPs (None: no ReplicaSets or Pods are simulated)
+        self.addresses = pods.PodAddresses(pod_cidr) if pod_cidr is not None else None
         self._rollouts: dict[tuple[str, str], tuple[str, Rollout]] = {}  # key -> (uid, rollout)
         self._dirty: set[tuple[str, str]] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._flush_scheduled = False
         self._stop_watching: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: (resource, owner uid) -> the objects it owns, by (namespace, name)
+        self._owned: dict[tuple[Resource, str], dict[tuple[str, str], Obj]] = {}
+        #: ReplicaSet uid -> (namespace, name) of its Deployment
+        self._replica_set_owner: dict[str, tuple[str, str]] = {}
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._stop_watching = self.view.watch([DEPLOYMENTS], self._on_change)
+        resources = [DEPLOYMENTS] if self.addresses is None else [DEPLOYMENTS, REPLICA_SETS, PODS]
+        self._stop_watching = self.view.watch(resources, self._on_change)
+        if self.addresses is not None:
+            for replica_set in self.view.list(REPLICA_SETS):
+                self._index(REPLICA_SETS, replica_set, deleted=False)
+            for pod in self.view.list(PODS):
+                self._index(PODS, pod, deleted=False)
         for item in self.view.list(DEPLOYMENTS):
             self._mark(name_of(item))
 
@@ -320,7 +378,43 @@ class DeploymentSimulator:
         self._loop = None
 
     def _on_change(self, change: Change) -> None:
-        self._mark(name_of(change.obj))
+        if change.resource == DEPLOYMENTS:
+            self._mark(name_of(change.obj))
+            return
+        deployment = self._index(change.resource, change.obj, deleted=change.type == "DELETED")
+        if deployment is not None:
+            self._mark(deployment)
+
+    def _index(self, resource: Resource, obj: Obj, *, deleted: bool) -> tuple[str, str] | None:
+        """Keep the ownership index current; returns the Deployment the object belongs to, if any."""
+        metadata = obj.get("metadata") or {}
+        key = name_of(obj)
+        owner = next((o for o in metadata.get("ownerReferences") or [] if o.get("controller")), None)
+        if owner is None:
+            return None
+        owned = self._owned.setdefault((resource, str(owner.get("uid"))), {})
+        if deleted:
+            owned.pop(key, None)
+            if not owned:
+                self._owned.pop((resource, str(owner.get("uid"))), None)
+        else:
+            owned[key] = obj
+        if resource == REPLICA_SETS:
+            if owner.get("kind") != "Deployment":
+                return None
+            deployment = (key[0], str(owner.get("name")))
+            if deleted:
+                self._replica_set_owner.pop(str(metadata.get("uid")), None)
+            else:
+                self._replica_set_owner[str(metadata.get("uid"))] = deployment
+            return deployment
+        if self.addresses is not None:
+            ip = pods.pod_ip(obj)
+            if deleted:
+                self.addresses.release(key)
+            elif ip and self.addresses.of(key) is None:
+                self.addresses.claim(key, ip)
+        return self._replica_set_owner.get(str(owner.get("uid")))
 
     def _mark(self, key: tuple[str, str]) -> None:
         self._dirty.add(key)
@@ -338,7 +432,7 @@ class DeploymentSimulator:
                 log.exception("deployment simulator failed on %s/%s", *key)
 
     def reconcile(self, key: tuple[str, str]) -> None:
-        """Bring one Deployment's status up to date and schedule its next change."""
+        """Bring one Deployment's status (and pods) up to date and schedule its next change."""
         namespace, name = key
         timer = self._timers.pop(key, None)
         if timer is not None:
@@ -356,6 +450,8 @@ class DeploymentSimulator:
         previous = remembered[1] if remembered is not None and remembered[0] == uid else None
         rollout = next_rollout(previous, deployment, now, ready_delay=self.ready_delay)
         self._rollouts[key] = (uid, rollout)
+        if self.addresses is not None and not metadata.get("deletionTimestamp"):
+            self._reconcile_replica_sets(deployment, rollout, now)
         status = deployment_status(
             deployment, rollout, now, ready_delay=self.ready_delay, time_scale=self.time_scale
         )
@@ -367,3 +463,64 @@ class DeploymentSimulator:
         if due is not None and self._loop is not None:
             delay = max((due - now).total_seconds(), 0.0)
             self._timers[key] = self._loop.call_later(delay, self._mark, key)
+
+    # -- ReplicaSets and Pods --------------------------------------------------------------------------------
+
+    def _reconcile_replica_sets(self, deployment: Obj, rollout: Rollout, now: datetime) -> None:
+        uid = str((deployment.get("metadata") or {}).get("uid", ""))
+        owned = {name: rs for (_, name), rs in self._owned.get((REPLICA_SETS, uid), {}).items()}
+        plans = replica_set_plans(deployment, rollout, now, ready_delay=self.ready_delay)
+        for replica_set in owned.values():
+            template_hash = ((replica_set.get("metadata") or {}).get("labels") or {}).get(
+                pods.TEMPLATE_HASH_LABEL, ""
+            )
+            plans.setdefault(template_hash, ReplicaSetPlan(template_hash, 0, 0))
+        for template_hash, plan in plans.items():
+            name = pods.replica_set_name(deployment, template_hash)
+            existing = owned.get(name)
+            if existing is None:
+                if template_hash == rollout.template_hash:  # only the current template is known
+                    revisions = [
+                        int(
+                            ((rs.get("metadata") or {}).get("annotations") or {}).get(
+                                pods.REVISION_ANNOTATION, 0
+                            )
+                        )
+                        for rs in owned.values()
+                    ]
+                    template = (deployment.get("spec") or {}).get("template") or {}
+                    created = pods.replica_set(
+                        deployment, template, template_hash, plan.replicas, max(revisions, default=0) + 1
+                    )
+                    self.view.write(REPLICA_SETS, created)
+                continue
+            if (existing.get("spec") or {}).get("replicas") != plan.replicas:
+                self.view.write(
+                    REPLICA_SETS, {**existing, "spec": {**existing["spec"], "replicas": plan.replicas}}
+                )
+                continue
+            status = pods.replica_set_status(existing, plan)
+            if status != existing.get("status"):
+                self.view.write_status(REPLICA_SETS, existing, status)
+            self._reconcile_pods(existing, plan, now)
+
+    def _reconcile_pods(self, replica_set: Obj, plan: ReplicaSetPlan, now: datetime) -> None:
+        assert self.addresses is not None
+        metadata = replica_set.get("metadata") or {}
+        wanted = pods.pod_names(str(metadata.get("name")), plan.replicas)
+        ready = set(wanted[: plan.ready])
+        existing = {
+            name: pod for (_, name), pod in self._owned.get((PODS, str(metadata.get("uid"))), {}).items()
+        }
+        for name, extra in existing.items():
+            if name not in wanted:
+                self.view.delete(PODS, extra)
+        for name in wanted:
+            current = existing.get(name)
+            if current is None:
+                self.view.write(PODS, pods.pod(replica_set, name))
+                continue
+            ip = self.addresses.assign(name_of(current))
+            status = pods.pod_status(current, ip, name in ready, now)
+            if status != current.get("status"):
+                self.view.write_status(PODS, current, status)

@@ -35,8 +35,10 @@ from canaryd.sandbox.server.openapi.fields import (
     FORBIDDEN,
     INTERNAL,
     INVALID,
+    NO_VALUE,
     REQUIRED,
     FieldError,
+    RawValue,
     Schema,
     child,
     freeze,
@@ -161,8 +163,10 @@ def _cel_duration(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return _go_duration(parse_duration_ns(str(value)))
-        except ValueError as error:
-            return CELEvalError(str(error), ValueError, (str(error),))
+        except ValueError:
+            # What Kubernetes' CEL says for any string it cannot turn into a duration (overflow included).
+            message = "type conversion error from 'string' to 'google.protobuf.Duration'"
+            return CELEvalError(message, ValueError, (message,))
     return CELEvalError(f"no such overload: duration({type(value).__name__})", TypeError, ())
 
 
@@ -250,6 +254,61 @@ def compile_rule(rule: str) -> celpy.Runner:
     return _ENVIRONMENT.program(ast, functions=KUBERNETES_CEL_FUNCTIONS)
 
 
+#: What kube-apiserver says of a rule or messageExpression whose estimated cost it cannot bound.
+COST_BUDGET_MESSAGE: Final = (
+    "estimated {what} cost exceeds budget by factor of more than 100x (try simplifying the rule, "
+    "or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"
+)
+
+
+@lru_cache(maxsize=4096)
+def has_unbounded_cost(expression: str) -> bool:
+    """Whether kube-apiserver's cost estimator finds no bound for ``expression`` (it then refuses the CRD).
+
+    Only the case cel-go cannot size at all is recognised: a string concatenation (``+``) with an
+    operand that is a ``string(...)`` conversion, whose result has no size estimate (measured on a
+    v1.35 kube-apiserver: ``'a' + string(self.x)`` is refused, ``string(self.x)`` alone is not). The
+    estimator's other cases (costs multiplied by unbounded list and map sizes) are not modelled.
+    """
+    try:
+        tree = _ENVIRONMENT.compile(expression)
+    except CELParseError:
+        return False
+    return any(_is_string_conversion(operand) for operand in _plus_operands(tree))
+
+
+def _plus_operands(tree: Any) -> list[Any]:
+    """Both sides of every ``+``: addition(addition_add(left), right) in cel-python's parse tree."""
+    operands = []
+    for node in tree.iter_subtrees():
+        children = node.children
+        plus = len(children) == 2 and getattr(children[0], "data", "") == "addition_add"
+        if node.data == "addition" and plus:
+            operands += [children[0].children[0], children[1]]
+    return operands
+
+
+def _is_string_conversion(node: Any) -> bool:
+    """Whether ``node`` evaluates to a ``string(...)`` call (through parentheses and ternary branches)."""
+    while hasattr(node, "data"):
+        if node.data == "ident_arg":
+            return bool(node.children) and str(node.children[0]) == "string"
+        if node.data == "expr" and len(node.children) == 3:  # cond ? a : b
+            return _is_string_conversion(node.children[1]) or _is_string_conversion(node.children[2])
+        subtrees = [child for child in node.children if hasattr(child, "data")]
+        if node.data not in _WRAPPERS or len(subtrees) != 1:
+            return False  # e.g. string(x).size(): a method of the conversion, not the conversion
+        node = subtrees[0]
+    return False
+
+
+#: Parse-tree nodes that only wrap the value of their one child.
+_WRAPPERS: Final = frozenset(
+    {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary",
+     "member", "primary", "paren_expr"}
+)  # fmt: skip
+
+
 _OLD_SELF: Final = re.compile(r"\boldSelf\b")
 
 
@@ -316,24 +375,26 @@ def check_rules(schema: Schema, value: Any, path: str, errors: list[FieldError],
     rules = schema.get("x-kubernetes-validations") or []
     if not rules:
         return
-    for field_path, error_type, message in _node_rule_failures(schema, rules, value):
+    for field_path, error_type, message, shown in _node_rule_failures(schema, rules, value):
         target = _join_field_path(path, field_path) if field_path else path
-        errors.append(FieldError(target, error_type, message, value))
+        errors.append(FieldError(target, error_type, message, shown))
 
 
 #: Rule verdicts by (schema node, value): CEL is pure, and cel-python interprets a
 #: rule in about a millisecond, so re-checking an unchanged spec on every status
 #: write would dominate a busy API server. Entries hold their schema node, so its
 #: id cannot be reused while cached; schemas are treated as immutable.
-_RULE_MEMO: Final[OrderedDict[tuple[int, Any], tuple[Schema, list[tuple[str, str, str]]]]] = OrderedDict()
+_RULE_MEMO: Final[OrderedDict[tuple[int, Any], tuple[Schema, list[RuleFailure]]]] = OrderedDict()
 
 _RULE_MEMO_SIZE: Final = 8192
 
 
-def _node_rule_failures(
-    schema: Schema, rules: list[dict[str, Any]], value: Any
-) -> list[tuple[str, str, str]]:
-    """(fieldPath, error type, message) of each rule of one node that ``value`` breaks."""
+#: (fieldPath, error type, message, value shown in the message) of one broken rule.
+RuleFailure = tuple[str, str, str, Any]
+
+
+def _node_rule_failures(schema: Schema, rules: list[dict[str, Any]], value: Any) -> list[RuleFailure]:
+    """The failure of each rule of one node that ``value`` breaks."""
     try:
         key: tuple[int, Any] | None = (id(schema), freeze(value))
     except TypeError:  # an unhashable leaf: evaluate without the memo
@@ -351,8 +412,11 @@ def _node_rule_failures(
     return failures
 
 
-def _evaluate_rules(schema: Schema, rules: list[dict[str, Any]], value: Any) -> list[tuple[str, str, str]]:
-    failures: list[tuple[str, str, str]] = []
+def _evaluate_rules(schema: Schema, rules: list[dict[str, Any]], value: Any) -> list[RuleFailure]:
+    """As kube-apiserver words them: a rule that is false shows the value (scalars only) and its message;
+    one that fails to evaluate shows the node's type, the error and the rule's message (or text)."""
+    failures: list[RuleFailure] = []
+    node_type = RawValue(f'"{_schema_type(schema)}"')
     self_value = to_cel(schema, value)
     for rule in rules:
         text = rule.get("rule", "")
@@ -362,19 +426,27 @@ def _evaluate_rules(schema: Schema, rules: list[dict[str, Any]], value: Any) -> 
         try:
             outcome = _evaluate(text, self_value)
         except CelCompileError as error:
-            failures.append(("", INTERNAL, str(error)))
+            failures.append(("", INTERNAL, str(error), NO_VALUE))
             continue
+        described = str(rule.get("message") or "").strip() or text.strip()
         if isinstance(outcome, CELEvalError):
-            failures.append((field_path, INVALID, f"{_eval_error_text(outcome)} evaluating rule: {text}"))
+            message = f"{_eval_error_text(outcome)} evaluating rule: {described}"
+            failures.append((field_path, INVALID, message, node_type))
             continue
         if outcome is True or (isinstance(outcome, celtypes.BoolType) and bool(outcome)):
             continue
         if not isinstance(outcome, bool | celtypes.BoolType):
-            failures.append((field_path, INVALID, f"rule did not evaluate to a bool: {text}"))
+            failures.append((field_path, INVALID, f"rule did not evaluate to a bool: {text}", node_type))
             continue
         error_type = _RULE_REASONS.get(rule.get("reason", "FieldValueInvalid"), INVALID)
-        failures.append((field_path, error_type, _rule_message(rule, self_value)))
+        failures.append((field_path, error_type, _rule_message(rule, self_value), value))
     return failures
+
+
+def _schema_type(schema: Schema) -> str:
+    if schema.get("x-kubernetes-int-or-string"):
+        return "integer,string" if "type" not in schema else str(schema["type"])
+    return str(schema.get("type", "object"))
 
 
 def _rule_message(rule: dict[str, Any], self_value: Any) -> str:

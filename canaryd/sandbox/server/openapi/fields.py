@@ -9,6 +9,7 @@ is rendered in a message, compared or typed.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -72,7 +73,8 @@ class FieldError:
     def body(self) -> str:
         """The error without its path, as Kubernetes puts it in a StatusCause message."""
         parts = [self.type]
-        if self.value is not NO_VALUE and self.type not in (REQUIRED, FORBIDDEN, INTERNAL):
+        shown = self.value is not NO_VALUE and not isinstance(self.value, dict | list)  # as Go omits them
+        if shown and self.type not in (REQUIRED, FORBIDDEN, INTERNAL):
             parts.append(render_value(self.value))
         if self.message:
             parts.append(self.message)
@@ -86,15 +88,25 @@ class FieldError:
         return f"{self.path}: {self.body()}" if self.path else self.body()
 
 
+@dataclass(frozen=True)
+class RawValue:
+    """A value shown in a message exactly as given (a node's type, a list-map key as JSON)."""
+
+    text: str
+
+
 def render_value(value: Any) -> str:
+    """A value as kube-apiserver prints it after "Invalid value: " (strings quoted and escaped)."""
+    if isinstance(value, RawValue):
+        return value.text
     if value is None:
-        return '"null"'
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, dict):
         return '"object"'
     if isinstance(value, list):

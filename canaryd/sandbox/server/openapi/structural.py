@@ -13,7 +13,12 @@ from __future__ import annotations
 import copy
 from typing import Any, Final
 
-from canaryd.sandbox.server.openapi.cel import CelCompileError, compile_rule
+from canaryd.sandbox.server.openapi.cel import (
+    COST_BUDGET_MESSAGE,
+    CelCompileError,
+    compile_rule,
+    has_unbounded_cost,
+)
 from canaryd.sandbox.server.openapi.fields import Schema, child, index
 from canaryd.sandbox.server.openapi.validation import validate
 
@@ -135,11 +140,14 @@ def check_schema(schema: Schema) -> list[str]:
     every node has a type (unless int-or-string or preserving unknown fields; the
     root is an object), no node has both properties and additionalProperties,
     every default is valid and survives pruning, list-map keys are declared and
-    required or defaulted, and every CEL rule and messageExpression compiles.
-    Each message starts with the schema location, e.g.
+    required or defaulted, every CEL rule and messageExpression compiles, and
+    none has a cost kube-apiserver's estimator cannot bound (see
+    ``cel.has_unbounded_cost``; refused as over 100x the budget). Each message
+    starts with the schema location, e.g.
     ``openAPIV3Schema.properties[spec].properties[size].default: ...``.
     """
     problems: list[str] = []
+    over_budget = False
     if schema.get("type") != "object":
         problems.append("openAPIV3Schema.type: Required value: must be object at the root")
 
@@ -158,6 +166,17 @@ def check_schema(schema: Schema) -> list[str]:
                         problems.append(
                             f"{where}.x-kubernetes-validations[{i}].{key}: Invalid value: {error}"
                         )
+                        continue
+                    if has_unbounded_cost(rule[key]):
+                        nonlocal over_budget
+                        over_budget = True
+                        located = f"{where}.x-kubernetes-validations[{i}].{key}"
+                        what = "rule" if key == "rule" else "messageExpression"
+                        problems.append(f"{located}: Forbidden: {COST_BUDGET_MESSAGE.format(what=what)}")
+                        problems.append(
+                            f"{located}: Forbidden: contributed to estimated rule cost total exceeding cost "
+                            "limit for entire OpenAPIv3 schema"
+                        )
         for name, sub in (node.get("properties") or {}).items():
             walk(sub, f"{where}.properties[{name}]")
         if isinstance(node.get("items"), dict):
@@ -166,6 +185,10 @@ def check_schema(schema: Schema) -> list[str]:
             walk(node["additionalProperties"], f"{where}.additionalProperties")
 
     walk(schema, "openAPIV3Schema")
+    if over_budget:
+        whole = "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema"
+        total = COST_BUDGET_MESSAGE.format(what="rule").replace("estimated rule cost", whole)
+        problems.append(f"openAPIV3Schema: Forbidden: {total}")
     return problems
 
 

@@ -2,15 +2,20 @@
 
 The value checks (types, enums, formats, lengths, bounds, required fields,
 combinators) and the list-type invariants run first; the CEL rules only
-when no type error makes them meaningless, as in kube-apiserver, which then
-reports one root error instead.
+when none of them found a wrong type, a missing required field, an
+unsupported value or too long or too many of something, as in
+kube-apiserver, which then reports one root error instead. Messages and
+field paths are worded as a v1.35 kube-apiserver words them (checked against
+one by tests/api/test_crd_conformance.py).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
@@ -27,6 +32,7 @@ from canaryd.sandbox.server.openapi.fields import (
     TOO_MANY,
     UNSUPPORTED,
     FieldError,
+    RawValue,
     Schema,
     child,
     freeze,
@@ -42,7 +48,9 @@ UNCHECKED_RULES_MESSAGE: Final = (
 )
 
 
-def validate(schema: Schema, obj: Any, *, resource: bool = True) -> list[FieldError]:
+def validate(
+    schema: Schema, obj: Any, *, resource: bool = True, status_subresource: bool = False
+) -> list[FieldError]:
     """Every reason ``obj`` breaks ``schema``; an empty list means the API server would accept it.
 
     ``resource`` says ``obj`` is a whole custom resource (its ``metadata`` is left to
@@ -53,16 +61,41 @@ def validate(schema: Schema, obj: Any, *, resource: bool = True) -> list[FieldEr
     Call it on the object as stored, that is after :func:`apply_defaults`. Runs the
     OpenAPI value checks and list-type invariants, then the CEL rules unless a
     type error makes them meaningless (then one root error says so, like
-    kube-apiserver).
+    kube-apiserver). With ``status_subresource`` (a kind whose status is a
+    subresource), messages about ``status`` fields name them from the status
+    down ("canaryWeight in body ..."), as kube-apiserver, which validates the
+    status on its own, does; field paths stay whole.
     """
+    token = _STATUS_LABELS.set(status_subresource)
+    try:
+        return _validate(schema, obj, resource=resource)
+    finally:
+        _STATUS_LABELS.reset(token)
+
+
+_STATUS_LABELS: Final[ContextVar[bool]] = ContextVar("status_labels", default=False)
+
+
+def _label(path: str) -> str:
+    """How a message names the field at ``path``."""
+    if _STATUS_LABELS.get() and path.startswith("status."):
+        return path[len("status.") :]
+    return path or "<root>"
+
+
+def _validate(schema: Schema, obj: Any, *, resource: bool) -> list[FieldError]:
     errors: list[FieldError] = []
     type_errors = _validate_node(schema, obj, "", errors, resource=resource)
-    if type_errors:
+    if type_errors or any(error.type in _BLOCKING for error in errors):
         if _has_rules(schema):
-            errors.append(FieldError("", INVALID, UNCHECKED_RULES_MESSAGE))
+            errors.append(FieldError("", INVALID, UNCHECKED_RULES_MESSAGE, None))
     else:
         check_rules(schema, obj, "", errors, resource=resource)
     return errors
+
+
+#: Errors that keep kube-apiserver from evaluating CEL rules at all (with type errors).
+_BLOCKING: Final = frozenset({UNSUPPORTED, REQUIRED, TOO_LONG, TOO_MANY})
 
 
 def _has_rules(schema: Any) -> bool:
@@ -94,6 +127,20 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _go_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int64"
+    if isinstance(value, float):
+        return "float64"
+    if isinstance(value, list):
+        return "[]interface {}"
+    if isinstance(value, dict):
+        return "map[string]interface {}"
+    return type(value).__name__
+
+
 def _type_matches(expected: str, value: Any) -> bool:
     if expected == "object":
         return isinstance(value, dict)
@@ -114,23 +161,34 @@ def _validate_node(
     schema: Schema, value: Any, path: str, errors: list[FieldError], *, resource: bool
 ) -> bool:
     """Append the OpenAPI errors of one node and its children; return whether a type error occurred."""
-    label = path or "<root>"
+    label = _label(path)
     if value is None:
         if schema.get("nullable") or not _declares_type(schema):
             return False
-        errors.append(FieldError(path, INVALID, f"{label} in body must be of type {_expected(schema)}", None))
+        expected = _expected(schema)
+        errors.append(FieldError(path, INVALID, f'{label} in body must be of type {expected}: "null"', None))
         return True
     if schema.get("x-kubernetes-int-or-string"):
         if not (is_integer(value) or isinstance(value, str)):
             errors.append(
                 FieldError(
-                    path, INVALID, f"{label} in body must be of type integer or string", _json_type(value)
+                    path,
+                    INVALID,
+                    f'{label} in body must be of type integer,string: "{_json_type(value)}"',
+                    _json_type(value),
                 )
             )
             return True
+    elif schema.get("type") == "string" and "format" in schema and not isinstance(value, str):
+        # go-openapi names the format, and the Go type the JSON decoder gave the value
+        actual = _go_type(value)
+        message = f'{label} in body must be of type {schema["format"]}: "{actual}"'
+        errors.append(FieldError(path, INVALID, message, actual))
+        return True
     elif "type" in schema and not _type_matches(schema["type"], value):
+        actual = _json_type(value)
         errors.append(
-            FieldError(path, INVALID, f"{label} in body must be of type {schema['type']}", _json_type(value))
+            FieldError(path, INVALID, f'{label} in body must be of type {schema["type"]}: "{actual}"', actual)
         )
         return True
 
@@ -140,7 +198,7 @@ def _validate_node(
         errors.append(FieldError(path, UNSUPPORTED, f"supported values: {supported}", value))
 
     if isinstance(value, str):
-        _check_string(schema, value, path, errors)
+        type_error |= _check_string(schema, value, path, errors)
     elif isinstance(value, int | float) and not isinstance(value, bool):
         _check_number(schema, value, path, errors)
     elif isinstance(value, list):
@@ -159,7 +217,7 @@ def _declares_type(schema: Schema) -> bool:
 
 
 def _expected(schema: Schema) -> str:
-    return "integer or string" if schema.get("x-kubernetes-int-or-string") else str(schema.get("type"))
+    return "integer,string" if schema.get("x-kubernetes-int-or-string") else str(schema.get("type"))
 
 
 def _in_enum(value: Any, allowed: Iterable[Any]) -> bool:
@@ -199,29 +257,32 @@ def _compiled_pattern(pattern: str) -> Any:
     return re2.compile(pattern)
 
 
-def _check_string(schema: Schema, value: str, path: str, errors: list[FieldError]) -> None:
-    label = path or "<root>"
+def _check_string(schema: Schema, value: str, path: str, errors: list[FieldError]) -> bool:
+    """Length, pattern and format checks; returns whether the format was broken (a type error)."""
+    label = _label(path)
     length = len(value)
+    # Length and pattern stop at the first failure (go-openapi's string validator); format is apart.
     if "maxLength" in schema and length > schema["maxLength"]:
-        errors.append(
-            FieldError(path, TOO_LONG, f"may not be more than {schema['maxLength']} characters", value)
-        )
-    if "minLength" in schema and length < schema["minLength"]:
+        errors.append(FieldError(path, TOO_LONG, f"may not be more than {schema['maxLength']} bytes"))
+    elif "minLength" in schema and length < schema["minLength"]:
         errors.append(
             FieldError(
                 path, INVALID, f"{label} in body should be at least {schema['minLength']} chars long", value
             )
         )
-    if "pattern" in schema and not _compiled_pattern(schema["pattern"]).search(value):
+    elif "pattern" in schema and not _compiled_pattern(schema["pattern"]).search(value):
         errors.append(FieldError(path, INVALID, f"{label} in body should match '{schema['pattern']}'", value))
     if "format" in schema:
         problem = _check_format(schema["format"], value)
         if problem:
-            errors.append(FieldError(path, INVALID, f"{label} in body {problem}", value))
+            message = f"{label} in body {problem}: {render_value(value)}"
+            errors.append(FieldError(path, INVALID, message, value))
+            return True
+    return False
 
 
 def _check_number(schema: Schema, value: float, path: str, errors: list[FieldError]) -> None:
-    label = path or "<root>"
+    label = _label(path)
     if "minimum" in schema:
         bound = schema["minimum"]
         if schema.get("exclusiveMinimum") is True and value <= bound:
@@ -250,13 +311,13 @@ def _check_number(schema: Schema, value: float, path: str, errors: list[FieldErr
 
 
 def _check_array(schema: Schema, value: list[Any], path: str, errors: list[FieldError]) -> bool:
-    label = path or "<root>"
+    label = _label(path)
     if "maxItems" in schema and len(value) > schema["maxItems"]:
         errors.append(FieldError(path, TOO_MANY, f"must have at most {schema['maxItems']} items", len(value)))
     if "minItems" in schema and len(value) < schema["minItems"]:
         errors.append(
             FieldError(
-                path, INVALID, f"{label} in body should have at least {schema['minItems']} items", value
+                path, INVALID, f"{label} in body should have at least {schema['minItems']} items", len(value)
             )
         )
     type_error = False
@@ -286,16 +347,16 @@ def _check_list_type(schema: Schema, value: list[Any], path: str, errors: list[F
                 continue
             key = tuple(freeze(item.get(k)) for k in keys)
             if key in seen_keys:
-                shown = {k: item.get(k) for k in keys}
-                rendered = ", ".join(f'"{k}":{render_value(v)}' for k, v in shown.items())
-                errors.append(FieldError(index(path, i), DUPLICATE, "", "{" + rendered + "}"))
+                shown = {k: item[k] for k in keys if k in item}
+                rendered = json.dumps(shown, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+                errors.append(FieldError(index(path, i), DUPLICATE, "", RawValue(rendered)))
             seen_keys.add(key)
 
 
 def _check_object(
     schema: Schema, value: dict[str, Any], path: str, errors: list[FieldError], *, resource: bool
 ) -> bool:
-    label = path or "<root>"
+    label = _label(path)
     keep_resource_fields = resource or bool(schema.get("x-kubernetes-embedded-resource"))
     for name in schema.get("required") or []:
         if name not in value:
@@ -310,7 +371,7 @@ def _check_object(
                 path,
                 INVALID,
                 f"{label} in body should have at least {schema['minProperties']} properties",
-                value,
+                len(value),
             )
         )
     type_error = False
@@ -326,8 +387,8 @@ def _check_object(
             continue
         if key in properties:
             type_error |= _validate_node(properties[key], item, child(path, key), errors, resource=False)
-        elif isinstance(additional, dict):
-            type_error |= _validate_node(additional, item, index(path, key), errors, resource=False)
+        elif isinstance(additional, dict):  # kube-openapi names map entries like fields: path.key
+            type_error |= _validate_node(additional, item, child(path, key), errors, resource=False)
     return type_error
 
 
