@@ -359,3 +359,151 @@ async def test_an_ab_run_survives_a_controller_restart_without_a_second_rule_or_
         await until_phase(store, "wallet", "Succeeded")
     assert rule_names(store, "wallet") == [None, None]
     assert stored_route(store, "wallet")["spec"] == as_written
+
+
+# -- mirroring and session affinity --------------------------------------------------------------------------
+
+
+class RouteHistory:
+    """Every version of a route's rules the API server stored, from the store's change feed."""
+
+    def __init__(self, store: Any, name: str) -> None:
+        self.versions: list[list[dict[str, Any]]] = []
+        self._name = name
+        self._unsubscribe = store.subscribe(self._on_event)
+
+    def _on_event(self, event: Any) -> None:
+        obj = event.obj
+        if event.storage_key[1] != "httproutes" or not isinstance(obj, dict):
+            return
+        if obj["metadata"]["name"] == self._name and obj["metadata"]["namespace"] == NS:
+            rules = copy.deepcopy(obj["spec"]["rules"])
+            if not self.versions or self.versions[-1] != rules:
+                self.versions.append(rules)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+
+def weighted_rule(rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(r for r in rules if not r.get("name") and len(r["backendRefs"]) == 2)
+
+
+def weights_of(rules: list[dict[str, Any]]) -> tuple[int, int]:
+    refs = weighted_rule(rules)["backendRefs"]
+    return refs[0].get("weight", 1), refs[1].get("weight", 1)
+
+
+def mirrors(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in weighted_rule(rules).get("filters") or [] if f["type"] == "RequestMirror"]
+
+
+async def test_a_mirror_phase_copies_requests_to_the_canary_before_weights_move_and_is_gone_when_they_do(
+    cluster,
+):
+    store = cluster.store
+    create_app(
+        store, "payments-api", payments_route(), iterations=2, mirror={"percent": 50}, stepWeights=[20, 60]
+    )
+    history = RouteHistory(store, "payments-api")
+    async with controller(cluster, ScriptedAnalysis()):
+        await until_phase(store, "payments-api", "Initialized")
+        as_written = stored_route(store, "payments-api")["spec"]
+        world.new_revision(store, NS, "payments-api", "app:2.0")
+        mirrored = await world.wait_until(
+            lambda: (
+                (s := world.status(store, NS, "payments-api")).get("traffic", {}).get("mode") == "Mirror"
+                and (s.get("traffic", {}).get("routes") or [{}])[0].get("mirror")
+                and s
+            ),
+            timeout=10,
+            message="status says the route mirrors to the canary",
+        )
+        assert mirrored["traffic"]["mirrorPercent"] == 50
+        await until_phase(store, "payments-api", "Succeeded")
+    history.close()
+    with_mirror = [v for v in history.versions if mirrors(v)]
+    assert with_mirror, "the mirror filter never reached the route"
+    (mirror,) = mirrors(with_mirror[0])
+    assert mirror["requestMirror"]["backendRef"]["name"] == "payments-api-canary"
+    assert mirror["requestMirror"]["percent"] == 50
+    assert weighted_rule(with_mirror[0])["filters"][0] == as_written["rules"][0]["filters"][0]
+    assert all(weights_of(v) == (100, 0) for v in with_mirror), "weights moved while mirroring"
+    weights = [weights_of(v) for v in history.versions]
+    assert [w for i, w in enumerate(weights) if i == 0 or w != weights[i - 1]] == [
+        (100, 0),
+        (80, 20),
+        (40, 60),
+        (100, 0),
+    ]
+    assert stored_route(store, "payments-api")["spec"] == as_written
+
+
+async def test_a_rollback_during_the_mirror_phase_takes_the_mirror_away(cluster):
+    store = cluster.store
+    analysis = ScriptedAnalysis()
+    create_app(
+        store, "refunds", payments_route("refunds"), iterations=20, threshold=1, mirror={}, stepWeights=[50]
+    )
+    async with controller(cluster, analysis):
+        await until_phase(store, "refunds", "Initialized")
+        as_written = stored_route(store, "refunds")["spec"]
+        world.new_revision(store, NS, "refunds", "app:2.0")
+        await world.wait_until(lambda: mirrors(stored_route(store, "refunds")["spec"]["rules"]), timeout=10)
+        assert "percent" not in mirrors(stored_route(store, "refunds")["spec"]["rules"])[0]["requestMirror"]
+        analysis.verdict = Verdict.FAIL
+        await until_phase(store, "refunds", "Failed")
+        await world.wait_until(lambda: stored_route(store, "refunds")["spec"] == as_written, timeout=10)
+
+
+async def test_sticky_sessions_set_a_cookie_on_the_canarys_responses_and_keep_its_clients_until_the_run_ends(
+    cluster,
+):
+    store = cluster.store
+    analysis = ScriptedAnalysis()
+    create_app(
+        store, "cart", payments_route("cart"), stepWeights=[20, 40, 60], threshold=1,
+        sessionAffinity={"cookieName": "canary-session", "maxAge": "1h"},
+    )  # fmt: skip
+    history = RouteHistory(store, "cart")
+    async with controller(cluster, analysis):
+        await until_phase(store, "cart", "Initialized")
+        as_written = stored_route(store, "cart")["spec"]
+        world.new_revision(store, NS, "cart", "app:2.0")
+        await world.wait_until(
+            lambda: weights_of(stored_route(store, "cart")["spec"]["rules"]) == (60, 40), 15
+        )
+        revision = world.status(store, NS, "cart")["revision"]
+        rules = stored_route(store, "cart")["spec"]["rules"]
+        assert [r.get("name") for r in rules] == ["sticky-0.canaryd.io", None, None]
+        sticky = rules[0]
+        assert [ref["name"] for ref in sticky["backendRefs"]] == ["cart-canary"]
+        (match,) = sticky["matches"]
+        assert match["path"] == {"type": "PathPrefix", "value": "/payments"}
+        (cookie,) = match["headers"]
+        assert cookie["name"] == "Cookie" and cookie["type"] == "RegularExpression"
+        assert f"canary-session={revision}" in cookie["value"].replace("\\", "")
+        canary_ref = rules[1]["backendRefs"][1]
+        assert canary_ref["filters"] == [
+            {
+                "type": "ResponseHeaderModifier",
+                "responseHeaderModifier": {
+                    "add": [
+                        {"name": "Set-Cookie", "value": f"canary-session={revision}; Max-Age=3600; Path=/"}
+                    ]
+                },
+            }
+        ]
+        status = await world.wait_until(
+            lambda: (s := world.status(store, NS, "cart")).get("traffic", {}).get("routes") and s, timeout=10
+        )
+        assert status["traffic"]["sessionCookie"] == f"canary-session={revision}"
+        assert status["traffic"]["routes"][0]["setsCookie"] is True
+        assert status["traffic"]["routes"][0]["addedRules"] == ["sticky-0.canaryd.io"]
+        # A rollback pins everyone back to the primary: the rule that kept the cookie's clients is gone.
+        analysis.verdict = Verdict.FAIL
+        await until_phase(store, "cart", "Failed")
+        await world.wait_until(lambda: stored_route(store, "cart")["spec"] == as_written, timeout=10)
+    history.close()
+    at_zero = [v for v in history.versions if weights_of(v) == (100, 0)]
+    assert all(len(v) == 2 for v in at_zero), "canaryd's sticky rule was on the route at weight 0"
