@@ -233,6 +233,7 @@ def flows(cluster: Any, name: str) -> dict[str, float]:
     split: dict[str, float] = {}
     for flow in plan.flows:
         key = flow.deployment or f"gateway {flow.gateway_code}"
+        key = f"{key} (mirrored)" if flow.mirrored else key
         split[key] = split.get(key, 0.0) + flow.share
     return split
 
@@ -420,6 +421,11 @@ async def test_a_mirror_phase_copies_requests_to_the_canary_before_weights_move_
             message="status says the route mirrors to the canary",
         )
         assert mirrored["traffic"]["mirrorPercent"] == 50
+        # The sandbox data plane: users are answered by the primary alone, the canary gets copies of half.
+        split = await world.wait_until(
+            lambda: (s := flows(cluster, "payments-api")).get("payments-api (mirrored)") and s, timeout=10
+        )
+        assert split == pytest.approx({"payments-api-primary": 1.0, "payments-api (mirrored)": 0.5})
         await until_phase(store, "payments-api", "Succeeded")
     history.close()
     with_mirror = [v for v in history.versions if mirrors(v)]
