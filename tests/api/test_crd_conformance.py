@@ -851,7 +851,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
     (
         "ab-with-weight-steps",
         _with(base_canary, **{f"{AN}__match": [{"headers": [{"name": "x-canary", "value": "1"}]}],
-                              f"{AN}__iterations": 5}),  # fmt: skip
+                              f"{AN}__iterations": 5}),
         "spec.analysis",
         "runs iterations, not weight steps",
     ),
@@ -876,14 +876,14 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
     (
         "mirror-with-max-weight-alone",
         _with(base_canary, **{f"{AN}__mirror": {}, f"{AN}__iterations": 2, f"{AN}__stepWeights": _DELETE,
-                              f"{AN}__maxWeight": 50}),  # fmt: skip
+                              f"{AN}__maxWeight": 50}),
         "spec.analysis.maxWeight",
         "maxWeight goes with stepWeight",
     ),
     (
         "sticky-without-weight-steps",
         _with(base_canary, **{f"{AN}__mirror": {}, f"{AN}__iterations": 2, f"{AN}__stepWeights": _DELETE,
-                              f"{AN}__sessionAffinity": {"cookieName": "canary"}}),  # fmt: skip
+                              f"{AN}__sessionAffinity": {"cookieName": "canary"}}),
         "spec.analysis.sessionAffinity",
         "sessionAffinity needs weight steps",
     ),
@@ -895,49 +895,50 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
     ),
     (
         "empty-grpc-match",
-        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3, f"{AN}__grpcMatch": [{}]}),
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
+                              f"{AN}__grpcMatch": [{}]}),
         "spec.analysis.grpcMatch[0]",
         "a match needs headers or method",
     ),
     (
         "grpc-method-without-service-or-method",
         _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
-                              f"{AN}__grpcMatch": [{"method": {"type": "Exact"}}]}),  # fmt: skip
+                              f"{AN}__grpcMatch": [{"method": {"type": "Exact"}}]}),
         "spec.analysis.grpcMatch[0].method",
         "needs service, method or both",
     ),
     (
         "grpc-service-pattern",
         _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
-                              f"{AN}__grpcMatch": [{"method": {"service": "pay/ments"}}]}),  # fmt: skip
+                              f"{AN}__grpcMatch": [{"method": {"service": "pay/ments"}}]}),
         "spec.analysis.grpcMatch[0].method.service",
         "should match",
     ),
     (
         "match-header-name-with-a-space",
         _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
-                              f"{AN}__match": [{"headers": [{"name": "x canary", "value": "1"}]}]}),  # fmt: skip
+                              f"{AN}__match": [{"headers": [{"name": "x canary", "value": "1"}]}]}),
         "spec.analysis.match[0].headers[0].name",
         "should match",
     ),
     (
         "match-header-twice",
         _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3, f"{AN}__match": [
-            {"headers": [{"name": "x-canary", "value": "1"}, {"name": "x-canary", "value": "2"}]}]}),  # fmt: skip
+            {"headers": [{"name": "x-canary", "value": "1"}, {"name": "x-canary", "value": "2"}]}]}),
         "spec.analysis.match[0].headers[1]",
         "Duplicate value",
     ),
     (
         "match-method-unknown",
         _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
-                              f"{AN}__match": [{"method": "FETCH"}]}),  # fmt: skip
+                              f"{AN}__match": [{"method": "FETCH"}]}),
         "spec.analysis.match[0].method",
         "supported values",
     ),
     (
         "too-many-matches",
         _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
-                              f"{AN}__match": [{"method": "GET"}] * 9}),  # fmt: skip
+                              f"{AN}__match": [{"method": "GET"}] * 9}),
         "spec.analysis.match",
         "at most 8 items",
     ),
@@ -993,14 +994,14 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             {"headers": [{"name": "x-canary", "value": "insider"}]},
             {"headers": [{"name": "Cookie", "type": "RegularExpression", "value": "(^|;\\s*)beta=1(;|$)"}]},
             {"queryParams": [{"name": "canary", "value": "1"}], "method": "GET"},
-        ]}),  # fmt: skip
+        ]}),
     ),
     (
         "ab-grpc-method-and-header",
         _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 10, f"{AN}__grpcMatch": [
             {"method": {"service": "payments.v1.Payments", "method": "Charge"}},
             {"headers": [{"name": "x-canary", "value": "1"}], "method": {"type": "Exact", "service": "a.B"}},
-        ]}),  # fmt: skip
+        ]}),
     ),
     ("mirror-then-weights", _with(base_canary, **{f"{AN}__mirror": {"percent": 50}, f"{AN}__iterations": 3})),
     (
@@ -1020,7 +1021,7 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
                         "mirror": False, "setsCookie": False}],
             "share": {"step": 1, "expected": 10, "measured": 9.6, "tolerance": 5, "verified": True,
                       "checkedAt": "2026-05-01T10:02:00Z", "message": "9.6% of requests"},
-        }),  # fmt: skip
+        }),
     ),
     (
         "step-weight-default-max",
@@ -1180,7 +1181,9 @@ TRAFFIC_CASES = ("ab-http", "ab-grpc", "mirror-then", "session-affinity", "traff
 
 @pytest.mark.parametrize(("case", "build"), [c for c in VALID if c[0].startswith(TRAFFIC_CASES)],
                          ids=lambda v: v if isinstance(v, str) else "")  # fmt: skip
-def test_traffic_modes_get_the_same_defaults_from_both(case: str, build: Callable[[], dict[str, Any]]) -> None:
+def test_traffic_modes_get_the_same_defaults_from_both(
+    case: str, build: Callable[[], dict[str, Any]]
+) -> None:
     obj = build()
     assert CanarySpec.model_validate(stored(obj)["spec"]).dump() == stored(obj)["spec"]
 
