@@ -513,3 +513,39 @@ async def test_sticky_sessions_set_a_cookie_on_the_canarys_responses_and_keep_it
     history.close()
     at_zero = [v for v in history.versions if weights_of(v) == (100, 0)]
     assert all(len(v) == 2 for v in at_zero), "canaryd's sticky rule was on the route at weight 0"
+
+
+async def test_a_route_that_cannot_take_the_ab_rule_never_starts_a_run_and_says_which_and_why(cluster):
+    store = cluster.store
+    route = payments_route("quotes")
+    route["spec"]["rules"][0]["matches"] = [
+        {"path": {"type": "PathPrefix", "value": "/quotes"}, "method": "GET"}
+    ]
+    create_app(store, "quotes", route, iterations=3, stepWeights=None, match=[{"method": "POST"}])
+    async with controller(cluster, ScriptedAnalysis()):
+        await until_phase(store, "quotes", "Initialized")
+        routes_ready = world.condition(store, NS, "quotes", "RoutesReady")
+        assert routes_ready is not None
+        assert (routes_ready["status"], routes_ready["reason"]) == ("False", "TrafficModeUnsupported")
+        assert "HTTPRoute quotes cannot take canaryd's A/B testing: rule 0" in routes_ready["message"]
+        world.new_revision(store, NS, "quotes", "app:2.0")
+        progressing = await world.wait_until(
+            lambda: (
+                (c := world.condition(store, NS, "quotes", "Progressing"))
+                and "cannot start" in c["message"]
+                and c
+            ),
+            timeout=10,
+        )
+        assert progressing["reason"] == "TrafficModeUnsupported"
+        await world.wait_until(
+            lambda: any(
+                e["type"] == "Warning" and e["reason"] == "TrafficModeUnsupported"
+                for e in world.events(store, NS, "quotes")
+            ),
+            timeout=10,
+            message="a Warning Event",
+        )
+        await asyncio.sleep(2)
+        assert world.status(store, NS, "quotes")["phase"] == "Initialized"
+        assert [r.get("name") for r in stored_route(store, "quotes")["spec"]["rules"]] == [None, None]
