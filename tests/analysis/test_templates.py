@@ -54,6 +54,8 @@ EXPECTED = {
     # The canary's share of the route's requests to its two Services: 10 of 30 per second.
     ("sandbox.yaml", "traffic-share"): 100 * 10 / 30,
     ("traefik.yaml", "traefik-traffic-share"): 100 * 10 / 30,
+    ("envoy-gateway.yaml", "envoy-gateway-traffic-share"): 100 * 10 / 50,
+    ("istio.yaml", "istio-traffic-share"): 100 * 10 / 40,
 }
 
 
