@@ -36,6 +36,7 @@ LABEL_ROLE: Final = "canaryd.io/role"
 ROLE_PRIMARY: Final = "primary"
 ROLE_CANARY: Final = "canary"
 
+
 class Phase(StrEnum):
     """Where a Canary is in its lifecycle (status.phase).
 
@@ -212,6 +213,8 @@ class ConditionType(StrEnum):
     RECONCILED = "Reconciled"
     #: A confirm-* webhook holds the run (True while it answers non-2xx).
     GATED = "Gated"
+    #: The data plane carries the current step's weight (only with analysis.trafficShare).
+    TRAFFIC_SHIFTED = "TrafficShifted"
 
 
 class Reason(StrEnum):
@@ -242,6 +245,14 @@ class Reason(StrEnum):
     ROUTE_WEIGHTS_DRIFTED = "RouteWeightsDrifted"
     #: A weighted backendRef is not on the Canary's port (spec.service.port).
     ROUTE_PORT_MISMATCH = "RoutePortMismatch"
+    #: A route cannot take canaryd's A/B, mirror or sticky rules (too many rules or matches, ...).
+    TRAFFIC_MODE_UNSUPPORTED = "TrafficModeUnsupported"
+    #: The Gateway refused a route's current generation while canaryd's rules or filters were on it.
+    ROUTE_REFUSED = "RouteRefused"
+    # Traffic share on the data plane
+    TRAFFIC_SHIFTED = "TrafficShifted"
+    TRAFFIC_NOT_SHIFTED = "TrafficNotShifted"
+    MEASURING_TRAFFIC_SHARE = "MeasuringTrafficShare"
     # Progressing
     NEW_REVISION = "NewRevision"
     WAITING_FOR_SLOT = "WaitingForSlot"

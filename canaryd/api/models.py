@@ -326,6 +326,118 @@ class MetricCheck(_Model):
         return parse_duration(self.initial_delay) if self.initial_delay is not None else timedelta(0)
 
 
+#: An HTTP header or query parameter name, as Gateway API spells its pattern.
+HEADER_NAME: Final = r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$"
+HTTP_METHODS = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+MatchType = Literal["Exact", "RegularExpression"]
+#: At most this many matches in analysis.match or analysis.grpcMatch.
+MAX_AB_MATCHES: Final = 8
+#: A gRPC service and method name (Gateway API's GRPCMethodMatch patterns for Exact).
+GRPC_SERVICE: Final = r"^(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$"
+GRPC_METHOD: Final = r"^[A-Za-z_][A-Za-z_0-9]*$"
+#: A cookie name canaryd can both set and match with a regular expression.
+COOKIE_NAME: Final = r"^[A-Za-z0-9_.-]+$"
+
+
+class HeaderMatch(_Model):
+    """Gateway API's HTTPHeaderMatch / GRPCHeaderMatch: a request header and the value it must have."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=HEADER_NAME)
+    value: str = Field(min_length=1, max_length=4096)
+    type: MatchType | None = None
+
+
+class QueryParamMatch(_Model):
+    """Gateway API's HTTPQueryParamMatch."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=HEADER_NAME)
+    value: str = Field(min_length=1, max_length=1024)
+    type: MatchType | None = None
+
+
+def _unique_names(items: list[HeaderMatch] | list[QueryParamMatch] | None, what: str) -> None:
+    names = [item.name for item in items or []]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} must not name the same one twice")
+
+
+class HTTPMatch(_Model):
+    """A/B: requests an HTTPRoute sends to the canary (Gateway API's HTTPRouteMatch, without path:
+    the weighted rule's own paths apply)."""
+
+    headers: list[HeaderMatch] | None = Field(default=None, min_length=1, max_length=16)
+    query_params: list[QueryParamMatch] | None = Field(default=None, min_length=1, max_length=16)
+    method: HTTP_METHODS | None = None
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> HTTPMatch:
+        if self.headers is None and self.query_params is None and self.method is None:
+            raise ValueError("a match needs headers, queryParams or method (an empty one matches everything)")
+        _unique_names(self.headers, "headers")
+        _unique_names(self.query_params, "queryParams")
+        return self
+
+
+class GRPCMethodMatch(_Model):
+    type: Literal["Exact"] | None = None
+    service: str | None = Field(default=None, max_length=1024, pattern=GRPC_SERVICE)
+    method: str | None = Field(default=None, max_length=1024, pattern=GRPC_METHOD)
+
+    @model_validator(mode="after")
+    def _service_or_method(self) -> GRPCMethodMatch:
+        if self.service is None and self.method is None:
+            raise ValueError("a gRPC method match needs service, method or both")
+        return self
+
+
+class GRPCMatch(_Model):
+    """A/B: requests a GRPCRoute sends to the canary (Gateway API's GRPCRouteMatch)."""
+
+    headers: list[HeaderMatch] | None = Field(default=None, min_length=1, max_length=16)
+    method: GRPCMethodMatch | None = None
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> GRPCMatch:
+        if self.headers is None and self.method is None:
+            raise ValueError("a match needs headers or method: an empty one matches every request")
+        _unique_names(self.headers, "headers")
+        return self
+
+
+class Mirror(_Model):
+    """Mirror a share of live requests to the canary before any weight moves."""
+
+    percent: JsonInt = Field(default=100, ge=1, le=100)
+
+
+class SessionAffinity(_Model):
+    """A client the canary served keeps the canary until the run ends (by a cookie)."""
+
+    cookie_name: str = Field(min_length=1, max_length=64, pattern=COOKIE_NAME)
+    max_age: Duration = "24h"
+
+    _max_age_ok = field_validator("max_age")(_duration_within(MAX_LOOKBACK))
+
+    @property
+    def max_age_seconds(self) -> int:
+        return int(parse_duration(self.max_age).total_seconds())
+
+
+class TrafficShareCheck(_Model):
+    """Verify on the data plane that the canary receives its weight before a step's analysis counts."""
+
+    template_ref: TemplateRef
+    #: How far the measured share may be from the weight, in percentage points.
+    tolerance: JsonFloat = Field(default=5.0, ge=0, le=100)
+    #: The window the share is measured over (``{{ interval }}``); default: the analysis interval.
+    interval: Duration | None = None
+    variables: Variables = Field(default_factory=dict)
+
+    _interval_ok = field_validator("interval")(
+        lambda v: v if v is None else _duration_within(MAX_LOOKBACK)(v)
+    )
+
+
 class ScoreThresholds(_Model):
     """The comparison score (0-100) a round needs to pass, and below which it fails."""
 
@@ -393,13 +505,44 @@ class Analysis(_Model):
     score_thresholds: ScoreThresholds | None = None
     metrics: list[MetricCheck] = Field(default_factory=list, max_length=20)
     webhooks: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
+    #: A/B testing: requests matching these go to the canary only, for ``iterations`` checks.
+    match: list[HTTPMatch] | None = Field(default=None, min_length=1, max_length=MAX_AB_MATCHES)
+    grpc_match: list[GRPCMatch] | None = Field(default=None, min_length=1, max_length=MAX_AB_MATCHES)
+    #: A/B and mirror: the number of checks run before weights move (or promotion).
+    iterations: JsonInt | None = Field(default=None, ge=1, le=1000)
+    mirror: Mirror | None = None
+    session_affinity: SessionAffinity | None = None
+    traffic_share: TrafficShareCheck | None = None
 
     _interval_ok = field_validator("interval")(_duration_within(MAX_INTERVAL))
 
+    @property
+    def ab_testing(self) -> bool:
+        return self.match is not None or self.grpc_match is not None
+
     @model_validator(mode="after")
     def _schedule(self) -> Analysis:
-        if (self.step_weight is None) == (self.step_weights is None):
+        steps = self.step_weight is not None or self.step_weights is not None
+        if self.ab_testing:
+            if steps or self.max_weight is not None or self.mirror is not None or self.session_affinity:
+                raise ValueError(
+                    "A/B testing (match, grpcMatch) runs iterations, not weight steps: leave out stepWeight, "
+                    "stepWeights, maxWeight, mirror and sessionAffinity"
+                )
+        elif self.mirror is not None:
+            if self.step_weight is not None and self.step_weights is not None:
+                raise ValueError("analysis needs exactly one of stepWeight or stepWeights")
+            if self.max_weight is not None and self.step_weight is None:
+                raise ValueError("maxWeight goes with stepWeight, not with stepWeights")
+        elif (self.step_weight is None) == (self.step_weights is None):
             raise ValueError("analysis needs exactly one of stepWeight or stepWeights")
+        if (self.ab_testing or self.mirror is not None) != (self.iterations is not None):
+            raise ValueError(
+                "iterations goes with match, grpcMatch or mirror (the checks before any weight moves), "
+                "and they need it"
+            )
+        if self.session_affinity is not None and not steps:
+            raise ValueError("sessionAffinity needs weight steps (stepWeight or stepWeights)")
         if self.step_weights is not None:
             if self.max_weight is not None:
                 raise ValueError("maxWeight goes with stepWeight, not with stepWeights")
@@ -434,10 +577,15 @@ class Analysis(_Model):
         return self.score_thresholds if self.score_thresholds is not None else ScoreThresholds()
 
     def weights(self) -> tuple[int, ...]:
-        """The weight of each step, in order: explicit stepWeights, or stepWeight up to maxWeight."""
+        """The weight of each weight step, in order: explicit stepWeights, or stepWeight up to maxWeight.
+
+        Empty for A/B testing, and for a mirror phase followed by promotion without weight steps.
+        """
         if self.step_weights is not None:
             return tuple(self.step_weights)
-        step = self.step_weight or 10
+        if self.step_weight is None:
+            return ()
+        step = self.step_weight
         top = self.max_weight if self.max_weight is not None else DEFAULT_MAX_WEIGHT
         weights = list(range(step, top + 1, step))
         if not weights or weights[-1] != top:
@@ -625,6 +773,47 @@ class WebhookStatus(_Model):
     @property
     def ok(self) -> bool:
         return self.outcome is HookOutcome.OK
+#: What a run's current step does with traffic (status.traffic.mode).
+TrafficMode = Literal["Canary", "ABTest", "Mirror"]
+
+
+class RouteAdditions(_Model):
+    """What canaryd has added to one route besides the two weights, as last observed."""
+
+    kind: RouteKind
+    name: ObjectName
+    #: Names of the rules canaryd added (``abtest-<k>.canaryd.io``, ``sticky-<k>.canaryd.io``).
+    added_rules: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=16)
+    #: A RequestMirror filter to the canary Service on the weighted rules.
+    mirror: StrictBool = False
+    #: A Set-Cookie filter on the canary backendRef of the weighted rules (session affinity).
+    sets_cookie: StrictBool = False
+
+
+class TrafficShareStatus(_Model):
+    """The canary's share of the requests as last measured on the data plane, against its weight."""
+
+    #: The step it was measured for (the weight it is checked against is the step's).
+    step: JsonInt = Field(ge=0)
+    expected: JsonFloat = Field(ge=0, le=100)
+    #: Percent of the requests the canary received (the farthest from expected over the routes).
+    measured: FiniteOrNull = None
+    tolerance: JsonFloat = Field(default=5.0, ge=0, le=100)
+    #: The measured share was within tolerance: the step's analysis counts from now on.
+    verified: StrictBool = False
+    checked_at: Timestamp | None = None
+    message: str = Field(default="", max_length=1024)
+
+
+class TrafficStatus(_Model):
+    """How the run sends traffic to the canary (only written for a run that does more than weights)."""
+
+    mode: TrafficMode = "Canary"
+    routes: list[RouteAdditions] = Field(default_factory=list, max_length=16)
+    mirror_percent: JsonInt | None = Field(default=None, ge=1, le=100)
+    #: The session-affinity cookie while it pins clients to the canary (``name=value``).
+    session_cookie: str | None = Field(default=None, max_length=256)
+    share: TrafficShareStatus | None = None
 
 
 class CanaryStatus(_Model):
@@ -655,6 +844,8 @@ class CanaryStatus(_Model):
     metrics: list[MetricStatus] = Field(default_factory=list, max_length=64)
     #: For each weighted route, the generations that differ only in canaryd's two weights.
     route_generations: list[RouteGenerations] = Field(default_factory=list, max_length=16)
+    #: The traffic mode, canaryd's additions to the routes and the measured traffic share.
+    traffic: TrafficStatus | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     observed_generation: JsonInt = Field(default=0, ge=0, le=MAX_INT64)
 

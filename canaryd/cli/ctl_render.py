@@ -61,6 +61,90 @@ def step_weights(canary: dict[str, Any]) -> tuple[int, ...] | None:
         return None
 
 
+def schedule(canary: dict[str, Any]) -> tuple[int, str] | None:
+    """(how many steps a run has, what they are), as the controller runs them; None when it does not parse."""
+    try:
+        parsed = Analysis.model_validate(analysis(canary))
+    except ValueError:
+        return None
+    weights = parsed.weights()
+    iterations = parsed.iterations or 0
+    weight_text = f"weights {', '.join(str(w) for w in weights)}"
+    if parsed.ab_testing:
+        return iterations, f"A/B testing: {iterations} checks at weight 0"
+    if parsed.mirror is not None:
+        then = f", then {weight_text}" if weights else ", then promotion"
+        return iterations + len(weights), f"{iterations} checks on mirrored requests{then}"
+    return len(weights), weight_text
+
+
+def _condition_text(items: Any, joiner: str) -> list[str]:
+    found = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            kind = item.get("type", "Exact")
+            op = "=" if kind == "Exact" else "~"
+            found.append(f"{item.get('name')}{joiner}{op}{item.get('value')}")
+    return found
+
+
+def match_text(match: Any) -> str:
+    """One A/B match as a person reads it: ``header x-canary=insider``, ``path /api``, ``method POST``."""
+    match = as_dict(match)
+    parts = []
+    path = as_dict(match.get("path"))
+    if path:
+        parts.append(f"path {path.get('value', '/')}" + (" (exact)" if path.get("type") == "Exact" else ""))
+    method = match.get("method")
+    if isinstance(method, str):
+        parts.append(f"method {method}")
+    elif isinstance(method, dict):
+        parts.append("method " + "/".join(str(method[k]) for k in ("service", "method") if k in method))
+    parts += [f"header {c}" for c in _condition_text(match.get("headers"), "")]
+    parts += [f"query {c}" for c in _condition_text(match.get("queryParams"), "")]
+    return " and ".join(parts) or "every request"
+
+
+def traffic_lines(canary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) lines about how the run sends traffic: mode, canaryd's route parts, cookie, share."""
+    traffic = as_dict(status(canary).get("traffic"))
+    spec_analysis = analysis(canary)
+    if not traffic:
+        return []
+    lines: list[tuple[str, str]] = []
+    mode = traffic.get("mode", "Canary")
+    if mode == "ABTest":
+        matches = spec_analysis.get("match") or spec_analysis.get("grpcMatch") or []
+        shown = "; or ".join(match_text(m) for m in matches) if isinstance(matches, list) else ""
+        lines.append(("Mode", f"A/B testing (to the canary: {shown})" if shown else "A/B testing"))
+    elif mode == "Mirror":
+        lines.append(("Mode", f"mirroring {traffic.get('mirrorPercent') or 100}% of requests to the canary"))
+    else:
+        lines.append(("Mode", "canary (weights)"))
+    for route in traffic.get("routes") or []:
+        route = as_dict(route)
+        parts = [f"rule {name}" for name in route.get("addedRules") or []]
+        if route.get("mirror"):
+            parts.append("a RequestMirror filter to the canary")
+        if route.get("setsCookie"):
+            parts.append("a Set-Cookie filter on the canary backendRef")
+        if parts:
+            lines.append(("canaryd added", f"{route.get('kind')}/{route.get('name')}: {', '.join(parts)}"))
+    if traffic.get("sessionCookie"):
+        lines.append(("Session cookie", str(traffic["sessionCookie"])))
+    share = as_dict(traffic.get("share"))
+    if share:
+        measured = share.get("measured")
+        value = f"{format_number(measured)}%" if isinstance(measured, (int, float)) else "not measured"
+        state = "verified" if share.get("verified") else "not carried yet"
+        lines.append((
+            "Traffic share",
+            f"{value} measured at step {share.get('step')}, expected {format_number(share.get('expected'))}% "
+            f"± {format_number(share.get('tolerance'))} ({state})",
+        ))  # fmt: skip
+    return lines
+
+
 def max_weight(canary: dict[str, Any]) -> int | None:
     weights = step_weights(canary)
     return weights[-1] if weights else None
@@ -258,8 +342,8 @@ class Marks:
 
 def step_of(canary: dict[str, Any]) -> str:
     """``n/m``: steps taken out of the steps of the schedule."""
-    weights = step_weights(canary)
-    total = len(weights) if weights else None
+    planned = schedule(canary)
+    total = planned[0] if planned else None
     step = status(canary).get("step", 0)
     step = step if isinstance(step, int) else 0
     return f"{step}/{total if total is not None else '?'}"
@@ -536,11 +620,14 @@ def status_page(
     if target_revision and target_revision not in (st.get("revision"), promoted):
         field("New revision", f"{target_revision} (in the Deployment; its run has not started yet)")
     step = st.get("step", 0)
-    if weights:
-        field("Step", f"{step} of {len(weights)} (weights {', '.join(str(w) for w in weights)})")
+    planned = schedule(canary)
+    if planned:
+        field("Step", f"{step} of {planned[0]} ({planned[1]})")
     else:
         field("Step", f"{step} (the analysis schedule in spec does not parse)")
     field("Weight", f"{weight(canary)}% {progress_bar(weight(canary), top)}")
+    for label, value in traffic_lines(canary):
+        field(label, value)
     field("Failed checks", f"{st.get('failedChecks', 0)}/{threshold(canary)}")
     field("Analysis errors", f"{st.get('analysisErrors', 0)}/{error_threshold(canary)}")
     field("Paused", "yes" if st.get("paused") else "no")
@@ -684,7 +771,12 @@ def watch_signature(canary: dict[str, Any], target_revision: str | None = None) 
     st = status(canary)
     pending = pending_request(canary)
     return (
-        st.get("phase"), st.get("canaryWeight"), st.get("step"), st.get("failedChecks"),
-        st.get("paused"), st.get("revision"), pending.get("id") if pending else None, target_revision,
+        st.get("phase"),
+        st.get("canaryWeight"),
+        st.get("step"),
+        st.get("failedChecks"),
+        st.get("paused"),
+        st.get("revision"),
+        pending.get("id") if pending else None,
+        target_revision,
     )
-

@@ -15,7 +15,7 @@ from canaryd.api.models import ActionAcknowledgement, ActionRequest, action_pend
 from canaryd.api.timestamps import format_rfc3339
 from canaryd.core import schedule
 from canaryd.core.draft import Draft
-from canaryd.core.readiness import canary_ready, replicas_text, routes_problem
+from canaryd.core.readiness import canary_ready, replicas_text, routes_problem, start_blockers
 
 _IGNORED = "ignored: "
 
@@ -169,8 +169,9 @@ def _retry(draft: Draft, request: ActionRequest) -> str:
         return _IGNORED + (
             f"{draft.target_name} now runs revision {target.template_hash}, which gets a run of its own"
         )
-    if draft.observations.config_problems:
-        return _IGNORED + "; ".join(draft.observations.config_problems)
+    blocked = start_blockers(draft.canary, draft.observations)
+    if blocked is not None:
+        return _IGNORED + "; ".join(blocked[1])
     revision = status.revision
     draft.start_run(revision, Reason.RETRIED, f"{_who(request)}: analysing revision {revision} again")
     if draft.status.phase is Phase.WAITING:

@@ -22,6 +22,7 @@ CONDITION_ORDER: tuple[str, ...] = (
     ConditionType.READY,
     ConditionType.PROGRESSING,
     ConditionType.ROUTES_READY,
+    ConditionType.TRAFFIC_SHIFTED,
     ConditionType.ANALYSIS_HEALTHY,
     ConditionType.PAUSED,
     ConditionType.RECONCILED,

@@ -5,10 +5,12 @@ from the transition that led there. So a decision handed its own result
 again asks for nothing new: it repeats only what has not been observed yet,
 and every effect is safe to repeat.
 
-Traffic rules live here: weight moves toward the canary only through routes
-that are usable and only to a canary that is ready; weight moves back to the
-primary on every route that can be written. The canary Deployment is scaled
-to 0 only once traffic is observed on the primary.
+Traffic rules live here: weight (or any rule or filter of canaryd's that
+sends requests to the canary: A/B, mirror, sticky) moves toward the canary
+only through routes that are usable and can take it, and only to a canary
+that is ready; traffic moves back to the primary, and canaryd's rules and
+filters come off, on every route that can be written. The canary Deployment
+is scaled to 0 only once traffic is observed on the primary.
 
 Deleting a Canary must not take the service down: ``core.leaving`` has the
 order (traffic to the primary, the target back up and ready, the primary
@@ -33,7 +35,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from canaryd.api.constants import Phase, Reason
-from canaryd.api.models import CanaryStatus
+from canaryd.api.models import Canary, CanaryStatus
 from canaryd.core.effects import (
     AddFinalizer,
     DeleteAutoscaler,
@@ -49,7 +51,9 @@ from canaryd.core.effects import (
 from canaryd.core.leaving import termination_effects
 from canaryd.core.observations import Observations, RouteState, WorkloadState
 from canaryd.core.readiness import canary_ready, routes_show, traffic_on_primary
+from canaryd.core.route_plan import PLAIN, RouteShape
 from canaryd.core.routes import weights_match
+from canaryd.core.traffic import route_shape, shape_problems
 
 #: Phases in which the canary Deployment runs and may carry traffic.
 _RUNNING = (Phase.PROGRESSING, Phase.PROMOTING)
@@ -75,7 +79,7 @@ def route_drift(
     """
     drifted: list[RouteDrift] = []
     for route in routes:
-        if not route.exists or weights_match(route, primary, canary):
+        if not route.exists or not route.has_backends or weights_match(route, primary, canary):
             continue
         if weights_match(route, 100 - last_canary, last_canary):
             continue
@@ -100,15 +104,19 @@ def converge(
     revert_on_deletion: bool = True,
     *,
     keep_canary: bool = False,
+    canary: Canary | None = None,
 ) -> list[Effect]:
     """Effects in the order they must be applied; the runtime stops at the first that fails.
 
     ``last_canary`` is the canary weight of the status before the decision,
     what canaryd last put on the routes (for the drift report only);
     ``revert_on_deletion`` is the Canary's ``spec.revertOnDeletion`` (see ``core.leaving``);
-    ``keep_canary``: a rolled-back canary is kept up for inspection (no scale-down yet).
+    ``keep_canary``: a rolled-back canary is kept up for inspection (no scale-down yet);
+    ``canary`` gives the traffic mode (without it, only weights are written).
     """
-    effects = _converge(status, observations, revert_on_deletion, keep_canary)
+    shape = route_shape(canary, status) if canary is not None else PLAIN
+    fits = canary is None or not shape_problems(canary, observations.routes)
+    effects = _converge(status, observations, revert_on_deletion, keep_canary, shape, fits)
     return [
         replace(e, drifted=route_drift(observations.routes, e.primary, e.canary, last_canary))
         if isinstance(e, SetRouteWeights)
@@ -118,7 +126,12 @@ def converge(
 
 
 def _converge(
-    status: CanaryStatus, observations: Observations, revert_on_deletion: bool, keep_canary: bool
+    status: CanaryStatus,
+    observations: Observations,
+    revert_on_deletion: bool,
+    keep_canary: bool,
+    shape: RouteShape,
+    fits: bool,
 ) -> list[Effect]:
     if observations.deleting or status.phase is Phase.TERMINATING:
         return termination_effects(observations, revert_on_deletion)
@@ -150,7 +163,7 @@ def _converge(
             and (primary is None or primary.template_hash != status.revision)
         ):
             effects.append(EnsurePrimary(template_hash=status.revision))
-        effects.extend(_hold_weight(status.canary_weight, observations))
+        effects.extend(_hold_weight(status.canary_weight, observations, shape, fits))
         return effects
     effects.extend(_return_to_primary(observations, keep_canary=keep_canary))
     return effects
@@ -167,13 +180,13 @@ def autoscaler_effects(status: CanaryStatus, observations: Observations) -> list
     return effects
 
 
-def _hold_weight(weight: int, observations: Observations) -> list[Effect]:
-    """Keep the routes at the run's weight, where that is allowed."""
-    if weight == 0:
+def _hold_weight(weight: int, observations: Observations, shape: RouteShape, fits: bool) -> list[Effect]:
+    """Keep the routes at the run's weight and shape, where that is allowed."""
+    if weight == 0 and shape.plain:
         return [SetRouteWeights(primary=100, canary=0)] if not traffic_on_primary(observations) else []
-    allowed = observations.routes_usable and canary_ready(observations.target)
-    if allowed and not routes_show(observations, 100 - weight, weight):
-        return [SetRouteWeights(primary=100 - weight, canary=weight)]
+    allowed = observations.routes_usable and canary_ready(observations.target) and fits
+    if allowed and not routes_show(observations, 100 - weight, weight, shape):
+        return [SetRouteWeights(primary=100 - weight, canary=weight, shape=shape)]
     return []
 
 

@@ -19,7 +19,8 @@ from canaryd.api.naming import workload_names
 from canaryd.core import hooks, schedule
 from canaryd.core.conditions import DesiredCondition
 from canaryd.core.effects import RecordEvent
-from canaryd.core.observations import HookResult, MetricResult, Observations
+from canaryd.core.observations import HookResult, MetricResult, Observations, ShareReading
+from canaryd.core.traffic import AB_TEST, MIRROR, stage_at
 
 EventType = Literal["Normal", "Warning"]
 
@@ -36,6 +37,8 @@ class Draft:
     action: ActionRequest | None = None
     #: The webhook round handed to this decision (already recorded in status.webhooks).
     hooks: tuple[HookResult, ...] = ()
+    #: The traffic-share measurement handed to this decision, until a transition uses it.
+    share: tuple[ShareReading, ...] | None = None
     events: list[RecordEvent] = field(default_factory=list)
     #: The Progressing condition a transition of this decision chose (kept by terminal phases).
     progress_note: DesiredCondition | None = None
@@ -118,6 +121,7 @@ class Draft:
             "last_step_time": None,
             "metrics": [],
             "gate": None,
+            "traffic": None,
         }
 
     def start_run(self, revision: str, reason: Reason, message: str, *, confirmed: bool = False) -> None:
@@ -198,9 +202,15 @@ class Draft:
         step = self.status.step + 1
         weight = schedule.weight_of_step(self.canary, step)
         total = schedule.step_count(self.canary)
+        stage = stage_at(self.canary, step)
+        doing = ""
+        if stage is not None and stage.mode == AB_TEST:
+            doing = ": requests matching analysis.match go to the canary only"
+        elif stage is not None and stage.mode == MIRROR:
+            doing = ": requests are mirrored to the canary, users are served by the primary"
         self.move(
             reason,
-            f"{message}; step {step} of {total}",
+            f"{message}; step {step} of {total}{doing}",
             weight=weight,
             step=step,
             last_step_time=self.now,

@@ -11,6 +11,7 @@ from typing import Literal
 
 from canaryd.api.constants import HookType
 from canaryd.core.notifications import Notification
+from canaryd.core.route_plan import PLAIN, RouteShape
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,12 @@ class ScaleTarget:
 
 @dataclass(frozen=True)
 class SetRouteWeights:
-    """Write the two backendRef weights on every referenced route.
+    """Write the two backendRef weights on every referenced route, and canaryd's rules and filters.
 
-    ``drifted`` holds a Warning Event for each route whose weights someone
+    ``shape`` is what canaryd adds besides the weights (its A/B or sticky
+    rules, its mirror and cookie filters; nothing by default): every route
+    ends up with exactly that, and whatever else of canaryd's it carried is
+    removed (see ``core.route_plan``). ``drifted`` holds a Warning Event for each route whose weights someone
     other than canaryd changed; the runtime records it once it has written
     that route. It reports on the write and is not part of what is written,
     so it takes no part in comparing two effects.
@@ -58,6 +62,7 @@ class SetRouteWeights:
     primary: int
     canary: int
     drifted: tuple[RouteDrift, ...] = field(default=(), compare=False)
+    shape: RouteShape = PLAIN
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from datetime import datetime
 
 from canaryd.api.constants import GATE_HOOKS, ConditionType, HookOutcome, HookType, Phase, Reason
 from canaryd.api.models import Canary, CanaryStatus, action_pending
-from canaryd.core import hooks, schedule
+from canaryd.core import hooks, schedule, traffic_share
 from canaryd.core.actions import handle_action
 from canaryd.core.claims import Refusal, claim_of, refusal
 from canaryd.core.conditions import DesiredCondition, merge_conditions
@@ -45,9 +45,10 @@ from canaryd.core.effects import CallWebhooks, Effect, Notify, ReleaseOwned, Rem
 from canaryd.core.notices import notices
 from canaryd.core.observations import Observations
 from canaryd.core.phases import advance, progress_blocker
-from canaryd.core.readiness import canary_ready, routes_show, step_weight_missing
+from canaryd.core.readiness import canary_ready, routes_carry, step_weight_missing
 from canaryd.core.reporting import conditions, problem_events
 from canaryd.core.routes import record_weight_write
+from canaryd.core.traffic import traffic_status
 
 #: More transitions than any real decision makes; reaching it means a cycle, which is a bug.
 MAX_TRANSITIONS = 32
@@ -67,20 +68,11 @@ def _action_pending(canary: Canary, observations: Observations) -> bool:
     return request is not None and action_pending(request.id, answered.id if answered else None)
 
 
-def analysis_due(canary: Canary, observations: Observations, now: datetime) -> bool:
-    """Whether the runtime should run an analysis round before calling ``decide``.
-
-    True when a run at step 1 or later is neither paused nor blocked (canary
-    ready, routes usable, no configuration problem), runs the revision under
-    analysis, and one interval has passed since the last step, round or
-    resume. A pending manual action goes first: no round is due until it is
-    answered. A round judges the step's weight, so none is due until every
-    route carries it (a weight patch lost to a conflict is written again
-    first). ``decide`` uses a round only when this holds.
-    """
+def _run_can_measure(canary: Canary, observations: Observations) -> bool:
+    """A run at step 1 or later that is neither paused nor blocked, and has no action waiting."""
     status = canary.status
     target = observations.target
-    if (
+    return not (
         status.phase is not Phase.PROGRESSING
         or canary.spec.suspend
         or canary.spec.skip_analysis
@@ -92,13 +84,42 @@ def analysis_due(canary: Canary, observations: Observations, now: datetime) -> b
         or not observations.routes_usable
         or observations.config_problems
         or _action_pending(canary, observations)
-        or not routes_show(observations, 100 - status.canary_weight, status.canary_weight)
         or refusal(claim_of(canary), observations) is not None
+    )
+
+
+def analysis_due(canary: Canary, observations: Observations, now: datetime) -> bool:
+    """Whether the runtime should run an analysis round before calling ``decide``.
+
+    True when a run at step 1 or later is neither paused nor blocked (canary
+    ready, routes usable, no configuration problem), runs the revision under
+    analysis, its step's weight is verified on the data plane (where the
+    Canary asks for that), and one interval has passed since the last step,
+    round or resume. A pending manual action goes first: no round is due until
+    it is answered. A round judges the step's weight, so none is due until
+    every route carries it (a weight patch lost to a conflict is written again
+    first). ``decide`` uses a round only when this holds.
+    """
+    status = canary.status
+    if (
+        not _run_can_measure(canary, observations)
+        or traffic_share.pending(canary, status)
+        or not routes_carry(observations, 100 - status.canary_weight, status.canary_weight)
         or step_weight_missing(status, observations)
     ):
         return False
-    due = schedule.next_analysis_at(canary, status)
+    due = schedule.next_analysis_at(canary, canary.status)
     return due is not None and now >= due
+
+
+def traffic_share_due(canary: Canary, observations: Observations, now: datetime) -> bool:
+    """Whether the runtime should measure the canary's share of the requests before calling ``decide``.
+
+    True for a run that could take an analysis round (see ``analysis_due``)
+    at a weight step not yet verified on the data plane, once a full window
+    has passed since the step (see ``core.traffic_share``).
+    """
+    return _run_can_measure(canary, observations) and traffic_share.due(canary, canary.status, now)
 
 
 def decide(canary: Canary, observations: Observations, now: datetime) -> Decision:
@@ -114,6 +135,7 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
         analysis=observations.analysis if analysis_due(canary, observations, now) else None,
         action=observations.action,
         hooks=hooks.accepted_results(canary, observations, now),
+        share=observations.traffic_share if traffic_share_due(canary, observations, now) else None,
     )
     handle_action(draft)
     _record_webhook_round(draft)
@@ -133,16 +155,19 @@ def decide(canary: Canary, observations: Observations, now: datetime) -> Decisio
             last_canary=canary.status.canary_weight,
             revert_on_deletion=canary.spec.revert_on_deletion,
             keep_canary=_inspection_until(draft) is not None,
+            canary=canary,
         )
         effects += autoscaler_effects(draft.status, observations)
-    draft.analysis = None
+    draft.analysis = draft.share = None
+    share = draft.status.traffic.share if draft.status.traffic is not None else None
+    draft.update(traffic=traffic_status(canary, draft.status, observations.routes, share))
     draft.update(
         conditions=conditions(draft, canary.status.phase),
         observed_generation=canary.metadata.generation,
     )
     for write in (e for e in effects if isinstance(e, SetRouteWeights)):
         records = record_weight_write(
-            draft.status.route_generations, observations.routes, write.primary, write.canary
+            draft.status.route_generations, observations.routes, write.primary, write.canary, write.shape
         )
         draft.update(route_generations=records)
     events = [*draft.events, *problem_events(canary.status, draft.status, {e.reason for e in draft.events})]

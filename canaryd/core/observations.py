@@ -8,8 +8,10 @@ can be tested exhaustively by constructing observations directly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from canaryd.api.constants import HookOutcome, HookType, Reason, Verdict
 from canaryd.api.models import ActionRequest, ComparisonStatus
@@ -54,7 +56,8 @@ class RouteState:
     kind: str
     name: str
     exists: bool
-    #: Every rule that names one of our Services names both (and at least one rule does).
+    #: canaryd can weight the route: at least one rule lists both Services once each, and no rule of the
+    #: team's sends traffic to the canary Service without the primary.
     has_backends: bool = False
     #: Every parent in status.parents has Accepted=True (for the current generation where set).
     accepted: bool = False
@@ -66,16 +69,42 @@ class RouteState:
     #: metadata.uid and metadata.generation (None when the server set none).
     uid: str = ""
     generation: int | None = None
-    #: A hash of the spec without the two weights canaryd writes (see ``canaryd.core.routes``).
+    #: A hash of the spec without the parts canaryd owns (see ``canaryd.core.routes``).
     spec_hash: str = ""
     #: The other Services named by the rules that name canaryd's two (another Canary's, say).
     shared_backends: tuple[str, ...] = ()
     #: Why canaryd's backendRefs would send traffic nowhere (not on the Canary's port); "" if they do not.
     port_problem: str = ""
+    #: The two Services' names, and the route as read (None in tests that model routes abstractly);
+    #: the core computes from it whether the route already has the shape a decision wants.
+    primary_service: str = ""
+    canary_service: str = ""
+    route: Mapping[str, Any] | None = field(default=None, compare=True, repr=False)
+    #: How many rules canaryd weights, and what canaryd has added to the route (see core.route_plan).
+    weighted_rules: int = 0
+    canaryd_rules: tuple[str, ...] = ()
+    mirrored: bool = False
+    sticky: bool = False
+    #: The Gateway reported on the route's current generation and did not accept it.
+    refused: bool = False
 
     @property
     def usable(self) -> bool:
         return self.exists and self.has_backends and self.accepted and not self.port_problem
+
+    @property
+    def has_additions(self) -> bool:
+        """canaryd's own rules or filters are on the route."""
+        return bool(self.canaryd_rules) or self.mirrored or self.sticky
+
+
+@dataclass(frozen=True)
+class ShareReading:
+    """The canary's share of one route's requests in percent, as measured (None: no value, and why)."""
+
+    route: str
+    value: float | None
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,6 +175,8 @@ class Observations:
     routes: tuple[RouteState, ...] = ()
     #: Results of the analysis round run for this decision; None when no round was run.
     analysis: tuple[MetricResult, ...] | None = None
+    #: The canary's measured share of each route's requests, when a measurement was due (core.traffic_share).
+    traffic_share: tuple[ShareReading, ...] | None = None
     #: Problems with the Canary's references that no retry will fix (missing template, ...).
     config_problems: tuple[str, ...] = ()
     #: The condition reason that best names ``config_problems`` (e.g. MetricTemplateNotFound).
@@ -182,5 +213,6 @@ __all__ = [
     "MetricResult",
     "Observations",
     "RouteState",
+    "ShareReading",
     "WorkloadState",
 ]

@@ -11,20 +11,22 @@ from __future__ import annotations
 from datetime import datetime
 
 from canaryd.api.constants import ACTIVE_PHASES, HookType, Phase, Reason, Verdict
-from canaryd.api.models import MetricStatus
+from canaryd.api.models import MetricStatus, TrafficStatus
 from canaryd.api.timestamps import format_rfc3339
-from canaryd.core import hooks, schedule
+from canaryd.core import hooks, schedule, traffic_share
 from canaryd.core.draft import Draft
 from canaryd.core.leaving import deletion_plan
-from canaryd.core.observations import MetricResult
+from canaryd.core.observations import MetricResult, ShareReading
 from canaryd.core.readiness import (
     canary_ready,
     primary_serves,
     replicas_text,
     routes_problem,
+    start_blockers,
     step_weight_missing,
     traffic_on_primary,
 )
+from canaryd.core.traffic import shape_problems
 from canaryd.core.verdicts import (
     RoundOutcome,
     decisive_failure,
@@ -155,8 +157,8 @@ def _idle(draft: Draft) -> None:
                 revision=revision,
             )
         return
-    if draft.observations.config_problems:
-        return  # Ready=False says what to fix before a run can start
+    if start_blockers(draft.canary, draft.observations) is not None:
+        return  # the conditions (and a Warning Event) say what to fix before a run can start
     draft.start_run(
         revision, Reason.NEW_REVISION, f"new revision {revision} of {draft.target_name}: starting a run"
     )
@@ -178,7 +180,7 @@ def _waiting(draft: Draft) -> None:
         gate = status.gate
         # A confirmation was for the revision it was asked about: a new one is asked about afresh.
         draft.update(revision=revision, gate=hooks.gate_at(HookType(gate.type), draft.now) if gate else None)
-    elif draft.observations.run_slot_available and not draft.observations.config_problems:
+    elif draft.observations.run_slot_available and start_blockers(draft.canary, draft.observations) is None:
         why = "confirmed" if status.gate is not None else "a run slot is free"
         draft.start_run(revision, Reason.NEW_REVISION, f"{why}: starting revision {revision}")
 
@@ -211,6 +213,18 @@ def _progressing(draft: Draft) -> None:
         return
     if status.paused:
         return
+    refused = next((r for r in draft.observations.routes if r.refused and r.has_additions), None)
+    if refused is not None:
+        draft.fail(
+            Reason.ROUTE_REFUSED,
+            f"{refused.problem}, with canaryd's traffic-mode rules or filters on it (does the Gateway "
+            "implementation support them?)",
+        )
+        return
+    if draft.share is not None:
+        readings, draft.share = draft.share, None
+        _record_share(draft, readings)
+        return
     if draft.analysis is not None:
         results, draft.analysis = draft.analysis, None
         _judge(draft, results)
@@ -239,7 +253,11 @@ def _progressing(draft: Draft) -> None:
         seconds = draft.canary.spec.progress_deadline_seconds
         blocker = progress_blocker(draft)
         why = f": {blocker[1]}" if blocker else ""
-        draft.fail(Reason.DEADLINE_EXCEEDED, f"no progress within progressDeadlineSeconds ({seconds}s){why}")
+        reason = Reason.TRAFFIC_NOT_SHIFTED if blocker and blocker[0] is Reason.TRAFFIC_NOT_SHIFTED else None
+        draft.fail(
+            reason or Reason.DEADLINE_EXCEEDED,
+            f"no progress within progressDeadlineSeconds ({seconds}s){why}",
+        )
         return
     if progress_blocker(draft) is None and status.step == 0:
         _first_step(draft)
@@ -341,7 +359,32 @@ def progress_blocker(draft: Draft) -> tuple[Reason, str] | None:
         )
     if not observations.routes_usable:
         return Reason.ROUTE_NOT_ACCEPTED, f"no traffic moves: {routes_problem(observations)}"
+    shapes = shape_problems(draft.canary, observations.routes)
+    if shapes:
+        return Reason.TRAFFIC_MODE_UNSUPPORTED, "; ".join(shapes)
+    share = traffic_share.blocker_text(draft.canary, draft.status)
+    if share is not None:
+        record = traffic_share.record_for_step(draft.status)
+        reason = Reason.TRAFFIC_NOT_SHIFTED if record is not None else Reason.MEASURING_TRAFFIC_SHARE
+        return reason, share
     return None
+
+
+def _record_share(draft: Draft, readings: tuple[ShareReading, ...]) -> None:
+    """Keep one measurement of the canary's share; say so once when it first misses or meets the weight."""
+    before = traffic_share.record_for_step(draft.status)
+    record = traffic_share.judge(draft.canary, draft.status, readings, draft.now)
+    if record is None:
+        return
+    current = draft.status.traffic or TrafficStatus()
+    draft.update(traffic=current.model_copy(update={"share": record}))
+    step = draft.status.step
+    if record.verified:
+        draft.event(
+            "Normal", Reason.TRAFFIC_SHIFTED, f"step {step}: {record.message}; the analysis counts from now"
+        )
+    elif before is None:
+        draft.event("Warning", Reason.TRAFFIC_NOT_SHIFTED, f"step {step} holds: {record.message}")
 
 
 def _judge(draft: Draft, results: tuple[MetricResult, ...]) -> None:

@@ -8,9 +8,12 @@ route that is not accepted" in one place too.
 
 from __future__ import annotations
 
-from canaryd.api.models import CanaryStatus
+from canaryd.api.constants import Reason
+from canaryd.api.models import Canary, CanaryStatus
 from canaryd.core.observations import Observations, RouteState, WorkloadState
-from canaryd.core.routes import weights_match
+from canaryd.core.route_plan import PLAIN, RouteShape
+from canaryd.core.routes import shows, weights_match
+from canaryd.core.traffic import shape_problems
 
 
 def canary_ready(target: WorkloadState | None) -> bool:
@@ -31,23 +34,35 @@ def primary_serves(
 
 
 def writable(route: RouteState) -> bool:
-    """Weights can be written on this route (moving traffic back to the primary needs no more)."""
-    return route.exists and route.has_backends
+    """canaryd can write this route: it weights it, or its own rules or filters are on it to remove.
+
+    Moving traffic back to the primary needs no more than that.
+    """
+    return route.exists and (route.has_backends or route.has_additions)
 
 
-def routes_show(observations: Observations, primary: int, canary: int) -> bool:
-    """Every route canaryd can write already carries these weights."""
+def routes_show(observations: Observations, primary: int, canary: int, shape: RouteShape = PLAIN) -> bool:
+    """Every route canaryd can write already carries these weights, and exactly this shape."""
+    return all(shows(r, primary, canary, shape) for r in observations.routes if writable(r))
+
+
+def routes_carry(observations: Observations, primary: int, canary: int) -> bool:
+    """Every route canaryd can write carries these weights on the rules it weights.
+
+    Only the weights: canaryd's own rules and filters (A/B, mirror, sticky) do not change which
+    weight a step's analysis judges.
+    """
     return all(weights_match(r, primary, canary) for r in observations.routes if writable(r))
 
 
 def step_weight_missing(status: CanaryStatus, observations: Observations) -> bool:
     """A run past its first step whose routes do not carry the step's weight (it never reached them)."""
     weight = status.canary_weight
-    return status.step >= 1 and weight > 0 and not routes_show(observations, 100 - weight, weight)
+    return status.step >= 1 and weight > 0 and not routes_carry(observations, 100 - weight, weight)
 
 
 def traffic_on_primary(observations: Observations) -> bool:
-    """All traffic observably goes to the primary (routes that cannot be written carry none of ours)."""
+    """All traffic observably goes to the primary: weights 100/0 and nothing of canaryd's on any route."""
     return routes_show(observations, 100, 0)
 
 
@@ -79,3 +94,34 @@ def replicas_text(workload: WorkloadState) -> str:
     if workload.observed_generation < workload.generation:
         text += ", spec change not yet observed by the Deployment controller"
     return text
+
+
+def route_structure_problems(observations: Observations) -> tuple[Reason, tuple[str, ...]] | None:
+    """Routes canaryd cannot weight at all (missing, or no rule lists both Services), with the reason."""
+    missing = [r for r in observations.routes if not r.exists]
+    unweightable = [r for r in observations.routes if r.exists and not r.has_backends]
+    if missing:
+        return Reason.ROUTE_NOT_FOUND, tuple(route_problem(r) for r in missing + unweightable)
+    if unweightable:
+        return Reason.ROUTE_MISSING_BACKENDS, tuple(route_problem(r) for r in unweightable)
+    return None
+
+
+def start_blockers(canary: Canary, observations: Observations) -> tuple[Reason, tuple[str, ...]] | None:
+    """Why a run of a new revision must not start (and the condition reason), or None.
+
+    A configuration problem, a route canaryd cannot weight at all, or a route
+    that cannot take the rules or filters of the Canary's traffic mode: no
+    retry fixes those, so the run does not start and sit until its deadline;
+    it starts once they are fixed. A route the Gateway has not Accepted yet is
+    not among them: the run starts and waits for the Gateway at weight 0.
+    """
+    if observations.config_problems:
+        return observations.config_reason, observations.config_problems
+    structure = route_structure_problems(observations)
+    if structure is not None:
+        return structure
+    shapes = shape_problems(canary, observations.routes)
+    if shapes:
+        return Reason.TRAFFIC_MODE_UNSUPPORTED, shapes
+    return None

@@ -17,19 +17,23 @@ from collections.abc import Set
 from canaryd.api.constants import ConditionType, HookType, Phase, Reason, Verdict
 from canaryd.api.models import CanaryStatus, Condition
 from canaryd.api.timestamps import format_rfc3339
-from canaryd.core import hooks, schedule
-from canaryd.core.conditions import DesiredCondition, merge_conditions
+from canaryd.core import hooks, schedule, traffic_share
+from canaryd.core.conditions import ConditionStatus, DesiredCondition, merge_conditions
 from canaryd.core.draft import Draft
 from canaryd.core.effects import RecordEvent
 from canaryd.core.leaving import termination_note
 from canaryd.core.observations import Observations
 from canaryd.core.phases import progress_blocker
-from canaryd.core.readiness import primary_serves, replicas_text, routes_problem
+from canaryd.core.readiness import primary_serves, replicas_text, routes_problem, start_blockers
+from canaryd.core.traffic import shape_problems
 from canaryd.core.verdicts import RoundOutcome, describe_round, pauses_for_a_person, round_outcome
 
 
 def conditions(draft: Draft, phase_before: Phase | None) -> list[Condition]:
     desired = [_ready(draft), _progressing(draft, phase_before), _routes(draft)]
+    shifted = _traffic_shifted(draft)
+    if shifted is not None:
+        desired.append(shifted)
     analysis = _analysis(draft)
     if analysis is not None:
         desired.append(analysis)
@@ -122,19 +126,13 @@ def _progressing(draft: Draft, phase_before: Phase | None) -> DesiredCondition:
         return state(False, Reason.DELETING, termination_note(draft.canary, draft.observations))
     if phase in (None, Phase.INITIALIZING):
         return state(False, Reason.INITIALIZING, "no run until initialization completes")
+    target = draft.observations.target
+    if phase in (Phase.INITIALIZED, Phase.SUCCEEDED) and target is not None:
+        blocked = start_blockers(draft.canary, draft.observations)
+        if target.template_hash != status.last_promoted_revision and blocked is not None:
+            why = "; ".join(blocked[1])
+            return state(False, blocked[0], f"revision {target.template_hash} cannot start: {why}")
     if phase in (Phase.INITIALIZED, Phase.SUCCEEDED):
-        target = draft.observations.target
-        if (
-            target is not None
-            and target.template_hash != status.last_promoted_revision
-            and draft.observations.config_problems
-        ):
-            return state(
-                False,
-                draft.observations.config_reason,
-                f"revision {target.template_hash} cannot start: "
-                + "; ".join(draft.observations.config_problems),
-            )
         if phase is Phase.SUCCEEDED:
             return state(False, Reason.SUCCEEDED, f"revision {status.revision} promoted")
         return state(False, Reason.INITIALIZED, f"no run: waiting for a new revision of {draft.target_name}")
@@ -212,6 +210,9 @@ def _run_state(draft: Draft) -> DesiredCondition:
 def _routes(draft: Draft) -> DesiredCondition:
     observations = draft.observations
     kind = ConditionType.ROUTES_READY
+    shapes = shape_problems(draft.canary, observations.routes)
+    if observations.routes_usable and shapes:
+        return DesiredCondition(kind, "False", Reason.TRAFFIC_MODE_UNSUPPORTED.value, "; ".join(shapes))
     if observations.routes_usable:
         names = ", ".join(f"{r.kind} {r.name}" for r in observations.routes)
         return DesiredCondition(
@@ -233,6 +234,32 @@ def _routes_reason(observations: Observations) -> Reason:
             return Reason.ROUTE_PORT_MISMATCH
         return Reason.ROUTE_NOT_ACCEPTED
     return Reason.ROUTE_NOT_FOUND
+
+
+def _traffic_shifted(draft: Draft) -> DesiredCondition | None:
+    """TrafficShifted, with analysis.trafficShare: does the data plane carry the current step's weight?"""
+    canary, status = draft.canary, draft.status
+    if canary.spec.analysis.traffic_share is None:
+        return None
+    kind = ConditionType.TRAFFIC_SHIFTED
+    record = traffic_share.record_for_step(status)
+    if traffic_share.expected(canary, status) is not None:
+        if record is not None and record.verified:
+            return DesiredCondition(kind, "True", Reason.TRAFFIC_SHIFTED.value, record.message)
+        if record is not None:
+            return DesiredCondition(kind, "False", Reason.TRAFFIC_NOT_SHIFTED.value, record.message)
+        text = traffic_share.blocker_text(canary, status) or ""
+        return DesiredCondition(kind, "Unknown", Reason.MEASURING_TRAFFIC_SHARE.value, text)
+    last = status.traffic.share if status.traffic is not None else None
+    if last is not None and status.phase in (Phase.PROGRESSING, Phase.PROMOTING, Phase.FINALIZING):
+        reason = Reason.TRAFFIC_SHIFTED if last.verified else Reason.TRAFFIC_NOT_SHIFTED
+        verdict: ConditionStatus = "True" if last.verified else "False"
+        return DesiredCondition(kind, verdict, reason.value, f"step {last.step}: {last.message}")
+    if last is not None and status.phase is Phase.FAILED and not last.verified:
+        return DesiredCondition(
+            kind, "False", Reason.TRAFFIC_NOT_SHIFTED.value, f"step {last.step}: {last.message}"
+        )
+    return None
 
 
 def _analysis(draft: Draft) -> DesiredCondition | None:

@@ -1,6 +1,7 @@
 """Step and time arithmetic of a run, kept apart so it can be checked on its own.
 
-A run moves the canary weight through ``Analysis.weights()``: ``status.step``
+A run goes through the stages of ``core.traffic`` (mirror or A/B iterations
+at weight 0, then the weights of ``Analysis.weights()``): ``status.step``
 counts the steps taken (0 means none yet, weight 0), and step ``n`` puts
 ``weights[n-1]`` on the canary. Every due time is computed from status fields,
 so a controller that restarts resumes on time without replaying a step.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from canaryd.api.models import Canary, CanaryStatus
+from canaryd.core.traffic import stages
 
 #: The shortest and longest pause between re-checks while waiting for a Deployment or a route.
 MIN_RECHECK = timedelta(seconds=1)
@@ -44,12 +46,13 @@ def retry_backoff(attempts: int) -> timedelta:
 
 
 def step_weights(canary: Canary) -> tuple[int, ...]:
-    """The canary weight of each step, in order."""
-    return canary.spec.analysis.weights()
+    """The canary weight of each step, in order (0 for a mirror or A/B iteration)."""
+    return tuple(stage.weight for stage in stages(canary))
 
 
 def max_weight(canary: Canary) -> int:
-    return step_weights(canary)[-1]
+    weights = step_weights(canary)
+    return max(weights) if weights else 0
 
 
 def step_count(canary: Canary) -> int:

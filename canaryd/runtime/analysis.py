@@ -36,10 +36,10 @@ from canaryd.adapters.prometheus import (
     endpoint_for,
 )
 from canaryd.api.constants import Verdict
-from canaryd.api.models import Canary, PrometheusProvider
+from canaryd.api.models import Canary, MetricTemplate, PrometheusProvider
 from canaryd.core.evaluation import evaluation_time
-from canaryd.core.observations import MetricResult
-from canaryd.runtime.metric_checks import run_comparison, run_threshold
+from canaryd.core.observations import MetricResult, ShareReading
+from canaryd.runtime.metric_checks import measure_share, run_comparison, run_threshold
 from canaryd.runtime.metrics import ControllerMetrics
 from canaryd.runtime.observe import ResolvedMetric
 from canaryd.runtime.settings import Settings
@@ -112,6 +112,29 @@ class PrometheusAnalyzer:
             verdict = await run_threshold(self.querier, endpoint, canary, check, template, at)
         log.debug("metric checked", metric=check.name, verdict=verdict.verdict.value, value=verdict.value)
         return verdict
+
+    async def measure_share(
+        self, canary: Canary, template: MetricTemplate, now: datetime
+    ) -> tuple[ShareReading, ...]:
+        """The canary's measured share of the requests (analysis.trafficShare), as readings per route."""
+        route = canary.spec.route_refs[0].name
+        try:
+            credentials = await self._credentials(template.spec.provider, template.metadata.namespace)
+            endpoint = endpoint_for(
+                template.spec.provider,
+                default_address=self.settings.prometheus_url,
+                credentials=credentials,
+                default_timeout=self.settings.prometheus_timeout_seconds,
+            )
+        except (CredentialsError, ValueError) as exc:
+            return (ShareReading(route, None, f"cannot build the query: {exc}"),)
+        except ApiError as exc:
+            return (
+                ShareReading(route, None, f"cannot read the Prometheus credentials Secret: {exc.message}"),
+            )
+        readings = await measure_share(self.querier, endpoint, canary, template, now)
+        log.debug("traffic share measured", readings=[(r.route, r.value) for r in readings])
+        return readings
 
     async def analyze(
         self, canary: Canary, metrics: tuple[ResolvedMetric, ...], now: datetime

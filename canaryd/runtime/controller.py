@@ -55,7 +55,7 @@ from canaryd.runtime.http import Endpoints
 from canaryd.runtime.metrics import ControllerMetrics
 from canaryd.runtime.notify import ChatNotifications, parse_secret_name
 from canaryd.runtime.observe import Caches, RunSlots
-from canaryd.runtime.reconciler import Analyzer, DecideFn, DueFn, Reconciler
+from canaryd.runtime.reconciler import Analyzer, DecideFn, DueFn, Reconciler, ShareMeter
 from canaryd.runtime.secrets import SecretReader
 from canaryd.runtime.settings import Settings, parse_address
 from canaryd.runtime.workers import WorkerPool
@@ -72,6 +72,7 @@ class Controller:
         decide: DecideFn = lifecycle.decide,
         analysis_due: DueFn = lifecycle.analysis_due,
         user_agent: str = "canaryd",
+        share_meter: ShareMeter | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = ControllerMetrics()
@@ -81,6 +82,7 @@ class Controller:
         self.background: BackgroundHooks | None = None
         self.notifications: ChatNotifications | None = None
         self._analyzer = analyzer
+        self._share_meter = share_meter
         self._decide = decide
         self._analysis_due = analysis_due
         self._user_agent = user_agent
@@ -181,13 +183,14 @@ class Controller:
             ),
             cluster_name=settings.cluster_name,
         )
-        analyzer = self._analyzer
-        if analyzer is None:
+        analyzer, share_meter = self._analyzer, self._share_meter
+        if analyzer is None or share_meter is None:
             from canaryd.runtime.analysis import PrometheusAnalyzer
 
             prometheus = PrometheusAnalyzer(settings, self.metrics, self.client)
             self._closers.append(prometheus)
-            analyzer = prometheus.analyze
+            analyzer = analyzer or prometheus.analyze
+            share_meter = share_meter or prometheus.measure_share
         writer = Writer(self.client, self._cache_by_plural(), settings.leader_election_identity)
         self.reconciler = Reconciler(
             caches=self.caches,
@@ -202,6 +205,8 @@ class Controller:
             hook_round=self.hooks.run,
             background=self.background,
             notifications=self.notifications,
+            share_meter=share_meter,
+            share_due=lifecycle.traffic_share_due,
         )
         self.background.on_failure = self.reconciler.report_webhook_failure
         self.notifications.on_problem = self.reconciler.report_notification_problem

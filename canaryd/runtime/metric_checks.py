@@ -17,10 +17,11 @@ from canaryd.adapters.prometheus import PrometheusEndpoint, PrometheusQuerier
 from canaryd.api.constants import Verdict
 from canaryd.api.models import Canary, MetricCheck, MetricTemplate
 from canaryd.api.naming import workload_names
+from canaryd.core import traffic_share
 from canaryd.core.judges.compare import SideData, judge_comparison
 from canaryd.core.judges.plan import RangeQuery, SideQueries, plan_comparison
-from canaryd.core.observations import MetricResult
-from canaryd.core.promql import RangeResult, TemplateError, check_queries, judge
+from canaryd.core.observations import MetricResult, ShareReading
+from canaryd.core.promql import NoData, QueryError, RangeResult, TemplateError, Value, check_queries, judge
 from canaryd.core.verdicts import worst_per_route
 
 
@@ -100,4 +101,41 @@ async def run_comparison(
     return judge_comparison(check, canary_data, primary_data, samples=plan.samples)
 
 
-__all__ = ["run_comparison", "run_threshold", "threshold_queries"]
+async def measure_share(
+    querier: PrometheusQuerier,
+    endpoint: PrometheusEndpoint,
+    canary: Canary,
+    template: MetricTemplate,
+    now: datetime,
+) -> tuple[ShareReading, ...]:
+    """The canary's share of the requests (percent) with the trafficShare template, one reading per route
+    when the template uses ``{{ route }}``, over the window ``core.traffic_share`` gives, at ``now``."""
+    check = canary.spec.analysis.traffic_share
+    target = canary.spec.target_ref.name
+    routes = [ref.name for ref in canary.spec.route_refs]
+    try:
+        queries = check_queries(
+            template.spec.query,
+            namespace=canary.metadata.namespace,
+            target=target,
+            service=workload_names(target).canary_service,
+            routes=routes,
+            interval=traffic_share.window(canary),
+            template_defaults=template.spec.variables,
+            overrides=check.variables if check is not None else None,
+        )
+    except (TemplateError, ValueError) as exc:
+        return (ShareReading(routes[0] if routes else "", None, f"cannot build the query: {exc}"),)
+    answers = await asyncio.gather(*(querier.query(endpoint, promql, at=now) for _, promql in queries))
+    readings = []
+    for (route, _), answer in zip(queries, answers, strict=True):
+        if isinstance(answer, Value):
+            readings.append(ShareReading(route, answer.value))
+        elif isinstance(answer, NoData):
+            readings.append(ShareReading(route, None, f"no data ({answer.message})"))
+        elif isinstance(answer, QueryError):
+            readings.append(ShareReading(route, None, f"query error: {answer.message}"))
+    return tuple(readings)
+
+
+__all__ = ["measure_share", "run_comparison", "run_threshold", "threshold_queries"]

@@ -126,6 +126,8 @@ class Observed:
     observations: Observations
     metrics: tuple[ResolvedMetric, ...] = ()
     target: dict[str, Any] | None = None
+    #: The MetricTemplate of analysis.trafficShare (None when the Canary verifies no traffic share).
+    share_template: MetricTemplate | None = None
 
 
 @dataclass
@@ -167,6 +169,36 @@ T = TypeVar("T")
 
 #: A problem with the Canary's references: the condition reason that names it, and what to fix.
 Problem = tuple[Reason, str]
+
+
+def _template(
+    templates: MultiInformer, namespace: str, name: str, what: str
+) -> tuple[MetricTemplate | None, Problem | None]:
+    raw = templates.get(namespace, name)
+    if raw is None:
+        return None, (
+            Reason.TEMPLATE_NOT_FOUND,
+            f"{what}: MetricTemplate {namespace}/{name} not found; "
+            "apply it (e.g. kubectl apply -f analysis/) or fix templateRef",
+        )
+    try:
+        return MetricTemplate.model_validate(raw), None
+    except ValidationError as exc:
+        return None, (
+            Reason.TEMPLATE_INVALID,
+            f"{what}: MetricTemplate {namespace}/{name} is invalid: {validation_text(exc)}",
+        )
+
+
+def resolve_share_template(
+    canary: Canary, templates: MultiInformer
+) -> tuple[MetricTemplate | None, Problem | None]:
+    """The MetricTemplate analysis.trafficShare names, or the problem with it."""
+    check = canary.spec.analysis.traffic_share
+    if check is None:
+        return None, None
+    namespace = check.template_ref.namespace or canary.metadata.namespace
+    return _template(templates, namespace, check.template_ref.name, "trafficShare")
 
 
 def resolve_metrics(
@@ -331,6 +363,9 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
 
     metrics, template_problems = resolve_metrics(canary, caches.templates, caches.parsed)
     problems.extend(template_problems)
+    share_template, share_problem = resolve_share_template(canary, caches.templates)
+    if share_problem is not None:
+        problems.append(share_problem)
     meta = raw.get("metadata") or {}
     observations = Observations(
         target=target_state,
@@ -349,4 +384,4 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         autoscaler=autoscaled.state,
         stale_autoscalers=autoscaled.stale,
     )
-    return Observed(observations=observations, metrics=metrics, target=target)
+    return Observed(observations=observations, metrics=metrics, target=target, share_template=share_template)

@@ -47,7 +47,7 @@ from canaryd.adapters.kube import AUTOSCALERS, CANARIES, DEPLOYMENTS, ROUTE_RESO
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.writers import Writer, status_merge_patch
 from canaryd.api.constants import HookType, Reason
-from canaryd.api.models import Canary, CanaryStatus, Webhook, validation_text
+from canaryd.api.models import Canary, CanaryStatus, MetricTemplate, Webhook, validation_text
 from canaryd.api.naming import workload_names
 from canaryd.core import autoscaling, inflight
 from canaryd.core import effects as fx
@@ -64,10 +64,10 @@ from canaryd.core.failures import (
 from canaryd.core.hooks import due_webhooks
 from canaryd.core.invalid import invalid_canary_report
 from canaryd.core.lifecycle import Decision
-from canaryd.core.observations import HookResult, MetricResult, Observations
+from canaryd.core.observations import HookResult, MetricResult, Observations, ShareReading
 from canaryd.core.redaction import redact_text
 from canaryd.core.revision import deployment_template_hash
-from canaryd.core.routes import weight_patch
+from canaryd.core.route_plan import route_patch
 from canaryd.core.schedule import retry_backoff
 from canaryd.core.webhooks import EventInfo
 from canaryd.core.workloads import (
@@ -89,6 +89,8 @@ log = structlog.get_logger("canaryd.reconciler")
 rollout_log = structlog.get_logger("canaryd.rollout")
 
 Analyzer = Callable[[Canary, tuple[ResolvedMetric, ...], datetime], Awaitable[tuple[MetricResult, ...]]]
+#: Measures the canary's share of each route's requests with the trafficShare template.
+ShareMeter = Callable[[Canary, MetricTemplate, datetime], Awaitable[tuple[ShareReading, ...]]]
 DecideFn = Callable[[Canary, Observations, datetime], Decision]
 DueFn = Callable[[Canary, Observations, datetime], bool]
 HookRound = Callable[[Canary, tuple[Webhook, ...], datetime], Awaitable[tuple[HookResult, ...]]]
@@ -124,6 +126,8 @@ class Reconciler:
         hook_round: HookRound | None = None,
         background: BackgroundHooks | None = None,
         notifications: ChatNotifications | None = None,
+        share_meter: ShareMeter | None = None,
+        share_due: DueFn | None = None,
     ) -> None:
         self.caches = caches
         self.writer = writer
@@ -138,6 +142,8 @@ class Reconciler:
         self.hook_round = hook_round
         self.background = background
         self.notifications = notifications
+        self.share_meter = share_meter
+        self.share_due = share_due
         self._failures: dict[Key, int] = {}
         #: Route races lost in a row, per Canary (a race lost every time is a failure, not a race).
         self._conflicts: dict[Key, int] = {}
@@ -280,6 +286,17 @@ class Reconciler:
                 for result in results:
                     self.metrics.analysis_verdicts.labels(*key, result.name, result.verdict.value).inc()
             observations = replace(observations, analysis=results)
+            now = self.clock()
+        share_template = observed.share_template
+        if (
+            self.share_meter is not None
+            and self.share_due is not None
+            and share_template is not None
+            and self.share_due(canary, observations, now)
+        ):
+            self._doing[key] = "measuring the traffic share"
+            readings = await self.share_meter(canary, share_template, now)
+            observations = replace(observations, traffic_share=readings)
             now = self.clock()
         self._doing[key] = "deciding"
         decision = self.decide(canary, observations, now)
@@ -478,7 +495,8 @@ class Reconciler:
             await self.writer.scale(namespace, target_name, replicas, scale_patch(target, replicas))
 
     async def _set_weights(self, effect: fx.SetRouteWeights, canary: Canary, status: CanaryStatus) -> None:
-        """The guarded weight patch on every route that needs it; a drift Event once a route is written."""
+        """The guarded patch (weights and canaryd's rules and filters) on every route that needs it; a drift
+        Event once a route is written."""
         namespace = canary.metadata.namespace
         names = workload_names(canary.spec.target_ref.name)
         for ref in canary.spec.route_refs:
@@ -486,7 +504,14 @@ class Reconciler:
             route = self.caches.routes[ref.kind].get(namespace, ref.name)
             if route is None:
                 continue
-            ops = weight_patch(route, names.primary, names.canary_service, effect.primary, effect.canary)
+            ops = route_patch(
+                route,
+                ref.kind,
+                names.primary,
+                names.canary_service,
+                (effect.primary, effect.canary),
+                effect.shape,
+            )
             if not ops:
                 continue
             try:

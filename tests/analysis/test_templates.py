@@ -51,6 +51,11 @@ EXPECTED = {
     ("istio.yaml", "istio-latency-p99"): EXPECTED_MESH_P99_MS,
     ("traefik.yaml", "traefik-success-rate"): EXPECTED_CANARY_SUCCESS_PERCENT,
     ("traefik.yaml", "traefik-latency-p99"): EXPECTED_CANARY_P99_MS,
+    # The canary's share of the route's requests to its two Services: 10 of 30 per second.
+    ("sandbox.yaml", "traffic-share"): 100 * 10 / 30,
+    ("traefik.yaml", "traefik-traffic-share"): 100 * 10 / 30,
+    ("envoy-gateway.yaml", "envoy-gateway-traffic-share"): 100 * 10 / 50,
+    ("istio.yaml", "istio-traffic-share"): 100 * 10 / 40,
 }
 
 

@@ -115,6 +115,15 @@ analyses = st.builds(
         )
     ),
     metrics=_optional(st.lists(metrics, max_size=3)),
+    match=_optional(
+        st.sampled_from([[{"method": "GET"}], [{}], [], [{"headers": [{"name": "x", "value": ""}]}]])
+    ),
+    grpcMatch=_optional(st.sampled_from([[{"method": {"service": "a.B"}}], [{"method": {}}]])),
+    iterations=_optional(SMALL_INTS),
+    mirror=_optional(st.sampled_from([{}, {"percent": 0}, {"percent": 50}, {"percent": "50"}])),
+    sessionAffinity=_optional(st.sampled_from([{"cookieName": "c"}, {"cookieName": "c", "maxAge": "0"}, {}])),
+    trafficShare=_optional(st.sampled_from([{"templateRef": {"name": "t"}}, {"templateRef": {"name": "t"},
+                                            "tolerance": -1}, {}])),
     unknownKnob=_optional(st.just(1)),
 )
 specs = st.builds(

@@ -1169,10 +1169,182 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "status.webhooks[0].code",
         "greater than or equal to 100",
     ),
+    # --- traffic modes: A/B testing, mirroring, session affinity, traffic share
+    (
+        "ab-with-weight-steps",
+        _with(base_canary, **{f"{AN}__match": [{"headers": [{"name": "x-canary", "value": "1"}]}],
+                              f"{AN}__iterations": 5}),
+        "spec.analysis",
+        "runs iterations, not weight steps",
+    ),
+    (
+        "iterations-without-a-mode",
+        _with(base_canary, **{f"{AN}__iterations": 5}),
+        "spec.analysis",
+        "iterations goes with match",
+    ),
+    (
+        "ab-without-iterations",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__match": [{"method": "GET"}]}),
+        "spec.analysis",
+        "iterations goes with match",
+    ),
+    (
+        "mirror-with-both-schedules",
+        _with(base_canary, **{f"{AN}__mirror": {}, f"{AN}__iterations": 2, f"{AN}__stepWeight": 10}),
+        "spec.analysis",
+        "exactly one of stepWeight",
+    ),
+    (
+        "mirror-with-max-weight-alone",
+        _with(base_canary, **{f"{AN}__mirror": {}, f"{AN}__iterations": 2, f"{AN}__stepWeights": _DELETE,
+                              f"{AN}__maxWeight": 50}),
+        "spec.analysis.maxWeight",
+        "maxWeight goes with stepWeight",
+    ),
+    (
+        "sticky-without-weight-steps",
+        _with(base_canary, **{f"{AN}__mirror": {}, f"{AN}__iterations": 2, f"{AN}__stepWeights": _DELETE,
+                              f"{AN}__sessionAffinity": {"cookieName": "canary"}}),
+        "spec.analysis.sessionAffinity",
+        "sessionAffinity needs weight steps",
+    ),
+    (
+        "empty-http-match",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3, f"{AN}__match": [{}]}),
+        "spec.analysis.match[0]",
+        "a match needs headers, queryParams or method",
+    ),
+    (
+        "empty-grpc-match",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
+                              f"{AN}__grpcMatch": [{}]}),
+        "spec.analysis.grpcMatch[0]",
+        "a match needs headers or method",
+    ),
+    (
+        "grpc-method-without-service-or-method",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
+                              f"{AN}__grpcMatch": [{"method": {"type": "Exact"}}]}),
+        "spec.analysis.grpcMatch[0].method",
+        "needs service, method or both",
+    ),
+    (
+        "grpc-service-pattern",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
+                              f"{AN}__grpcMatch": [{"method": {"service": "pay/ments"}}]}),
+        "spec.analysis.grpcMatch[0].method.service",
+        "should match",
+    ),
+    (
+        "match-header-name-with-a-space",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
+                              f"{AN}__match": [{"headers": [{"name": "x canary", "value": "1"}]}]}),
+        "spec.analysis.match[0].headers[0].name",
+        "should match",
+    ),
+    (
+        "match-header-twice",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3, f"{AN}__match": [
+            {"headers": [{"name": "x-canary", "value": "1"}, {"name": "x-canary", "value": "2"}]}]}),
+        "spec.analysis.match[0].headers[1]",
+        "Duplicate value",
+    ),
+    (
+        "match-method-unknown",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
+                              f"{AN}__match": [{"method": "FETCH"}]}),
+        "spec.analysis.match[0].method",
+        "supported values",
+    ),
+    (
+        "too-many-matches",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 3,
+                              f"{AN}__match": [{"method": "GET"}] * 9}),
+        "spec.analysis.match",
+        "at most 8 items",
+    ),
+    (
+        "mirror-percent-zero",
+        _with(base_canary, **{f"{AN}__mirror": {"percent": 0}, f"{AN}__iterations": 2}),
+        "spec.analysis.mirror.percent",
+        "greater than or equal to 1",
+    ),
+    (
+        "cookie-name-with-a-space",
+        _with(base_canary, **{f"{AN}__sessionAffinity": {"cookieName": "a b"}}),
+        "spec.analysis.sessionAffinity.cookieName",
+        "should match",
+    ),
+    (
+        "cookie-max-age-zero",
+        _with(base_canary, **{f"{AN}__sessionAffinity": {"cookieName": "canary", "maxAge": "0s"}}),
+        "spec.analysis.sessionAffinity.maxAge",
+        "must be a duration of at least 1s",
+    ),
+    (
+        "traffic-share-without-template",
+        _with(base_canary, **{f"{AN}__trafficShare": {"tolerance": 5}}),
+        "spec.analysis.trafficShare.templateRef",
+        "Required",
+    ),
+    (
+        "traffic-share-tolerance-over-100",
+        _with(base_canary, **{f"{AN}__trafficShare": {"templateRef": {"name": "t"}, "tolerance": 101}}),
+        "spec.analysis.trafficShare.tolerance",
+        "less than or equal to 100",
+    ),
+    (
+        "traffic-share-interval-too-short",
+        _with(base_canary, **{f"{AN}__trafficShare": {"templateRef": {"name": "t"}, "interval": "500ms"}}),
+        "spec.analysis.trafficShare.interval",
+        "must be a duration of at least 1s",
+    ),
+    (
+        "status-traffic-mode",
+        _with_status(status__traffic={"mode": "BlueGreen"}),
+        "status.traffic.mode",
+        "supported values",
+    ),
 ]
 
 # Objects both must accept, at the edges of the rules.
 VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+    (
+        "ab-http-header-cookie-query",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 10, f"{AN}__match": [
+            {"headers": [{"name": "x-canary", "value": "insider"}]},
+            {"headers": [{"name": "Cookie", "type": "RegularExpression", "value": "(^|;\\s*)beta=1(;|$)"}]},
+            {"queryParams": [{"name": "canary", "value": "1"}], "method": "GET"},
+        ]}),
+    ),
+    (
+        "ab-grpc-method-and-header",
+        _with(base_canary, **{f"{AN}__stepWeights": _DELETE, f"{AN}__iterations": 10, f"{AN}__grpcMatch": [
+            {"method": {"service": "payments.v1.Payments", "method": "Charge"}},
+            {"headers": [{"name": "x-canary", "value": "1"}], "method": {"type": "Exact", "service": "a.B"}},
+        ]}),
+    ),
+    ("mirror-then-weights", _with(base_canary, **{f"{AN}__mirror": {"percent": 50}, f"{AN}__iterations": 3})),
+    (
+        "mirror-then-promotion",
+        _with(base_canary, **{f"{AN}__mirror": {}, f"{AN}__iterations": 5, f"{AN}__stepWeights": _DELETE}),
+    ),
+    ("session-affinity", _with(base_canary, **{f"{AN}__sessionAffinity": {"cookieName": "canary-session"}})),
+    (
+        "traffic-share",
+        _with(base_canary, **{f"{AN}__trafficShare": {"templateRef": {"name": "sandbox-traffic-share"}}}),
+    ),
+    (
+        "status-traffic",
+        _with_status(status__traffic={
+            "mode": "ABTest", "mirrorPercent": 50, "sessionCookie": "canary=7d9c5b6f4",
+            "routes": [{"kind": "HTTPRoute", "name": "payments-api", "addedRules": ["abtest-0.canaryd.io"],
+                        "mirror": False, "setsCookie": False}],
+            "share": {"step": 1, "expected": 10, "measured": 9.6, "tolerance": 5, "verified": True,
+                      "checkedAt": "2026-05-01T10:02:00Z", "message": "9.6% of requests"},
+        }),
+    ),
     (
         "step-weight-default-max",
         _with(linear_canary, **{f"{AN}__maxWeight": _DELETE, f"{AN}__stepWeight": 50}),
@@ -1381,6 +1553,18 @@ def test_edge_objects_are_accepted_by_both(case: str, build: Callable[[], dict[s
     obj = build()
     assert [str(e) for e in server_errors(obj)] == []
     assert model_error(obj) is None
+
+
+TRAFFIC_CASES = ("ab-http", "ab-grpc", "mirror-then", "session-affinity", "traffic-share")
+
+
+@pytest.mark.parametrize(("case", "build"), [c for c in VALID if c[0].startswith(TRAFFIC_CASES)],
+                         ids=lambda v: v if isinstance(v, str) else "")  # fmt: skip
+def test_traffic_modes_get_the_same_defaults_from_both(
+    case: str, build: Callable[[], dict[str, Any]]
+) -> None:
+    obj = build()
+    assert CanarySpec.model_validate(stored(obj)["spec"]).dump() == stored(obj)["spec"]
 
 
 def test_every_cel_rule_of_the_crds_is_refused_by_some_corpus_case() -> None:

@@ -19,8 +19,12 @@ def canary(**status: Any) -> dict[str, Any]:
     return {
         "apiVersion": "canaryd.io/v1alpha1",
         "kind": "Canary",
-        "metadata": {"name": "payments-api", "namespace": "payments", "uid": "u-1",
-                     "creationTimestamp": iso(3 * 3600 + 300)},
+        "metadata": {
+            "name": "payments-api",
+            "namespace": "payments",
+            "uid": "u-1",
+            "creationTimestamp": iso(3 * 3600 + 300),
+        },
         "spec": {
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "payments-api"},
             "service": {"port": 8080},
@@ -33,10 +37,16 @@ def canary(**status: Any) -> dict[str, Any]:
                 "threshold": 5,
                 "stepWeights": [5, 10, 25, 50],
                 "metrics": [
-                    {"name": "success-rate", "templateRef": {"name": "success-rate"},
-                     "thresholdRange": {"min": 99}},
-                    {"name": "latency-p99", "templateRef": {"name": "latency-p99"},
-                     "thresholdRange": {"max": 500}},
+                    {
+                        "name": "success-rate",
+                        "templateRef": {"name": "success-rate"},
+                        "thresholdRange": {"min": 99},
+                    },
+                    {
+                        "name": "latency-p99",
+                        "templateRef": {"name": "latency-p99"},
+                        "thresholdRange": {"max": 500},
+                    },
                     {"name": "saturation", "query": "up", "thresholdRange": {"min": 0.1, "max": 0.8}},
                 ],
             },
@@ -46,15 +56,33 @@ def canary(**status: Any) -> dict[str, Any]:
 
 
 RUNNING = canary(
-    phase="Progressing", canaryWeight=10, step=2, failedChecks=1, analysisErrors=0, revision="7d9f8c6b5",
-    lastPromotedRevision="5b6c4d3e2", lastStepTime=iso(42),
+    phase="Progressing",
+    canaryWeight=10,
+    step=2,
+    failedChecks=1,
+    analysisErrors=0,
+    revision="7d9f8c6b5",
+    lastPromotedRevision="5b6c4d3e2",
+    lastStepTime=iso(42),
     metrics=[
         {"name": "success-rate", "verdict": "Pass", "value": 99.8712, "checkedAt": iso(8)},
-        {"name": "latency-p99", "verdict": "Fail", "value": 612.0, "checkedAt": iso(8),
-         "message": "612 is above 500"},
+        {
+            "name": "latency-p99",
+            "verdict": "Fail",
+            "value": 612.0,
+            "checkedAt": iso(8),
+            "message": "612 is above 500",
+        },
     ],
-    conditions=[{"type": "Ready", "status": "True", "reason": "Initialized", "message": "primary ready",
-                 "lastTransitionTime": iso(3600)}],
+    conditions=[
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Initialized",
+            "message": "primary ready",
+            "lastTransitionTime": iso(3600),
+        }
+    ],
 )
 MARKS = render.Marks.for_encoding("utf-8")
 
@@ -103,8 +131,15 @@ def test_list_shows_a_stuck_canary_as_not_ready_with_the_reason_since_its_transi
 
 
 def test_status_page_shows_step_weight_metrics_against_ranges_and_conditions() -> None:
-    events = [{"type": "Warning", "reason": "AnalysisFailed", "message": "latency-p99 612 > 500",
-               "time": iso(8), "count": 2}]
+    events = [
+        {
+            "type": "Warning",
+            "reason": "AnalysisFailed",
+            "message": "latency-p99 612 > 500",
+            "time": iso(8),
+            "count": 2,
+        }
+    ]
     page = render.status_page(RUNNING, events, now=NOW, marks=MARKS)
     assert "Phase:           Progressing" in page
     assert "Step:            2 of 4 (weights 5, 10, 25, 50)" in page
@@ -163,9 +198,10 @@ def test_a_phase_written_as_finalising_before_reads_and_counts_as_finalizing() -
 
 
 def test_human_durations_match_kubectl() -> None:
-    assert [render.human_duration(s) for s in (5, 119, 130, 600, 3 * 3600 + 300, 9 * 3600, 3 * 86400 + 3600,
-                                                40 * 86400, 800 * 86400)] == [
-        "5s", "119s", "2m10s", "10m", "3h5m", "9h", "3d1h", "40d", "2y"]
+    assert [
+        render.human_duration(s)
+        for s in (5, 119, 130, 600, 3 * 3600 + 300, 9 * 3600, 3 * 86400 + 3600, 40 * 86400, 800 * 86400)
+    ] == ["5s", "119s", "2m10s", "10m", "3h5m", "9h", "3d1h", "40d", "2y"]
 
 
 def test_progress_bar_is_proportional_to_max_weight() -> None:
@@ -177,8 +213,14 @@ def test_progress_bar_is_proportional_to_max_weight() -> None:
 def test_ignored_action_is_success_only_when_the_wanted_state_holds() -> None:
     ignored = {"id": "x", "action": "resume", "result": "ignored: not paused"}
     assert judge("resume", ignored, canary(phase="Progressing", paused=False)) == Outcome.DONE
-    assert judge("promote", {**ignored, "result": "ignored: no run in progress (phase Failed)"},
-                 canary(phase="Failed")) == Outcome.REFUSED
+    assert (
+        judge(
+            "promote",
+            {**ignored, "result": "ignored: no run in progress (phase Failed)"},
+            canary(phase="Failed"),
+        )
+        == Outcome.REFUSED
+    )
     promoted = {"id": "x", "result": "PromotedManually"}
     assert judge("promote", promoted, canary(phase="Promoting")) == Outcome.DONE
     assert wanted_state_holds("abort", canary(phase="Failed"))
@@ -310,3 +352,59 @@ def test_times_in_messages_read_as_in_12s_or_ago_not_rfc3339() -> None:
     page = render.status_page(resumed, [], now=NOW, marks=MARKS)
     assert "step 2 of 4 at 10%; next analysis in 12s" in page
     assert "resume -> resumed: next analysis in 12s" in page and "+00:00" not in page
+def with_analysis(base: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    changed = {**base, "spec": {**base["spec"], "analysis": {**base["spec"]["analysis"], **fields}}}
+    changed["spec"]["analysis"] = {k: v for k, v in changed["spec"]["analysis"].items() if v is not None}
+    return changed
+
+
+def test_status_page_shows_an_ab_run_its_matches_and_the_rule_canaryd_added() -> None:
+    ab = with_analysis(
+        canary(
+            phase="Progressing", step=3, canaryWeight=0, revision="7d9f8c6b5",
+            traffic={"mode": "ABTest", "routes": [
+                {"kind": "HTTPRoute", "name": "payments-api", "addedRules": ["abtest-0.canaryd.io"]}]},
+        ),
+        stepWeights=None, iterations=10,
+        match=[{"headers": [{"name": "x-canary", "value": "insider"}]},
+               {"queryParams": [{"name": "beta", "type": "RegularExpression", "value": "^on$"}]}],
+    )  # fmt: skip
+    page = render.status_page(ab, [], now=NOW, marks=MARKS)
+    assert "Step:            3 of 10 (A/B testing: 10 checks at weight 0)" in page
+    assert "Mode:            A/B testing (to the canary: header x-canary=insider; or query beta~^on$)" in page
+    assert "canaryd added:   HTTPRoute/payments-api: rule abtest-0.canaryd.io" in page
+    assert render.step_of(ab) == "3/10"
+
+
+def test_status_page_shows_mirroring_the_session_cookie_and_the_measured_share() -> None:
+    mirrored = with_analysis(
+        canary(phase="Progressing", step=1, traffic={"mode": "Mirror", "mirrorPercent": 25, "routes": [
+            {"kind": "HTTPRoute", "name": "payments-api", "mirror": True}]}),
+        iterations=2, mirror={"percent": 25},
+    )  # fmt: skip
+    page = render.status_page(mirrored, [], now=NOW, marks=MARKS)
+    assert "Step:            1 of 6 (2 checks on mirrored requests, then weights 5, 10, 25, 50)" in page
+    assert "Mode:            mirroring 25% of requests to the canary" in page
+    assert "HTTPRoute/payments-api: a RequestMirror filter to the canary" in page
+
+    sticky = with_analysis(
+        canary(
+            phase="Progressing", step=2, canaryWeight=10,
+            traffic={"mode": "Canary", "sessionCookie": "canary=7d9f8c6b5", "routes": [
+                {"kind": "HTTPRoute", "name": "payments-api", "addedRules": ["sticky-0.canaryd.io"],
+                 "setsCookie": True}],
+                "share": {"step": 2, "expected": 10, "measured": 3.5, "tolerance": 5, "verified": False}},
+        ),
+        sessionAffinity={"cookieName": "canary"},
+        trafficShare={"templateRef": {"name": "traffic-share"}},
+    )  # fmt: skip
+    page = render.status_page(sticky, [], now=NOW, marks=MARKS)
+    assert "Mode:            canary (weights)" in page
+    assert (
+        "canaryd added:   HTTPRoute/payments-api: rule sticky-0.canaryd.io, a Set-Cookie filter on the "
+        "canary backendRef"
+    ) in page
+    assert "Session cookie:  canary=7d9f8c6b5" in page
+    assert "Traffic share:   3.5% measured at step 2, expected 10% ± 5 (not carried yet)" in page
+    # A plain canary's page has no traffic lines.
+    assert "Mode:" not in render.status_page(RUNNING, [], now=NOW, marks=MARKS)

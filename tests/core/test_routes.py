@@ -69,12 +69,43 @@ def test_missing_route_says_so():
     assert "GRPCRoute orders not found" in state.problem
 
 
-def test_rule_with_only_one_of_our_services_is_refused():
+def test_a_route_whose_only_rule_names_just_the_primary_cannot_be_weighted():
     obj = route()
     obj["spec"]["rules"][1]["backendRefs"].pop()
     state = inspect_route("HTTPRoute", "payments-api", obj, PRIMARY, CANARY)
     assert not state.has_backends and not state.usable
-    assert "rule 1 must list" in state.problem and CANARY in state.problem
+    assert "no rule with backendRefs" in state.problem and CANARY in state.problem
+
+
+def test_a_rule_sending_traffic_to_the_canary_alone_is_refused():
+    obj = route()
+    obj["spec"]["rules"][1]["backendRefs"].pop(0)
+    state = inspect_route("HTTPRoute", "payments-api", obj, PRIMARY, CANARY)
+    assert not state.has_backends
+    assert "rule 1 sends traffic to payments-api-canary without payments-api-primary" in state.problem
+
+
+def test_a_rule_listing_one_of_our_services_twice_is_refused():
+    obj = route()
+    obj["spec"]["rules"][1]["backendRefs"].append({"name": CANARY, "port": 9090, "weight": 0})
+    state = inspect_route("HTTPRoute", "payments-api", obj, PRIMARY, CANARY)
+    assert not state.has_backends and "must list" in state.problem and "once each" in state.problem
+
+
+def test_a_rule_pinned_to_the_primary_is_left_as_written_beside_a_weighted_rule():
+    """The seed's payments-api: /payments to both Services, a health path to the primary only."""
+    obj = route()
+    obj["spec"]["rules"].append(
+        {
+            "matches": [{"path": {"type": "Exact", "value": "/healthz"}}],
+            "backendRefs": [{"name": PRIMARY, "port": 8080, "weight": 1}],
+        }
+    )
+    state = inspect_route("HTTPRoute", "payments-api", obj, PRIMARY, CANARY)
+    assert state.usable and state.weighted_rules == 1
+    patched = jsonpatch.apply_patch(copy.deepcopy(obj), weight_patch(obj, PRIMARY, CANARY, 90, 10))
+    assert patched["spec"]["rules"][2] == obj["spec"]["rules"][2]
+    assert [r["weight"] for r in patched["spec"]["rules"][1]["backendRefs"]] == [90, 10]
 
 
 def test_route_without_our_services_is_refused():

@@ -213,6 +213,40 @@ def test_header_matching_rule_gets_the_configured_share_of_requests() -> None:
     assert rates(only_headers) == {("", ""): 90.0, ("payments-api-canary", "payments-api"): 10.0}
 
 
+def test_a_request_mirror_copies_a_share_of_the_rules_requests_to_its_service_and_answers_nothing() -> None:
+    mirrored = canary_rule(100, 0)
+    mirror_ref = {"name": "payments-api-canary", "port": 8080}
+    mirrored["filters"] = [
+        {"type": "RequestMirror", "requestMirror": {"backendRef": mirror_ref, "percent": 40}}
+    ]
+    plans = plan_traffic([("HTTPRoute", route([mirrored]))], world())
+    answered = [f for p in plans for f in p.flows if not f.mirrored]
+    copies = [f for p in plans for f in p.flows if f.mirrored]
+    assert sum(f.share for f in answered) == pytest.approx(1.0)
+    assert [(f.service, f.deployment, f.share) for f in answered] == [
+        ("payments-api-primary", "payments-api-primary", 1.0)
+    ]
+    assert [(f.service, f.deployment, f.share) for f in copies] == [
+        ("payments-api-canary", "payments-api", 0.4)
+    ]
+    assert rates(route([mirrored])) == {
+        ("payments-api-primary", "payments-api-primary"): 100.0,
+        ("payments-api-canary", "payments-api"): 40.0,
+    }
+    # A fraction works like a percent; a mirror that does not resolve or has no endpoints costs nothing.
+    mirrored["filters"][0]["requestMirror"] = {
+        "backendRef": mirror_ref,
+        "fraction": {"numerator": 1, "denominator": 4},
+    }
+    assert rates(route([mirrored]))[("payments-api-canary", "payments-api")] == 25.0
+    unready = world(deployment("payments-api-primary"), deployment("payments-api", ready=0))
+    assert codes(plan_traffic([("HTTPRoute", route([mirrored]))], unready)) == {
+        ("payments-api-primary", "payments-api-primary"): None
+    }
+    mirrored["filters"][0]["requestMirror"] = {"backendRef": {"name": "nowhere", "port": 80}}
+    assert rates(route([mirrored])) == {("payments-api-primary", "payments-api-primary"): 100.0}
+
+
 def test_outcomes_come_from_the_pod_template_annotations() -> None:
     bad = deployment(
         "payments-api", annotations={ANNOTATION_ERROR_RATE: "0.25", ANNOTATION_LATENCY_MS: "400"}

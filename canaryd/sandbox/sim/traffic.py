@@ -32,6 +32,12 @@ The model, exactly:
   `sandbox.canaryd.io/latency-ms` (mean latency, default 20). Latencies follow
   a log-normal shape (sigma 0.25) around that mean, so p99 is about 1.8 times
   the mean. Requests the gateway answers itself take 1 ms.
+- Mirroring: a rule's `RequestMirror` filter sends a copy of `percent` (or
+  `fraction`; default all) of the rule's requests to the mirror's Service, as
+  further requests of that Service (its Deployments answer them and they are
+  counted like any other); the client only ever gets the rule's own backends'
+  answers, so a mirror that does not resolve or has no ready endpoint costs
+  nothing but the copies.
 - gRPC requests are counted with the HTTP status code of the response.
 - Only routes accepted by the sandbox gateway (route status) carry traffic.
 
@@ -191,6 +197,8 @@ class Flow:
     latency_ms: float = DEFAULT_LATENCY_MS
     #: a status code the gateway answers with itself (404, 500, 503), None when a backend answers
     gateway_code: str | None = None
+    #: copies of requests sent by a RequestMirror filter (not part of the shares that sum to 1)
+    mirrored: bool = False
 
     @property
     def series(self) -> tuple[str, str, str, str]:
@@ -253,8 +261,49 @@ def rule_shares(route: Obj) -> tuple[list[tuple[int, float]], float]:
     return sorted(shares.items()), unmatched
 
 
+def mirror_share(mirror: Obj) -> float:
+    """The share of a rule's requests a RequestMirror filter copies (``percent`` or ``fraction``)."""
+    if mirror.get("percent") is not None:
+        return min(max(float(mirror["percent"]), 0.0), 100.0) / 100
+    fraction = mirror.get("fraction")
+    if isinstance(fraction, dict) and fraction.get("numerator") is not None:
+        denominator = float(fraction.get("denominator") or 100)
+        return min(max(float(fraction["numerator"]) / denominator, 0.0), 1.0) if denominator > 0 else 0.0
+    return 1.0
+
+
+def _backend_flows(
+    route: Obj, route_kind: str, ref: Obj, share: float, world: TrafficWorld, *, mirrored: bool = False
+) -> list[Flow]:
+    """The flows of ``share`` of a route's requests sent to one backendRef (or mirrored to it)."""
+    metadata = route.get("metadata") or {}
+    namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
+    service_name = str(ref.get("name", ""))
+    if backend_ref_problem(route, route_kind, ref, world.gateway) is not None:
+        return [] if mirrored else [Flow(namespace, name, service_name, "", share, gateway_code="500")]
+    service_namespace = ref.get("namespace") or namespace
+    service = world.gateway.services[(service_namespace, service_name)]
+    endpoints = world.endpoints(service)
+    ready_total = sum(ready for _, ready in endpoints)
+    if ready_total == 0:
+        return [] if mirrored else [Flow(namespace, name, service_name, "", share, gateway_code="503")]
+    return [
+        Flow(
+            namespace,
+            name,
+            service_name,
+            str((deployment.get("metadata") or {}).get("name", "")),
+            share * ready / ready_total,
+            error_rate=template_error_rate(deployment),
+            latency_ms=template_latency_ms(deployment),
+            mirrored=mirrored,
+        )
+        for deployment, ready in endpoints
+    ]
+
+
 def plan_route(route: Obj, route_kind: str, world: TrafficWorld) -> list[Flow]:
-    """How an accepted route's requests split into flows (shares sum to 1)."""
+    """How an accepted route's requests split into flows (the shares of those not ``mirrored`` sum to 1)."""
     metadata = route.get("metadata") or {}
     namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
     rules = list((route.get("spec") or {}).get("rules") or [])
@@ -270,32 +319,16 @@ def plan_route(route: Obj, route_kind: str, world: TrafficWorld) -> list[Flow]:
             flows.append(Flow(namespace, name, "", "", rule_share, gateway_code="500"))
             continue
         for ref, weight in zip(refs, weights, strict=True):
-            if weight == 0:
-                continue
-            share = rule_share * weight / total
-            service_name = str(ref.get("name", ""))
-            if backend_ref_problem(route, route_kind, ref, world.gateway) is not None:
-                flows.append(Flow(namespace, name, service_name, "", share, gateway_code="500"))
-                continue
-            service_namespace = ref.get("namespace") or namespace
-            service = world.gateway.services[(service_namespace, service_name)]
-            endpoints = world.endpoints(service)
-            ready_total = sum(ready for _, ready in endpoints)
-            if ready_total == 0:
-                flows.append(Flow(namespace, name, service_name, "", share, gateway_code="503"))
-                continue
-            for deployment, ready in endpoints:
-                flows.append(
-                    Flow(
-                        namespace,
-                        name,
-                        service_name,
-                        str((deployment.get("metadata") or {}).get("name", "")),
-                        share * ready / ready_total,
-                        error_rate=template_error_rate(deployment),
-                        latency_ms=template_latency_ms(deployment),
+            if weight > 0:
+                flows.extend(_backend_flows(route, route_kind, ref, rule_share * weight / total, world))
+        for item in rules[index].get("filters") or []:
+            mirror = item.get("requestMirror") if item.get("type") == "RequestMirror" else None
+            if isinstance(mirror, dict) and isinstance(mirror.get("backendRef"), dict):
+                copies = rule_share * mirror_share(mirror)
+                if copies > 0:
+                    flows.extend(
+                        _backend_flows(route, route_kind, mirror["backendRef"], copies, world, mirrored=True)
                     )
-                )
     return flows
 
 
