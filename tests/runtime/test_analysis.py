@@ -7,6 +7,7 @@ The series are the Envoy Gateway ones in tests.fixtures.prometheus: route
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ async def _round(server: PrometheusServer, minimum: float, *routes: str) -> Any:
     )  # fmt: skip
     metrics = (ResolvedMetric(check, _template()),)
     try:
-        (result,) = await analyzer.analyze(_canary(*routes), metrics, QUERY_TIME)
+        (result,) = await analyzer.analyze(_canary(*routes), metrics, datetime.fromtimestamp(QUERY_TIME, UTC))
     finally:
         await analyzer.close()
     return result
