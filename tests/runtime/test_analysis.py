@@ -7,6 +7,7 @@ The series are the Envoy Gateway ones in tests.fixtures.prometheus: route
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ async def _round(server: PrometheusServer, minimum: float, *routes: str) -> Any:
     )  # fmt: skip
     metrics = (ResolvedMetric(check, _template()),)
     try:
-        (result,) = await analyzer.analyze(_canary(*routes), metrics, QUERY_TIME)
+        at = datetime.fromtimestamp(QUERY_TIME, UTC)  # the analyzer takes the decision's datetime
+        (result,) = await analyzer.analyze(_canary(*routes), metrics, at)
     finally:
         await analyzer.close()
     return result
