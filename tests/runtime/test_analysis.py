@@ -58,7 +58,8 @@ async def _round(server: PrometheusServer, minimum: float, *routes: str) -> Any:
     )  # fmt: skip
     metrics = (ResolvedMetric(check, _template()),)
     try:
-        (result,) = await analyzer.analyze(_canary(*routes), metrics, datetime.fromtimestamp(QUERY_TIME, UTC))
+        at = datetime.fromtimestamp(QUERY_TIME, UTC)  # the analyzer takes the decision's datetime
+        (result,) = await analyzer.analyze(_canary(*routes), metrics, at)
     finally:
         await analyzer.close()
     return result
