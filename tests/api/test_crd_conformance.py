@@ -460,7 +460,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
     (
         "variable-too-long",
         _with(base_canary, **{f"{M0}__variables": {"v": "x" * 1025}}),
-        "spec.analysis.metrics[0].variables[v]",
+        "spec.analysis.metrics[0].variables.v",
         "may not be more than 1024",
     ),
     (
@@ -484,7 +484,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
     (
         "template-variable-too-long",
         _with(base_template, **{"spec__variables": {"v": "x" * 1025}}),
-        "spec.variables[v]",
+        "spec.variables.v",
         "may not be more than 1024",
     ),
     # --- types

@@ -288,7 +288,9 @@ def test_two_errors_joined_by_and_or_or_are_the_error_itself() -> None:
             ],
         }
         error = only(validate(schema, "3000000h"))
-        assert "out of range" in error.message, error.message
+        # Kubernetes' own message for a duration it cannot hold, not cel-python's "no matching overload".
+        assert "type conversion error from 'string' to 'google.protobuf.Duration'" in error.message
+        assert "overload" not in error.message
 
 
 def test_rules_that_do_not_compile_are_reported_by_check_schema_and_at_validation() -> None:
