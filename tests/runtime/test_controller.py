@@ -245,8 +245,12 @@ async def test_route_edited_mid_run_gets_its_weights_back_and_keeps_the_filter(c
         await world.wait_until(lambda: world.weights(store, NS, "feed") in ((90, 10), (80, 20)), timeout=5)
         route = store.get("httproutes.gateway.networking.k8s.io", "feed", NS)
         assert route["spec"]["rules"][0]["filters"] == [filter_]
-        drift = [e for e in world.events(store, NS, "feed") if e["reason"] == "RouteWeightsDrifted"]
-        assert drift and "primary 50, canary 50" in drift[0]["note"]
+        # The Event follows the route write (and the status that confirms it): wait for it too.
+        drift = await world.wait_until(
+            lambda: [e for e in world.events(store, NS, "feed") if e["reason"] == "RouteWeightsDrifted"],
+            timeout=5,
+        )
+        assert "primary 50, canary 50" in drift[0]["note"]
 
 
 async def test_route_not_accepted_by_its_gateway_moves_no_traffic(cluster):
