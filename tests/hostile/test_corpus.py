@@ -23,7 +23,7 @@ async def test_hostile_inputs_never_crash_hang_or_go_unexplained() -> None:
     assert figures.problems == []
     # The corpus reaches every stage: refusals of each kind, runs, and the analysis.
     assert figures.applied["canary"] == CI_INPUTS
-    assert any(outcome.startswith("no phase/InvalidSpec") for outcome in figures.outcomes)
+    assert any(outcome.startswith("no phase/") for outcome in figures.outcomes)  # refused at once
     assert any(outcome.startswith("Progressing/") for outcome in figures.outcomes)
     assert figures.prometheus_queries > 0
 
