@@ -508,6 +508,8 @@ def status_summary(
     else:
         field("Step", f"{step} (the analysis schedule in spec does not parse)")
     field("Weight", f"{weight(canary)}% {progress_bar(weight(canary), top)}")
+    for label, value in traffic_lines(canary):  # the traffic mode, canaryd's route parts, the share
+        field(label, value)
     promoted = st.get("lastPromotedRevision")
     field("Primary", workload_text(workloads.primary, primary_name(canary), promoted))
     revision = st.get("revision")

@@ -374,6 +374,10 @@ def test_status_page_shows_an_ab_run_its_matches_and_the_rule_canaryd_added() ->
     assert "Mode:            A/B testing (to the canary: header x-canary=insider; or query beta~^on$)" in page
     assert "canaryd added:   HTTPRoute/payments-api: rule abtest-0.canaryd.io" in page
     assert render.step_of(ab) == "3/10"
+    # The default view (80x24) says the mode too.
+    summary = render.status_summary(ab, [], now=NOW, marks=MARKS)
+    assert "Mode:            A/B testing" in summary
+    assert len(summary.splitlines()) <= 24
 
 
 def test_status_page_shows_mirroring_the_session_cookie_and_the_measured_share() -> None:
