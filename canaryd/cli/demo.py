@@ -72,7 +72,9 @@ SUCCESS_RATE_MIN: float = _BOUNDS["success-rate"]["min"]
 LATENCY_P99_MAX_MS: float = _BOUNDS["latency-p99"]["max"]
 BAD_ERROR_RATE = "0.3"
 REFRESH_SECONDS = 0.25
-MESSAGE_WIDTH = 100
+#: The live view's lines fit this many columns (the indented message is cut to fit).
+LINE_WIDTH = 100
+INDENT = " " * 8
 FINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 
 
@@ -254,11 +256,11 @@ def render_lines(snapshot: Snapshot, fancy: bool = True) -> list[str]:
         f"[{snapshot.seconds:5.0f}s] {snapshot.release:<3} {snapshot.phase:<12} {step}  "
         f"failed checks {snapshot.failed_checks}/{snapshot.threshold}"
     )
-    lines = [head, "        " + weight_bar(snapshot.canary_weight, fancy=fancy)]
-    lines.extend("        " + metric_text(m) for m in snapshot.metrics)
+    lines = [head, INDENT + weight_bar(snapshot.canary_weight, fancy=fancy)]
+    lines.extend(INDENT + metric_text(m) for m in snapshot.metrics)
     if snapshot.message:
-        lines.append("        " + snapshot.message[:MESSAGE_WIDTH])
-    return lines
+        lines.append(INDENT + snapshot.message[: LINE_WIDTH - len(INDENT)])
+    return [line[:LINE_WIDTH] for line in lines]
 
 
 def render_line(snapshot: Snapshot, fancy: bool = True) -> str:

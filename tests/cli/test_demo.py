@@ -9,6 +9,7 @@ threshold, and the route ends with all traffic on the primary.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from canaryd.cli.demo import (
     app_documents,
     release_patch,
     render_line,
+    render_lines,
     snapshot_of,
     weight_bar,
 )
@@ -101,6 +103,13 @@ def test_snapshot_reads_the_canary_as_the_controller_writes_it() -> None:
     assert snapshot.failed_checks == 1 and snapshot.threshold == 2
     assert snapshot.metrics == (MetricReading("success-rate", 70.2, "Fail", 99, None),)
     assert snapshot_of({"spec": {}}, "v1", 0).phase == "Pending"
+
+
+def test_the_live_view_fits_100_columns_even_with_a_long_message() -> None:
+    snapshot = dataclasses.replace(_snapshot(), message="revision 7d9f8c6b5 " + "x" * 300)
+    lines = render_lines(snapshot, fancy=True)
+    assert lines[-1].startswith("        revision 7d9f8c6b5 x")
+    assert max(len(line) for line in lines) <= 100
 
 
 def test_live_view_appends_a_line_per_change_when_not_a_terminal() -> None:
