@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
@@ -442,7 +442,12 @@ class PrometheusQuerier:
         self, endpoint: PrometheusEndpoint, api: str, params: dict[str, str], timeout: float
     ) -> tuple[Answer, bool]:
         session, headers = self._session(endpoint)
-        url = f"{endpoint.address.rstrip('/')}/api/v1/{api}"
+        address, userinfo = split_userinfo(endpoint.address)
+        if userinfo is not None and "Authorization" not in headers:
+            # A user and password in the address are Basic auth, unless the Secret's credentials say
+            # otherwise (those win).
+            headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
+        url = f"{address.rstrip('/')}/api/v1/{api}"
         try:
             async with asyncio.timeout(timeout):
                 async with session.get(url, params=params, headers=headers) as response:
@@ -456,6 +461,8 @@ class PrometheusQuerier:
             return QueryError(QueryErrorKind.UNREACHABLE, f"cannot connect: {_short(error)}"), True
         except aiohttp.ClientError as error:
             return QueryError(QueryErrorKind.UNREACHABLE, _short(error)), False
+        except ValueError as error:  # a request aiohttp refuses to build (an address it cannot use)
+            return QueryError(QueryErrorKind.UNREACHABLE, f"cannot send the query: {_short(error)}"), False
         if status != 200:
             return _status_error(status, body)
         try:
@@ -526,6 +533,20 @@ def _status_error(status: int, body: bytes) -> tuple[Answer, bool]:
     return QueryError(QueryErrorKind.HTTP_STATUS, f"HTTP {status}: {detail}", status), (
         status in TRANSIENT_STATUSES
     )
+
+
+def split_userinfo(address: str) -> tuple[str, str | None]:
+    """The address without a ``user:password@`` part, and that part (percent-decoded) if there was one."""
+    parts = urlsplit(address)
+    if parts.username is None and parts.password is None:
+        return address, None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    stripped = parts._replace(netloc=netloc).geturl()
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    return stripped, f"{user}:{password}"
 
 
 __all__ = [

@@ -252,6 +252,21 @@ async def test_basic_auth_is_sent(
     assert fake.headers[-1]["Authorization"] == "Basic " + base64.b64encode(b"reader:p:w").decode()
 
 
+async def test_a_user_and_password_in_the_address_are_basic_auth_unless_the_secret_gives_credentials(
+    fake_prometheus: Callable[..., Awaitable[FakePrometheus]], querier: PrometheusQuerier
+) -> None:
+    fake = await fake_prometheus()
+    with_userinfo = fake.url.replace("http://", "http://alice:p%40ss@")
+
+    assert await querier.query(PrometheusEndpoint(with_userinfo), "up") == Value(42.0)
+    assert fake.headers[-1]["Authorization"] == "Basic " + base64.b64encode(b"alice:p@ss").decode()
+
+    secret = {"token": base64.b64encode(b"s3cr3t-token").decode()}
+    endpoint = PrometheusEndpoint(with_userinfo, credentials=credentials_from_secret(secret))
+    assert await querier.query(endpoint, "up") == Value(42.0)
+    assert fake.headers[-1]["Authorization"] == "Bearer s3cr3t-token"
+
+
 def test_secrets_missing_keys_are_named() -> None:
     with pytest.raises(CredentialsError, match="'token'"):
         credentials_from_secret({"username": "eA=="}, "Bearer")

@@ -104,7 +104,8 @@ async def test_no_credential_reaches_status_events_or_logs(cluster, echoing_prom
         )
     written = everything_written(store, "web")
     logs = capfd.readouterr()
-    if reachable:  # credentials were sent (the address's user and password win), and the error quoted them
+    # Credentials were sent (the Secret's win over the address's user and password); the error quoted them.
+    if reachable:
         sent = echoing_prometheus.seen_authorization
         assert sent and any(BEARER in header or BASIC in header for header in sent), sent
     assert "REDACTED" in written or "127.0.0.1" in written  # the errors are reported, only without secrets
