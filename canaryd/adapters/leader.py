@@ -30,6 +30,18 @@ log = structlog.get_logger("canaryd.leader")
 Callback = Callable[[], Awaitable[None]]
 
 
+def lease_spec(identity: str, lease_duration: float, acquire_time: str, transitions: int) -> dict[str, Any]:
+    """A coordination.k8s.io/v1 Lease spec held by ``identity``, renewed now (acquired now if not before)."""
+    now = format_rfc3339(datetime.now(UTC), "microseconds")
+    return {
+        "holderIdentity": identity,
+        "leaseDurationSeconds": max(1, round(lease_duration)),
+        "acquireTime": acquire_time or now,
+        "renewTime": now,
+        "leaseTransitions": transitions,
+    }
+
+
 class LeaderElector:
     def __init__(
         self,
@@ -68,14 +80,7 @@ class LeaderElector:
     # -- one attempt ----------------------------------------------------------------------------
 
     def _spec(self, acquire_time: str, transitions: int) -> dict[str, Any]:
-        now = format_rfc3339(datetime.now(UTC), "microseconds")
-        return {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": max(1, round(self.lease_duration)),
-            "acquireTime": acquire_time or now,
-            "renewTime": now,
-            "leaseTransitions": transitions,
-        }
+        return lease_spec(self.identity, self.lease_duration, acquire_time, transitions)
 
     async def try_acquire_or_renew(self) -> bool:
         """One round of the protocol; True when this candidate holds the Lease afterwards."""

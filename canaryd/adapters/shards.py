@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from canaryd.adapters.kube import LEASES, ApiError, KubeClient
+from canaryd.adapters.leader import lease_spec
 from canaryd.api.timestamps import format_rfc3339
 from canaryd.core.sharding import plan_shards
 
@@ -98,14 +99,7 @@ class ShardElector:
     # -- records --------------------------------------------------------------------------------
 
     def _spec(self, acquire_time: str, transitions: int) -> dict[str, Any]:
-        now = format_rfc3339(datetime.now(UTC), "microseconds")
-        return {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": max(1, round(self.lease_duration)),
-            "acquireTime": acquire_time or now,
-            "renewTime": now,
-            "leaseTransitions": transitions,
-        }
+        return lease_spec(self.identity, self.lease_duration, acquire_time, transitions)
 
     def _body(self, name: str, role: str, shard: int | None) -> dict[str, Any]:
         labels = {GROUP_LABEL: self.group, ROLE_LABEL: role}
