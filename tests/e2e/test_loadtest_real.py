@@ -42,6 +42,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.realcluster]
 
 PORT = 8080
 BROKEN = {"sandbox.canaryd.io/error-rate": "0.6"}
+#: The good revision answers at once, so the throughput measured on it is the load tester's and the data
+#: plane's, not the pod application's simulated latency times the concurrency.
+PROMPT = {"sandbox.canaryd.io/latency-ms": "0"}
 
 
 class ServiceProxy:
@@ -277,7 +280,7 @@ async def test_load_tester_traffic_is_what_canaries_are_judged_on_on_the_real_cl
             controller = env.controller(tmp_path).start()
             for name in ("good", "bad"):
                 await until_phase(env, name, "Initialized", timeout=60)
-            world.new_revision(env.store, env.ns, "good", "shop:2.0")
+            world.new_revision(env.store, env.ns, "good", "shop:2.0", PROMPT)
             world.new_revision(env.store, env.ns, "bad", "shop:2.0-broken", BROKEN)
             await until_phase(env, "good", "Succeeded", timeout=150)
             await until_phase(env, "bad", "Failed", timeout=150)
