@@ -32,6 +32,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,6 +48,21 @@ DEFAULT_KWOK_STAGES = (
     "pod-complete.yaml",
     "pod-delete.yaml",
 )
+#: On a pod template: kwok leaves these pods Pending (not Ready) until a test makes each one ready with
+#: ``Cluster.make_pod_ready`` — the readiness probe that passes one pod at a time.
+READY_BY_HAND_ANNOTATION = "cluster.canaryd.io/ready-by-hand"
+
+
+def _holding_back_marked_pods(stage: str) -> str:
+    """kwok's pod-ready Stage, made to pass over pods annotated ``READY_BY_HAND_ANNOTATION``."""
+    anchor = "    matchExpressions:\n"
+    if "name: pod-ready" not in stage or anchor not in stage:
+        return stage
+    held = (
+        f"    - key: '.metadata.annotations[\"{READY_BY_HAND_ANNOTATION}\"]'\n"
+        "      operator: 'DoesNotExist'\n"
+    )
+    return stage.replace(anchor, anchor + held, 1)
 
 
 class ClusterError(Exception):
@@ -342,7 +358,7 @@ class Cluster:
         }
         binaries = {name: str(build.binary(name)) for name in (*COMPONENTS, "kubectl")}
         stages = config.kwok_stages or [str(build.data_file("kwok", name)) for name in DEFAULT_KWOK_STAGES]
-        documents = [Path(stage).read_text().strip() for stage in stages]
+        documents = [_holding_back_marked_pods(Path(stage).read_text().strip()) for stage in stages]
         (run_dir / "kwok.yaml").write_text("\n---\n".join(documents) + "\n")
         versions = build.versions()
         state = _State(asdict(config), ports, tokens, versions, binaries, time.time())
@@ -763,6 +779,37 @@ class Cluster:
             return status, json.loads(raw)
         except ValueError:
             return status, raw.decode(errors="replace")
+
+    def make_pod_ready(self, namespace: str, name: str) -> None:
+        """Report a pod left Pending by kwok (``READY_BY_HAND_ANNOTATION``) Running and Ready, as its
+        kubelet would once the readiness probe passes (no pod IP: nothing serves it)."""
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+        status, pod = self.api("GET", path)
+        if status != 200:
+            raise ClusterError(f"pod {namespace}/{name}: HTTP {status}: {pod}")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        containers = (pod.get("spec") or {}).get("containers") or []
+        conditions = [
+            {"type": kind, "status": "True", "lastTransitionTime": now}
+            for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+        ]
+        patch = {
+            "status": {
+                "phase": "Running",
+                "startTime": now,
+                "conditions": conditions,
+                "containerStatuses": [
+                    {"name": c["name"], "image": c["image"], "imageID": "", "ready": True, "started": True,
+                     "restartCount": 0, "state": {"running": {"startedAt": now}}}
+                    for c in containers
+                ],
+            }
+        }  # fmt: skip
+        status, answer = self.api(
+            "PATCH", f"{path}/status", patch, content_type="application/strategic-merge-patch+json"
+        )
+        if status != 200:
+            raise ClusterError(f"pod {namespace}/{name}: making it ready: HTTP {status}: {answer}")
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0

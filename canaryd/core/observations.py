@@ -27,6 +27,8 @@ class WorkloadState:
     ready_replicas: int = 0
     updated_replicas: int = 0
     available_replicas: int = 0
+    #: status.replicas: every pod of the Deployment, those of previous templates included.
+    replicas: int = 0
     generation: int = 0
     observed_generation: int = 0
     #: The Canary that created this Deployment as its primary (from its ownerReference or canaryd's
@@ -38,12 +40,27 @@ class WorkloadState:
         """The Deployment controller has caught up with the spec and every replica is ready."""
         return self.rolled_out_at(100)
 
+    def ready_needed(self, ready_percent: int) -> int:
+        """How many ready replicas ``ready_percent`` % of the desired ones is (rounded up)."""
+        return math.ceil(self.desired_replicas * ready_percent / 100)
+
+    @property
+    def old_replicas(self) -> int:
+        """Pods of a previous template still running (readyReplicas counts them too)."""
+        return max(self.replicas - self.updated_replicas, 0)
+
     def rolled_out_at(self, ready_percent: int) -> bool:
-        """Caught up with the spec, every replica updated, and ``ready_percent`` % of them ready."""
-        needed = math.ceil(self.desired_replicas * ready_percent / 100)
+        """Caught up with the spec, every replica updated, no pod of an older template left, and
+        ``ready_percent`` % of them ready.
+
+        The old pods must be gone because readyReplicas counts them: without that rule a primary
+        whose new pods are not ready yet would count as serving the new revision on its old pods.
+        """
+        needed = self.ready_needed(ready_percent)
         return (
             self.observed_generation >= self.generation
             and self.updated_replicas >= self.desired_replicas
+            and self.old_replicas == 0
             and self.ready_replicas >= needed
             and self.available_replicas >= needed
         )

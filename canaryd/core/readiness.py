@@ -87,12 +87,19 @@ def routes_problem(observations: Observations) -> str:
     return "; ".join(route_problem(r) for r in observations.routes if not r.usable)
 
 
-def replicas_text(workload: WorkloadState) -> str:
-    """How far a Deployment is, e.g. ``2/3 ready, 3/3 updated``."""
+def replicas_text(workload: WorkloadState, ready_percent: int = 100) -> str:
+    """How far a Deployment is, e.g. ``2/3 ready, 3/3 updated``; with a ready threshold below 100 %
+    also how many ready replicas it needs, e.g. ``1/4 ready, 4/4 updated; 2 ready needed
+    (primaryReadyThreshold 50%)``."""
     want = workload.desired_replicas
     text = f"{workload.ready_replicas}/{want} ready, {workload.updated_replicas}/{want} updated"
+    if workload.old_replicas:
+        text += f", {workload.old_replicas} of the previous revision still running"
     if workload.observed_generation < workload.generation:
         text += ", spec change not yet observed by the Deployment controller"
+    if ready_percent < 100:
+        needed = workload.ready_needed(ready_percent)
+        text += f"; {needed} ready needed (primaryReadyThreshold {ready_percent}%)"
     return text
 
 

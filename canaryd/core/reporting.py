@@ -82,7 +82,7 @@ def _ready(draft: Draft) -> DesiredCondition:
             return false(
                 Reason.PRIMARY_NOT_READY,
                 f"waiting for Deployment {draft.primary_name} to roll out revision {status.revision} "
-                f"({replicas_text(primary)})",
+                f"({replicas_text(primary, draft.ready_percent)})",
             )
         return false(
             Reason.INITIALIZING,
@@ -146,7 +146,7 @@ def _progressing(draft: Draft, phase_before: Phase | None) -> DesiredCondition:
         )
     if phase is Phase.PROMOTING:
         primary = draft.observations.primary
-        progress = f" ({replicas_text(primary)})" if primary is not None else ""
+        progress = f" ({replicas_text(primary, draft.ready_percent)})" if primary is not None else ""
         return state(
             True,
             Reason.PROMOTING,

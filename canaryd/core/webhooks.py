@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -26,7 +27,8 @@ from typing import Any, Final
 from canaryd.api.constants import CHECK_HOOKS as CHECK_HOOKS
 from canaryd.api.constants import GATE_HOOKS as GATE_HOOKS
 from canaryd.api.constants import HookType as HookType
-from canaryd.api.models import Canary
+from canaryd.api.constants import Verdict
+from canaryd.api.models import Canary, MetricStatus
 from canaryd.api.timestamps import format_rfc3339
 
 WEBHOOK_API_VERSION: Final = "webhooks.canaryd.io/v1"
@@ -40,6 +42,24 @@ ID_HEADER: Final = "X-Canaryd-Delivery"
 #: Longest metadata value and most metadata entries sent (the CRD will hold the same bounds).
 MAX_METADATA_ENTRIES: Final = 64
 MAX_METADATA_VALUE: Final = 4096
+
+
+@dataclass(frozen=True)
+class FailedMetric:
+    """A metric whose last check failed, as a payload's ``failedMetrics`` names it."""
+
+    name: str
+    value: float | None
+    message: str = ""
+
+
+def failed_metrics(metrics: Sequence[MetricStatus]) -> tuple[FailedMetric, ...]:
+    """The metrics of a status whose last check failed and counts (dry-run metrics never do)."""
+    return tuple(
+        FailedMetric(m.name, m.value, m.message)
+        for m in metrics
+        if m.verdict is Verdict.FAIL and not m.dry_run
+    )
 
 
 @dataclass(frozen=True)
@@ -92,13 +112,15 @@ def build_payload(
     webhook: str | None = None,
     interval: str | None = None,
     event: EventInfo | None = None,
+    failed: Sequence[FailedMetric] = (),
 ) -> dict[str, Any]:
     """The ``webhooks.canaryd.io/v1`` payload of one call of one hook.
 
     ``webhook`` is the name of the webhook entry in the Canary, ``interval``
     the analysis interval (a Go duration: how long the step lasts), ``event``
     the Event an ``event`` hook reports (required for that hook, refused for
-    the others). Raises ValueError for input the schema would refuse.
+    the others), ``failed`` the metrics whose last check failed (``failedMetrics``, left out when
+    none). Raises ValueError for input the schema would refuse.
     """
     kind = HookType(hook)
     if (event is None) == (kind is HookType.EVENT):
@@ -129,6 +151,15 @@ def build_payload(
         payload["interval"] = interval
     if event is not None:
         payload["event"] = {"type": event.type, "reason": event.reason, "message": event.message}
+    if failed:
+        payload["failedMetrics"] = [
+            {
+                "name": metric.name,
+                "value": metric.value if metric.value is not None and math.isfinite(metric.value) else None,
+                "message": metric.message,
+            }
+            for metric in failed[:64]
+        ]
     payload["id"] = payload_id(payload)
     return payload
 
@@ -158,6 +189,7 @@ def payload_for_canary(
         webhook=webhook,
         interval=canary.spec.analysis.interval,
         event=event,
+        failed=failed_metrics(status.metrics),
     )
 
 

@@ -233,6 +233,7 @@ def workload_state(deployment: dict[str, Any], *, primary: bool = False) -> Work
         ready_replicas=count("readyReplicas"),
         updated_replicas=count("updatedReplicas"),
         available_replicas=count("availableReplicas"),
+        replicas=count("replicas"),
         generation=int(meta.get("generation") or 0),
         observed_generation=count("observedGeneration"),
         managed_by=managing_canary(deployment),

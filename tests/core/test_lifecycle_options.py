@@ -10,8 +10,9 @@ from canaryd.api.models import Canary, ThresholdRange
 from canaryd.core import schedule
 from canaryd.core.effects import DeleteAutoscaler, MirrorAutoscaler, ScaleTarget
 from canaryd.core.lifecycle import decide
-from canaryd.core.observations import AutoscalerState, MetricResult
+from canaryd.core.observations import AutoscalerState, MetricResult, WorkloadState
 from canaryd.core.promql import NoData, NoDataReason, Value, judge
+from canaryd.core.readiness import replicas_text
 from tests.core.world import World, actions, events, initialized_world, progressing_world
 
 
@@ -164,6 +165,25 @@ def test_the_primary_counts_as_serving_when_its_ready_share_is_reached():
 
     assert promoted_with(100, 2) is Phase.PROMOTING, "3 replicas, 2 ready: not yet at 100 %"
     assert promoted_with(60, 2) is Phase.FINALIZING, "2 of 3 ready is 60 % or more"
+
+
+def test_pods_of_the_previous_revision_never_count_as_the_primary_serving_the_new_one():
+    def primary(replicas: int, ready: int) -> WorkloadState:
+        return WorkloadState(
+            "payments-api-primary", "rev2", desired_replicas=4, ready_replicas=ready, updated_replicas=4,
+            available_replicas=ready, replicas=replicas, generation=2, observed_generation=2,
+        )  # fmt: skip
+
+    # 4 new pods none ready, 4 old ones ready: readyReplicas is 4, yet nothing serves rev2
+    assert not primary(replicas=8, ready=4).rolled_out_at(50)
+    assert not primary(replicas=5, ready=3).rolled_out_at(50), "one old pod left"
+    assert primary(replicas=4, ready=2).rolled_out_at(50)
+    assert not primary(replicas=4, ready=2).rolled_out_at(75)
+    assert replicas_text(primary(replicas=5, ready=3), 75) == (
+        "3/4 ready, 4/4 updated, 1 of the previous revision still running; "
+        "3 ready needed (primaryReadyThreshold 75%)"
+    )
+    assert replicas_text(primary(replicas=4, ready=4)) == "4/4 ready, 4/4 updated"
 
 
 def test_an_autoscaled_target_is_mirrored_for_the_primary_and_left_to_its_hpa_during_a_run():

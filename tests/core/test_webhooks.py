@@ -9,8 +9,8 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from canaryd.api.constants import Phase
-from canaryd.api.models import CanaryStatus
+from canaryd.api.constants import Phase, Verdict
+from canaryd.api.models import CanaryStatus, MetricStatus
 from canaryd.core import signing
 from canaryd.core.webhooks import (
     EventInfo,
@@ -91,6 +91,28 @@ def test_a_payload_is_built_from_a_canary_and_its_status() -> None:
     )
     fresh = payload_for_canary(make_canary(), "confirm-rollout", metadata={}, now=T0)
     assert fresh["phase"] is None and fresh["revision"] is None and schema_problems(fresh) == []
+
+
+def test_a_rollback_payload_names_the_failing_metrics_and_their_values() -> None:
+    metrics = [
+        MetricStatus(name="success-rate", verdict=Verdict.FAIL, value=40.2, message="40.2 is below 95"),
+        MetricStatus(name="latency-p99", verdict=Verdict.PASS, value=71.0),
+        MetricStatus(name="cpu", verdict=Verdict.FAIL, value=9.0, dry_run=True),
+        MetricStatus(name="saturation", verdict=Verdict.FAIL, value=None, message="+Inf is above 1"),
+    ]
+    canary = make_canary().model_copy(
+        update={"status": CanaryStatus(phase=Phase.FAILED, failed_checks=2, revision="abc", metrics=metrics)}
+    )
+    payload = payload_for_canary(canary, HookType.ROLLBACK, metadata={}, now=T0)
+    assert payload["failedMetrics"] == [
+        {"name": "success-rate", "value": 40.2, "message": "40.2 is below 95"},
+        {"name": "saturation", "value": None, "message": "+Inf is above 1"},
+    ], "dry-run metrics are never named"
+    assert schema_problems(payload) == []
+    running = CanaryStatus(phase=Phase.PROGRESSING, metrics=metrics[1:2])
+    passing = canary.model_copy(update={"status": running})
+    assert "failedMetrics" not in payload_for_canary(passing, HookType.ROLLOUT, metadata={}, now=T0)
+    assert schema_problems({**payload, "failedMetrics": [{"value": 1.0}]}), "a failed metric has a name"
 
 
 def test_the_id_is_the_same_for_the_same_call_and_differs_between_calls() -> None:

@@ -5,18 +5,23 @@ simulators turn Deployments into ReplicaSets and Pods; the analysis is
 scripted. What is asserted is what a user sees with kubectl: the
 HorizontalPodAutoscaler canaryd keeps for ``<target>-primary``, the
 ``canaryd.io/role`` label on each side's Pods, and the replicas of a
-rolled-back canary during ``abortScaleDownDelay``.
+rolled-back canary during ``abortScaleDownDelay``, and a primary whose pods
+become ready one by one (the simulator's ``ready-interval-seconds`` knob)
+holding initialization and promotion until ``primaryReadyThreshold`` of them
+are ready.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from canaryd.api.constants import LABEL_ROLE, Verdict
 from canaryd.runtime.controller import running_controller
+from canaryd.sandbox.sim.knobs import ANNOTATION_READY_INTERVAL
 from tests.runtime import world
 from tests.runtime.test_controller import ScriptedAnalysis, settings_for
 from tests.runtime.test_webhooks_sandbox import app, until_phase
@@ -131,3 +136,109 @@ async def test_a_rolled_back_canary_stays_up_for_abort_scale_down_delay(cluster)
         await world.wait_until(lambda: replicas("kept") == 0, timeout=15)
         kept_for = time.monotonic() - failed_at
         assert kept_for >= 3.5, kept_for
+
+
+#: Seconds between one primary pod becoming ready and the next: long enough that the controller's reaction
+#: to the 2nd ready pod lands before the 3rd on a loaded machine.
+PACE = 1.5
+PACED = {ANNOTATION_READY_INTERVAL: str(PACE)}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One change of a Canary or its primary, as ``kubectl get`` would have shown both at that moment."""
+
+    phase: str | None
+    ready: str
+    progressing: str
+    primary_pods: int
+    primary_ready: int
+
+
+def record(store: Any, names: tuple[str, ...]) -> tuple[dict[str, list[Seen]], Any]:
+    seen: dict[str, list[Seen]] = {name: [] for name in names}
+
+    def on_change(event: Any) -> None:
+        name = event.obj["metadata"]["name"].removesuffix("-primary")
+        if event.obj["metadata"].get("namespace") != NS or name not in seen:
+            return
+        canary = world.find(store, "canaries.canaryd.io", NS, name)
+        primary = world.find(store, "deployments", NS, f"{name}-primary")
+        if canary is None or primary is None:
+            return
+        status = canary.get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+
+        def text(kind: str) -> str:
+            c = conditions.get(kind) or {}
+            return f"{c.get('reason', '')}: {c.get('message', '')}"
+
+        counts = primary.get("status") or {}
+        seen[name].append(
+            Seen(
+                status.get("phase"),
+                text("Ready"),
+                text("Progressing"),
+                int(counts.get("replicas", 0)),
+                int(counts.get("readyReplicas", 0)),
+            )
+        )
+
+    return seen, store.subscribe(on_change)
+
+
+def first(records: list[Seen], phase: str) -> Seen:
+    return next(r for r in records if r.phase == phase)
+
+
+async def test_the_primary_holds_the_run_until_primary_ready_threshold_of_its_pods_are_ready(cluster):
+    store = cluster.store
+    for name, threshold in (("half", 50), ("whole", 100)):
+        target = world.deployment(NS, name, replicas=4, annotations=PACED)
+        # maxUnavailable 50 %: the Deployment controller removes the old pods once 2 new ones are ready
+        target["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "50%"}}
+        store.create("deployments", target)
+        store.create("httproutes.gateway.networking.k8s.io", world.route(NS, name))
+        canary = world.canary(NS, name, step_weights=[50], interval="1s", threshold=2, metrics=[])
+        canary["spec"]["primaryReadyThreshold"] = threshold
+        store.create("canaries.canaryd.io", canary)
+    seen, stop = record(store, ("half", "whole"))
+    try:
+        async with running_controller(settings_for(cluster), analyzer=ScriptedAnalysis()):
+            for name in ("half", "whole"):
+                await until_phase(store, name, "Initialized", timeout=30)
+
+            # Initialization: 1 of 4 ready holds "half" and says what it waits for; 2 of 4 lets it go on
+            # while the 3rd and 4th are still starting. "whole" waits for all 4.
+            holding = [r for r in seen["half"] if r.primary_ready == 1]
+            assert holding and all(r.phase == "Initializing" for r in holding), holding
+            assert any(
+                r.ready.startswith("PrimaryNotReady:")
+                and "1/4 ready" in r.ready
+                and "2 ready needed (primaryReadyThreshold 50%)" in r.ready
+                for r in holding
+            ), holding
+            went_on = first(seen["half"], "Initialized")
+            assert 2 <= went_on.primary_ready < 4, went_on
+            assert first(seen["whole"], "Initialized").primary_ready == 4
+            assert all(r.phase == "Initializing" for r in seen["whole"] if r.primary_ready < 4)
+
+            # Promotion: the old revision's pods count as ready but not as serving the new one, so
+            # "half" stays Promoting until they are gone and 2 new pods are ready.
+            for name in ("half", "whole"):
+                seen[name].clear()
+                world.new_revision(store, NS, name, "app:2.0", PACED)
+            for name in ("half", "whole"):
+                await until_phase(store, name, "Succeeded", timeout=60)
+            promoting = [r for r in seen["half"] if r.phase == "Promoting"]
+            assert any(
+                "of the previous revision still running" in r.progressing
+                and "2 ready needed (primaryReadyThreshold 50%)" in r.progressing
+                for r in promoting
+            ), promoting
+            went_on = first(seen["half"], "Finalizing")
+            assert went_on.primary_pods == 4 and 2 <= went_on.primary_ready < 4, went_on
+            finalizing = first(seen["whole"], "Finalizing")
+            assert (finalizing.primary_pods, finalizing.primary_ready) == (4, 4), finalizing
+    finally:
+        stop()

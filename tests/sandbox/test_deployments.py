@@ -16,7 +16,7 @@ from canaryd.sandbox.sim.deployments import (
     next_rollout,
     pod_template_hash,
 )
-from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY
+from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY, ANNOTATION_READY_INTERVAL
 from canaryd.sandbox.store_view import StoreView
 from tests.fixtures.waiting import eventually
 
@@ -114,6 +114,42 @@ def test_new_template_keeps_old_pods_serving_until_new_ones_are_ready() -> None:
         "Progressing": ("True", "ReplicaSetUpdated"),
     }
     assert counts(status_at(updated, rollout, 12)) == (3, 3, 3, 3)
+
+
+def test_a_ready_interval_makes_pods_ready_one_by_one_and_says_when_the_next_is_due() -> None:
+    paced = {ANNOTATION_READY_INTERVAL: "3"}
+    dep = deployment(replicas=4, annotations=paced)
+    rollout = next_rollout(None, dep, at(0), ready_delay=DELAY)
+    # first pod after the delay (2 s), then one every 3 s: ready at 2, 5, 8 and 11 s
+    seen = [counts(status_at(dep, rollout, t))[2] for t in (1, 2, 4.9, 5, 8, 10.9, 11, 30)]
+    assert seen == [0, 1, 1, 2, 3, 3, 4, 4]
+    assert next_change_at(dep, rollout, at(5.5), ready_delay=DELAY, time_scale=1.0) == at(8) + timedelta(
+        milliseconds=1
+    )
+    assert conditions(status_at(dep, rollout, 8))["Progressing"] == ("True", "NewReplicaSetCreated")
+    assert conditions(status_at(dep, rollout, 11))["Progressing"] == ("True", "NewReplicaSetAvailable")
+    assert next_change_at(dep, rollout, at(11), ready_delay=DELAY, time_scale=1.0) is None
+
+
+def test_during_a_paced_template_change_old_pods_leave_as_far_as_max_unavailable_allows() -> None:
+    paced = {ANNOTATION_READY_INTERVAL: "3"}
+    dep = deployment(replicas=4, annotations=paced)
+    rollout = next_rollout(None, dep, at(0), ready_delay=DELAY)
+    updated = deployment(replicas=4, image="payments:2", annotations=paced, generation=2)
+    rollout = next_rollout(rollout, updated, at(20), ready_delay=DELAY)  # maxUnavailable 25 %: 1 of 4
+    # (replicas, updated, ready, available): old pods serve until new ones are ready, then 3 stay available
+    assert counts(status_at(updated, rollout, 21)) == (8, 4, 4, 4)
+    assert counts(status_at(updated, rollout, 22)) == (6, 4, 3, 3)  # 1 new + 2 old
+    assert counts(status_at(updated, rollout, 25)) == (5, 4, 3, 3)  # 2 new + 1 old
+    assert counts(status_at(updated, rollout, 28)) == (4, 4, 3, 3)  # 3 new, the old ones gone
+    assert counts(status_at(updated, rollout, 31)) == (4, 4, 4, 4)
+
+
+def test_an_unreadable_ready_interval_means_all_at_once() -> None:
+    for value in ("soon", "-2", "nan", ""):
+        dep = deployment(replicas=3, annotations={ANNOTATION_READY_INTERVAL: value})
+        rollout = next_rollout(None, dep, at(0), ready_delay=DELAY)
+        assert counts(status_at(dep, rollout, 2))[2] == 3, value
 
 
 def test_scaling_to_zero_reports_no_replicas_and_scaling_up_waits_for_readiness() -> None:

@@ -17,6 +17,12 @@ Model (kept simple on purpose):
 - Scaling up the same template makes the extra pods ready after `ready_delay`;
   scaling down takes effect at once; scaling to 0 leaves no counts at all
   (zero counts are omitted, as the real API server omits them).
+- A pod template annotated `sandbox.canaryd.io/ready-interval-seconds: "2"`
+  makes its pods ready one by one: the first after `ready_delay`, each next
+  one 2 s later. During a template change the previous template's pods are
+  scaled down as the new ones become ready, as far as maxUnavailable allows
+  (available pods never fewer than replicas - maxUnavailable), so the old
+  pods are gone before the last new one is ready when maxUnavailable > 0.
 - A pod template annotated `sandbox.canaryd.io/never-ready: "true"` never
   becomes ready: its pods are updated but never ready or available, and once
   `progressDeadlineSeconds` (default 600) times `time_scale` has passed,
@@ -57,7 +63,7 @@ from canaryd.sandbox.sim.cluster_view import (
     Resource,
     name_of,
 )
-from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY
+from canaryd.sandbox.sim.knobs import ANNOTATION_NEVER_READY, ANNOTATION_READY_INTERVAL
 from canaryd.sandbox.sim.pods import ReplicaSetPlan
 
 log = logging.getLogger(__name__)
@@ -96,6 +102,16 @@ def pod_template_hash(template: Obj | None) -> str:
 def never_ready(template: Obj | None) -> bool:
     annotations = ((template or {}).get("metadata") or {}).get("annotations") or {}
     return str(annotations.get(ANNOTATION_NEVER_READY, "")).strip().lower() == "true"
+
+
+def ready_interval(template: Obj | None) -> float:
+    """Seconds between one pod of this template becoming ready and the next (0: all at once)."""
+    annotations = ((template or {}).get("metadata") or {}).get("annotations") or {}
+    try:
+        seconds = float(str(annotations.get(ANNOTATION_READY_INTERVAL, "0")).strip() or 0)
+    except ValueError:
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
 
 
 def desired_replicas(deployment: Obj) -> int:
@@ -139,7 +155,15 @@ def next_rollout(previous: Rollout | None, deployment: Obj, now: datetime, *, re
     if previous is None:
         return Rollout(template_hash, replicas, now, 0, False, True)
     previous_done = rollout_complete(previous, deployment, now, ready_delay=ready_delay)
-    ready_before = previous.replicas if previous_done else previous.carried_ready
+    if previous_done:
+        ready_before = previous.replicas
+    elif previous.template_changed:
+        ready_before = previous.carried_ready
+    else:  # pods of a first rollout or a scale-up that became ready one by one so far
+        ready_before = min(
+            previous.carried_ready + newly_ready(previous, deployment, now, ready_delay=ready_delay),
+            previous.replicas,
+        )
     if template_hash != previous.template_hash:
         carried_from = (
             previous.previous_template_hash
@@ -156,12 +180,46 @@ def next_rollout(previous: Rollout | None, deployment: Obj, now: datetime, *, re
     return previous
 
 
+def pods_asked_for(rollout: Rollout) -> int:
+    """How many pods this rollout waits for: all of a new template's, or the extra ones of a scale-up."""
+    if rollout.template_changed or rollout.first_rollout:
+        return rollout.replicas
+    return max(rollout.replicas - rollout.carried_ready, 0)
+
+
+def newly_ready(rollout: Rollout, deployment: Obj, now: datetime, *, ready_delay: float) -> int:
+    """How many of the pods asked for are ready now (one by one at the template's ready interval)."""
+    template = (deployment.get("spec") or {}).get("template")
+    if never_ready(template):
+        return 0
+    asked = pods_asked_for(rollout)
+    elapsed = (now - rollout.started_at).total_seconds()
+    if elapsed < ready_delay:
+        return 0
+    interval = ready_interval(template)
+    if interval == 0:
+        return asked
+    return min(asked, math.floor((elapsed - ready_delay) / interval) + 1)
+
+
 def rollout_complete(rollout: Rollout, deployment: Obj, now: datetime, *, ready_delay: float) -> bool:
     if rollout.replicas == 0:
         return True
     if never_ready((deployment.get("spec") or {}).get("template")):
         return False
-    return now - rollout.started_at >= timedelta(seconds=ready_delay)
+    return newly_ready(rollout, deployment, now, ready_delay=ready_delay) >= pods_asked_for(rollout)
+
+
+def old_pods_left(rollout: Rollout, deployment: Obj, new_ready: int) -> int:
+    """Pods of the previous template still running while a template change is in flight.
+
+    The Deployment controller scales them down as new pods become ready, keeping at least
+    replicas - maxUnavailable available; before any new pod is ready they all keep serving.
+    """
+    if new_ready == 0:
+        return rollout.carried_ready
+    floor = rollout.replicas - max_unavailable(deployment) - new_ready
+    return min(rollout.carried_ready, max(floor, 0))
 
 
 def progress_deadline(deployment: Obj, *, time_scale: float) -> timedelta:
@@ -201,15 +259,17 @@ def deployment_status(
     replica_set = f"{metadata.get('name', '')}-{rollout.template_hash}"
     target = rollout.replicas
     complete = rollout_complete(rollout, deployment, now, ready_delay=ready_delay)
+    new_ready = newly_ready(rollout, deployment, now, ready_delay=ready_delay)
     if complete:
         total = updated = ready = target
     elif rollout.template_changed:
         updated = target
-        ready = rollout.carried_ready
-        total = updated + ready
+        old = old_pods_left(rollout, deployment, new_ready)
+        ready = new_ready + old
+        total = updated + old
     else:
         total = updated = target
-        ready = min(rollout.carried_ready, target)
+        ready = min(rollout.carried_ready + new_ready, target)
     available = ready
     unavailable = max(total - available, 0) if not complete else 0
     counts = {
@@ -287,13 +347,15 @@ def replica_set_plans(
     target = rollout.replicas
     if rollout_complete(rollout, deployment, now, ready_delay=ready_delay):
         return {rollout.template_hash: ReplicaSetPlan(rollout.template_hash, target, target)}
+    new_ready = newly_ready(rollout, deployment, now, ready_delay=ready_delay)
     if rollout.template_changed:
-        plans = {rollout.template_hash: ReplicaSetPlan(rollout.template_hash, target, 0)}
+        plans = {rollout.template_hash: ReplicaSetPlan(rollout.template_hash, target, new_ready)}
         previous = rollout.previous_template_hash
         if previous is not None and previous != rollout.template_hash:
-            plans[previous] = ReplicaSetPlan(previous, rollout.carried_ready, rollout.carried_ready)
+            old = old_pods_left(rollout, deployment, new_ready)
+            plans[previous] = ReplicaSetPlan(previous, old, old)
         return plans
-    ready = min(rollout.carried_ready, target)
+    ready = min(rollout.carried_ready + new_ready, target)
     return {rollout.template_hash: ReplicaSetPlan(rollout.template_hash, target, ready)}
 
 
@@ -304,8 +366,12 @@ def next_change_at(
     if rollout_complete(rollout, deployment, now, ready_delay=ready_delay):
         return None
     candidates = []
-    if not never_ready((deployment.get("spec") or {}).get("template")):
-        candidates.append(rollout.started_at + timedelta(seconds=ready_delay))
+    template = (deployment.get("spec") or {}).get("template")
+    if not never_ready(template):
+        ready = newly_ready(rollout, deployment, now, ready_delay=ready_delay)
+        after = ready_delay + ready * ready_interval(template)  # the next pod's turn
+        margin = timedelta(milliseconds=1 if ready else 0)  # past the float rounding of a pod's turn
+        candidates.append(rollout.started_at + timedelta(seconds=after) + margin)
     deadline = rollout.started_at + progress_deadline(deployment, time_scale=time_scale)
     if deadline >= now:
         candidates.append(deadline + timedelta(milliseconds=1))

@@ -17,6 +17,9 @@ ANNOTATION_ERROR_RATE: Final = "sandbox.canaryd.io/error-rate"
 ANNOTATION_LATENCY_MS: Final = "sandbox.canaryd.io/latency-ms"
 #: On a Deployment's pod template: "true" keeps its pods from ever becoming ready.
 ANNOTATION_NEVER_READY: Final = "sandbox.canaryd.io/never-ready"
+#: On a Deployment's pod template: seconds between one pod becoming ready and the next, e.g. "2"
+#: (the first is ready after the simulator's ready delay); unset or 0: all at once.
+ANNOTATION_READY_INTERVAL: Final = "sandbox.canaryd.io/ready-interval-seconds"
 #: On an HTTPRoute or GRPCRoute: simulated requests per second.
 ANNOTATION_RPS: Final = "sandbox.canaryd.io/rps"
 #: On a route: the share of requests that carry the headers its header-matching rule asks for.
