@@ -109,10 +109,9 @@ def mirror_refusals(canary: Canary, routes: Sequence[RouteState]) -> tuple[str, 
             if missing:
                 where = f"Gateway {parent.gateway} (GatewayClass {parent.gateway_class})"
                 problems.append(
-                    f"{route.kind} {route.name}: {where} "
-                    f"does not list {', '.join(missing)} in its supportedFeatures, so it would not mirror "
-                    "and may fail the mirrored rule's requests; remove analysis.mirror, or attach the route "
-                    "to a Gateway whose class supports mirroring"
+                    f"{route.kind} {route.name}: {where} does not support {', '.join(missing)} "
+                    "(status.supportedFeatures), so a mirror could fail the rule's requests; remove "
+                    "analysis.mirror or attach the route to a Gateway that mirrors"
                 )
     return tuple(problems)
 

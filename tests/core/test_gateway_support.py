@@ -13,7 +13,9 @@ from canaryd.core.observations import ParentSupport, RouteState
 from canaryd.core.traffic import route_shape
 from tests.core.world import World, actions, events, initialized_world, make_canary
 
-TRAEFIK_FEATURES = frozenset({"Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant", "HTTPRouteRequestTimeout"})
+TRAEFIK_FEATURES = frozenset(
+    {"Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant", "HTTPRouteRequestTimeout"}
+)
 FULL_FEATURES = TRAEFIK_FEATURES | {"HTTPRouteRequestMirror", "HTTPRouteRequestPercentageMirror"}
 
 

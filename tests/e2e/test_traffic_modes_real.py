@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -204,6 +205,70 @@ def pod_requests(real: RealBackend, name: str) -> dict[str, float]:
         if pod.startswith(f"{name}-"):
             counts["canary" if is_canary(f"{real.ns}/{pod}") else "primary"] += float(value)
     return counts
+
+
+async def test_a_mirror_canary_on_traefik_is_refused_and_users_keep_the_primarys_answers(request):
+    """Traefik 3.7 lists its supportedFeatures without HTTPRouteRequestMirror: no mirror run starts there."""
+    async with backend(REAL, request) as real:
+        assert isinstance(real, RealBackend)
+        supported = gateway_class_features(real)
+        assert supported and "HTTPRouteRequestMirror" not in supported, (
+            f"this Traefik's GatewayClass lists {sorted(supported or ())}: the refusal is not what it needs"
+        )
+        name = "ledger"
+        create_app(real, name, stepWeights=[50], mirror={"percent": 100}, iterations=3)
+        async with controller(real):
+            await until_phase(real, name, "Initialized")
+            as_written = json.dumps(real.store.get(HTTP, name, real.ns)["spec"])
+            await until_answered_by(real, name, "/payments", {}, "primary")
+            world.new_revision(real.store, real.ns, name, "app:2")
+            progressing = await world.wait_until(
+                lambda: (
+                    (c := world.condition(real.store, real.ns, name, "Progressing"))
+                    and "cannot start" in c["message"]
+                    and c
+                ),
+                timeout=60,
+                message="the run refused",
+            )
+            assert progressing["reason"] == "MirrorUnsupported"
+            where = f"Gateway {real.gateway_namespace}/{real.gateway_name} (GatewayClass traefik)"
+            for type_ in ("Ready", "RoutesReady"):
+                reported = world.condition(real.store, real.ns, name, type_)
+                assert reported is not None and (reported["status"], reported["reason"]) == (
+                    "False",
+                    "MirrorUnsupported",
+                ), reported
+                expected = f"HTTPRoute {name}: {where} does not support HTTPRouteRequestMirror"
+                assert expected in reported["message"], reported["message"]
+            # Users keep the primary's answers while the refusal holds (several controller passes).
+            loop = asyncio.get_running_loop()
+            during: Counter[str] = Counter()
+            until = loop.time() + 5
+            while loop.time() < until:
+                during += await who_answers(real, name, "/payments/charge", {}, 10)
+            assert phase(real, name) == "Initialized"
+            shown = await asyncio.to_thread(
+                run_ctl, "--kubeconfig", str(real.kubeconfig_path), "-n", real.ns, "status", name
+            )
+            assert shown.code == 0, shown.err
+            [ready_line] = [line for line in shown.out.splitlines() if line.lstrip().startswith("Ready")]
+            warnings = [
+                e for e in world.events(real.store, real.ns, name) if e.get("type") == "Warning"
+            ]  # fmt: skip
+        after = await who_answers(real, name, "/payments/charge", {}, 20)  # the controller stopped
+        stored = real.store.get(HTTP, name, real.ns)
+        print(
+            f"\nmirror refused on Traefik, {real.ns}/{name}: users' requests during the refusal "
+            f"{dict(during)}, after {dict(after)}; route patches {len(real.route_patches(name))}\n"
+            f"{ready_line.strip()}\nGatewayClass traefik supportedFeatures: {', '.join(sorted(supported))}"
+        )
+        assert sum(during.values()) >= 50 and set(during) == {"primary"}, dict(during)
+        assert after == Counter({"primary": 20})
+        assert "False (MirrorUnsupported): HTTPRoute ledger: Gateway" in ready_line, shown.out
+        assert [e["reason"] for e in warnings] == ["MirrorUnsupported"], warnings
+        assert json.dumps(stored["spec"]) == as_written, "the route changed"
+        assert real.route_patches(name) == [], "canaryd patched the route"
 
 
 async def test_mirroring_gives_the_canary_copies_while_users_get_only_the_primarys_answers(request):
