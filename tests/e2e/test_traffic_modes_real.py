@@ -588,3 +588,64 @@ async def run_and_measure_cross_namespace(
     assert not failures, failures
     assert all(answered["none"] == 0 for _, answered in rows), rows
     assert final["spec"] == as_written["spec"], "the route is not as written after promotion"
+
+
+async def test_a_gateway_in_another_namespace_that_does_not_admit_the_route_moves_no_traffic(request):
+    """allowedRoutes ``Same`` on a Gateway in the infra namespace: Traefik refuses the app's route and canaryd
+    says so and moves nothing, rather than weighting a route no Gateway carries."""
+    async with backend(REAL, request) as real:
+        assert isinstance(real, RealBackend)
+        name = "ledger"
+        own_only = real.gateway("own-only", allowed_namespaces="Same")
+        real.store.create("gateways.gateway.networking.k8s.io", own_only)
+        route = payments_route(real, name)
+        route["spec"]["parentRefs"] = [{"name": "own-only", "namespace": real.gateway_namespace}]
+        real.store.create("deployments", world.deployment(real.ns, name))
+        real.store.create(HTTP, route)
+        canary = world.canary(real.ns, name, interval="1s", metrics=copy.deepcopy(METRIC))
+        real.store.create("canaries.canaryd.io", canary)
+        async with controller(real):
+            routes_ready = await world.wait_until(
+                lambda: (
+                    (c := world.condition(real.store, real.ns, name, "RoutesReady"))
+                    and c["status"] == "False" and "not accepted" in c["message"] and c
+                ),
+                timeout=90,
+                message="RoutesReady False: the Gateway does not admit the route",
+            )  # fmt: skip
+            await until_phase(real, name, "Initialized")
+            as_written = json.dumps(real.store.get(HTTP, name, real.ns)["spec"])
+            world.new_revision(real.store, real.ns, name, "app:2")
+            # The run starts (the Gateway may still admit the route) and waits at weight 0.
+            await until_phase(real, name, "Progressing")
+            await asyncio.sleep(5)
+            status = world.status(real.store, real.ns, name)
+            progressing = world.condition(real.store, real.ns, name, "Progressing") or {}
+            answers: Counter[int] = Counter()
+            async with aiohttp.ClientSession() as session:
+                for _ in range(10):
+                    async with session.get(
+                        f"{real.plane.web_url}/payments", headers={"Host": real.host(name)}
+                    ) as response:
+                        await response.read()
+                        answers[response.status] += 1
+        parents = (real.store.get(HTTP, name, real.ns).get("status") or {}).get("parents") or []
+        print(
+            f"\nroute on a Gateway admitting only its own namespace, {real.ns}/{name}: RoutesReady "
+            f"{routes_ready['reason']}: {routes_ready['message']}\n  Traefik's status.parents: "
+            + "; ".join(
+                ", ".join(f"{c['type']}={c['status']} ({c.get('reason')})" for c in p.get("conditions") or [])
+                for p in parents
+            )
+            + f"\n  after a new revision: phase {status.get('phase')}, "
+            f"canaryWeight {status.get('canaryWeight')}; requests through Traefik answered {dict(answers)}"
+            f"\n  Progressing {progressing.get('reason')}: {progressing.get('message')}"
+        )
+        assert routes_ready["reason"] == "RouteNotAccepted"
+        assert f"Gateway {real.gateway_namespace}/own-only" in routes_ready["message"]
+        assert "NotAllowedByListeners" in routes_ready["message"]
+        assert status.get("canaryWeight", 0) == 0 and status.get("step", 0) == 0
+        assert progressing.get("reason") == "RouteNotAccepted", progressing
+        assert "no traffic moves" in progressing.get("message", "")
+        assert json.dumps(real.store.get(HTTP, name, real.ns)["spec"]) == as_written
+        assert real.route_patches(name) == [], "canaryd patched a route no Gateway carries"
