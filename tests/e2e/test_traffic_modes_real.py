@@ -541,6 +541,13 @@ async def run_and_measure_cross_namespace(
         as_written = real.store.get(HTTP, name, real.ns)
         untouched = owned_masked(as_written["spec"])
         foreign_text = json.dumps(as_written["spec"]["rules"][0]["backendRefs"][2])
+        # Initialized says the primary's pods are ready; Traefik learns their endpoints a moment later
+        # and answers the primary's share itself until then. Measure once every request reaches a pod.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while (first := await measure(20))["none"]:
+            assert loop.time() < deadline, f"Traefik never reached every backend: {dict(first)}"
+            await asyncio.sleep(0.2)
         await measure_step(0)
         parents = (real.store.get(HTTP, name, real.ns).get("status") or {}).get("parents") or []
         world.new_revision(real.store, real.ns, name, "app:2")
