@@ -79,6 +79,10 @@ SECRETS = Resource("", "v1", "secrets", "Secret")
 AUTOSCALERS = Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 GRPC_ROUTES = Resource("gateway.networking.k8s.io", "v1", "grpcroutes", "GRPCRoute")
+GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
+GATEWAY_CLASSES = Resource(
+    "gateway.networking.k8s.io", "v1", "gatewayclasses", "GatewayClass", namespaced=False
+)
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 EVENTS = Resource("events.k8s.io", "v1", "events", "Event")
 #: The older core/v1 Events, which ``kubectl canary status`` reads besides events.k8s.io/v1.

@@ -247,6 +247,8 @@ class Reason(StrEnum):
     ROUTE_PORT_MISMATCH = "RoutePortMismatch"
     #: A route cannot take canaryd's A/B, mirror or sticky rules (too many rules or matches, ...).
     TRAFFIC_MODE_UNSUPPORTED = "TrafficModeUnsupported"
+    #: A parent Gateway's GatewayClass lists its supported features without request mirroring.
+    MIRROR_UNSUPPORTED = "MirrorUnsupported"
     #: The Gateway refused a route's current generation while canaryd's rules or filters were on it.
     ROUTE_REFUSED = "RouteRefused"
     # Traffic share on the data plane

@@ -53,7 +53,7 @@ from canaryd.core.observations import Observations, RouteState, WorkloadState
 from canaryd.core.readiness import canary_ready, routes_show, traffic_on_primary
 from canaryd.core.route_plan import PLAIN, RouteShape
 from canaryd.core.routes import weights_match
-from canaryd.core.traffic import route_shape, shape_problems
+from canaryd.core.traffic import route_shape, shape_problems, traffic_refusal
 
 #: Phases in which the canary Deployment runs and may carry traffic.
 _RUNNING = (Phase.PROGRESSING, Phase.PROMOTING)
@@ -116,6 +116,10 @@ def converge(
     """
     shape = route_shape(canary, status) if canary is not None else PLAIN
     fits = canary is None or not shape_problems(canary, observations.routes)
+    if canary is not None and shape.mirror_percent is not None:
+        refusal = traffic_refusal(canary, observations.routes)
+        if refusal is not None and refusal[0] is Reason.MIRROR_UNSUPPORTED:
+            shape = PLAIN  # a Gateway that says it cannot mirror gets no mirror filter (and loses one it has)
     effects = _converge(status, observations, revert_on_deletion, keep_canary, shape, fits)
     return [
         replace(e, drifted=route_drift(observations.routes, e.primary, e.canary, last_canary))

@@ -67,6 +67,18 @@ class WorkloadState:
 
 
 @dataclass(frozen=True)
+class ParentSupport:
+    """One parent Gateway of a route and what its GatewayClass says it implements."""
+
+    #: ``namespace/name`` of the Gateway.
+    gateway: str
+    #: The Gateway's ``spec.gatewayClassName`` ("" when the Gateway is not in the cache).
+    gateway_class: str = ""
+    #: The class's ``status.supportedFeatures`` names; None when the class lists none (or is not cached).
+    features: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
 class RouteState:
     """One referenced HTTPRoute or GRPCRoute, checked against the routing contract."""
 
@@ -104,6 +116,8 @@ class RouteState:
     sticky: bool = False
     #: The Gateway reported on the route's current generation and did not accept it.
     refused: bool = False
+    #: The route's parent Gateways and their classes' supported features (see core.gateway_support).
+    parents: tuple[ParentSupport, ...] = ()
 
     @property
     def usable(self) -> bool:
@@ -229,6 +243,7 @@ __all__ = [
     "HookResult",
     "MetricResult",
     "Observations",
+    "ParentSupport",
     "RouteState",
     "ShareReading",
     "WorkloadState",

@@ -26,7 +26,7 @@ from canaryd.core.readiness import (
     step_weight_missing,
     traffic_on_primary,
 )
-from canaryd.core.traffic import shape_problems
+from canaryd.core.traffic import traffic_refusal
 from canaryd.core.verdicts import (
     RoundOutcome,
     decisive_failure,
@@ -359,9 +359,9 @@ def progress_blocker(draft: Draft) -> tuple[Reason, str] | None:
         )
     if not observations.routes_usable:
         return Reason.ROUTE_NOT_ACCEPTED, f"no traffic moves: {routes_problem(observations)}"
-    shapes = shape_problems(draft.canary, observations.routes)
-    if shapes:
-        return Reason.TRAFFIC_MODE_UNSUPPORTED, "; ".join(shapes)
+    refusal = traffic_refusal(draft.canary, observations.routes)
+    if refusal is not None:
+        return refusal[0], "; ".join(refusal[1])
     share = traffic_share.blocker_text(draft.canary, draft.status)
     if share is not None:
         record = traffic_share.record_for_step(draft.status)

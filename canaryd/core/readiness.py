@@ -13,7 +13,7 @@ from canaryd.api.models import Canary, CanaryStatus
 from canaryd.core.observations import Observations, RouteState, WorkloadState
 from canaryd.core.route_plan import PLAIN, RouteShape
 from canaryd.core.routes import shows, weights_match
-from canaryd.core.traffic import shape_problems
+from canaryd.core.traffic import traffic_refusal
 
 
 def canary_ready(target: WorkloadState | None) -> bool:
@@ -118,7 +118,8 @@ def start_blockers(canary: Canary, observations: Observations) -> tuple[Reason, 
     """Why a run of a new revision must not start (and the condition reason), or None.
 
     A configuration problem, a route canaryd cannot weight at all, or a route
-    that cannot take the rules or filters of the Canary's traffic mode: no
+    that cannot take the rules or filters of the Canary's traffic mode (or
+    whose Gateway says it cannot mirror, for a Canary that mirrors): no
     retry fixes those, so the run does not start and sit until its deadline;
     it starts once they are fixed. A route the Gateway has not Accepted yet is
     not among them: the run starts and waits for the Gateway at weight 0.
@@ -128,7 +129,4 @@ def start_blockers(canary: Canary, observations: Observations) -> tuple[Reason, 
     structure = route_structure_problems(observations)
     if structure is not None:
         return structure
-    shapes = shape_problems(canary, observations.routes)
-    if shapes:
-        return Reason.TRAFFIC_MODE_UNSUPPORTED, shapes
-    return None
+    return traffic_refusal(canary, observations.routes)

@@ -25,7 +25,7 @@ from canaryd.core.leaving import termination_note
 from canaryd.core.observations import Observations
 from canaryd.core.phases import progress_blocker
 from canaryd.core.readiness import primary_serves, replicas_text, routes_problem, start_blockers
-from canaryd.core.traffic import shape_problems
+from canaryd.core.traffic import traffic_refusal
 from canaryd.core.verdicts import RoundOutcome, describe_round, pauses_for_a_person, round_outcome
 
 
@@ -92,6 +92,10 @@ def _ready(draft: Draft) -> DesiredCondition:
         # A Canary whose routes canaryd cannot weight is not ready for its next run, though the
         # primary serves: the Ready column of `kubectl get canaries` says so, not only RoutesReady.
         return false(_routes_reason(observations), routes_problem(observations))
+    refusal = traffic_refusal(draft.canary, observations.routes)
+    if refusal is not None:
+        # Nor is one whose routes or Gateways cannot carry its traffic mode: no run would start.
+        return false(refusal[0], "; ".join(refusal[1]))
     return DesiredCondition(
         kind,
         "True",
@@ -210,9 +214,9 @@ def _run_state(draft: Draft) -> DesiredCondition:
 def _routes(draft: Draft) -> DesiredCondition:
     observations = draft.observations
     kind = ConditionType.ROUTES_READY
-    shapes = shape_problems(draft.canary, observations.routes)
-    if observations.routes_usable and shapes:
-        return DesiredCondition(kind, "False", Reason.TRAFFIC_MODE_UNSUPPORTED.value, "; ".join(shapes))
+    refusal = traffic_refusal(draft.canary, observations.routes)
+    if observations.routes_usable and refusal is not None:
+        return DesiredCondition(kind, "False", refusal[0].value, "; ".join(refusal[1]))
     if observations.routes_usable:
         names = ", ".join(f"{r.kind} {r.name}" for r in observations.routes)
         return DesiredCondition(

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from canaryd.api.constants import Phase
+from canaryd.api.constants import Phase, Reason
 from canaryd.api.models import (
     Canary,
     CanaryStatus,
@@ -38,6 +38,7 @@ from canaryd.api.models import (
     TrafficShareStatus,
     TrafficStatus,
 )
+from canaryd.core.gateway_support import mirror_refusals
 from canaryd.core.observations import RouteState
 from canaryd.core.route_plan import PLAIN, RouteShape, StickyCookie, cookie_header, shape_problem
 
@@ -144,6 +145,22 @@ def shape_problems(canary: Canary, routes: Sequence[RouteState]) -> tuple[str, .
     return tuple(problems)
 
 
+def traffic_refusal(canary: Canary, routes: Sequence[RouteState]) -> tuple[Reason, tuple[str, ...]] | None:
+    """Why the routes cannot carry this Canary's traffic mode, with the condition reason; None if they can.
+
+    A route whose rules cannot take canaryd's additions comes first
+    (``TrafficModeUnsupported``), then a parent Gateway whose class says it does
+    not mirror (``MirrorUnsupported``, see ``core.gateway_support``).
+    """
+    shapes = shape_problems(canary, routes)
+    if shapes:
+        return Reason.TRAFFIC_MODE_UNSUPPORTED, shapes
+    mirror = mirror_refusals(canary, [r for r in routes if r.exists and r.has_backends])
+    if mirror:
+        return Reason.MIRROR_UNSUPPORTED, mirror
+    return None
+
+
 def traffic_status(
     canary: Canary, status: CanaryStatus, routes: Sequence[RouteState], share: TrafficShareStatus | None
 ) -> TrafficStatus | None:
@@ -186,5 +203,6 @@ __all__ = [
     "stage_at",
     "stages",
     "sticky_cookie",
+    "traffic_refusal",
     "traffic_status",
 ]

@@ -36,6 +36,8 @@ from canaryd.adapters.kube import (
     AUTOSCALERS,
     CANARIES,
     DEPLOYMENTS,
+    GATEWAY_CLASSES,
+    GATEWAYS,
     GRPC_ROUTES,
     HTTP_ROUTES,
     METRIC_TEMPLATES,
@@ -46,7 +48,7 @@ from canaryd.adapters.leader import LeaderElector
 from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.shards import ShardElector
 from canaryd.adapters.writers import Writer
-from canaryd.core import lifecycle
+from canaryd.core import gateway_support, lifecycle
 from canaryd.core.references import Reference, references
 from canaryd.core.sharding import shard_of
 from canaryd.runtime.hooks import BackgroundHooks, HookRunner
@@ -97,6 +99,9 @@ class Controller:
         self.reconciler: Reconciler | None = None
         self._index: dict[Reference, set[Key]] = defaultdict(set)
         self._refs_of: dict[Key, set[Reference]] = {}
+        #: What the Gateway and GatewayClass caches last showed (a change wakes the Canaries that mirror).
+        self._gateway_class_of: dict[Key, str] = {}
+        self._class_features: dict[str, frozenset[str] | None] = {}
         self._leading = False
         self._lead_task: asyncio.Task[None] | None = None
         self._closers: list[Any] = []
@@ -160,6 +165,9 @@ class Controller:
                 "GRPCRoute": MultiInformer(self.client, GRPC_ROUTES, namespaces, **options),
             },
             autoscalers=MultiInformer(self.client, AUTOSCALERS, namespaces, **options),
+            # A route's parent Gateway often lives in another namespace than the route: watched everywhere.
+            gateways=MultiInformer(self.client, GATEWAYS, None, **options),
+            gateway_classes=MultiInformer(self.client, GATEWAY_CLASSES, None, **options),
         )
         slots = RunSlots(settings.max_concurrent_runs)
         self.caches.canaries.add_handler(slots.track)
@@ -172,6 +180,9 @@ class Controller:
             cache.add_handler(self._dependency(kind))
         assert self.caches.autoscalers is not None
         self.caches.autoscalers.add_handler(self._on_autoscaler)
+        assert self.caches.gateways is not None and self.caches.gateway_classes is not None
+        self.caches.gateways.add_handler(self._on_gateway)
+        self.caches.gateway_classes.add_handler(self._on_gateway_class)
         secrets = SecretReader(self.client)
         self.hooks = HookRunner(secrets, self.delivery_metrics)
         self.background = BackgroundHooks(self.hooks)
@@ -406,6 +417,37 @@ class Controller:
         for namespace, deployment in self.caches.autoscaler_index.on_event(event_type, obj):
             for key in self._index.get(("Deployment", namespace, deployment), ()):
                 self.workers.enqueue(key)
+
+    def _on_gateway(self, event_type: str, obj: dict[str, Any]) -> None:
+        """A Gateway came, went or changed class: Canaries that mirror look again at what it supports."""
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        class_name = None if event_type == "DELETED" else gateway_support.gateway_class_name(obj)
+        if self._gateway_class_of.get(key) == class_name:
+            return  # a status update: what the Gateway supports did not change
+        if class_name is None:
+            self._gateway_class_of.pop(key, None)
+        else:
+            self._gateway_class_of[key] = class_name
+        self._wake_mirroring()
+
+    def _on_gateway_class(self, event_type: str, obj: dict[str, Any]) -> None:
+        """A GatewayClass's supportedFeatures changed: Canaries that mirror look again."""
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        features = None if event_type == "DELETED" else gateway_support.listed_features(obj)
+        if name in self._class_features and self._class_features[name] == features:
+            return
+        self._class_features[name] = features
+        self._wake_mirroring()
+
+    def _wake_mirroring(self) -> None:
+        if self.caches is None:
+            return
+        for obj in self.caches.canaries.items():
+            analysis = (obj.get("spec") or {}).get("analysis") or {}
+            if isinstance(analysis, dict) and analysis.get("mirror") is not None:
+                meta = obj.get("metadata") or {}
+                self._enqueue((str(meta.get("namespace", "")), str(meta.get("name", ""))))
 
     async def _wake(self, key_text: str, due: datetime) -> None:
         namespace, _, name = key_text.partition("/")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -23,10 +23,17 @@ from canaryd.api.constants import ACTIVE_PHASES, FINALIZER, Phase, Reason, parse
 from canaryd.api.models import Canary, MetricCheck, MetricTemplate, validation_text
 from canaryd.api.naming import workload_names
 from canaryd.api.timestamps import parse_rfc3339
-from canaryd.core import autoscaling, concurrency
+from canaryd.core import autoscaling, concurrency, gateway_support
 from canaryd.core.claims import REFUSAL_REASONS, related_targets
 from canaryd.core.concurrency import Key
-from canaryd.core.observations import AutoscalerState, CanaryClaim, Observations, RouteState, WorkloadState
+from canaryd.core.observations import (
+    AutoscalerState,
+    CanaryClaim,
+    Observations,
+    ParentSupport,
+    RouteState,
+    WorkloadState,
+)
 from canaryd.core.routes import inspect_route
 from canaryd.core.workloads import service_matches, services, target_problem, workload_state
 
@@ -59,6 +66,8 @@ class AutoscalerIndex:
     def scaling(self, namespace: str, deployment: str) -> list[str]:
         """Names of the HPAs that scale this Deployment."""
         return sorted(self._by_target.get((namespace, deployment), ()))
+
+
 class ByVersion:
     """What was made of an object (its parsed model, its workload state), kept until the object changes.
 
@@ -105,6 +114,10 @@ class Caches:
     #: HorizontalPodAutoscalers (None: not watched), and the index of what each one scales.
     autoscalers: MultiInformer | None = None
     autoscaler_index: AutoscalerIndex = field(default_factory=AutoscalerIndex)
+    #: Gateways (all namespaces: a route's parent may live in another) and GatewayClasses, read to know
+    #: what a route's Gateways implement (None: not watched, nothing is known about them).
+    gateways: MultiInformer | None = None
+    gateway_classes: MultiInformer | None = None
     parsed: ByVersion = field(default_factory=ByVersion)
     #: Canaries by target and the refused ones, kept from the Canary cache's events (``ClaimIndex.track``).
     claims: ClaimIndex = field(default_factory=lambda: ClaimIndex())
@@ -112,7 +125,8 @@ class Caches:
     @property
     def all(self) -> list[MultiInformer]:
         found = [self.canaries, self.templates, self.deployments, self.services, *self.routes.values()]
-        return found + ([self.autoscalers] if self.autoscalers is not None else [])
+        optional = (self.autoscalers, self.gateways, self.gateway_classes)
+        return found + [cache for cache in optional if cache is not None]
 
     @property
     def synced(self) -> bool:
@@ -408,6 +422,23 @@ def observe_autoscaling(canary: Canary, caches: Caches) -> ObservedAutoscaling:
     return ObservedAutoscaling(state=state, stale=stale, owns_copy=bool(copies))
 
 
+def route_parents(route: dict[str, Any] | None, namespace: str, caches: Caches) -> tuple[ParentSupport, ...]:
+    """The route's parent Gateways, with what their classes list in status.supportedFeatures."""
+    if route is None or caches.gateways is None:
+        return ()
+    parents: list[ParentSupport] = []
+    for key in gateway_support.parent_gateways(route, namespace):
+        gateway = caches.gateways.get(*key)
+        class_name = gateway_support.gateway_class_name(gateway)
+        gateway_class = (
+            caches.gateway_classes.get("", class_name)
+            if class_name and caches.gateway_classes is not None
+            else None
+        )
+        parents.append(gateway_support.parent_support(key, gateway, gateway_class))
+    return tuple(parents)
+
+
 def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_available: bool = True) -> Observed:
     namespace = canary.metadata.namespace
     target_name = canary.spec.target_ref.name
@@ -435,9 +466,8 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         route = cache.get(namespace, ref.name) if cache is not None else None
         record = canary.status.route_record(ref.kind, ref.name)
         port = canary.spec.service.port
-        routes.append(
-            inspect_route(ref.kind, ref.name, route, names.primary, names.canary_service, record, port)
-        )
+        state = inspect_route(ref.kind, ref.name, route, names.primary, names.canary_service, record, port)
+        routes.append(replace(state, parents=route_parents(route, namespace, caches)))
 
     uid = canary.metadata.uid or ""
     autoscaled = observe_autoscaling(canary, caches)

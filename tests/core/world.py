@@ -37,6 +37,7 @@ from canaryd.core.observations import (
     HookResult,
     MetricResult,
     Observations,
+    ParentSupport,
     RouteState,
     WorkloadState,
 )
@@ -160,6 +161,8 @@ class World:
     route_accepted: bool = True
     route_weights: tuple[int, int] | None = (100, 0)
     route_uid: str = "route-1"
+    #: The route's parent Gateways and what their classes list as supported (empty: none known).
+    route_parents: tuple[ParentSupport, ...] = ()
     #: The route's spec apart from canaryd's two weights, by generation (generation 1 first).
     route_specs: tuple[str, ...] = ("spec-1",)
     #: The newest generation the Gateway has processed and reported on.
@@ -243,6 +246,7 @@ class World:
             uid=self.route_uid if self.route_exists else "",
             generation=self.route_generation if self.route_exists else None,
             spec_hash=self.route_specs[-1] if self.route_exists else "",
+            parents=self.route_parents,
         )
 
     # -- the route changes -------------------------------------------------

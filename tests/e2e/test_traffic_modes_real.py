@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import math
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -22,7 +24,7 @@ from canaryd.api.constants import Verdict
 from canaryd.core.observations import MetricResult
 from canaryd.runtime.controller import running_controller
 from canaryd.runtime.settings import Settings
-from cluster.load import canary_pods_of
+from cluster.load import AppliedWeights, canary_pods_of
 from tests.cli.test_canaryctl import run_ctl
 from tests.e2e.backends import REAL, RealBackend, backend
 from tests.runtime import world
@@ -206,6 +208,70 @@ def pod_requests(real: RealBackend, name: str) -> dict[str, float]:
     return counts
 
 
+async def test_a_mirror_canary_on_traefik_is_refused_and_users_keep_the_primarys_answers(request):
+    """Traefik 3.7 lists its supportedFeatures without HTTPRouteRequestMirror: no mirror run starts there."""
+    async with backend(REAL, request) as real:
+        assert isinstance(real, RealBackend)
+        supported = gateway_class_features(real)
+        assert supported and "HTTPRouteRequestMirror" not in supported, (
+            f"this Traefik's GatewayClass lists {sorted(supported or ())}: the refusal is not what it needs"
+        )
+        name = "ledger"
+        create_app(real, name, stepWeights=[50], mirror={"percent": 100}, iterations=3)
+        async with controller(real):
+            await until_phase(real, name, "Initialized")
+            as_written = json.dumps(real.store.get(HTTP, name, real.ns)["spec"])
+            await until_answered_by(real, name, "/payments", {}, "primary")
+            world.new_revision(real.store, real.ns, name, "app:2")
+            progressing = await world.wait_until(
+                lambda: (
+                    (c := world.condition(real.store, real.ns, name, "Progressing"))
+                    and "cannot start" in c["message"]
+                    and c
+                ),
+                timeout=60,
+                message="the run refused",
+            )
+            assert progressing["reason"] == "MirrorUnsupported"
+            where = f"Gateway {real.gateway_namespace}/{real.gateway_name} (GatewayClass traefik)"
+            for type_ in ("Ready", "RoutesReady"):
+                reported = world.condition(real.store, real.ns, name, type_)
+                assert reported is not None and (reported["status"], reported["reason"]) == (
+                    "False",
+                    "MirrorUnsupported",
+                ), reported
+                expected = f"HTTPRoute {name}: {where} does not support HTTPRouteRequestMirror"
+                assert expected in reported["message"], reported["message"]
+            # Users keep the primary's answers while the refusal holds (several controller passes).
+            loop = asyncio.get_running_loop()
+            during: Counter[str] = Counter()
+            until = loop.time() + 5
+            while loop.time() < until:
+                during += await who_answers(real, name, "/payments/charge", {}, 10)
+            assert phase(real, name) == "Initialized"
+            shown = await asyncio.to_thread(
+                run_ctl, "--kubeconfig", str(real.kubeconfig_path), "-n", real.ns, "status", name
+            )
+            assert shown.code == 0, shown.err
+            [ready_line] = [line for line in shown.out.splitlines() if line.lstrip().startswith("Ready")]
+            warnings = [
+                e for e in world.events(real.store, real.ns, name) if e.get("type") == "Warning"
+            ]  # fmt: skip
+        after = await who_answers(real, name, "/payments/charge", {}, 20)  # the controller stopped
+        stored = real.store.get(HTTP, name, real.ns)
+        print(
+            f"\nmirror refused on Traefik, {real.ns}/{name}: users' requests during the refusal "
+            f"{dict(during)}, after {dict(after)}; route patches {len(real.route_patches(name))}\n"
+            f"{ready_line.strip()}\nGatewayClass traefik supportedFeatures: {', '.join(sorted(supported))}"
+        )
+        assert sum(during.values()) >= 50 and set(during) == {"primary"}, dict(during)
+        assert after == Counter({"primary": 20})
+        assert "False (MirrorUnsupported): HTTPRoute ledger: Gateway" in ready_line, shown.out
+        assert [e["reason"] for e in warnings] == ["MirrorUnsupported"], warnings
+        assert json.dumps(stored["spec"]) == as_written, "the route changed"
+        assert real.route_patches(name) == [], "canaryd patched the route"
+
+
 async def test_mirroring_gives_the_canary_copies_while_users_get_only_the_primarys_answers(request):
     async with backend(REAL, request) as real:
         assert isinstance(real, RealBackend)
@@ -351,3 +417,242 @@ async def test_sticky_sessions_keep_a_client_the_canary_served_on_the_canary_at_
             await until_phase(real, name, "Succeeded")
             assert real.store.get(HTTP, name, real.ns)["spec"] == as_written
         recorder.close()
+
+
+def foreign_service(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]},
+    }
+
+
+def traefik_canary_percent(real: RealBackend, name: str) -> int | None:
+    """The canary's percentage of the route's weighted service as Traefik's API shows it (None: not yet)."""
+    import urllib.request
+
+    url = f"http://{real.plane.traefik_metrics_target}/api/http/services?per_page=1000"
+    services = json.loads(urllib.request.urlopen(url, timeout=5).read())
+    return AppliedWeights("", "HTTPRoute", real.ns, name, f"{name}-canary").weight(services)
+
+
+def share_tolerance(expected: float, requests: int) -> float:
+    """Percentage points: four binomial standard deviations plus two requests (as cluster.load's)."""
+    p = expected / 100
+    return 100 * (4 * math.sqrt(p * (1 - p) / requests) + 2 / requests)
+
+
+async def test_a_route_on_a_gateway_in_another_namespace_with_a_foreign_backend_granted_from_a_third(request):
+    """The parent Gateway lives in the infra namespace and admits the app's namespace by label; the weighted
+    rule also sends a share to a Service in a third namespace, which a ReferenceGrant there permits."""
+    async with backend(REAL, request) as real:
+        assert isinstance(real, RealBackend)
+        name, legacy, foreign_weight = "ledger", "ledger-legacy", 25
+        shared = f"{real.ns}-shared"
+        real.store.ensure_namespace(shared)
+        try:
+            real.store.create("deployments", world.deployment(shared, legacy, replicas=1))
+            real.store.create("services", foreign_service(shared, legacy))
+            grant = {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "ReferenceGrant",
+                "metadata": {"name": "ledger-routes", "namespace": shared},
+                "spec": {
+                    "from": [
+                        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": real.ns}
+                    ],
+                    "to": [{"group": "", "kind": "Service", "name": legacy}],
+                },
+            }
+            status, answer = real.cluster.api(
+                "POST", f"/apis/gateway.networking.k8s.io/v1/namespaces/{shared}/referencegrants", grant
+            )
+            assert status == 201, answer
+            gateway = real.gateway("selective")
+            gateway["spec"]["listeners"][0]["allowedRoutes"] = {
+                "namespaces": {
+                    "from": "Selector",
+                    "selector": {"matchLabels": {"kubernetes.io/metadata.name": real.ns}},
+                }
+            }
+            real.store.create("gateways.gateway.networking.k8s.io", gateway)
+            route = payments_route(real, name)
+            route["spec"]["parentRefs"] = [{"name": "selective", "namespace": real.gateway_namespace}]
+            foreign_ref = {"name": legacy, "namespace": shared, "port": 8080, "weight": foreign_weight}
+            route["spec"]["rules"][0]["backendRefs"].append(foreign_ref)
+            real.store.create("deployments", world.deployment(real.ns, name))
+            real.store.create(HTTP, route)
+            canary = world.canary(real.ns, name, interval="10s", metrics=copy.deepcopy(METRIC))
+            canary["spec"]["analysis"]["stepWeights"] = [20, 50]
+            real.store.create("canaries.canaryd.io", canary)
+            await run_and_measure_cross_namespace(real, name, legacy, shared, foreign_weight)
+        finally:
+            real.cluster.api("DELETE", f"/api/v1/namespaces/{shared}")
+
+
+async def run_and_measure_cross_namespace(
+    real: RealBackend, name: str, legacy: str, shared: str, foreign_weight: int
+) -> None:
+    is_canary = canary_pods_of(name)
+
+    def who(pod: str) -> str:
+        return "foreign" if pod.startswith(f"{shared}/") else "canary" if is_canary(pod) else "primary"
+
+    async def measure(count: int) -> Counter[str]:
+        answered: Counter[str] = Counter()
+        async with aiohttp.ClientSession() as session:
+            for _ in range(count):
+                async with session.get(
+                    f"{real.plane.web_url}/payments", headers={"Host": real.host(name)},
+                    timeout=aiohttp.ClientTimeout(total=5),
+                ) as response:  # fmt: skip
+                    await response.read()
+                    pod = response.headers.get("x-canaryd-pod")
+                    answered["none" if pod is None else who(pod)] += 1
+        return answered
+
+    def owned_masked(spec: dict[str, Any]) -> str:
+        """The spec with canaryd's two weights blanked: everything canaryd does not own."""
+        masked = copy.deepcopy(spec)
+        for ref in masked["rules"][0]["backendRefs"]:
+            if ref["name"] in (f"{name}-primary", f"{name}-canary"):
+                ref["weight"] = None
+        return json.dumps(masked)
+
+    rows: list[tuple[int, Counter[str]]] = []
+
+    async def measure_step(weight: int) -> None:
+        expected_canary = round(100 * weight / (100 + foreign_weight))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while traefik_canary_percent(real, name) != expected_canary:
+            assert loop.time() < deadline, f"Traefik never applied weight {weight}"
+            await asyncio.sleep(0.1)
+        answered = await measure(150)
+        assert world.status(real.store, real.ns, name).get("canaryWeight", 0) == weight, "step moved on"
+        rows.append((weight, answered))
+        spec = real.store.get(HTTP, name, real.ns)["spec"]
+        assert owned_masked(spec) == untouched, f"a part canaryd does not own changed at weight {weight}"
+        assert json.dumps(spec["rules"][0]["backendRefs"][2]) == foreign_text
+
+    async with controller(real):
+        await until_phase(real, name, "Initialized", timeout=120)
+        as_written = real.store.get(HTTP, name, real.ns)
+        untouched = owned_masked(as_written["spec"])
+        foreign_text = json.dumps(as_written["spec"]["rules"][0]["backendRefs"][2])
+        # Initialized says the primary's pods are ready; Traefik learns their endpoints a moment later
+        # and answers the primary's share itself until then. Measure once every request reaches a pod.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while (first := await measure(20))["none"]:
+            assert loop.time() < deadline, f"Traefik never reached every backend: {dict(first)}"
+            await asyncio.sleep(0.2)
+        await measure_step(0)
+        parents = (real.store.get(HTTP, name, real.ns).get("status") or {}).get("parents") or []
+        world.new_revision(real.store, real.ns, name, "app:2")
+        for weight in (20, 50):
+            await world.wait_until(
+                lambda w=weight: world.status(real.store, real.ns, name).get("canaryWeight") == w,
+                timeout=90,
+                message=f"canary weight {weight}",
+            )
+            await measure_step(weight)
+        await until_phase(real, name, "Succeeded", timeout=120)
+        await measure_step(0)
+        final = real.store.get(HTTP, name, real.ns)
+    lines = [
+        f"\nHTTPRoute {real.ns}/{name} on Gateway {real.gateway_namespace}/selective "
+        f"(allowedRoutes Selector), foreign backendRef {shared}/{legacy} weight {foreign_weight} "
+        "(ReferenceGrant)",
+        "  parents: " + "; ".join(
+            f"{(p.get('parentRef') or {}).get('name')}: "
+            + ", ".join(f"{c['type']}={c['status']} ({c.get('reason')})" for c in p.get("conditions") or [])
+            for p in parents
+        ),
+        f"  {'weight':>6} {'requests':>8} {'canary':>14} {'primary':>14} {'foreign':>14} {'no pod':>6}",
+    ]  # fmt: skip
+    failures = []
+    for weight, answered in rows:
+        total = sum(answered.values())
+        expected = {
+            "canary": 100 * weight / (100 + foreign_weight),
+            "primary": 100 * (100 - weight) / (100 + foreign_weight),
+            "foreign": 100 * foreign_weight / (100 + foreign_weight),
+        }
+        cells = []
+        for kind, want in expected.items():
+            got = 100 * answered[kind] / total
+            tolerance = share_tolerance(want, total)
+            cells.append(f"{got:5.1f}% ({want:4.1f}±{tolerance:4.1f})")
+            if abs(got - want) > tolerance:
+                failures.append(
+                    f"weight {weight}: {kind} {got:.1f}% of {total}, expected {want:.1f}±{tolerance:.1f}"
+                )
+        shown = " ".join(f"{c:>14}" for c in cells)
+        lines.append(f"  {weight:>5}% {total:>8} {shown} {answered['none']:>6}")
+    print("\n".join(lines))
+    assert not failures, failures
+    assert all(answered["none"] == 0 for _, answered in rows), rows
+    assert final["spec"] == as_written["spec"], "the route is not as written after promotion"
+
+
+async def test_a_gateway_in_another_namespace_that_does_not_admit_the_route_moves_no_traffic(request):
+    """allowedRoutes ``Same`` on a Gateway in the infra namespace: Traefik refuses the app's route and canaryd
+    says so and moves nothing, rather than weighting a route no Gateway carries."""
+    async with backend(REAL, request) as real:
+        assert isinstance(real, RealBackend)
+        name = "ledger"
+        own_only = real.gateway("own-only", allowed_namespaces="Same")
+        real.store.create("gateways.gateway.networking.k8s.io", own_only)
+        route = payments_route(real, name)
+        route["spec"]["parentRefs"] = [{"name": "own-only", "namespace": real.gateway_namespace}]
+        real.store.create("deployments", world.deployment(real.ns, name))
+        real.store.create(HTTP, route)
+        canary = world.canary(real.ns, name, interval="1s", metrics=copy.deepcopy(METRIC))
+        real.store.create("canaries.canaryd.io", canary)
+        async with controller(real):
+            routes_ready = await world.wait_until(
+                lambda: (
+                    (c := world.condition(real.store, real.ns, name, "RoutesReady"))
+                    and c["status"] == "False" and "not accepted" in c["message"] and c
+                ),
+                timeout=90,
+                message="RoutesReady False: the Gateway does not admit the route",
+            )  # fmt: skip
+            await until_phase(real, name, "Initialized")
+            as_written = json.dumps(real.store.get(HTTP, name, real.ns)["spec"])
+            world.new_revision(real.store, real.ns, name, "app:2")
+            # The run starts (the Gateway may still admit the route) and waits at weight 0.
+            await until_phase(real, name, "Progressing")
+            await asyncio.sleep(5)
+            status = world.status(real.store, real.ns, name)
+            progressing = world.condition(real.store, real.ns, name, "Progressing") or {}
+            answers: Counter[int] = Counter()
+            async with aiohttp.ClientSession() as session:
+                for _ in range(10):
+                    async with session.get(
+                        f"{real.plane.web_url}/payments", headers={"Host": real.host(name)}
+                    ) as response:
+                        await response.read()
+                        answers[response.status] += 1
+        parents = (real.store.get(HTTP, name, real.ns).get("status") or {}).get("parents") or []
+        print(
+            f"\nroute on a Gateway admitting only its own namespace, {real.ns}/{name}: RoutesReady "
+            f"{routes_ready['reason']}: {routes_ready['message']}\n  Traefik's status.parents: "
+            + "; ".join(
+                ", ".join(f"{c['type']}={c['status']} ({c.get('reason')})" for c in p.get("conditions") or [])
+                for p in parents
+            )
+            + f"\n  after a new revision: phase {status.get('phase')}, "
+            f"canaryWeight {status.get('canaryWeight')}; requests through Traefik answered {dict(answers)}"
+            f"\n  Progressing {progressing.get('reason')}: {progressing.get('message')}"
+        )
+        assert routes_ready["reason"] == "RouteNotAccepted"
+        assert f"Gateway {real.gateway_namespace}/own-only" in routes_ready["message"]
+        assert "NotAllowedByListeners" in routes_ready["message"]
+        assert status.get("canaryWeight", 0) == 0 and status.get("step", 0) == 0
+        assert progressing.get("reason") == "RouteNotAccepted", progressing
+        assert "no traffic moves" in progressing.get("message", "")
+        assert json.dumps(real.store.get(HTTP, name, real.ns)["spec"]) == as_written
+        assert real.route_patches(name) == [], "canaryd patched a route no Gateway carries"

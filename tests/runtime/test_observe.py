@@ -183,3 +183,39 @@ def test_the_claim_index_follows_targets_and_refusals_through_the_canary_events(
     assert index.refused(NS) == {(NS, "web")} and index.refused("elsewhere") == set()
     index.track("DELETED", retargeted)
     assert index.targeting(NS, {"shop"}) == set() and index.refused(NS) == set()
+
+
+def test_a_routes_parent_gateways_come_with_what_their_classes_list_from_the_caches() -> None:
+    """A Gateway in another namespace, one without a known class, and one not (yet) in the cache."""
+    raw = world.canary(NS, "shop")
+    canary = Canary.model_validate(raw)
+    route = world.route(NS, "shop")
+    route["spec"]["parentRefs"] = [
+        {"name": "public", "namespace": "infra"},
+        {"name": "internal"},
+        {"name": "missing", "namespace": "infra"},
+    ]
+
+    def gateway(namespace: str, name: str, class_name: str) -> dict[str, Any]:
+        return {"metadata": {"namespace": namespace, "name": name}, "spec": {"gatewayClassName": class_name}}
+
+    classes = DictCache()
+    classes.objects[("", "traefik")] = {
+        "metadata": {"name": "traefik"},
+        "status": {"supportedFeatures": [{"name": "HTTPRoute"}, {"name": "GRPCRoute"}]},
+    }
+    caches = Caches(
+        canaries=DictCache(raw),  # type: ignore[arg-type]
+        templates=DictCache(),  # type: ignore[arg-type]
+        deployments=DictCache(),  # type: ignore[arg-type]
+        services=DictCache(),  # type: ignore[arg-type]
+        routes={"HTTPRoute": DictCache(route)},  # type: ignore[dict-item]
+        gateways=DictCache(gateway("infra", "public", "traefik"), gateway(NS, "internal", "unknown")),  # type: ignore[arg-type]
+        gateway_classes=classes,  # type: ignore[arg-type]
+    )
+    [state] = observe(canary, raw, caches).observations.routes
+    assert [(p.gateway, p.gateway_class, p.features) for p in state.parents] == [
+        ("infra/public", "traefik", frozenset({"HTTPRoute", "GRPCRoute"})),
+        (f"{NS}/internal", "unknown", None),
+        ("infra/missing", "", None),
+    ]

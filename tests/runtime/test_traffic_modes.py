@@ -551,3 +551,67 @@ async def test_a_route_that_cannot_take_the_ab_rule_never_starts_a_run_and_says_
         await asyncio.sleep(2)
         assert world.status(store, NS, "quotes")["phase"] == "Initialized"
         assert [r.get("name") for r in stored_route(store, "quotes")["spec"]["rules"]] == [None, None]
+
+
+def list_class_features(store: Any, names: list[str]) -> None:
+    """Write the sandbox GatewayClass's status.supportedFeatures, as an implementation publishes them."""
+    resource = "gatewayclasses.gateway.networking.k8s.io"
+    gateway_class = store.get(resource, world.GATEWAY_CLASS)
+    gateway_class.setdefault("status", {})["supportedFeatures"] = [{"name": n} for n in names]
+    store.update_status(resource, gateway_class)
+
+
+async def test_a_mirror_canary_on_a_gateway_whose_class_cannot_mirror_never_starts_nor_edits_the_route(
+    cluster,
+):
+    store = cluster.store
+    list_class_features(store, ["Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant"])
+    route = payments_route("ledger")
+    create_app(store, "ledger", route, iterations=3, stepWeights=[50], mirror={"percent": 100})
+    async with controller(cluster, ScriptedAnalysis()):
+        await until_phase(store, "ledger", "Initialized")
+        as_written = json.dumps(stored_route(store, "ledger")["spec"], sort_keys=True)
+        world.new_revision(store, NS, "ledger", "app:2.0")
+        progressing = await world.wait_until(
+            lambda: (
+                (c := world.condition(store, NS, "ledger", "Progressing"))
+                and "cannot start" in c["message"]
+                and c
+            ),
+            timeout=10,
+        )
+        assert progressing["reason"] == "MirrorUnsupported"
+        ready = world.condition(store, NS, "ledger", "Ready")
+        routes_ready = world.condition(store, NS, "ledger", "RoutesReady")
+        assert ready is not None and routes_ready is not None
+        for reported in (ready, routes_ready):
+            assert (reported["status"], reported["reason"]) == ("False", "MirrorUnsupported")
+            assert (
+                f"HTTPRoute ledger: Gateway {world.GATEWAY_NAMESPACE}/{world.GATEWAY_NAME} "
+                f"(GatewayClass {world.GATEWAY_CLASS}) does not support HTTPRouteRequestMirror"
+            ) in reported["message"]
+        await asyncio.sleep(2)  # several passes later: still no run, the route as written
+        assert phase(store, "ledger") == "Initialized"
+        assert json.dumps(stored_route(store, "ledger")["spec"], sort_keys=True) == as_written
+        warnings = [e for e in world.events(store, NS, "ledger") if e["type"] == "Warning"]
+        assert [e["reason"] for e in warnings] == ["MirrorUnsupported"], warnings
+        shown = await asyncio.to_thread(
+            run_ctl, "--kubeconfig", str(cluster.kubeconfig_path), "-n", NS, "status", "ledger"
+        )
+        assert shown.code == 0, shown.err
+        [line] = [line for line in shown.out.splitlines() if line.lstrip().startswith("Ready")]
+        assert "False (MirrorUnsupported): HTTPRoute ledger: Gateway" in line, shown.out
+        print(f"\nkubectl canary status ledger:\n{shown.out}")
+
+        # The Gateway is upgraded and its class now lists mirroring: the run starts, with the mirror.
+        list_class_features(store, ["Gateway", "HTTPRoute", "HTTPRouteRequestMirror"])
+        await world.wait_until(
+            lambda: any(
+                f["type"] == "RequestMirror"
+                for f in stored_route(store, "ledger")["spec"]["rules"][0]["filters"]
+            ),
+            timeout=15,
+            message="canaryd's mirror filter once the class lists HTTPRouteRequestMirror",
+        )
+        await until_phase(store, "ledger", "Succeeded", timeout=60)
+        assert json.dumps(stored_route(store, "ledger")["spec"], sort_keys=True) == as_written
