@@ -247,8 +247,14 @@ class Replicas:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.log_dir = log_dir
         self.stopped: set[str] = set()
+        #: Every process started, so that none outlives the episode.
+        self.started: list[subprocess.Popen[bytes]] = []
 
     def start(self, identity: str) -> None:
+        """Start replica ``identity`` unless it runs already (two overlapping kills restart it once)."""
+        running = self.processes.get(identity)
+        if running is not None and running.poll() is None:
+            return
         args = [
             sys.executable, "-m", "canaryd.cli.main", "run", "--kubeconfig", str(self.kubeconfig),
             "--prometheus-url", self.prometheus_url, "--health-address", "127.0.0.1:0",
@@ -265,6 +271,7 @@ class Replicas:
             args.append("--no-leader-elect")
         log = (self.log_dir / f"{identity}.log").open("ab")
         self.processes[identity] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.started.append(self.processes[identity])
 
     def start_all(self) -> None:
         for index in range(self.count):
@@ -287,11 +294,11 @@ class Replicas:
             process.wait()
 
     def stop_all(self) -> None:
-        for identity, process in self.processes.items():
+        for process in self.started:
             if process.poll() is None:
-                self.signal(identity, signal.SIGCONT)
+                process.send_signal(signal.SIGCONT)
                 process.terminate()
-        for process in self.processes.values():
+        for process in self.started:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
