@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,8 +155,10 @@ _NAMESPACE_IN_QUERY = re.compile(r'namespace="([^"]+)"')
 class KillablePrometheus:
     """Answers each run's metric from the image of its canary Deployment: good 1, bad 100."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, image_of: Callable[[str], str | None] | None = None) -> None:
         self.store = store
+        #: The canary Deployment's image in a namespace (default: read from the store).
+        self.image_of = image_of or self._stored_image
         self._placeholder: socket.socket | None = _reserved_port()
         self.port = self._placeholder.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -173,10 +175,7 @@ class KillablePrometheus:
             params.update(await request.post())
         found = _NAMESPACE_IN_QUERY.search(str(params.get("query", "")))
         namespace = found.group(1) if found else ""
-        target = world.find(self.store, "deployments", namespace, APP) or {}
-        image = (
-            target.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0].get("image")
-        )
+        image = self.image_of(namespace)
         value = "100" if str(image).endswith(":bad") else "1"
         self.answered[namespace] += 1
         body = {
@@ -184,6 +183,12 @@ class KillablePrometheus:
             "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, value]}]},
         }
         return web.json_response(body)
+
+    def _stored_image(self, namespace: str) -> str | None:
+        target = world.find(self.store, "deployments", namespace, APP) or {}
+        containers = target.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
+        image = containers[0].get("image")
+        return str(image) if image is not None else None
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -242,8 +247,10 @@ def _reserved_port() -> socket.socket:
 class Replicas:
     """``canaryd run`` processes against the sandbox; each can be killed, frozen and restarted."""
 
-    def __init__(self, kubeconfig: Path, prometheus_url: str, count: int, log_dir: Path) -> None:
+    def __init__(self, kubeconfig: Path, prometheus_url: str, count: int, log_dir: Path,
+                 extra_args: Iterable[str] = ()) -> None:  # fmt: skip
         self.kubeconfig, self.prometheus_url, self.count = kubeconfig, prometheus_url, count
+        self.extra_args = list(extra_args)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.log_dir = log_dir
         self.stopped: set[str] = set()
@@ -259,16 +266,17 @@ class Replicas:
             sys.executable, "-m", "canaryd.cli.main", "run", "--kubeconfig", str(self.kubeconfig),
             "--prometheus-url", self.prometheus_url, "--health-address", "127.0.0.1:0",
             "--metrics-address", "127.0.0.1:0", "--log-format", "console", "--qps", "500", "--burst", "1000",
-            "--prometheus-timeout", "2",
+            "--prometheus-timeout", "2", *self.extra_args,
         ]  # fmt: skip
         if self.count > 1:
             args += [
-                "--leader-elect", "--leader-election-id", LEASE_NAME, "--leader-election-namespace",
-                LEASE_NAMESPACE, "--leader-election-identity", identity, "--lease-duration", "3",
-                "--renew-deadline", "2", "--retry-period", "0.5",
+                "--leader-elect", "--leader-election-id", LEASE_NAME, "--leader-election-identity", identity,
+                "--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.5",
             ]  # fmt: skip
         else:
             args.append("--no-leader-elect")
+        if "--leader-election-namespace" not in args:
+            args += ["--leader-election-namespace", LEASE_NAMESPACE]
         log = (self.log_dir / f"{identity}.log").open("ab")
         self.processes[identity] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         self.started.append(self.processes[identity])
