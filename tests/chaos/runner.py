@@ -168,6 +168,7 @@ class KillablePrometheus:
         #: Outages in progress (they may overlap).
         self.outages = 0
         self._runner: web.AppRunner | None = None
+        self._switching = asyncio.Lock()
 
     async def _handle(self, request: web.Request) -> web.Response:
         params: dict[str, Any] = dict(request.query)
@@ -191,18 +192,19 @@ class KillablePrometheus:
         return str(image) if image is not None else None
 
     async def start(self) -> None:
-        if self._runner is not None:
-            return
-        if self._placeholder is not None:
-            self._placeholder.close()
-            self._placeholder = None
-        app = web.Application()
-        app.router.add_route("*", "/api/v1/{what}", self._handle)
-        runner = web.AppRunner(app)
-        self._runner = runner
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
-        self.up = True
+        async with self._switching:  # a kill while the site starts would bind the port first
+            if self._runner is not None:
+                return
+            if self._placeholder is not None:
+                self._placeholder.close()
+                self._placeholder = None
+            app = web.Application()
+            app.router.add_route("*", "/api/v1/{what}", self._handle)
+            runner = web.AppRunner(app)
+            self._runner = runner
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
+            self.up = True
 
     async def kill(self) -> None:
         """Down: connections are refused, and the port stays ours (bound, not listening) until ``start``.
@@ -210,15 +212,16 @@ class KillablePrometheus:
         The machine's other processes pick free ports too; one that took ours while we were down would
         make the restart fail.
         """
-        self.up = False
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-            if self._placeholder is None:
-                placeholder = socket.socket()
-                placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                placeholder.bind(("127.0.0.1", self.port))
-                self._placeholder = placeholder
+        async with self._switching:
+            self.up = False
+            runner, self._runner = self._runner, None
+            if runner is not None:
+                await runner.cleanup()
+                if self._placeholder is None:
+                    placeholder = socket.socket()
+                    placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    placeholder.bind(("127.0.0.1", self.port))
+                    self._placeholder = placeholder
 
     def close(self) -> None:
         if self._placeholder is not None:
