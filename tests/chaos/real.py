@@ -88,8 +88,11 @@ class OrderedView:
     """Route and Canary versions of one run, checked in resourceVersion order."""
 
     checker: Invariants
-    pending: list[tuple[int, int, str, dict[str, Any]]] = field(default_factory=list)
+    pending: list[tuple[int, int, str, dict[str, Any], int]] = field(default_factory=list)
     last_seen: dict[str, tuple[int, float]] = field(default_factory=dict)
+    streaming: dict[str, bool] = field(default_factory=dict)
+    #: What was checked, in order (kept for a failing run's record).
+    trace: list[str] = field(default_factory=list)
     #: The latest version of each object checked so far.
     route: dict[str, Any] | None = None
     canary: dict[str, Any] | None = None
@@ -101,6 +104,13 @@ class OrderedView:
     lock: threading.Lock = field(default_factory=threading.Lock)
     _sequence: int = 0
 
+    def connected(self, kind: str, up: bool) -> None:
+        """A stream's watch is open (after its list) or broken: a broken stream holds every later version."""
+        with self.lock:
+            self.streaming[kind] = up
+            if up and kind not in self.last_seen:
+                self.last_seen[kind] = (0, time.monotonic())
+
     def add(self, kind: str, obj: dict[str, Any], relisted: bool, known: str | None) -> None:
         version = int(obj["metadata"]["resourceVersion"])
         with self.lock:
@@ -109,8 +119,10 @@ class OrderedView:
                 if known == obj["metadata"]["resourceVersion"]:
                     return  # nothing missed
                 self.gaps.append((int(known) if known else 0, version))
+            # Answers so far: for a version the watch delivered late, unknown (-1).
+            answers = -1 if relisted else self.checker.prometheus.answered[self.checker.plan.namespace]
             self._sequence += 1
-            heapq.heappush(self.pending, (version, self._sequence, kind, obj))
+            heapq.heappush(self.pending, (version, self._sequence, kind, obj, answers))
 
     def _in_gap(self, version: int) -> bool:
         return any(after < version <= until for after, until in self.gaps)
@@ -118,20 +130,26 @@ class OrderedView:
     def process(self, force: bool = False) -> None:
         """Check every version up to the point both streams have delivered (or a quiet one is caught up)."""
         with self.lock:
-            if len(self.last_seen) < 2 and not force:
+            if not force and (len(self.last_seen) < 2 or len(self.streaming) < 2):
                 return  # one stream has not even listed yet
             now = time.monotonic()
-            active = [rv for rv, at in self.last_seen.values() if now - at < QUIET]
-            watermark = min(active) if active and not force else None
+            holding = [
+                rv
+                for kind, (rv, at) in self.last_seen.items()
+                if not self.streaming.get(kind) or now - at < QUIET
+            ]
+            watermark = min(holding) if holding and not force else None
             while self.pending and (watermark is None or self.pending[0][0] <= watermark):
-                version, _, kind, obj = heapq.heappop(self.pending)
+                version, _, kind, obj, answers = heapq.heappop(self.pending)
                 before = len(self.checker.violations)
                 if kind == "route":
                     self.route = obj
                     self.checker.route_changed(obj, self.canary)
                 else:
                     self.canary = obj
-                    self.checker.canary_changed(obj, self.route)
+                    if not self.checker.canary_changed(obj, self.route, answers):
+                        self.unverifiable += 1
+                self.trace.append(f"rv {version} {_summary(kind, obj)}")
                 found = self.checker.violations[before:]
                 del self.checker.violations[before:]
                 for message in found:
@@ -147,7 +165,24 @@ class OrderedView:
             if self._in_gap(version):
                 self.unverifiable += 1
             else:
-                self.checker.violations.append(message)
+                self.checker.violations.append(f"rv {version}: {message}")
+        if self.checker.violations:
+            gaps = ", ".join(f"({a}, {b}]" for a, b in self.gaps)
+            self.checker.violations.append(f"gaps {gaps}; trace: " + " | ".join(self.trace[-40:]))
+
+
+def _summary(kind: str, obj: dict[str, Any]) -> str:
+    if kind == "route":
+        weights = [
+            {ref.get("name"): ref.get("weight") for ref in rule.get("backendRefs", [])}
+            for rule in obj.get("spec", {}).get("rules", [])
+        ]
+        return f"route {weights}"
+    status = obj.get("status") or {}
+    return (
+        f"canary {status.get('phase')} step {status.get('step')} weight {status.get('canaryWeight')} "
+        f"moving {status.get('movingToWeight')}"
+    )
 
 
 class _Watch(threading.Thread):
@@ -177,8 +212,11 @@ class _Watch(threading.Thread):
                 if not first:
                     self.relists += 1
                 first = False
+                self.view.connected(self.kind, True)
                 self._follow(body["metadata"]["resourceVersion"])
+                self.view.connected(self.kind, False)
             except (OSError, ValueError, RealApiError, KeyError):
+                self.view.connected(self.kind, False)
                 if self.stopped.wait(0.3):
                     return
 

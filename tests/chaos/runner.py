@@ -376,9 +376,18 @@ class Invariants:
         if canary is not None:
             self._status_vs_route(canary, route)
 
-    def canary_changed(self, canary: dict[str, Any], route: dict[str, Any] | None) -> None:
-        """The Canary of this run changed: no bad promotion, no unjudged step, status against the route."""
+    def canary_changed(
+        self, canary: dict[str, Any], route: dict[str, Any] | None, answers: int | None = None
+    ) -> bool:
+        """The Canary of this run changed: no bad promotion, no unjudged step, status against the route.
+
+        ``answers``: Prometheus's answers for this run when the change was committed (default: now; -1:
+        unknown, as for a version a broken watch delivered late). Returns False when the step check had
+        to be skipped because the answers at the step before were unknown.
+        """
         status = canary.get("status") or {}
+        checked = True
+        now_answers = self.prometheus.answered[self.plan.namespace] if answers is None else answers
         self.checks["no promotion of a bad revision"] += 1
         if (
             not self.plan.good
@@ -388,13 +397,19 @@ class Invariants:
             self._fail(f"bad revision promoted: phase {status.get('phase')}")
         step = status.get("step", 0)
         if status.get("phase") == "Progressing" and step > self.last_step and self.last_step > 0:
-            self.checks["no step without an answer from Prometheus"] += 1
-            if self.prometheus.answered[self.plan.namespace] <= self.answers_at_last_step:
-                self._fail(f"step {step} taken with no answer from Prometheus since step {self.last_step}")
+            if self.answers_at_last_step < 0 or now_answers < 0:
+                checked = False
+            else:
+                self.checks["no step without an answer from Prometheus"] += 1
+                if now_answers <= self.answers_at_last_step:
+                    self._fail(
+                        f"step {step} taken with no answer from Prometheus since step {self.last_step}"
+                    )
         if step != self.last_step:
-            self.last_step, self.answers_at_last_step = step, self.prometheus.answered[self.plan.namespace]
+            self.last_step, self.answers_at_last_step = step, now_answers
         if route is not None:
             self._status_vs_route(canary, route)
+        return checked
 
     def _status_vs_route(self, canary: dict[str, Any], route: dict[str, Any]) -> None:
         status = canary.get("status") or {}
