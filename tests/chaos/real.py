@@ -91,6 +91,10 @@ class OrderedView:
     pending: list[tuple[int, int, str, dict[str, Any], int]] = field(default_factory=list)
     last_seen: dict[str, tuple[int, float]] = field(default_factory=dict)
     streaming: dict[str, bool] = field(default_factory=dict)
+    #: Route versions a second writer made (status may be stale from there until canaryd puts weights back).
+    foreign_versions: set[int] = field(default_factory=set)
+    #: Second-writer writes in flight: checking waits for their versions.
+    writing: int = 0
     #: What was checked, in order (kept for a failing run's record).
     trace: list[str] = field(default_factory=list)
     #: The latest version of each object checked so far.
@@ -130,8 +134,8 @@ class OrderedView:
     def process(self, force: bool = False) -> None:
         """Check every version up to the point both streams have delivered (or a quiet one is caught up)."""
         with self.lock:
-            if not force and (len(self.last_seen) < 2 or len(self.streaming) < 2):
-                return  # one stream has not even listed yet
+            if not force and (len(self.last_seen) < 2 or len(self.streaming) < 2 or self.writing):
+                return  # one stream has not even listed yet, or a second writer's version is not known yet
             now = time.monotonic()
             holding = [
                 rv
@@ -144,6 +148,8 @@ class OrderedView:
                 before = len(self.checker.violations)
                 if kind == "route":
                     self.route = obj
+                    if version in self.foreign_versions:
+                        self.checker.foreign_weights = True
                     self.checker.route_changed(obj, self.canary)
                 else:
                     self.canary = obj
@@ -281,7 +287,8 @@ async def _apply_real_fault(event: FaultEvent, cluster: Cluster, replicas: Repli
         await asyncio.sleep(0.3)
 
 
-def _second_writer(store: RealStore, namespace: str, invariants: Invariants) -> None:
+def _second_writer(store: RealStore, namespace: str) -> int:
+    """Weights back to the primary; returns the route's resourceVersion the write made."""
     route = store.get(HTTPROUTES, APP, namespace)
     for rule in route["spec"]["rules"]:
         for ref in rule.get("backendRefs", []):
@@ -289,8 +296,7 @@ def _second_writer(store: RealStore, namespace: str, invariants: Invariants) -> 
                 ref["weight"] = 100
             elif ref["name"] == f"{APP}-canary":
                 ref["weight"] = 0
-    invariants.foreign_weights = True
-    store.update(HTTPROUTES, route, namespace)
+    return int(store.update(HTTPROUTES, route, namespace)["metadata"]["resourceVersion"])
 
 
 def _team_edit(store: RealStore, namespace: str, invariants: Invariants, value: int) -> None:
@@ -404,7 +410,12 @@ async def run_real_episode(
                     hit[planned.namespace][kind] += 1
                 checker = checkers[planned.namespace]
                 if kind == "second_writer":
-                    await _retry(_second_writer, store, planned.namespace, checker)
+                    view = views[planned.namespace]
+                    view.writing += 1  # its version must be known before it is checked
+                    try:
+                        view.foreign_versions.add(await _retry(_second_writer, store, planned.namespace))
+                    finally:
+                        view.writing -= 1
                 else:
                     await _retry(_team_edit, store, planned.namespace, checker, rng.randint(0, 10**6))
             elif event is not None:  # the real faults one after another: each ends before the next
