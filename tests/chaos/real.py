@@ -469,7 +469,7 @@ async def run_real_episode(
                            checker.violations, seconds, phases.get(run.namespace))  # fmt: skip
         results.append(result)
         if result.violations:
-            save_failure(result, run, plan, canaries)
+            save_failure(result, run, plan, canaries, checker.trace)
     extra_counts: Counter[str] = Counter(
         unverifiable=sum(v.unverifiable for v in views.values()),
         relists=sum(w.relists for w in watches),

@@ -269,7 +269,8 @@ class Replicas:
             sys.executable, "-m", "canaryd.cli.main", "run", "--kubeconfig", str(self.kubeconfig),
             "--prometheus-url", self.prometheus_url, "--health-address", "127.0.0.1:0",
             "--metrics-address", "127.0.0.1:0", "--log-format", "console", "--qps", "500", "--burst", "1000",
-            "--prometheus-timeout", "2", *self.extra_args,
+            "--prometheus-timeout", "2", "--log-level", os.environ.get("CANARYD_CHAOS_LOG_LEVEL", "info"),
+            *self.extra_args,
         ]  # fmt: skip
         if self.count > 1:
             args += [
@@ -358,12 +359,19 @@ class Invariants:
     last_step: int = 0
     answers_at_last_step: int = 0
     started: float = field(default_factory=time.monotonic)
+    #: The last versions checked (time, what), kept for a failing run's record.
+    trace: list[str] = field(default_factory=list)
+
+    def _note(self, what: str) -> None:
+        self.trace.append(f"t={time.monotonic() - self.started:.2f}s {what}")
+        del self.trace[:-60]
 
     def _fail(self, what: str) -> None:
         self.violations.append(f"t={time.monotonic() - self.started:.2f}s {what}")
 
     def route_changed(self, route: dict[str, Any], canary: dict[str, Any] | None) -> None:
         """The route of this run changed: weight rules, then status against it."""
+        self._note(f"route {_our_rules(route)} rv {route.get('metadata', {}).get('resourceVersion')}")
         top = max(self.plan.steps)
         for refs in _our_rules(route):
             self.checks["weights sum to the total"] += 1
@@ -386,6 +394,10 @@ class Invariants:
         to be skipped because the answers at the step before were unknown.
         """
         status = canary.get("status") or {}
+        self._note(
+            f"canary {status.get('phase')} step {status.get('step')} weight {status.get('canaryWeight')} "
+            f"moving {status.get('movingToWeight')} rv {canary.get('metadata', {}).get('resourceVersion')}"
+        )
         checked = True
         now_answers = self.prometheus.answered[self.plan.namespace] if answers is None else answers
         self.checks["no promotion of a bad revision"] += 1
@@ -692,7 +704,7 @@ async def run_episode(
     ]
     for result, run in zip(results, runs, strict=True):
         if result.violations:
-            save_failure(result, run, plan, canaries)
+            save_failure(result, run, plan, canaries, checkers[run.namespace].trace)
     if not keep_logs and not any(r.violations for r in results):
         for log in log_dir.glob("*.log"):
             log.unlink()
@@ -701,7 +713,9 @@ async def run_episode(
     return EpisodeResult(seed, plan.replicas, injected, results, seconds)
 
 
-def save_failure(result: RunResult, run: RunPlan, episode: EpisodePlan, canaries: int) -> Path:
+def save_failure(
+    result: RunResult, run: RunPlan, episode: EpisodePlan, canaries: int, trace: list[str] | None = None
+) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"failed-{result.seed}-{result.index}.json"
     record = {
@@ -710,6 +724,7 @@ def save_failure(result: RunResult, run: RunPlan, episode: EpisodePlan, canaries
         "run": asdict(run),
         "episode": {"replicas": episode.replicas, "faults": [asdict(f) for f in episode.faults]},
         "violations": result.violations,
+        "trace": trace,
         "replay": f"python bench/bench_chaos.py --seed {result.seed} --canaries {canaries}",
         "replay_alone": f"python bench/bench_chaos.py --seed {result.seed} --only {result.index}",
         "logs": str(RESULTS_DIR / "logs" / f"episode-{result.seed}"),
