@@ -449,6 +449,20 @@ async def run_real_episode(
             snapshot = _Snapshot(store)
             await asyncio.to_thread(snapshot.load, run.namespace)
             checker.finished(snapshot, phases.get(run.namespace))
+            if checker.violations:  # what the Canary and the primary say, for the failure record
+                with contextlib.suppress(RealApiError, OSError):
+                    status = (await asyncio.to_thread(store.get, CANARIES, APP, run.namespace)).get("status")
+                    primary = await asyncio.to_thread(
+                        store.get, "deployments", f"{APP}-primary", run.namespace
+                    )
+                    conditions = [
+                        f"{c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
+                        for c in (status or {}).get("conditions", [])
+                    ]
+                    checker.violations.append(
+                        f"conditions: {conditions}; primary spec.replicas {primary['spec'].get('replicas')} "
+                        f"generation {primary['metadata'].get('generation')} status {primary.get('status')}"
+                    )
             for identity in crashed:
                 checker.violations.append(f"replica {identity} exited on its own")
     finally:
