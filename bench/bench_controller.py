@@ -362,6 +362,15 @@ def steps_taken(controller: Any) -> int:
     return sum(int((c.get("status") or {}).get("step", 0)) for c in controller.caches.canaries.items())
 
 
+def reconcile_passes(controller: Any) -> int:
+    """Reconcile passes the controller has made (any outcome): a step's wake-up, and every event's look."""
+    total = 0
+    for metric in controller.metrics.registry.collect():
+        if metric.name == "canaryd_reconciles":
+            total += sum(int(s.value) for s in metric.samples if s.name.endswith("_total"))
+    return total
+
+
 def request_counts(controller: Any) -> Counter[tuple[str, str]]:
     counts: Counter[tuple[str, str]] = Counter()
     for metric in controller.metrics.registry.collect():
@@ -443,8 +452,8 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
 
                 releases = [release(i) for i in range(count)]
                 await gather_limited(releases, limit=count if options.spread else 64)
-                window_start: tuple[Counter[tuple[str, str]], int] | None = None
-                window_end: tuple[Counter[tuple[str, str]], int] | None = None
+                window_start: tuple[Counter[tuple[str, str]], int, int] | None = None
+                window_end: tuple[Counter[tuple[str, str]], int, int] | None = None
                 rss_in_run = 0
                 stalled: dict[str, int] | None = None
                 while phases(controller).get("Succeeded", 0) < count:
@@ -454,10 +463,14 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
                         for c in controller.caches.canaries.items()
                     ]
                     if window_start is None and min(steps) >= 1:
-                        window_start = (request_counts(controller), steps_taken(controller))
+                        window_start = (
+                            request_counts(controller), steps_taken(controller), reconcile_passes(controller)
+                        )
                         cpu.mark("run: first step to steady state")
                     if window_start is not None and window_end is None and max(steps) >= len(STEPS):
-                        window_end = (request_counts(controller), steps_taken(controller))
+                        window_end = (
+                            request_counts(controller), steps_taken(controller), reconcile_passes(controller)
+                        )
                         rss_in_run = memory_kib("VmRSS")
                         cpu.mark("run: steady state")
                     if time.monotonic() - run_started > options.run_timeout:
@@ -504,6 +517,7 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
     if window_start is not None and window_end is not None:
         result["window_delta"] = window_end[0] - window_start[0]
         result["window_steps"] = window_end[1] - window_start[1]
+        result["window_passes"] = window_end[2] - window_start[2]
     return result
 
 
@@ -637,6 +651,8 @@ def report(result: dict[str, Any]) -> None:
     if "window_delta" in result:
         print(f"  API requests per step in the steady-state window ({result['window_steps']} steps):")
         print(per_step(result["window_delta"], result["window_steps"]))
+        passes = result["window_passes"] / max(result["window_steps"], 1)
+        print(f"  reconcile passes per step in the steady-state window: {passes:.2f}")
     if lateness:
         print(
             f"  step lateness, due wake-ups that moved a step or phase (n={len(lateness)}): "

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC
 
-from canaryd.api.constants import Reason
+from canaryd.api.constants import CANARY_SUFFIX, PRIMARY_SUFFIX, Reason
 from canaryd.api.models import Canary
 from canaryd.api.naming import workload_names
 from canaryd.core.observations import CanaryClaim, Observations, RouteState, WorkloadState
@@ -92,6 +92,31 @@ def claimed(target: str) -> tuple[frozenset[str], frozenset[str]]:
     """The Deployments and the Services a Canary of ``target`` acts on."""
     names = workload_names(target)
     return frozenset({target, names.primary}), frozenset({names.primary, names.canary_service})
+
+
+def _targets_named_by(name: str) -> set[str]:
+    """The targets whose derived Deployment or Service could be ``name``: itself, and its name unsuffixed."""
+    found = {name}
+    for suffix in (PRIMARY_SUFFIX, CANARY_SUFFIX):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            found.add(name[: -len(suffix)])
+    return found
+
+
+def related_targets(target: str, routes: tuple[RouteState, ...]) -> frozenset[str]:
+    """Every target another Canary may have for :func:`refusal` to find a conflict with one of ``target``.
+
+    A Canary of another target is never contested: its Deployments and
+    Services (``claimed``) share nothing with this one's, and its Services
+    are not in a rule of this Canary's routes. So the controller hands the
+    decision only the Canaries of these targets, looked up in an index, and
+    a step costs the same with ten Canaries in the namespace or ten thousand.
+    """
+    found = _targets_named_by(target) | {workload_names(target).primary}
+    for route in routes:
+        for backend in route.shared_backends:
+            found |= _targets_named_by(backend)
+    return frozenset(found)
 
 
 def precedence(claim: CanaryClaim) -> tuple[bool, float, str, str]:
@@ -199,4 +224,5 @@ __all__ = [
     "derived_name_problems",
     "precedence",
     "refusal",
+    "related_targets",
 ]

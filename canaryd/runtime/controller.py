@@ -47,7 +47,6 @@ from canaryd.adapters.scheduler import WakeupScheduler
 from canaryd.adapters.shards import ShardElector
 from canaryd.adapters.writers import Writer
 from canaryd.core import lifecycle
-from canaryd.core.claims import REFUSAL_REASONS
 from canaryd.core.references import Reference, references
 from canaryd.core.sharding import shard_of
 from canaryd.runtime.hooks import BackgroundHooks, HookRunner
@@ -164,6 +163,7 @@ class Controller:
         )
         slots = RunSlots(settings.max_concurrent_runs)
         self.caches.canaries.add_handler(slots.track)
+        self.caches.canaries.add_handler(self.caches.claims.track)
         self.caches.canaries.add_handler(self._on_canary)
         self.caches.templates.add_handler(self._dependency("MetricTemplate"))
         self.caches.deployments.add_handler(self._dependency("Deployment"))
@@ -389,14 +389,8 @@ class Controller:
         """A Canary went away: those it kept from their target (``core.claims``) may act now."""
         if self.caches is None:
             return
-        for obj in self.caches.canaries.items():
-            meta = obj.get("metadata") or {}
-            if meta.get("namespace") != namespace:
-                continue
-            conditions = (obj.get("status") or {}).get("conditions") or []
-            ready = next((c for c in conditions if isinstance(c, dict) and c.get("type") == "Ready"), {})
-            if ready.get("reason") in REFUSAL_REASONS:
-                self._enqueue((namespace, str(meta.get("name", ""))))
+        for key in sorted(self.caches.claims.refused(namespace)):
+            self._enqueue(key)
 
     def _dependency(self, kind: str) -> Any:
         def handler(event_type: str, obj: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from canaryd.api.models import Canary, MetricCheck, MetricTemplate, validation_t
 from canaryd.api.naming import workload_names
 from canaryd.api.timestamps import parse_rfc3339
 from canaryd.core import autoscaling, concurrency
+from canaryd.core.claims import REFUSAL_REASONS, related_targets
 from canaryd.core.concurrency import Key
 from canaryd.core.observations import AutoscalerState, CanaryClaim, Observations, RouteState, WorkloadState
 from canaryd.core.routes import inspect_route
@@ -69,6 +70,8 @@ class ByVersion:
 
     def __init__(self) -> None:
         self._made: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
+        #: The keys of ``_made`` by object namespace and name, so forgetting one costs no scan.
+        self._keys_of: dict[tuple[str, str], set[tuple[str, str, str, str]]] = defaultdict(set)
 
     def get(self, what: str, obj: dict[str, Any], make: Callable[[dict[str, Any]], T]) -> T:
         meta = obj.get("metadata") or {}
@@ -82,11 +85,12 @@ class ByVersion:
             return value
         made = make(obj)
         self._made[key] = (version, made)
+        self._keys_of[(key[1], key[2])].add(key)
         return made
 
     def forget(self, namespace: str, name: str) -> None:
-        for key in [k for k in self._made if k[1] == namespace and k[2] == name]:
-            del self._made[key]
+        for key in self._keys_of.pop((namespace, name), ()):
+            self._made.pop(key, None)
 
 
 @dataclass
@@ -102,6 +106,8 @@ class Caches:
     autoscalers: MultiInformer | None = None
     autoscaler_index: AutoscalerIndex = field(default_factory=AutoscalerIndex)
     parsed: ByVersion = field(default_factory=ByVersion)
+    #: Canaries by target and the refused ones, kept from the Canary cache's events (``ClaimIndex.track``).
+    claims: ClaimIndex = field(default_factory=lambda: ClaimIndex())
 
     @property
     def all(self) -> list[MultiInformer]:
@@ -240,18 +246,29 @@ def resolve_metrics(
     return tuple(resolved), problems
 
 
-def other_claims(canary: Canary, canaries: MultiInformer) -> tuple[CanaryClaim, ...]:
-    """The other Canaries of the namespace, read leniently: one that does not parse still claims a target."""
+def other_claims(
+    canary: Canary, canaries: MultiInformer, index: ClaimIndex, routes: tuple[RouteState, ...]
+) -> tuple[CanaryClaim, ...]:
+    """The other Canaries of the namespace that could contest this one's objects, read leniently.
+
+    Only the Canaries of the targets ``core.claims.related_targets`` names
+    are looked at (through the index, not a scan of the cache); one that
+    does not parse still claims its target.
+    """
     namespace, uid, name = canary.metadata.namespace, canary.metadata.uid, canary.metadata.name
+    related = related_targets(canary.spec.target_ref.name, routes)
     claims: list[CanaryClaim] = []
-    for obj in canaries.items():
+    for other_namespace, other_name in sorted(index.targeting(namespace, related)):
+        obj = canaries.get(other_namespace, other_name)
+        if obj is None:
+            continue
         meta = obj.get("metadata") or {}
-        if meta.get("namespace") != namespace or (meta.get("name") == name and meta.get("uid") == uid):
+        if meta.get("name") == name and meta.get("uid") == uid:
             continue
         if meta.get("deletionTimestamp") and FINALIZER not in (meta.get("finalizers") or []):
             continue  # going away without any more work from canaryd
-        target = ((obj.get("spec") or {}).get("targetRef") or {}).get("name")
-        if not isinstance(target, str) or not target:
+        target = _target_of(obj)
+        if target is None:
             continue
         created = meta.get("creationTimestamp")
         status = obj.get("status") or {}
@@ -265,6 +282,75 @@ def other_claims(canary: Canary, canaries: MultiInformer) -> tuple[CanaryClaim, 
             )
         )
     return tuple(claims)
+
+
+def _target_of(obj: dict[str, Any]) -> str | None:
+    """The Deployment a Canary object names in spec.targetRef, read leniently (None: it names none)."""
+    spec = obj.get("spec")
+    target_ref = spec.get("targetRef") if isinstance(spec, dict) else None
+    target = target_ref.get("name") if isinstance(target_ref, dict) else None
+    return target if isinstance(target, str) and target else None
+
+
+class ClaimIndex:
+    """The Canaries of each namespace by the Deployment they target, and those refused, from cache events.
+
+    The claims decision (``core.claims``) needs the few other Canaries whose
+    targets are related to a Canary's own; a deleted Canary wakes only the
+    Canaries that were refused. Both are kept as indexes updated from the
+    Canary cache's events (``track``) instead of scans of the whole cache,
+    which cost every step time in proportion to the number of Canaries.
+    """
+
+    def __init__(self) -> None:
+        self._by_target: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self._target_of: dict[Key, tuple[str, str]] = {}
+        self._refused: dict[str, set[Key]] = defaultdict(set)
+
+    def track(self, event_type: str, obj: dict[str, Any]) -> None:
+        """Keep the indexes current: a handler for the Canary cache."""
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        old = self._target_of.pop(key, None)
+        if old is not None:
+            keys = self._by_target[old]
+            keys.discard(key)
+            if not keys:
+                del self._by_target[old]
+        refused = self._refused[key[0]]
+        refused.discard(key)
+        if event_type == "DELETED":
+            if not refused:
+                del self._refused[key[0]]
+            return
+        target = _target_of(obj)
+        if target is not None:
+            self._by_target[(key[0], target)].add(key)
+            self._target_of[key] = (key[0], target)
+        if _ready_reason(obj) in REFUSAL_REASONS:
+            refused.add(key)
+        elif not refused:
+            del self._refused[key[0]]
+
+    def targeting(self, namespace: str, targets: frozenset[str] | set[str]) -> set[Key]:
+        """The Canaries of the namespace whose target is one of ``targets``."""
+        found: set[Key] = set()
+        for target in targets:
+            found |= self._by_target.get((namespace, target), set())
+        return found
+
+    def refused(self, namespace: str) -> set[Key]:
+        """The Canaries of the namespace whose Ready condition says a claim keeps them from acting."""
+        return set(self._refused.get(namespace, ()))
+
+
+def _ready_reason(obj: dict[str, Any]) -> Any:
+    status = obj.get("status")
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    for condition in conditions if isinstance(conditions, list) else ():
+        if isinstance(condition, dict) and condition.get("type") == "Ready":
+            return condition.get("reason")
+    return None
 
 
 def owned_by(obj: dict[str, Any] | None, owner_uid: str) -> bool:
@@ -380,7 +466,7 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         deleting=bool(meta.get("deletionTimestamp")),
         has_finalizer=FINALIZER in (meta.get("finalizers") or []),
         owns_workloads=owns_workloads,
-        others=other_claims(canary, caches.canaries),
+        others=other_claims(canary, caches.canaries, caches.claims, tuple(routes)),
         autoscaler=autoscaled.state,
         stale_autoscalers=autoscaled.stale,
     )

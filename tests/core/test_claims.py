@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from canaryd.api.constants import Phase, Reason
 from canaryd.api.models import Canary
-from canaryd.core.claims import claimed, derived_name_problems, precedence, refusal
+from canaryd.core.claims import claimed, derived_name_problems, precedence, refusal, related_targets
 from canaryd.core.effects import RecordEvent, ReleaseOwned, RemoveFinalizer
 from canaryd.core.lifecycle import analysis_due, decide
 from canaryd.core.observations import CanaryClaim, Observations, RouteState, WorkloadState
@@ -230,3 +230,33 @@ def test_claims_compare_aware_and_naive_times_alike() -> None:
     aware = CanaryClaim("a", "1", datetime(2026, 1, 1, tzinfo=UTC), "web")
     naive = CanaryClaim("b", "2", datetime(2026, 1, 1, 0, 0, 1), "web")
     assert precedence(aware) < precedence(naive)
+
+
+# Small alphabets make related names (a target, its -primary, a -canary) likely to collide.
+_stems = st.sampled_from(["a", "b", "web", "web-primary", "web-canary", "a-primary", "b-canary"])
+_suffixes = st.sampled_from(["", "-primary", "-canary"])
+_related_names = st.builds(lambda stem, suffix: stem + suffix, _stems, _suffixes)
+_claims = st.lists(
+    st.builds(
+        claim,
+        st.sampled_from(["c1", "c2", "c3", "c4", "c5"]),
+        _related_names,
+        created=st.integers(0, 3),
+        started=st.booleans(),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=500)
+@given(me=_related_names, others=_claims, shared=st.lists(_related_names, max_size=3))
+def test_the_related_targets_hold_every_canary_that_can_contest_so_the_index_lookup_decides_the_same(
+    me: str, others: list[CanaryClaim], shared: list[str]
+) -> None:
+    """The controller hands ``refusal`` only the Canaries of ``related_targets``: it must decide the same."""
+    routes = (RouteState(kind="HTTPRoute", name="r", exists=True, shared_backends=tuple(shared)),)
+    mine = claim("me", me, created=1)
+    related = related_targets(me, routes)
+    everyone = seen(*others, routes=routes)
+    looked_up = seen(*(o for o in others if o.target in related), routes=routes)
+    assert refusal(mine, everyone) == refusal(mine, looked_up)

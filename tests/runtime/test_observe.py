@@ -162,3 +162,24 @@ def test_what_is_made_of_an_object_is_made_once_per_resource_version() -> None:
     assert made == ["7", "8", "8", "-", "-"]
     parsed.forget("shop", "cart")
     assert parsed.get("Canary", recreated, make) == "parsed 6"
+
+
+def test_the_claim_index_follows_targets_and_refusals_through_the_canary_events() -> None:
+    """A retargeted or deleted Canary leaves its old entry; a refused one is found without a scan."""
+    from canaryd.api.constants import Reason
+    from canaryd.runtime.observe import ClaimIndex
+
+    index = ClaimIndex()
+    web = world.canary(NS, "web")
+    index.track("ADDED", web)
+    assert index.targeting(NS, {"web"}) == {(NS, "web")}
+    retargeted = copy.deepcopy(web)
+    retargeted["spec"]["targetRef"]["name"] = "shop"
+    ready = {"type": "Ready", "status": "False", "reason": Reason.TARGET_CLAIMED.value}
+    retargeted["status"] = {"conditions": [ready]}
+    index.track("MODIFIED", retargeted)
+    assert index.targeting(NS, {"web"}) == set()
+    assert index.targeting(NS, {"shop", "other"}) == {(NS, "web")}
+    assert index.refused(NS) == {(NS, "web")} and index.refused("elsewhere") == set()
+    index.track("DELETED", retargeted)
+    assert index.targeting(NS, {"shop"}) == set() and index.refused(NS) == set()

@@ -187,8 +187,16 @@ class SandboxApiServer:
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         ssl_context = await self._tls_context() if self.tls else None
+        # A listen backlog like a real API server's (Go listens with the kernel's somaxconn): with
+        # aiohttp's default of 128, a client opening its pool at once gets SYNs dropped and waits
+        # seconds for the kernel to resend them.
         self._site = web.TCPSite(
-            self._runner, self.host, self.requested_port, shutdown_timeout=0.5, ssl_context=ssl_context
+            self._runner,
+            self.host,
+            self.requested_port,
+            shutdown_timeout=0.5,
+            ssl_context=ssl_context,
+            backlog=4096,
         )
         await self._site.start()
         server = self._site._server  # the bound socket tells the real port when 0 was asked
