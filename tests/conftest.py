@@ -1,8 +1,14 @@
-"""Shared pytest configuration: fixture plugins and the --run-slow flag."""
+"""Shared pytest configuration: fixture plugins, the --run-slow flag, and hypothesis without deadlines."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+
+# A property test asserts what holds for every input, not how fast one input runs: on a machine
+# shared with other builds a single example can take a second, and a deadline would fail it.
+settings.register_profile("canaryd", deadline=None)
+settings.load_profile("canaryd")
 
 pytest_plugins = [
     "tests.fixtures.prometheus",

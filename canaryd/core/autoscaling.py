@@ -16,12 +16,12 @@ All of it is pure: what the copy is, whether the one in the cluster is it.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from canaryd.api.constants import LABEL_CANARY, LABEL_MANAGED_BY, MANAGER_NAME
 from canaryd.api.models import Canary
 from canaryd.api.naming import workload_names
+from canaryd.core.json_values import clone
 from canaryd.core.workloads import owner_reference
 
 #: On the copy: the HPA it was made from.
@@ -55,7 +55,7 @@ def primary_autoscaler(source: dict[str, Any], canary: Canary) -> dict[str, Any]
     """``<source>-primary``: the source's spec scaling ``<target>-primary``, owned by the Canary."""
     meta = source.get("metadata") or {}
     name = str(meta.get("name", ""))
-    spec = copy.deepcopy(source.get("spec") or {})
+    spec = clone(source.get("spec") or {})
     ref = dict(spec.get("scaleTargetRef") or {})
     ref.update(
         {

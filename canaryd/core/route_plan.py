@@ -36,13 +36,13 @@ the server never looks like a change to undo.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from canaryd.api.constants import GRPC_ROUTE
+from canaryd.core.json_values import clone
 
 #: The suffix of every rule name canaryd gives its own rules.
 RULE_NAME_SUFFIX = ".canaryd.io"
@@ -180,7 +180,7 @@ def user_view(route: Mapping[str, Any], primary: str, canary: str) -> dict[str, 
     Two routes with the same view differ only in canaryd's parts; this is what
     ``routes.spec_hash`` hashes and what the property tests compare byte for byte.
     """
-    spec = copy.deepcopy(dict(route.get("spec") or {}))
+    spec = clone(dict(route.get("spec") or {}))
     namespace = str((route.get("metadata") or {}).get("namespace", ""))
     weighted = {w.index: w for w in weighted_rules(route, primary, canary)}
     rules = spec.get("rules")
@@ -200,7 +200,7 @@ def user_view(route: Mapping[str, Any], primary: str, canary: str) -> dict[str, 
 
 def _without_canaryd_parts(rule: Rule, weighted: WeightedRule, namespace: str, canary: str) -> Rule:
     """The weighted rule without canaryd's mirror filter and cookie filter (weights kept)."""
-    rule = copy.deepcopy(rule)
+    rule = clone(rule)
     filters = [f for f in rule.get("filters") or [] if not is_canaryd_mirror(f, namespace, canary)]
     _set_list(rule, "filters", filters)
     ref = rule["backendRefs"][weighted.canary_ref]
@@ -387,14 +387,14 @@ def canary_rule(
             f"Canary's {len(user_matches)} gives {len(combined)}, more than the {MAX_MATCHES_PER_RULE} "
             "a rule may have"
         )
-    ref = copy.deepcopy(rule["backendRefs"][weighted.canary_ref])
+    ref = clone(rule["backendRefs"][weighted.canary_ref])
     ref["weight"] = 1
     _set_list(ref, "filters", [f for f in ref.get("filters") or [] if not is_canaryd_cookie_filter(f)])
     built: Rule = {"name": name}
     for key, value in rule.items():
         if key in ("name", "matches", "backendRefs"):
             continue
-        built[key] = copy.deepcopy(value)
+        built[key] = clone(value)
     _set_list(
         built,
         "filters",
@@ -511,7 +511,7 @@ def _defaulted_ref(ref: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _defaulted_filter(item: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(item))
+    out = clone(dict(item))
     mirror = out.get("requestMirror")
     if isinstance(mirror, dict):
         if isinstance(mirror.get("backendRef"), dict):
@@ -522,7 +522,7 @@ def _defaulted_filter(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _defaulted_match(match: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    out = copy.deepcopy(dict(match))
+    out = clone(dict(match))
     if kind != GRPC_ROUTE:
         path = out.get("path")
         if isinstance(path, dict):
@@ -543,7 +543,7 @@ def _defaulted_match(match: Mapping[str, Any], kind: str) -> dict[str, Any]:
 
 def normalized(rule: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """A rule with Gateway API's defaults filled in, as a real API server stores it."""
-    out = copy.deepcopy(dict(rule))
+    out = clone(dict(rule))
     matches = out.get("matches")
     if kind != GRPC_ROUTE and not matches:
         out["matches"] = [{"path": {"type": "PathPrefix", "value": "/"}}]

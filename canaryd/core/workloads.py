@@ -15,7 +15,6 @@ canaryd's bookkeeping and is not part of a revision (see ``core.revision``).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from canaryd.api.constants import (
@@ -30,6 +29,7 @@ from canaryd.api.constants import (
 )
 from canaryd.api.models import Canary
 from canaryd.api.naming import workload_names
+from canaryd.core.json_values import clone
 from canaryd.core.observations import WorkloadState
 from canaryd.core.revision import REVISION_ANNOTATION, deployment_template_hash, primary_revision
 
@@ -81,7 +81,7 @@ def target_problem(target: dict[str, Any]) -> str:
 
 def primary_template(target: dict[str, Any]) -> dict[str, Any]:
     """The target's pod template with its selector labels pointing at the primary."""
-    template = copy.deepcopy((target.get("spec") or {}).get("template") or {})
+    template = clone((target.get("spec") or {}).get("template") or {})
     metadata = template.setdefault("metadata", {})
     labels = dict(metadata.get("labels") or {})
     labels.update(primary_selector(target))
@@ -111,7 +111,7 @@ def primary_deployment(target: dict[str, Any], canary: Canary, replicas: int | N
     """``<target>-primary``: the target's spec with rewritten selectors, owned by the Canary."""
     meta = target.get("metadata") or {}
     name = str(meta.get("name", ""))
-    spec = copy.deepcopy(target.get("spec") or {})
+    spec = clone(target.get("spec") or {})
     spec.pop("paused", None)
     spec["replicas"] = target_replicas(target) if replicas is None else replicas
     spec["selector"] = {"matchLabels": primary_selector(target)}

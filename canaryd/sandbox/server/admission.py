@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from canaryd.core.json_values import clone
 from canaryd.sandbox.server import errors, kinds
-from canaryd.sandbox.server.patching import clone
 from canaryd.sandbox.server.resources import ResourceType
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

@@ -15,28 +15,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import jsonpatch
 
+from canaryd.core.json_values import clone
 from canaryd.sandbox.server.errors import ApiError, bad_request, unprocessable
-
-_Json = TypeVar("_Json")
-
-
-def clone(value: _Json) -> _Json:
-    """A deep copy of a JSON value (dicts, lists, scalars), several times faster than copy.deepcopy."""
-    return cast(_Json, _clone(value))
-
-
-def _clone(value: Any) -> Any:
-    kind = type(value)
-    if kind is dict:
-        return {key: _clone(item) for key, item in value.items()}
-    if kind is list:
-        return [_clone(item) for item in value]
-    return value
-
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

@@ -76,6 +76,7 @@ from datetime import UTC, datetime
 from typing import Any, ParamSpec
 
 from canaryd.api.timestamps import format_rfc3339
+from canaryd.core.json_values import clone
 from canaryd.sandbox.labels import labels_match
 from canaryd.sandbox.server import admission, conversion, errors
 from canaryd.sandbox.server import gateway_api as gateway_api_crds
@@ -88,7 +89,6 @@ from canaryd.sandbox.server.patching import (
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
     apply_patch,
-    clone,
 )
 from canaryd.sandbox.server.resources import ResourceRegistry, ResourceType, types_from_crd
 from canaryd.sandbox.server.selectors import fields_match, parse_field_selector, parse_label_selector
