@@ -34,6 +34,7 @@ from canaryd.core.notifications import (
     wanted,
 )
 from canaryd.core.pacing import TokenBucket
+from canaryd.core.redaction import redact_destination
 from canaryd.core.webhooks import encode_payload
 
 log = structlog.get_logger("canaryd.notifier")
@@ -185,7 +186,8 @@ class Notifier:
                 raise
             except Exception as exc:  # a formatting or transport bug must not end the drain loop
                 self.metrics.observe_notification(config.name, "error")
-                log.error("notification failed", provider=config.name, error=str(exc))
+                error = redact_destination(str(exc), config.url)
+                log.error("notification failed", provider=config.name, error=error)
             finally:
                 channel.queue.task_done()
 

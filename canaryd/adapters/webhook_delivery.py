@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from canaryd.adapters.delivery_metrics import DeliveryMetrics
+from canaryd.core.redaction import redact_destination
 from canaryd.core.signing import SIGNATURE_HEADER, sign
 from canaryd.core.webhooks import encode_payload, headers_for, retry_delay
 
@@ -238,9 +239,10 @@ class WebhookSender:
             transient = result.outcome in (Outcome.TIMEOUT, Outcome.UNREACHABLE, Outcome.MALFORMED) or (
                 result.outcome is Outcome.HTTP_ERROR and result.status in RETRYABLE_STATUSES
             )
+            message = redact_destination(result.message, url)
             if not transient or attempts > policy.retries:
                 return DeliveryResult(
-                    result.outcome, result.status, attempts, elapsed, result.message, result.answer
+                    result.outcome, result.status, attempts, elapsed, message, result.answer
                 )
             delay = retry_delay(
                 attempts, base=policy.backoff, cap=policy.backoff_cap, retry_after=result.retry_after
@@ -249,7 +251,7 @@ class WebhookSender:
                 policy.budget is not None and elapsed + delay + MIN_ATTEMPT_SECONDS > policy.budget
             ):
                 return DeliveryResult(
-                    result.outcome, result.status, attempts, elapsed, result.message, result.answer
+                    result.outcome, result.status, attempts, elapsed, message, result.answer
                 )
             await self._sleep(delay)
 

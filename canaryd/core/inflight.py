@@ -52,6 +52,23 @@ def routes_carry(routes: tuple[RouteState, ...], canary_weight: int) -> bool:
     )
 
 
+def confirmed(written: CanaryStatus, routes: tuple[RouteState, ...]) -> int:
+    """The weight the routes are known to carry: the one being moved to once they carry it, else status's.
+
+    A controller stopped between a route patch and the status write that
+    confirms it leaves ``canaryWeight`` at the old weight while the routes
+    may already carry ``movingToWeight``. Taking the old weight as confirmed
+    then would let a decision that goes back to it (a rollback to 0 from the
+    first step) write status at that weight before the routes are moved back.
+    """
+    moving = written.moving_to_weight
+    if moving is not None and moving != written.canary_weight and routes_carry(routes, moving):
+        has_routes = any(route.exists and route.has_backends for route in routes)
+        if has_routes:
+            return moving
+    return written.canary_weight
+
+
 def stage(
     decided: CanaryStatus, confirmed_weight: int, routes: tuple[RouteState, ...], effects: Sequence[Effect]
 ) -> Staged:
@@ -73,4 +90,4 @@ def stage(
     return Staged(before_routes=before, once_routed=after)
 
 
-__all__ = ["Staged", "intended", "routes_carry", "stage"]
+__all__ = ["Staged", "confirmed", "intended", "routes_carry", "stage"]

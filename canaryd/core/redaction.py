@@ -11,7 +11,7 @@ every error text goes through these functions on its way there.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 #: What replaces a hidden credential.
 HIDDEN = "REDACTED"
@@ -75,4 +75,38 @@ def redact_text(text: str) -> str:
     return _AUTH_HEADER.sub(lambda match: f"{match.group(1)} {HIDDEN}", text)
 
 
-__all__ = ["HIDDEN", "redact_text", "redact_url"]
+#: A path segment that looks like a credential: letters and digits mixed, or long.
+_TOKEN_LIKE = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z]).{6,}$|^.{20,}$")
+
+
+def redact_destination(text: str, url: str) -> str:
+    """``text`` (an answer or error about a call to ``url``) without the parts of ``url`` that are secret.
+
+    Chat and webhook URLs carry their credential in the path (Slack's
+    ``/services/T…/B…/<token>``, Teams' ``/webhookb2/…/IncomingWebhook/…``,
+    Discord's ``/api/webhooks/<id>/<token>``) or in the query, and a receiver
+    or a proxy before it may quote the URL in its answer. Everything after the
+    host is hidden wherever it appears, and so is each token-like path segment
+    and every query value; then :func:`redact_text` applies.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact_text(text.replace(url, HIDDEN) if url else text)
+    secrets = set()
+    start = url.find(parts.netloc) + len(parts.netloc) if parts.netloc else 0
+    tail = url[start:]
+    if tail not in ("", "/"):
+        secrets |= {tail, unquote(tail)}
+    if parts.password:
+        secrets.add(parts.password)
+    for segment in parts.path.split("/"):
+        if _TOKEN_LIKE.match(segment):
+            secrets |= {segment, unquote(segment)}
+    secrets |= {value for _, value in parse_qsl(parts.query, keep_blank_values=False) if len(value) >= 4}
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, HIDDEN)
+    return redact_text(text)
+
+
+__all__ = ["HIDDEN", "redact_destination", "redact_text", "redact_url"]

@@ -303,7 +303,10 @@ class Reconciler:
         if starts_run(canary.status, decision.status):
             self.slots.claim(key)  # before any await, so a concurrent decision counts this run
         staged = inflight.stage(
-            decision.status, written.status.canary_weight, observations.routes, decision.effects
+            decision.status,
+            inflight.confirmed(written.status, observations.routes),
+            observations.routes,
+            decision.effects,
         )
         self._doing[key] = "writing the Canary's status"
         try:

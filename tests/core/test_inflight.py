@@ -8,7 +8,7 @@ from datetime import timedelta
 from canaryd.api.constants import Phase
 from canaryd.api.models import CanaryStatus
 from canaryd.core.effects import ScaleTarget, SetRouteWeights
-from canaryd.core.inflight import intended, routes_carry, stage
+from canaryd.core.inflight import confirmed, intended, routes_carry, stage
 from canaryd.core.lifecycle import analysis_due
 from canaryd.core.observations import RouteState
 from tests.core.world import progressing_world, with_status
@@ -61,6 +61,24 @@ def test_a_rollback_keeps_the_old_weight_until_the_primary_has_it_all() -> None:
     staged = stage(failed, 50, (route(50),), [SetRouteWeights(100, 0)])
     assert (staged.before_routes.canary_weight, staged.before_routes.moving_to_weight) == (50, 0)
     assert staged.once_routed is not None and staged.once_routed.canary_weight == 0
+
+
+def test_a_rollback_after_a_crash_that_left_a_move_landed_but_unconfirmed_waits_for_the_primary() -> None:
+    # Killed after patching the route to 15 and before the status write that confirms it.
+    written = CanaryStatus(phase=Phase.PROGRESSING, canary_weight=0, moving_to_weight=15, step=1)
+    assert confirmed(written, (route(15),)) == 15
+    failed = CanaryStatus(phase=Phase.FAILED, canary_weight=0, step=1)
+    staged = stage(failed, confirmed(written, (route(15),)), (route(15),), [SetRouteWeights(100, 0)])
+    # Status may not say 0 while the route still carries 15: it says it is moving there.
+    assert (staged.before_routes.canary_weight, staged.before_routes.moving_to_weight) == (15, 0)
+    assert staged.once_routed is not None and staged.once_routed.canary_weight == 0
+
+
+def test_a_move_the_routes_do_not_carry_leaves_the_confirmed_weight_where_status_said() -> None:
+    written = CanaryStatus(phase=Phase.PROGRESSING, canary_weight=10, moving_to_weight=30, step=2)
+    assert confirmed(written, (route(10),)) == 10
+    assert confirmed(written, (route(None, exists=False),)) == 10  # no route: nothing is known to carry 30
+    assert confirmed(at(10), (route(30),)) == 10  # no move in flight: a foreign weight confirms nothing
 
 
 def test_routes_that_do_not_exist_carry_nothing_and_mixed_rules_carry_no_single_weight() -> None:

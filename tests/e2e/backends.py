@@ -203,6 +203,12 @@ class RealStore:
         ]
         return dict(self._call("PATCH", _api_path(resource, namespace, name)[0], patch, content_type))
 
+    def update(self, resource: str, obj: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        """PUT the whole object (its resourceVersion makes a stale copy fail with 409 Conflict)."""
+        meta = obj.get("metadata") or {}
+        path = _api_path(resource, namespace or meta.get("namespace"), meta["name"])[0]
+        return dict(self._call("PUT", path, obj))
+
     def delete(self, resource: str, name: str, namespace: str | None = None) -> Any:
         return self._call("DELETE", _api_path(resource, namespace, name)[0])
 
