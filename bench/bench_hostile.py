@@ -7,7 +7,11 @@ the case's hostile answer, and prints what happened: inputs applied and
 refused by the API server, the Canaries' outcomes, crashes, hangs and
 refusals without a clear message (each listed), and the time taken.
 
-    python bench/bench_hostile.py [--inputs 10000] [--batch 250] [--seed 16]
+    python bench/bench_hostile.py [--inputs 10000] [--batch 250] [--seed 16] [--settle 40]
+
+``--settle`` is how long a batch's Canaries get to say where they stand (half
+before the new revision, half after) before one that says nothing counts as a
+hang: on a machine shared with other work, give it more.
 
 Exits 1 when there was a crash, a hang or an unclear refusal; the seed
 replays the same inputs.
@@ -32,7 +36,7 @@ def _batch(first: int, size: int, run_seed: int) -> list[Case]:
     return generate(size, lambda n: f"hostile-{n}", run_seed * 100_003 + first, first)
 
 
-async def main(inputs: int, batch: int, run_seed: int) -> int:
+async def main(inputs: int, batch: int, run_seed: int, settle: float) -> int:
     figures = Figures()
     started = time.monotonic()
     loop = asyncio.get_running_loop()
@@ -47,7 +51,7 @@ async def main(inputs: int, batch: int, run_seed: int) -> int:
                     following = firsts[index + 1]
                     size = min(batch, inputs - following)
                     upcoming = loop.run_in_executor(pool, _batch, following, size, run_seed)
-                await run_batch(cluster, prometheus, cases, figures)
+                await run_batch(cluster, prometheus, cases, figures, settle_seconds=settle)
                 figures.prometheus_queries = prometheus.queries
                 figures.seconds = time.monotonic() - started
                 print(
@@ -66,5 +70,6 @@ if __name__ == "__main__":
     parser.add_argument("--inputs", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--settle", type=float, default=40.0, help="seconds a batch gets before a hang")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.inputs, args.batch, args.seed)))
+    sys.exit(asyncio.run(main(args.inputs, args.batch, args.seed, args.settle)))
