@@ -100,6 +100,8 @@ async def test_a_leader_that_cannot_renew_stops_leading(clients):
     await wait_for(lambda: a.is_leader)
     server.faults.add("error", resource="leases", code=503)
     await wait_for(lambda: not a.is_leader, timeout=3)
+    # The stop callback runs as its own task (shielded from the elector's cancellation), just after.
+    await wait_for(lambda: len(log) > 1, timeout=1)
     assert log == [("start", "a"), ("stop", "a")]
     server.faults.clear()
     await a.stop()

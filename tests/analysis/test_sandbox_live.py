@@ -146,7 +146,8 @@ async def test_sandbox_templates_read_the_simulated_traffic(live_sandbox: Sandbo
         querier.close()
 
     assert isinstance(canary_success, Value) and canary_success.value == pytest.approx(80.0, abs=2.5)
-    assert primary_success == Value(100.0)
+    # A ratio of two rates: 100 up to float rounding (99.99999999999999 was seen).
+    assert isinstance(primary_success, Value) and primary_success.value == pytest.approx(100.0)
     # Log-normal latencies with p99 about 1.8x the mean, read through the simulator's buckets.
     assert isinstance(canary_p99, Value) and 150.0 <= canary_p99.value <= 200.0
     assert isinstance(primary_p99, Value) and 10.0 <= primary_p99.value <= 25.0
