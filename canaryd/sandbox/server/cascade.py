@@ -31,6 +31,10 @@ class Stored(Protocol):
 
     def has_uid(self, uid: str) -> bool: ...
 
+    def dependents_of(self, owner_uid: str) -> list[tuple[ResourceType, dict[str, Any]]]:
+        """The stored objects whose ownerReferences name ``owner_uid`` (from an index: no scan)."""
+        ...
+
     def stored_namespace(self, name: str) -> dict[str, Any] | None: ...
 
     def namespace_in_use(self, namespace: str) -> bool:
@@ -61,11 +65,7 @@ class Cascade:
     def dependents(self, owner_uid: str) -> list[tuple[ResourceType, dict[str, Any]]]:
         if not owner_uid:
             return []
-        return [
-            (rtype, obj)
-            for rtype, obj in self.store.stored_objects()
-            if any(ref.get("uid") == owner_uid for ref in (obj["metadata"].get("ownerReferences") or ()))
-        ]
+        return self.store.dependents_of(owner_uid)
 
     def orphan_dependents(self, owner_uid: str) -> None:
         """propagationPolicy Orphan: the dependents lose their reference to the owner and stay."""

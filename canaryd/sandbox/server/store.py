@@ -149,6 +149,10 @@ class ObjectStore:
         self._rv = 0
         self._objects: dict[tuple[str, str], dict[Key, dict[str, Any]]] = {}
         self._uids: dict[str, tuple[tuple[str, str], Key]] = {}
+        #: Objects by the uids in their ownerReferences, and each object's owners: the garbage collector
+        #: looks a deleted owner's dependents up instead of scanning every stored object.
+        self._owned: dict[str, dict[tuple[tuple[str, str], Key], None]] = {}
+        self._owners_of: dict[tuple[tuple[str, str], Key], tuple[str, ...]] = {}
         self._feed = ChangeFeed(history_limit)
         namespaces = self.registry.get("", "v1", "namespaces")
         assert namespaces is not None
@@ -686,6 +690,7 @@ class ObjectStore:
         key = (ns, new["metadata"]["name"])
         self._bucket(rtype)[key] = new
         self._uids[new["metadata"]["uid"]] = (rtype.storage_key, key)
+        self._index_owners((rtype.storage_key, key), new)
         if notify:
             self._feed.publish(StoreEvent(event_type, self._rv, rtype.storage_key, ns or None, new, old))
 
@@ -695,6 +700,7 @@ class ObjectStore:
         key = (ns, meta["name"])
         self._bucket(rtype).pop(key, None)
         self._uids.pop(meta.get("uid", ""), None)
+        self._index_owners((rtype.storage_key, key), None)
         self._rv += 1
         final = shallow_copy_with_metadata(current)
         final["metadata"]["resourceVersion"] = str(self._rv)
@@ -706,7 +712,33 @@ class ObjectStore:
             self._cascade.finish_namespace(ns)
         return self._versioned(rtype, final)
 
+    def _index_owners(self, ref: tuple[tuple[str, str], Key], obj: dict[str, Any] | None) -> None:
+        """Keep the owner index for the object stored at ``ref`` (None: it is gone)."""
+        for uid in self._owners_of.pop(ref, ()):
+            owned = self._owned.get(uid)
+            if owned is not None:
+                owned.pop(ref, None)
+                if not owned:
+                    del self._owned[uid]
+        refs = (obj or {}).get("metadata", {}).get("ownerReferences") or ()
+        uids = tuple(dict.fromkeys(str(r.get("uid")) for r in refs if isinstance(r, dict) and r.get("uid")))
+        if uids:
+            self._owners_of[ref] = uids
+            for uid in uids:
+                self._owned.setdefault(uid, {})[ref] = None
+
     # ------------------------------------------------------------------ for the cascade (cascade.Stored)
+
+    def dependents_of(self, owner_uid: str) -> builtins.list[tuple[ResourceType, dict[str, Any]]]:
+        """The stored objects whose ownerReferences name ``owner_uid``, in the order they were stored."""
+        found: builtins.list[tuple[ResourceType, dict[str, Any]]] = []
+        by_key = {known.storage_key: known for known in reversed(list(self.registry.all()))}
+        for storage_key, key in list(self._owned.get(owner_uid, {})):
+            rtype = by_key.get(storage_key)
+            obj = self._objects.get(storage_key, {}).get(key)
+            if rtype is not None and obj is not None:
+                found.append((rtype, obj))
+        return found
 
     def stored_objects(self) -> Iterable[tuple[ResourceType, dict[str, Any]]]:
         by_key: dict[tuple[str, str], ResourceType] = {}
