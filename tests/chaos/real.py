@@ -57,6 +57,7 @@ from tests.chaos.runner import (
     _without_weights,
     run_plan,
     save_failure,
+    table,
 )
 from tests.e2e.backends import REPO, RealApiError, RealStore
 from tests.runtime import world
@@ -517,34 +518,13 @@ def _teardown(store: RealStore, cluster: Cluster, namespaces: list[str], *others
 
 def real_table(episodes: list[EpisodeResult], extra: Counter[str]) -> str:
     """The real cluster's faults and checks, in the sandbox table's shape."""
-    injected: Counter[str] = Counter()
-    runs_hit: Counter[str] = Counter()
-    checks: Counter[str] = Counter()
-    results = [run for episode in episodes for run in episode.runs]
-    for episode in episodes:
-        injected.update(episode.injected)
-    for result in results:
-        runs_hit.update({kind: 1 for kind in result.faults})
-        checks.update(result.checks)
-    violated = [r for r in results if r.violations]
-    good = sum(r.good for r in results)
-    lines = [
-        f"real cluster: runs {len(results)} in {len(episodes)} episodes (good revisions {good}, "
-        f"bad {len(results) - good}); runs with a violation: {len(violated)}; "
-        f"invariant violations: {sum(len(r.violations) for r in violated)}",
-        f"{'fault':<28}{'injected':>10}{'runs hit':>10}",
-        *(
-            f"{kind:<28}{injected.get(kind, 0):>10}{runs_hit.get(kind, 0):>10}"
-            for kind in (*REAL_FAULTS, "second_writer", "team_edit")
-        ),
-        f"{'invariant':<45}{'checked':>10}",
-        *(f"{name:<45}{count:>10}" for name, count in sorted(checks.items())),
+    note = (
         f"watch relists after faults {extra.get('relists', 0)}; status checks dropped as unverifiable "
-        f"(inside a relist's gap) {extra.get('unverifiable', 0)}",
-    ]
-    for result in violated:
-        lines.append(f"seed {result.seed} run {result.index}: {'; '.join(result.violations)[:500]}")
-    return "\n".join(lines)
+        f"(inside a relist's gap) {extra.get('unverifiable', 0)}"
+    )
+    return table(
+        episodes, faults=(*REAL_FAULTS, "second_writer", "team_edit"), where="real cluster: ", notes=(note,)
+    )
 
 
 __all__ = ["REAL_FAULTS", "real_plan", "real_table", "run_real_episode"]

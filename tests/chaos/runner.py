@@ -733,8 +733,18 @@ def save_failure(
     return path
 
 
-def table(episodes: list[EpisodeResult]) -> str:
-    """Faults injected and invariants checked over a set of episodes (each run counted once)."""
+def table(
+    episodes: list[EpisodeResult],
+    *,
+    faults: tuple[str, ...] = FAULTS,
+    where: str = "",
+    notes: tuple[str, ...] = (),
+) -> str:
+    """Faults injected and invariants checked over a set of episodes (each run counted once).
+
+    ``faults`` are the kinds listed (the real cluster has its own), ``where`` prefixes the first line
+    and ``notes`` follow the invariants.
+    """
     injected: Counter[str] = Counter()
     runs_hit: Counter[str] = Counter()
     checks: Counter[str] = Counter()
@@ -747,14 +757,15 @@ def table(episodes: list[EpisodeResult]) -> str:
     violated = [r for r in results if r.violations]
     good = sum(r.good for r in results)
     lines = [
-        f"runs {len(results)} in {len(episodes)} episodes (good revisions {good}, bad {len(results) - good}, "
-        f"under two replicas {sum(r.replicas == 2 for r in results)}); "
+        f"{where}runs {len(results)} in {len(episodes)} episodes (good revisions {good}, "
+        f"bad {len(results) - good}, under two replicas {sum(r.replicas == 2 for r in results)}); "
         f"runs with a violation: {len(violated)}; "
         f"invariant violations: {sum(len(r.violations) for r in violated)}",
         f"{'fault':<28}{'injected':>10}{'runs hit':>10}",
-        *(f"{kind:<28}{injected.get(kind, 0):>10}{runs_hit.get(kind, 0):>10}" for kind in FAULTS),
+        *(f"{kind:<28}{injected.get(kind, 0):>10}{runs_hit.get(kind, 0):>10}" for kind in faults),
         f"{'invariant':<45}{'checked':>10}",
         *(f"{name:<45}{count:>10}" for name, count in sorted(checks.items())),
+        *notes,
     ]
     for result in violated:
         lines.append(f"seed {result.seed} run {result.index}: {'; '.join(result.violations)[:500]}")

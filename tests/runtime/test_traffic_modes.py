@@ -531,14 +531,7 @@ async def test_a_route_that_cannot_take_the_ab_rule_never_starts_a_run_and_says_
         assert (routes_ready["status"], routes_ready["reason"]) == ("False", "TrafficModeUnsupported")
         assert "HTTPRoute quotes cannot take canaryd's A/B testing: rule 0" in routes_ready["message"]
         world.new_revision(store, NS, "quotes", "app:2.0")
-        progressing = await world.wait_until(
-            lambda: (
-                (c := world.condition(store, NS, "quotes", "Progressing"))
-                and "cannot start" in c["message"]
-                and c
-            ),
-            timeout=10,
-        )
+        progressing = await refused_start(store, "quotes")
         assert progressing["reason"] == "TrafficModeUnsupported"
         await world.wait_until(
             lambda: any(
@@ -572,14 +565,7 @@ async def test_a_mirror_canary_on_a_gateway_whose_class_cannot_mirror_never_star
         await until_phase(store, "ledger", "Initialized")
         as_written = json.dumps(stored_route(store, "ledger")["spec"], sort_keys=True)
         world.new_revision(store, NS, "ledger", "app:2.0")
-        progressing = await world.wait_until(
-            lambda: (
-                (c := world.condition(store, NS, "ledger", "Progressing"))
-                and "cannot start" in c["message"]
-                and c
-            ),
-            timeout=10,
-        )
+        progressing = await refused_start(store, "ledger")
         assert progressing["reason"] == "MirrorUnsupported"
         ready = world.condition(store, NS, "ledger", "Ready")
         routes_ready = world.condition(store, NS, "ledger", "RoutesReady")
@@ -615,3 +601,13 @@ async def test_a_mirror_canary_on_a_gateway_whose_class_cannot_mirror_never_star
         )
         await until_phase(store, "ledger", "Succeeded", timeout=60)
         assert json.dumps(stored_route(store, "ledger")["spec"], sort_keys=True) == as_written
+
+
+async def refused_start(store, name: str) -> dict:
+    """The Progressing condition once it says the new revision's run cannot start."""
+    return await world.wait_until(
+        lambda: (
+            (c := world.condition(store, NS, name, "Progressing")) and "cannot start" in c["message"] and c
+        ),
+        timeout=10,
+    )
