@@ -58,6 +58,7 @@ from tests.chaos.runner import (
     run_plan,
     save_failure,
     table,
+    weights_back_to_primary,
 )
 from tests.e2e.backends import REPO, RealApiError, RealStore
 from tests.runtime import world
@@ -290,13 +291,7 @@ async def _apply_real_fault(event: FaultEvent, cluster: Cluster, replicas: Repli
 
 def _second_writer(store: RealStore, namespace: str) -> int:
     """Weights back to the primary; returns the route's resourceVersion the write made."""
-    route = store.get(HTTPROUTES, APP, namespace)
-    for rule in route["spec"]["rules"]:
-        for ref in rule.get("backendRefs", []):
-            if ref["name"] == f"{APP}-primary":
-                ref["weight"] = 100
-            elif ref["name"] == f"{APP}-canary":
-                ref["weight"] = 0
+    route = weights_back_to_primary(store.get(HTTPROUTES, APP, namespace))
     return int(store.update(HTTPROUTES, route, namespace)["metadata"]["resourceVersion"])
 
 

@@ -537,14 +537,19 @@ async def _apply_fault(event: FaultEvent, cluster: Any, replicas: Replicas, prom
             await prometheus.start()
 
 
-def _second_writer(store: Any, namespace: str, invariants: Invariants) -> None:
-    route = store.get(HTTPROUTES, APP, namespace)
+def weights_back_to_primary(route: dict[str, Any]) -> dict[str, Any]:
+    """What a second writer does to the route: every weight of canaryd's backendRefs back on the primary."""
     for rule in route["spec"]["rules"]:
         for ref in rule.get("backendRefs", []):
             if ref["name"] == f"{APP}-primary":
                 ref["weight"] = 100
             elif ref["name"] == f"{APP}-canary":
                 ref["weight"] = 0
+    return route
+
+
+def _second_writer(store: Any, namespace: str, invariants: Invariants) -> None:
+    route = weights_back_to_primary(store.get(HTTPROUTES, APP, namespace))
     invariants.foreign_weights = True
     store.update(HTTPROUTES, route, namespace)
 
