@@ -52,9 +52,9 @@ from tests.chaos.runner import (
     Invariants,
     KillablePrometheus,
     Replicas,
-    RunPlan,
     RunResult,
     _without_weights,
+    episode_timeline,
     run_plan,
     save_failure,
     table,
@@ -386,12 +386,7 @@ async def run_real_episode(
             if time.monotonic() > deadline:
                 raise TimeoutError("not every Canary Initialized within 120 s")
             await asyncio.sleep(0.5)
-        timeline: list[tuple[float, int, str, RunPlan | None, FaultEvent | None]] = []
-        for run in runs:
-            timeline.append((run.starts_at, 0, "revision", run, None))
-            timeline += [(f.at, 1, f.kind, run, f) for f in run.faults]
-        timeline += [(f.at, 2, f.kind, None, f) for f in plan.faults]
-        timeline.sort(key=lambda entry: (entry[0], entry[1]))
+        timeline = episode_timeline(plan, runs)
         began = time.monotonic()
         for at, _, kind, planned, event in timeline:
             await asyncio.sleep(max(0.0, began + at - time.monotonic()))

@@ -581,6 +581,22 @@ def _settled(store: Any, namespace: str) -> tuple[bool, str | None]:
     return done and "movingToWeight" not in status, phase
 
 
+#: One entry of an episode's timeline: when (seconds after the start), the order among entries at the same
+#: moment, what happens, the run it belongs to (None: the whole episode) and the fault (None: a revision).
+TimelineEntry = tuple[float, int, str, RunPlan | None, FaultEvent | None]
+
+
+def episode_timeline(plan: EpisodePlan, runs: list[RunPlan]) -> list[TimelineEntry]:
+    """Every run's new revision and faults and the episode's faults, in the order they happen."""
+    timeline: list[TimelineEntry] = []
+    for run in runs:
+        timeline.append((run.starts_at, 0, "revision", run, None))
+        timeline += [(f.at, 1, f.kind, run, f) for f in run.faults]
+    timeline += [(f.at, 2, f.kind, None, f) for f in plan.faults]
+    timeline.sort(key=lambda entry: (entry[0], entry[1]))
+    return timeline
+
+
 async def run_episode(
     seed: int,
     canaries: int = DEFAULT_CANARIES,
@@ -635,12 +651,7 @@ async def run_episode(
                 timeout=90,
                 message="every Canary Initialized",
             )
-            timeline: list[tuple[float, int, str, RunPlan | None, FaultEvent | None]] = []
-            for run in runs:
-                timeline.append((run.starts_at, 0, "revision", run, None))
-                timeline += [(f.at, 1, f.kind, run, f) for f in run.faults]
-            timeline += [(f.at, 2, f.kind, None, f) for f in plan.faults]
-            timeline.sort(key=lambda entry: (entry[0], entry[1]))
+            timeline = episode_timeline(plan, runs)
             began = time.monotonic()
             pending: list[asyncio.Task[None]] = []
             for at, _, kind, planned, event in timeline:
@@ -783,6 +794,7 @@ __all__ = [
     "EpisodeResult",
     "RunPlan",
     "RunResult",
+    "episode_timeline",
     "plan_for",
     "run_episode",
     "table",
