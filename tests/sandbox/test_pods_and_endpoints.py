@@ -237,3 +237,33 @@ async def test_the_same_controllers_work_as_clients_of_an_api_server(tmp_path: P
             endpoints.stop()
             await view.stop()
             await client.close()
+
+
+async def test_a_deployment_of_two_billion_replicas_gets_a_bounded_number_of_pods(
+    cluster: SandboxCluster,
+) -> None:
+    """The sandbox stays responsive: a hostile replica count costs it a bounded number of Pod objects."""
+    from canaryd.sandbox.sim.pods import MAX_PODS_PER_REPLICA_SET
+
+    store = cluster.store
+    store.create("deployments", deployment_manifest("huge", replicas=2**31 - 1))
+
+    await eventually(lambda: len(pods_of(store, "huge")) == MAX_PODS_PER_REPLICA_SET)
+    await eventually(
+        lambda: (store.get("deployments", "huge", "default").get("status") or {}).get("replicas")
+        == 2**31 - 1
+    )
+    small = store.create("deployments", deployment_manifest("small", replicas=2))
+    await eventually(
+        lambda: len(pods_of(store, "small")) == 2 and all(map(ready_of, pods_of(store, "small")))
+    )
+    assert small["metadata"]["name"] == "small"
+    assert len(pods_of(store, "huge")) == MAX_PODS_PER_REPLICA_SET
+
+
+def test_a_pod_whose_ports_a_real_api_server_would_refuse_resolves_only_its_valid_ports() -> None:
+    from canaryd.sandbox.sim.endpoints import resolved_ports
+
+    service = {"spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}, {"port": 81}]}}
+    pod = {"spec": {"containers": ["oops", {"ports": ["8080", {"name": "http", "containerPort": 8080}]}]}}
+    assert resolved_ports(service, pod) == (("http", 8080, "TCP"), ("", 81, "TCP"))

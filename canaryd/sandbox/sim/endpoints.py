@@ -74,11 +74,13 @@ def selected_pods(service: Obj, pods: Sequence[Obj]) -> list[Obj]:
 
 def resolved_ports(service: Obj, pod: Obj) -> PortKey:
     """The Service's ports with targetPort resolved for this pod (a named port the pod lacks is left out)."""
+    # The sandbox keeps Deployments a real API server would refuse (a port that is a string): skip those.
     container_ports = {
         str(port.get("name")): int(port.get("containerPort", 0))
         for container in (pod.get("spec") or {}).get("containers") or []
+        if isinstance(container, dict)
         for port in container.get("ports") or []
-        if port.get("name")
+        if isinstance(port, dict) and port.get("name") and isinstance(port.get("containerPort", 0), int)
     }
     resolved = []
     for port in (service.get("spec") or {}).get("ports") or []:

@@ -37,6 +37,8 @@ DEFAULT_POD_CIDR = "10.244.0.0/16"
 #: The Node every simulated pod runs on (the sandbox serves no Nodes).
 NODE_NAME = "sandbox-node"
 HOST_IP = "127.0.0.1"
+#: The most Pod objects one simulated ReplicaSet gets, whatever its replicas say.
+MAX_PODS_PER_REPLICA_SET = 250
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 
@@ -67,8 +69,12 @@ def replica_set_name(deployment: Obj, template_hash: str) -> str:
 
 
 def pod_names(replica_set_name: str, replicas: int) -> list[str]:
-    """The names of a ReplicaSet's pods 0..replicas-1 (the same index always gives the same name)."""
-    return [f"{replica_set_name}-{suffix(f'{replica_set_name}/{index}')}" for index in range(replicas)]
+    """The names of a ReplicaSet's pods 0..replicas-1, at most ``MAX_PODS_PER_REPLICA_SET`` of them.
+
+    The same index always gives the same name.
+    """
+    count = min(replicas, MAX_PODS_PER_REPLICA_SET)
+    return [f"{replica_set_name}-{suffix(f'{replica_set_name}/{index}')}" for index in range(count)]
 
 
 def owner_reference(owner: Obj) -> dict[str, Any]:
