@@ -267,6 +267,31 @@ async def arrange(client: KubeClient, count: int, interval: int, namespaces: int
         )
 
 
+async def release_revisions(
+    client: KubeClient, count: int, namespaces: int, spread_over: float | None
+) -> None:
+    """Roll image app:2 out to Canaries 0 .. count-1: all at once, or evenly over `spread_over` seconds.
+
+    Spread, the i-th new revision lands i/count of that time after the first, so
+    steps fall due at a steady rate rather than in one burst.
+    """
+    started = time.monotonic()
+    patch = [{"op": "add", "path": "/spec/template/spec/containers/0/image", "value": "app:2"}]
+
+    async def release(i: int) -> None:
+        if spread_over is not None:
+            await asyncio.sleep(started + i * spread_over / count - time.monotonic())
+        await client.patch(
+            DEPLOYMENTS,
+            namespace_of(i, namespaces),
+            f"app-{i:05d}",
+            patch,
+            content_type="application/json-patch+json",
+        )
+
+    await gather_limited([release(i) for i in range(count)], limit=count if spread_over is not None else 64)
+
+
 async def floor_loop(
     client: KubeClient, prometheus_url: str, count: int, namespaces: int, steps: int
 ) -> dict[str, Any]:
@@ -437,21 +462,9 @@ async def measure(count: int, workdir: Path, options: argparse.Namespace) -> dic
                 before_run = request_counts(controller)
                 run_started = time.monotonic()
                 lag.start()
-                patch = [{"op": "add", "path": "/spec/template/spec/containers/0/image", "value": "app:2"}]
-
-                async def release(i: int) -> None:
-                    if options.spread:  # the i-th new revision lands i/count of an interval after the first
-                        await asyncio.sleep(run_started + i * options.interval / count - time.monotonic())
-                    await arranger.patch(
-                        DEPLOYMENTS,
-                        namespace_of(i, options.namespaces),
-                        f"app-{i:05d}",
-                        patch,
-                        content_type="application/json-patch+json",
-                    )
-
-                releases = [release(i) for i in range(count)]
-                await gather_limited(releases, limit=count if options.spread else 64)
+                await release_revisions(
+                    arranger, count, options.namespaces, options.interval if options.spread else None
+                )
                 window_start: tuple[Counter[tuple[str, str]], int, int] | None = None
                 window_end: tuple[Counter[tuple[str, str]], int, int] | None = None
                 rss_in_run = 0
