@@ -193,8 +193,14 @@ class ShardElector:
             await self._lose(shard, "handed over to the replica preferred for it")
             await self._write_free(leases[shard])
         for shard in sorted(plan.renew):
+            # A Lease that still names this replica after it stopped working the shard (it missed the
+            # renew deadline): renewing it takes the shard back, so it is worked again.
+            resumed = shard not in self.held
             if await self._write_held(shard, leases.get(shard)):
                 self.held[shard] = self._clock()
+                if resumed:
+                    log.info("took a shard back", shard=shard, identity=self.identity)
+                    await self._on_acquired(shard)
         await self._drop_overdue(self._clock())
         for shard in sorted(plan.acquire):
             if await self._write_held(shard, leases.get(shard)):

@@ -138,6 +138,25 @@ async def test_a_replica_that_cannot_renew_stops_working_before_its_leases_expir
     await a.elector.stop(release=False)
 
 
+async def test_a_replica_that_missed_its_renew_deadline_works_its_shards_again_once_it_renews(sandbox):
+    """Its Leases still name it when the API server answers again: it renews them, and must work them too.
+
+    Before, it renewed them without being told it held them again: the shards stayed held and unworked
+    for good, their Canaries stuck (seen in bench_shards on a loaded host).
+    """
+    server, client = sandbox
+    working: dict[int, str] = {}
+    a = Replica(await client(), "a", working)
+    a.elector.start()
+    await wait_for(lambda: len(a.held) == SHARDS)
+    outage = server.faults.add("error", resource="leases", code=503)
+    await wait_for(lambda: not a.held, timeout=4)
+    server.faults.remove(outage.id)
+    await wait_for(lambda: len(a.held) == SHARDS, timeout=4)
+    assert set(working.values()) == {"a"}
+    await a.elector.stop()
+
+
 def test_member_lease_names_are_valid_for_any_identity() -> None:
     name = member_lease_name("canaryd", "Node_7.Example/pod:1234")
     assert name.startswith("canaryd-member-node-7-example-pod-1234-")
