@@ -489,6 +489,7 @@ async def run_real_episode(
             checker.finished(snapshot, phases.get(run.namespace))
             if checker.violations:  # what the Canary and both Deployments say, for the failure record
                 end_states[run.namespace] = await asyncio.to_thread(_end_state, store, run.namespace)
+                end_states[run.namespace]["components"] = _component_log(cluster, run.namespace)
                 checker.violations.append(_end_state_summary(end_states[run.namespace]))
             for identity in crashed:
                 checker.violations.append(f"replica {identity} exited on its own")
@@ -551,7 +552,34 @@ def _end_state(store: RealStore, namespace: str) -> dict[str, Any]:
             template = (spec.get("template") or {}).get("spec") or {}
             state[key]["replicas"] = spec.get("replicas")
             state[key]["images"] = [c.get("image") for c in template.get("containers", [])]
+    state["replicasets"], state["pods"] = _workloads(store.cluster, namespace)
     return state
+
+
+def _workloads(cluster: Cluster, namespace: str) -> tuple[list[str], list[str]]:
+    """One line per ReplicaSet and per pod: what the Deployment controller, the scheduler and kwok did."""
+    replicasets: list[str] = []
+    pods: list[str] = []
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        _, body = cluster.api("GET", f"/apis/apps/v1/namespaces/{namespace}/replicasets", timeout=5)
+        for rs in body.get("items", []):
+            meta, spec, status = rs["metadata"], rs.get("spec") or {}, rs.get("status") or {}
+            replicasets.append(
+                f"{meta['name']} replicas {spec.get('replicas')} generation {meta.get('generation')} "
+                f"observed {status.get('observedGeneration')} status replicas {status.get('replicas')} "
+                f"ready {status.get('readyReplicas')} available {status.get('availableReplicas')}"
+            )
+        _, body = cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods", timeout=5)
+        for pod in body.get("items", []):
+            meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+            ready = [c.get("status") for c in status.get("conditions", []) if c.get("type") == "Ready"]
+            owners = [o.get("name") for o in meta.get("ownerReferences", [])]
+            pods.append(
+                f"{meta['name']} owner {owners} node {spec.get('nodeName')} phase {status.get('phase')} "
+                f"ready {ready} deleting {meta.get('deletionTimestamp')} "
+                f"created {meta.get('creationTimestamp')}"
+            )
+    return replicasets, pods
 
 
 def _end_state_summary(state: dict[str, Any]) -> str:
@@ -583,6 +611,16 @@ def _controller_log(log_dir: Path, namespace: str, limit: int = 300) -> list[str
                 if any(marker in line for marker in markers):
                     lines.append(f"{path.stem}: {line}")
     return lines[-limit:]
+
+
+def _component_log(cluster: Cluster, namespace: str, limit: int = 200) -> dict[str, list[str]]:
+    """What kube-controller-manager, kube-scheduler and kwok logged about ``namespace``."""
+    found: dict[str, list[str]] = {}
+    for component in ("kube-controller-manager", "kube-scheduler", "kwok"):
+        with contextlib.suppress(OSError):
+            text = cluster.log_file(component).read_text(errors="replace")
+            found[component] = [line for line in text.splitlines() if namespace in line][-limit:]
+    return found
 
 
 class _Snapshot:
