@@ -53,6 +53,55 @@ DEFAULT_KWOK_STAGES = (
 READY_BY_HAND_ANNOTATION = "cluster.canaryd.io/ready-by-hand"
 
 
+#: A Running pod whose Ready condition someone else set to False (kube-controller-manager's node lifecycle
+#: controller does so for every pod of a Node whose heartbeat it missed) is reported Ready again, as its
+#: kubelet would on its next status sync. kwok's pod-ready Stage only readies Pending pods: without this,
+#: once kube-controller-manager lagged behind the Node leases after a control-plane restart, the pods it
+#: marked stayed not Ready for good and no Deployment with them could finish a rollout.
+POD_READY_AGAIN_STAGE = f"""\
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-ready-again
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.annotations["{READY_BY_HAND_ANNOTATION}"]'
+      operator: 'DoesNotExist'
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: 'In'
+      values:
+      - 'False'
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+
+      conditions:
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        type: Initialized
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        type: Ready
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        type: ContainersReady
+      {{{{ range .spec.readinessGates }}}}
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        type: {{{{ .conditionType | Quote }}}}
+      {{{{ end }}}}"""
+
+
 def _holding_back_marked_pods(stage: str) -> str:
     """kwok's pod-ready Stage, made to pass over pods annotated ``READY_BY_HAND_ANNOTATION``."""
     anchor = "    matchExpressions:\n"
@@ -359,6 +408,8 @@ class Cluster:
         binaries = {name: str(build.binary(name)) for name in (*COMPONENTS, "kubectl")}
         stages = config.kwok_stages or [str(build.data_file("kwok", name)) for name in DEFAULT_KWOK_STAGES]
         documents = [_holding_back_marked_pods(Path(stage).read_text().strip()) for stage in stages]
+        if config.kwok_stages is None:
+            documents.append(POD_READY_AGAIN_STAGE)
         (run_dir / "kwok.yaml").write_text("\n---\n".join(documents) + "\n")
         versions = build.versions()
         state = _State(asdict(config), ports, tokens, versions, binaries, time.time())

@@ -19,7 +19,10 @@ suspended or deleted, or the run is paused):
   interval;
 - ``rollout``: once per interval from step 1, at its start (right after a step
   or an analysis round), so a load tester it calls sends load through the
-  interval the next round judges.
+  interval the next round judges; not in the round that first asks a
+  confirm-traffic-increase or confirm-promotion gate (a gate that opens at
+  once starts the next interval with its step), so a gated run calls it once
+  per step, and again through the intervals a closed gate holds.
 
 What the answers mean: a gate opens when every webhook of its type has
 answered 2xx since the gate was reached; a failed ``pre-rollout`` call is a
@@ -167,15 +170,22 @@ def due_webhooks(canary: Canary, observations: Observations, now: datetime) -> t
         return ()
     if not _run_can_move(canary, observations):
         return ()
+    asking_gate_first = False
     if gate in (HookType.CONFIRM_TRAFFIC_INCREASE, HookType.CONFIRM_PROMOTION):
-        assert gate is not None
-        due.extend(_gate_due(canary, status, gate, now))
+        assert gate is not None and status.gate is not None
+        asked = _gate_due(canary, status, gate, now)
+        due.extend(asked)
+        asking_gate_first = bool(asked) and not any(
+            _since(status.webhook_record(w.name), status.gate.since) for w in asked
+        )
     if status.step == 0 and gate is None:
         for webhook in canary.spec.analysis.webhooks_of(HookType.PRE_ROLLOUT):
             record = status.webhook_record(webhook.name)
             if _asked_again(canary, record, status.run_started_at, now):
                 due.append(webhook)
-    if status.step >= 1:
+    # The first call of a gate may open it at once: the step it allows starts the next interval, whose
+    # rollout calls follow the step. Calling them now too would send a load tester twice per step.
+    if status.step >= 1 and not asking_gate_first:
         clock = schedule.step_clock(status)
         for webhook in canary.spec.analysis.webhooks_of(HookType.ROLLOUT):
             record = status.webhook_record(webhook.name)

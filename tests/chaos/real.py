@@ -12,8 +12,14 @@ second writer and team edits.
 The sandbox calls the checks at the instant of each commit; here they come
 from watches, one per resource and namespace, which deliver the route and the
 Canary separately. So each namespace's events are put back in etcd's order
-(resourceVersion) before they are checked, and a stream is taken as caught up
-once it has said nothing for ``QUIET`` seconds. A watch broken by a fault loses
+(resourceVersion) before they are checked, and a version V of one object is
+checked only once the other object's stream is proven to hold every version
+up to V: it delivered a version at or after V, or a fresh list of the other
+object (read after V was delivered, so its ``metadata.resourceVersion``, etcd's
+revision at the read, is at least V) shows nothing newer than what its stream
+delivered. A stream that has merely been quiet proves nothing: after an API
+server restart a watch can deliver a version written before V well after V
+(seen: 0.2 s late, after 7 s of silence). A watch broken by a fault loses
 the versions committed while it was down; the relist brings the latest, and
 the status-against-route checks of that gap, which compared status with a
 route version that may have been superseded, are dropped and counted as
@@ -36,6 +42,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from cluster.dataplane import DataPlane
@@ -64,8 +71,8 @@ from tests.e2e.backends import REPO, RealApiError, RealStore
 from tests.runtime import world
 
 REAL_FAULTS = ("apiserver_kill", "etcd_kill", "controller_kill")
-#: Seconds a watch stream may say nothing before it counts as caught up.
-QUIET = 3.0
+#: Seconds the end of an episode waits for every stream to be proven caught up before the last checks.
+CATCH_UP = 30.0
 GATEWAY = "public"
 
 
@@ -91,8 +98,10 @@ class OrderedView:
 
     checker: Invariants
     pending: list[tuple[int, int, str, dict[str, Any], int]] = field(default_factory=list)
-    last_seen: dict[str, tuple[int, float]] = field(default_factory=dict)
-    streaming: dict[str, bool] = field(default_factory=dict)
+    #: The latest resourceVersion each stream delivered: it holds every version of its object up to there.
+    delivered: dict[str, int] = field(default_factory=dict)
+    #: Up to where a fresh read proved a stream complete (its object had no version it had not delivered).
+    proven: dict[str, int] = field(default_factory=dict)
     #: Route versions a second writer made (status may be stale from there until canaryd puts weights back).
     foreign_versions: set[int] = field(default_factory=set)
     #: Second-writer writes in flight: checking waits for their versions.
@@ -107,20 +116,16 @@ class OrderedView:
     #: Status-against-route violations found so far, by resourceVersion; final at the end.
     tentative: list[tuple[int, str]] = field(default_factory=list)
     unverifiable: int = 0
+    #: Fresh reads that proved a stream caught up, and versions checked at the end without that proof.
+    proofs: int = 0
+    unproven_at_end: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     _sequence: int = 0
-
-    def connected(self, kind: str, up: bool) -> None:
-        """A stream's watch is open (after its list) or broken: a broken stream holds every later version."""
-        with self.lock:
-            self.streaming[kind] = up
-            if up and kind not in self.last_seen:
-                self.last_seen[kind] = (0, time.monotonic())
 
     def add(self, kind: str, obj: dict[str, Any], relisted: bool, known: str | None) -> None:
         version = int(obj["metadata"]["resourceVersion"])
         with self.lock:
-            self.last_seen[kind] = (version, time.monotonic())
+            self.delivered[kind] = max(version, self.delivered.get(kind, 0))
             if relisted:
                 if known == obj["metadata"]["resourceVersion"]:
                     return  # nothing missed
@@ -130,23 +135,39 @@ class OrderedView:
             self._sequence += 1
             heapq.heappush(self.pending, (version, self._sequence, kind, obj, answers))
 
-    def _in_gap(self, version: int) -> bool:
-        return any(after < version <= until for after, until in self.gaps)
+    def _complete_up_to(self, kind: str) -> int:
+        return max(self.delivered.get(kind, 0), self.proven.get(kind, 0))
+
+    def waiting_on(self) -> list[str]:
+        """The streams the oldest unchecked version waits for: a fresh read of their object may prove them."""
+        with self.lock:
+            if not self.pending or len(self.delivered) < 2:
+                return []
+            oldest = self.pending[0][0]
+            return [kind for kind in self.delivered if self._complete_up_to(kind) < oldest]
+
+    def read(self, kind: str, latest: int | None, revision: int) -> None:
+        """A list of ``kind``'s object at etcd revision ``revision`` found it at ``latest`` (None: absent).
+
+        When the stream has delivered that version, it holds every version up to ``revision``; when it
+        has not, the stream is behind and the checks wait for it.
+        """
+        with self.lock:
+            delivered = self.delivered.setdefault(kind, 0)
+            if latest is None or latest <= delivered:  # (no object: the runs never delete one)
+                self.proofs += 1
+                self.proven[kind] = max(revision, self.proven.get(kind, 0))
 
     def process(self, force: bool = False) -> None:
-        """Check every version up to the point both streams have delivered (or a quiet one is caught up)."""
+        """Check every version up to the point both streams are known to hold (``force``: everything)."""
         with self.lock:
-            if not force and (len(self.last_seen) < 2 or len(self.streaming) < 2 or self.writing):
+            if not force and (len(self.delivered) < 2 or self.writing):
                 return  # one stream has not even listed yet, or a second writer's version is not known yet
-            now = time.monotonic()
-            holding = [
-                rv
-                for kind, (rv, at) in self.last_seen.items()
-                if not self.streaming.get(kind) or now - at < QUIET
-            ]
-            watermark = min(holding) if holding and not force else None
+            watermark = None if force else min(self._complete_up_to(kind) for kind in self.delivered)
             while self.pending and (watermark is None or self.pending[0][0] <= watermark):
                 version, _, kind, obj, answers = heapq.heappop(self.pending)
+                if force and any(self._complete_up_to(k) < version for k in self.delivered):
+                    self.unproven_at_end += 1
                 before = len(self.checker.violations)
                 if kind == "route":
                     self.route = obj
@@ -165,6 +186,9 @@ class OrderedView:
                         self.tentative.append((version, message))
                     else:
                         self.checker.violations.append(message)
+
+    def _in_gap(self, version: int) -> bool:
+        return any(after < version <= until for after, until in self.gaps)
 
     def finish(self) -> None:
         """Everything left is checked; status violations inside a gap are dropped as unverifiable."""
@@ -213,20 +237,31 @@ class _Watch(threading.Thread):
                 status, body = self.cluster.api("GET", self.path, timeout=5)
                 if status != 200:
                     raise RealApiError(status, body)
+                latest = None
                 for obj in body.get("items", []):
                     if obj["metadata"]["name"] == APP:
                         self.view.add(self.kind, obj, relisted=not first, known=self.known)
                         self.known = obj["metadata"]["resourceVersion"]
+                        latest = int(self.known)
+                # The list holds everything up to its revision; the watch goes on from there.
+                self.view.read(self.kind, latest, int(body["metadata"]["resourceVersion"]))
                 if not first:
                     self.relists += 1
                 first = False
-                self.view.connected(self.kind, True)
                 self._follow(body["metadata"]["resourceVersion"])
-                self.view.connected(self.kind, False)
             except (OSError, ValueError, RealApiError, KeyError):
-                self.view.connected(self.kind, False)
                 if self.stopped.wait(0.3):
                     return
+
+    def prove(self) -> None:
+        """A fresh list of the object at etcd's revision now: the stream is caught up, or shown behind."""
+        query = urllib.parse.urlencode({"fieldSelector": f"metadata.name={APP}"})
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            status, body = self.cluster.api("GET", f"{self.path}?{query}", timeout=3)
+            if status == 200:
+                items = body.get("items", [])
+                latest = int(items[0]["metadata"]["resourceVersion"]) if items else None
+                self.view.read(self.kind, latest, int(body["metadata"]["resourceVersion"]))
 
     def _follow(self, version: str) -> None:
         query = urllib.parse.urlencode({"watch": "1", "resourceVersion": version, "timeoutSeconds": "30"})
@@ -363,12 +398,22 @@ async def run_real_episode(
     hit: dict[str, Counter[str]] = {run.namespace: Counter() for run in runs}
     phases: dict[str, str | None] = {}
     started: set[str] = set()
+    end_states: dict[str, dict[str, Any]] = {}
     stop_processing = asyncio.Event()
+
+    streams = {(watch.view.checker.plan.namespace, watch.kind): watch for watch in watches}
 
     async def keep_processing() -> None:
         while not stop_processing.is_set():
             for view in views.values():
                 view.process()
+            # A version waiting on a quiet stream: read that stream's object now (it proves the stream
+            # caught up, or shows it is behind and the version must wait).
+            waiting = [streams[(ns, kind)] for ns, view in views.items() for kind in view.waiting_on()]
+            if waiting:
+                await asyncio.gather(*(asyncio.to_thread(watch.prove) for watch in waiting))
+                for view in views.values():
+                    view.process()
             await asyncio.sleep(0.2)
 
     processing = asyncio.create_task(keep_processing())
@@ -430,7 +475,9 @@ async def run_real_episode(
             if len(settled_since) == len(runs) and all(now - t > 1.0 for t in settled_since.values()):
                 break
             await asyncio.sleep(0.5)
-        await asyncio.sleep(QUIET)  # the watches deliver the last versions
+        caught_up_by = time.monotonic() + CATCH_UP  # the watches deliver the last versions
+        while any(view.pending for view in views.values()) and time.monotonic() < caught_up_by:
+            await asyncio.sleep(0.2)
         stop_processing.set()
         await processing
         crashed = replicas.crashed()
@@ -440,20 +487,10 @@ async def run_real_episode(
             snapshot = _Snapshot(store)
             await asyncio.to_thread(snapshot.load, run.namespace)
             checker.finished(snapshot, phases.get(run.namespace))
-            if checker.violations:  # what the Canary and the primary say, for the failure record
-                with contextlib.suppress(RealApiError, OSError):
-                    status = (await asyncio.to_thread(store.get, CANARIES, APP, run.namespace)).get("status")
-                    primary = await asyncio.to_thread(
-                        store.get, "deployments", f"{APP}-primary", run.namespace
-                    )
-                    conditions = [
-                        f"{c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
-                        for c in (status or {}).get("conditions", [])
-                    ]
-                    checker.violations.append(
-                        f"conditions: {conditions}; primary spec.replicas {primary['spec'].get('replicas')} "
-                        f"generation {primary['metadata'].get('generation')} status {primary.get('status')}"
-                    )
+            if checker.violations:  # what the Canary and both Deployments say, for the failure record
+                end_states[run.namespace] = await asyncio.to_thread(_end_state, store, run.namespace)
+                end_states[run.namespace]["components"] = _component_log(cluster, run.namespace)
+                checker.violations.append(_end_state_summary(end_states[run.namespace]))
             for identity in crashed:
                 checker.violations.append(f"replica {identity} exited on its own")
     finally:
@@ -474,12 +511,116 @@ async def run_real_episode(
                            checker.violations, seconds, phases.get(run.namespace))  # fmt: skip
         results.append(result)
         if result.violations:
-            save_failure(result, run, plan, canaries, checker.trace)
+            replay = f"python bench/bench_chaos.py --real --seed {seed} --episodes 1 --canaries {canaries}"
+            details = {
+                "replay": replay,
+                "replay_alone": None,
+                "logs": str(log_dir),
+                "end_state": end_states.get(run.namespace),
+                "controller_log": _controller_log(log_dir, run.namespace),
+            }
+            save_failure(result, run, plan, canaries, checker.trace, details)
     extra_counts: Counter[str] = Counter(
         unverifiable=sum(v.unverifiable for v in views.values()),
         relists=sum(w.relists for w in watches),
+        proofs=sum(v.proofs for v in views.values()),
+        unproven=sum(v.unproven_at_end for v in views.values()),
     )
     return EpisodeResult(seed, 1, injected, results, seconds), extra_counts
+
+
+def _end_state(store: RealStore, namespace: str) -> dict[str, Any]:
+    """The Canary's status and both Deployments' spec and status at the end (what a stuck run waits for)."""
+    state: dict[str, Any] = {}
+    for key, resource, name in (
+        ("canary", CANARIES, APP),
+        ("target", "deployments", APP),
+        ("primary", "deployments", f"{APP}-primary"),
+    ):
+        try:
+            obj = store.get(resource, name, namespace)
+        except (RealApiError, OSError) as error:
+            state[key] = {"error": str(error)}
+            continue
+        spec = obj.get("spec") or {}
+        state[key] = {
+            "generation": obj["metadata"].get("generation"),
+            "resourceVersion": obj["metadata"].get("resourceVersion"),
+            "status": obj.get("status"),
+        }
+        if key != "canary":
+            template = (spec.get("template") or {}).get("spec") or {}
+            state[key]["replicas"] = spec.get("replicas")
+            state[key]["images"] = [c.get("image") for c in template.get("containers", [])]
+    state["replicasets"], state["pods"] = _workloads(store.cluster, namespace)
+    return state
+
+
+def _workloads(cluster: Cluster, namespace: str) -> tuple[list[str], list[str]]:
+    """One line per ReplicaSet and per pod: what the Deployment controller, the scheduler and kwok did."""
+    replicasets: list[str] = []
+    pods: list[str] = []
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        _, body = cluster.api("GET", f"/apis/apps/v1/namespaces/{namespace}/replicasets", timeout=5)
+        for rs in body.get("items", []):
+            meta, spec, status = rs["metadata"], rs.get("spec") or {}, rs.get("status") or {}
+            replicasets.append(
+                f"{meta['name']} replicas {spec.get('replicas')} generation {meta.get('generation')} "
+                f"observed {status.get('observedGeneration')} status replicas {status.get('replicas')} "
+                f"ready {status.get('readyReplicas')} available {status.get('availableReplicas')}"
+            )
+        _, body = cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods", timeout=5)
+        for pod in body.get("items", []):
+            meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+            ready = [c.get("status") for c in status.get("conditions", []) if c.get("type") == "Ready"]
+            owners = [o.get("name") for o in meta.get("ownerReferences", [])]
+            pods.append(
+                f"{meta['name']} owner {owners} node {spec.get('nodeName')} phase {status.get('phase')} "
+                f"ready {ready} deleting {meta.get('deletionTimestamp')} "
+                f"created {meta.get('creationTimestamp')}"
+            )
+    return replicasets, pods
+
+
+def _end_state_summary(state: dict[str, Any]) -> str:
+    status = (state.get("canary") or {}).get("status") or {}
+    conditions = [
+        f"{c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
+        for c in status.get("conditions", [])
+    ]
+    parts = [f"end: phase {status.get('phase')} conditions {conditions}"]
+    for key in ("primary", "target"):
+        deployment = state.get(key) or {}
+        observed = deployment.get("status") or {}
+        parts.append(
+            f"{key} replicas {deployment.get('replicas')} images {deployment.get('images')} generation "
+            f"{deployment.get('generation')} observed {observed.get('observedGeneration')} updated "
+            f"{observed.get('updatedReplicas')} ready {observed.get('readyReplicas')} available "
+            f"{observed.get('availableReplicas')}"
+        )
+    return "; ".join(parts)
+
+
+def _controller_log(log_dir: Path, namespace: str, limit: int = 300) -> list[str]:
+    """The controllers' log lines about ``namespace``, with their starts and stops, in order."""
+    markers = (namespace, "controller started", "leading", "signal received", "controller stopped", "stalled")
+    lines: list[str] = []
+    for path in sorted(log_dir.glob("*.log")):
+        with contextlib.suppress(OSError):
+            for line in path.read_text(errors="replace").splitlines():
+                if any(marker in line for marker in markers):
+                    lines.append(f"{path.stem}: {line}")
+    return lines[-limit:]
+
+
+def _component_log(cluster: Cluster, namespace: str, limit: int = 200) -> dict[str, list[str]]:
+    """What kube-controller-manager, kube-scheduler and kwok logged about ``namespace``."""
+    found: dict[str, list[str]] = {}
+    for component in ("kube-controller-manager", "kube-scheduler", "kwok"):
+        with contextlib.suppress(OSError):
+            text = cluster.log_file(component).read_text(errors="replace")
+            found[component] = [line for line in text.splitlines() if namespace in line][-limit:]
+    return found
 
 
 class _Snapshot:
@@ -508,12 +649,14 @@ def _teardown(store: RealStore, cluster: Cluster, namespaces: list[str], *others
 
 def real_table(episodes: list[EpisodeResult], extra: Counter[str]) -> str:
     """The real cluster's faults and checks, in the sandbox table's shape."""
-    note = (
+    notes = (
         f"watch relists after faults {extra.get('relists', 0)}; status checks dropped as unverifiable "
-        f"(inside a relist's gap) {extra.get('unverifiable', 0)}"
+        f"(inside a relist's gap) {extra.get('unverifiable', 0)}",
+        f"streams proven caught up by a fresh list {extra.get('proofs', 0)}; versions checked at the end "
+        f"without that proof {extra.get('unproven', 0)}",
     )
     return table(
-        episodes, faults=(*REAL_FAULTS, "second_writer", "team_edit"), where="real cluster: ", notes=(note,)
+        episodes, faults=(*REAL_FAULTS, "second_writer", "team_edit"), where="real cluster: ", notes=notes
     )
 
 

@@ -730,8 +730,14 @@ async def run_episode(
 
 
 def save_failure(
-    result: RunResult, run: RunPlan, episode: EpisodePlan, canaries: int, trace: list[str] | None = None
+    result: RunResult,
+    run: RunPlan,
+    episode: EpisodePlan,
+    canaries: int,
+    trace: list[str] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Path:
+    """Write a failing run's record; ``details`` (the end state, the controller's log) are kept with it."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"failed-{result.seed}-{result.index}.json"
     record = {
@@ -744,6 +750,7 @@ def save_failure(
         "replay": f"python bench/bench_chaos.py --seed {result.seed} --canaries {canaries}",
         "replay_alone": f"python bench/bench_chaos.py --seed {result.seed} --only {result.index}",
         "logs": str(RESULTS_DIR / "logs" / f"episode-{result.seed}"),
+        **(details or {}),
     }
     path.write_text(json.dumps(record, indent=2))
     return path

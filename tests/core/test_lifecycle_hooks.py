@@ -292,3 +292,35 @@ def test_background_hooks_and_notifications_do_not_change_the_cluster():
     decision = world.reconcile()
     assert world.status.phase is Phase.FAILED
     assert all(not isinstance(e, CallWebhooks) for e in actions(decision))
+
+
+def test_with_a_traffic_gate_rollout_hooks_are_called_once_per_step_and_through_a_hold():
+    canary = canary_with(
+        ("load", "rollout"),
+        ("allow", "confirm-traffic-increase"),
+        threshold=3,
+        step_weights=[10, 20, 30, 40, 50],
+    )
+    world = initialized_world(canary=canary)
+    world.new_revision("rev2")
+    world.reconcile()
+    world.roll_out()
+    world.reconcile()
+    calls: list[list[str]] = []
+    for _ in range(3):  # each step: the gate is asked and opens at once, then the interval starts
+        calls.append(world.due_hooks())
+        world.hook_round()
+        calls.append(world.due_hooks())
+        world.hook_round()
+        world.tick(61)
+        world.reconcile(passing())
+    assert calls == [["allow"], ["load"]] * 3, "one rollout call per step, after the step"
+    assert world.status.step == 3 and world.status.gate is not None
+
+    world.hook_round({"allow": NO})
+    assert world.due_hooks() == ["load"], "a closed gate's interval gets its load"
+    world.hook_round()
+    world.tick(61)
+    assert world.due_hooks() == ["allow"]
+    world.hook_round()
+    assert world.status.step == 4

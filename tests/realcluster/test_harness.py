@@ -145,6 +145,60 @@ def test_deployment_gets_ready_pods_and_endpoints(real_cluster: Cluster, real_na
     wait_for("an EndpointSlice with both pod IPs", slice_ips)
 
 
+def test_a_pod_marked_not_ready_by_the_node_controller_is_ready_again(
+    real_cluster: Cluster, real_namespace: str
+) -> None:
+    """kube-controller-manager marks every pod of a Node whose heartbeat it missed not Ready (seen after
+    kube-apiserver and etcd restarts on a loaded machine); a kubelet reports them Ready again on its next
+    status sync, and so must kwok, or a Deployment with such a pod never finishes its rollout."""
+    ns = real_namespace
+    labels = {"app": "steady"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "steady", "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "steady", "image": "steady:1"}]},
+            },
+        },
+    }
+    wait_for(
+        "the default ServiceAccount",
+        lambda: real_cluster.api("GET", f"/api/v1/namespaces/{ns}/serviceaccounts/default")[0] == 200,
+    )
+    assert real_cluster.api("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", deployment)[0] == 201
+
+    def available() -> bool:
+        status = real_cluster.api("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/steady")[1].get("status")
+        return bool(status) and status.get("availableReplicas") == 1
+
+    wait_for("the Deployment available", available)
+    (pod,) = real_cluster.api("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dsteady")[1]["items"]
+    name = pod["metadata"]["name"]
+    # What the node lifecycle controller writes into each pod of a Node it takes for lost:
+    not_ready = {"type": "Ready", "status": "False", "reason": "NodeNotReady"}
+    status, marked = real_cluster.api(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/pods/{name}/status",
+        {"status": {"conditions": [not_ready]}},
+        content_type="application/strategic-merge-patch+json",
+    )
+    assert status == 200, marked
+    assert {c["type"]: c["status"] for c in marked["status"]["conditions"]}["Ready"] == "False"
+
+    def ready_again() -> bool:
+        current = real_cluster.api("GET", f"/api/v1/namespaces/{ns}/pods/{name}")[1]
+        conditions = {c["type"]: c["status"] for c in current["status"].get("conditions", [])}
+        return conditions.get("Ready") == "True" and current["status"].get("phase") == "Running"
+
+    wait_for("the pod Ready again", ready_again, timeout=30)
+    wait_for("the Deployment available again", available, timeout=30)
+
+
 def test_namespace_deletion_completes(real_cluster: Cluster) -> None:
     name = f"gone-{uuid.uuid4().hex[:8]}"
     assert real_cluster.api("POST", "/api/v1/namespaces", {"metadata": {"name": name}})[0] == 201

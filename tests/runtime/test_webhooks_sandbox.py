@@ -165,6 +165,8 @@ async def test_every_hook_fires_in_the_documented_order_signed_and_valid(cluster
     assert "rollback" not in calls
     # Every weight increase was confirmed first: one confirm-traffic-increase per step.
     assert calls.count("confirm-traffic-increase") == 2 and calls.count("confirm-promotion") == 1
+    # One rollout call per step, after it (the gates opened at once: no interval was held).
+    assert calls.count("rollout") == 2, calls
     assert calls.count("post-rollout") == 1 and calls.count("confirm-rollout") == 1
     assert recorder.sequence == [(80, 20), (50, 50), (100, 0)]
 
