@@ -93,12 +93,7 @@ def is_json_patch_echo(
 
 
 def look_again(
-    before: Phase | None,
-    after: Phase | None,
-    effects: Iterable[fx.Effect],
-    routes: Iterable[RouteState] = (),
-    *,
-    recorded_answers: bool = False,
+    before: Phase | None, after: Phase | None, effects: Iterable[fx.Effect], routes: Iterable[RouteState] = ()
 ) -> bool:
     """Whether a pass whose own writes' echoes were skipped must queue one more look at the Canary.
 
@@ -109,12 +104,9 @@ def look_again(
     last), after any other effect (workloads, Services, finalizers: their
     answers are read by the next decision), and when the routes (``routes``,
     as the pass observed them) carry or are given canaryd's rules or filters,
-    which ``status.traffic`` reports as the routes show them. Yes, too, when
-    the pass recorded webhook answers or a traffic-share measurement, or the
-    run is at a gate (``recorded_answers``): a gate opens on the answers status
-    holds, so the decision that records a yes is not the one that opens it.
+    which ``status.traffic`` reports as the routes show them.
     """
-    if before != after or after is not Phase.PROGRESSING or recorded_answers:
+    if before != after or after is not Phase.PROGRESSING:
         return True
     if any(route.has_additions for route in routes):
         return True

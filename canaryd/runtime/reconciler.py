@@ -345,21 +345,7 @@ class Reconciler:
         self._after(key, canary.status, replace(decision, status=shown), now)
         if key in self._echoed:
             self._echoed.discard(key)
-            # Webhook answers, a traffic-share reading or a gate: the next decision reads what this one
-            # recorded (a gate opens on the answers status holds).
-            answered = (
-                bool(observations.hooks)
-                or observations.traffic_share is not None
-                or canary.status.gate is not None
-                or decision.status.gate is not None
-            )
-            if look_again(
-                canary.status.phase,
-                decision.status.phase,
-                decision.effects,
-                observations.routes,
-                recorded_answers=answered,
-            ):
+            if look_again(canary.status.phase, decision.status.phase, decision.effects, observations.routes):
                 self.requeue(key)
 
     def _after(self, key: Key, before: CanaryStatus, decision: Decision, now: datetime) -> None:

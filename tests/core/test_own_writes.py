@@ -194,8 +194,3 @@ def test_a_step_that_adds_or_removes_canaryds_rules_gets_a_second_look():
     assert look_again(Phase.PROGRESSING, Phase.PROGRESSING, [WEIGHTS], [carrying])
     plain = RouteState(kind="HTTPRoute", name="web", exists=True)
     assert not look_again(Phase.PROGRESSING, Phase.PROGRESSING, [WEIGHTS], [plain])
-
-
-def test_a_pass_that_recorded_webhook_answers_gets_a_second_look():
-    # a confirm-promotion gate opens on the yes status holds: the pass that records it does not open it
-    assert look_again(Phase.PROGRESSING, Phase.PROGRESSING, [EVENT], recorded_answers=True)
