@@ -22,10 +22,7 @@
   a kube-apiserver shows them there as deprecatedFirstTimestamp, ... .
 
 Each write's answer is put back into the caches, so the next decision sees it
-without a read. When the writing pass says what it patched (``base``) and the
-answer is exactly that object with the patch applied (``core.own_writes``),
-``echoing`` names the pass's Canary while the caches take the answer: the look
-at that Canary this cache change would queue is the writing pass's to decide.
+without a read.
 """
 
 from __future__ import annotations
@@ -50,7 +47,6 @@ from canaryd.adapters.kube import (
 )
 from canaryd.api.constants import FINALIZER
 from canaryd.api.timestamps import format_rfc3339
-from canaryd.core.own_writes import is_json_patch_echo, is_status_echo
 
 log = structlog.get_logger("canaryd.writers")
 
@@ -82,40 +78,21 @@ class Writer:
         self.client = client
         self.caches = caches
         self.identity = identity
-        #: While the caches take the answer of a write that shows only that write: the writing pass's Canary.
-        self.echoing: tuple[str, str] | None = None
 
-    def _remember(
-        self, resource: Resource, obj: dict[str, Any], echo_of: tuple[str, str] | None = None
-    ) -> dict[str, Any]:
+    def _remember(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
         cache = self.caches.get(resource.plural)
         if cache is not None and isinstance(obj, dict) and obj.get("metadata"):
             obj.setdefault("apiVersion", resource.api_version)
             obj.setdefault("kind", resource.kind)
-            self.echoing = echo_of
-            try:
-                cache.store(obj)
-            finally:
-                self.echoing = None
+            cache.store(obj)
         return obj
 
     async def patch_route(
-        self,
-        resource: Resource,
-        namespace: str,
-        name: str,
-        ops: list[dict[str, Any]],
-        *,
-        base: dict[str, Any] | None = None,
-        for_canary: tuple[str, str] | None = None,
+        self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        """Apply a guarded weight patch; ApiError with ``conflict`` set means the route changed meanwhile.
-
-        ``base`` is the route the patch was made from, ``for_canary`` the Canary whose pass writes it.
-        """
+        """Apply a guarded weight patch; ApiError with ``conflict`` set means the route changed meanwhile."""
         result = await self.client.patch(resource, namespace, name, ops, content_type=JSON_PATCH)
-        echo = base is not None and for_canary is not None and is_json_patch_echo(base, ops, result)
-        return self._remember(resource, result, for_canary if echo else None)
+        return self._remember(resource, result)
 
     async def refresh(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         """Read one object from the server (after a conflict) and put it in the cache."""
@@ -127,15 +104,11 @@ class Writer:
             raise
         return self._remember(resource, obj)
 
-    async def patch_status(
-        self, namespace: str, name: str, patch: dict[str, Any], *, base: dict[str, Any] | None = None
-    ) -> dict[str, Any] | None:
-        """Merge-patch the Canary's status; ``base``: the Canary the pass decided from, when it decided."""
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
         if not patch:
             return None
         result = await self.client.patch(CANARIES, namespace, name, {"status": patch}, subresource="status")
-        echo = base is not None and is_status_echo(base, patch, result)
-        return self._remember(CANARIES, result, (namespace, name) if echo else None)
+        return self._remember(CANARIES, result)
 
     async def create(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
         """Create an object; ApiError (409 when it exists) otherwise."""

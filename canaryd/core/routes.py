@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, cast
 
 from canaryd.api.models import RouteGenerations, RouteKind
@@ -312,44 +311,6 @@ def inspect_route(
         ),
         refused=refused,
     )
-
-
-#: Metadata the server moves on every write, whoever makes it: no part of what a route says.
-_SERVER_METADATA = ("resourceVersion", "managedFields")
-
-
-def reads_alike(
-    kind: str,
-    name: str,
-    before: Mapping[str, Any],
-    after: Mapping[str, Any],
-    primary_service: str,
-    canary_service: str,
-    record: RouteGenerations | None = None,
-    port: int | None = None,
-) -> bool:
-    """Whether a Canary reads two versions of a route alike: same spec and metadata, same ``inspect_route``.
-
-    A Gateway writes status after every generation (its conditions'
-    observedGeneration), canaryd's own weight steps included; once that lag is
-    known to be weight-only (see ``lag_is_weight_only``) the new status tells
-    a decision nothing it did not know, and looking again would decide the same.
-    """
-
-    def meta(route: Mapping[str, Any]) -> dict[str, Any]:
-        value = route.get("metadata") or {}
-        return (
-            {k: v for k, v in value.items() if k not in _SERVER_METADATA} if isinstance(value, dict) else {}
-        )
-
-    if before.get("spec") != after.get("spec") or meta(before) != meta(after):
-        return False
-    # The states hold the route as read, which a decision reads only for its spec (compared above).
-    seen = [
-        replace(inspect_route(kind, name, route, primary_service, canary_service, record, port), route=None)
-        for route in (before, after)
-    ]
-    return seen[0] == seen[1]
 
 
 def weight_patch(

@@ -55,7 +55,7 @@ from canaryd.runtime.hooks import BackgroundHooks, HookRunner
 from canaryd.runtime.http import Endpoints
 from canaryd.runtime.metrics import ControllerMetrics
 from canaryd.runtime.notify import ChatNotifications, parse_secret_name
-from canaryd.runtime.observe import Caches, RunSlots, route_change_unseen
+from canaryd.runtime.observe import Caches, RunSlots
 from canaryd.runtime.reconciler import Analyzer, DecideFn, DueFn, Reconciler, ShareMeter
 from canaryd.runtime.secrets import SecretReader
 from canaryd.runtime.settings import Settings, parse_address
@@ -122,11 +122,8 @@ class Controller:
         return shard_of(key[0], key[1], self.settings.shards) in self.owned_shards
 
     def _enqueue(self, key: Key) -> None:
-        if not self.owns(key):
-            return
-        if self.reconciler is not None and self.reconciler.swallow_echo(key):
-            return  # the answer to its own pass's write: that pass decides whether to look again
-        self.workers.enqueue(key)
+        if self.owns(key):
+            self.workers.enqueue(key)
 
     def readiness(self) -> tuple[bool, str]:
         if self.caches is None or not self.caches.synced:
@@ -180,7 +177,7 @@ class Controller:
         self.caches.deployments.add_handler(self._dependency("Deployment"))
         self.caches.services.add_handler(self._dependency("Service"))
         for kind, cache in self.caches.routes.items():
-            cache.add_handler(self._route_dependency(kind))
+            cache.add_handler(self._dependency(kind))
         assert self.caches.autoscalers is not None
         self.caches.autoscalers.add_handler(self._on_autoscaler)
         assert self.caches.gateways is not None and self.caches.gateway_classes is not None
@@ -410,34 +407,6 @@ class Controller:
         def handler(event_type: str, obj: dict[str, Any]) -> None:
             meta = obj.get("metadata") or {}
             for key in self._index.get((kind, str(meta.get("namespace", "")), str(meta.get("name", ""))), ()):
-                self._enqueue(key)
-
-        return handler
-
-    def _route_dependency(self, kind: str) -> Any:
-        """As ``_dependency``, but a route change a Canary reads as it read the last version wakes it not.
-
-        A Gateway writes the route's status after each of canaryd's own weight
-        steps; that look would observe, decide and write nothing.
-        """
-        last_seen: dict[tuple[str, str], dict[str, Any]] = {}
-
-        def handler(event_type: str, obj: dict[str, Any]) -> None:
-            meta = obj.get("metadata") or {}
-            namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-            before = last_seen.pop((namespace, name), None)
-            if event_type != "DELETED":
-                last_seen[(namespace, name)] = obj
-            for key in self._index.get((kind, namespace, name), ()):
-                raw = self.caches.canaries.get(*key) if self.caches is not None else None
-                if (
-                    event_type == "MODIFIED"
-                    and before is not None
-                    and raw is not None
-                    and self.caches is not None
-                    and route_change_unseen(raw, self.caches, kind, before, obj)
-                ):
-                    continue
                 self._enqueue(key)
 
         return handler

@@ -23,7 +23,7 @@ from canaryd.api.constants import ACTIVE_PHASES, FINALIZER, Phase, Reason, parse
 from canaryd.api.models import Canary, MetricCheck, MetricTemplate, validation_text
 from canaryd.api.naming import workload_names
 from canaryd.api.timestamps import parse_rfc3339
-from canaryd.core import autoscaling, concurrency, gateway_support, inflight
+from canaryd.core import autoscaling, concurrency, gateway_support
 from canaryd.core.claims import REFUSAL_REASONS, related_targets
 from canaryd.core.concurrency import Key
 from canaryd.core.observations import (
@@ -34,7 +34,7 @@ from canaryd.core.observations import (
     RouteState,
     WorkloadState,
 )
-from canaryd.core.routes import inspect_route, reads_alike
+from canaryd.core.routes import inspect_route
 from canaryd.core.workloads import service_matches, services, target_problem, workload_state
 
 
@@ -437,38 +437,6 @@ def route_parents(route: dict[str, Any] | None, namespace: str, caches: Caches) 
         )
         parents.append(gateway_support.parent_support(key, gateway, gateway_class))
     return tuple(parents)
-
-
-def route_change_unseen(
-    raw: dict[str, Any], caches: Caches, kind: str, before: dict[str, Any], after: dict[str, Any]
-) -> bool:
-    """Whether the Canary ``raw`` observes route version ``after`` exactly as it observed ``before``.
-
-    Only then may the change queue no look at it: what ``observe`` makes of
-    the route (``core.routes.reads_alike``, with the route's record in the
-    Canary's status) is the same, and the spec, hence the parents, too. A
-    Canary that does not parse is always looked at (its report may change).
-    """
-    try:
-        canary = caches.parsed.get("Canary", raw, Canary.model_validate)
-    except ValidationError:
-        return False
-    meta = after.get("metadata") or {}
-    name = str(meta.get("name", ""))
-    if str(meta.get("namespace", "")) != canary.metadata.namespace:
-        return False
-    names = workload_names(canary.spec.target_ref.name)
-    status = inflight.intended(canary.status)
-    return any(ref.kind == kind and ref.name == name for ref in canary.spec.route_refs) and reads_alike(
-        kind,
-        name,
-        before,
-        after,
-        names.primary,
-        names.canary_service,
-        status.route_record(kind, name),
-        canary.spec.service.port,
-    )
 
 
 def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_available: bool = True) -> Observed:

@@ -19,10 +19,7 @@ The reconciler decides nothing; it interprets a core decision:
    A route that someone changed meanwhile (409/422 on the guarded patch) is
    read again and the Canary is decided again at once, so nobody's edit is lost;
 3. the next wake-up, from the decision (itself computed from status), so idle
-   Canaries cost nothing and a restart is on time. The caches' changes from
-   this pass's own writes, when their answers show nothing but those writes
-   (``core.own_writes``), queue no look of their own: this pass queues one
-   only when its decision leads where only another decision can go.
+   Canaries cost nothing and a restart is on time.
 
 Background work the decision asks for (post-rollout and rollback webhooks,
 an ``event`` webhook call for every Event recorded, chat notifications) is
@@ -68,7 +65,6 @@ from canaryd.core.hooks import due_webhooks
 from canaryd.core.invalid import invalid_canary_report
 from canaryd.core.lifecycle import Decision
 from canaryd.core.observations import HookResult, MetricResult, Observations, ShareReading
-from canaryd.core.own_writes import look_again
 from canaryd.core.redaction import redact_text
 from canaryd.core.revision import deployment_template_hash
 from canaryd.core.route_plan import route_patch
@@ -156,15 +152,6 @@ class Reconciler:
         self._fired_due: dict[Key, datetime] = {}
         #: Canaries whose last write got no answer (it may or may not have happened).
         self._unsure: set[Key] = set()
-        #: Canaries whose pass under way skipped the look its own writes' answers would have queued.
-        self._echoed: set[Key] = set()
-
-    def swallow_echo(self, key: Key) -> bool:
-        """Whether a look at ``key`` comes only from its own pass's write, which decides about it instead."""
-        if self.writer.echoing != key:
-            return False
-        self._echoed.add(key)
-        return True
 
     def woke(self, key: Key, due: datetime) -> None:
         """A scheduled wake-up fired; remember when it was due, to measure lateness."""
@@ -232,9 +219,6 @@ class Reconciler:
             await self._failed(key, PassFailure(self._doing.get(key, "reconciling"), None, detail, attempts))
         finally:
             self._doing.pop(key, None)
-            if key in self._echoed:  # the pass ended before deciding whether to look again: look
-                self._echoed.discard(key)
-                self.requeue(key)
             structlog.contextvars.unbind_contextvars("namespace", "name")
 
     async def _failed(self, key: Key, failure: PassFailure) -> None:
@@ -326,7 +310,7 @@ class Reconciler:
         )
         self._doing[key] = "writing the Canary's status"
         try:
-            latest = await self._write_status(key, raw, written.status, staged.before_routes)
+            await self._write_status(key, raw, written.status, staged.before_routes)
         finally:
             self.slots.release(key)
         for line in decision_log(canary, canary.status, decision.status, decision.effects):
@@ -339,14 +323,10 @@ class Reconciler:
             # Every weight patch went through: status may now say the routes carry the new weight.
             self._doing[key] = "recording the weight the routes now carry"
             patch = status_merge_patch(staged.before_routes.dump(), staged.once_routed.dump())
-            await self.writer.patch_status(key[0], key[1], patch, base=latest)
+            await self.writer.patch_status(key[0], key[1], patch)
             shown = staged.once_routed
         self._doing[key] = "scheduling the next look"
         self._after(key, canary.status, replace(decision, status=shown), now)
-        if key in self._echoed:
-            self._echoed.discard(key)
-            if look_again(canary.status.phase, decision.status.phase, decision.effects, observations.routes):
-                self.requeue(key)
 
     def _after(self, key: Key, before: CanaryStatus, decision: Decision, now: datetime) -> None:
         """Metrics of the pass, and the next wake-up the decision asks for."""
@@ -364,14 +344,12 @@ class Reconciler:
 
     async def _write_status(
         self, key: Key, raw: dict[str, Any], old: CanaryStatus, new: CanaryStatus
-    ) -> dict[str, Any] | None:
-        """Write the decided status; the Canary as it stands after (the answer, else ``raw``)."""
+    ) -> None:
         if new == old:
-            return raw
+            return
         patch = status_merge_patch(raw.get("status") or {}, new.dump())
-        if not patch:
-            return raw
-        return await self.writer.patch_status(key[0], key[1], patch, base=raw) or raw
+        if patch:
+            await self.writer.patch_status(key[0], key[1], patch)
 
     def _latest(self, canary: Canary) -> dict[str, Any]:
         latest = self.caches.canaries.get(canary.metadata.namespace, canary.metadata.name)
@@ -540,14 +518,7 @@ class Reconciler:
             if not ops:
                 continue
             try:
-                await self.writer.patch_route(
-                    resource,
-                    namespace,
-                    ref.name,
-                    ops,
-                    base=route,
-                    for_canary=(namespace, canary.metadata.name),
-                )
+                await self.writer.patch_route(resource, namespace, ref.name, ops)
             except ApiError as exc:
                 if not exc.conflict:
                     raise
