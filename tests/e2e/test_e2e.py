@@ -116,6 +116,7 @@ async def test_rollouts_a_user_sees(env: Backend, tmp_path: Path) -> None:
         )
     )
     ctl = env.controller(tmp_path).start()
+    deleting: asyncio.Task[str] | None = None
     try:
         # A new revision while a Canary is still initializing becomes its stable revision, so each
         # must have finished initializing (the refused route included) before its revision changes.
@@ -134,6 +135,16 @@ async def test_rollouts_a_user_sees(env: Backend, tmp_path: Path) -> None:
         world.new_revision(store, ns, "rpc", "shop:2.0")
         world.new_revision(store, ns, "deleted", "shop:2.0")
 
+        # (i) the Canary is deleted mid-run, at 40 %: watched from now on, since the waits below last as
+        # long as other Canaries' steps do, and one step of this one lasts a single interval.
+        async def delete_mid_run() -> str:
+            await world.wait_until(lambda: world.weights(store, ns, "deleted") == (60, 40), timeout=60)
+            uid = str(store.get("canaries.canaryd.io", "deleted", ns)["metadata"]["uid"])
+            store.delete("canaries.canaryd.io", "deleted", ns)
+            return uid
+
+        deleting = asyncio.create_task(delete_mid_run())
+
         # (e) someone edits the route mid-run: other weights and a filter.
         await world.wait_until(lambda: world.weights(store, ns, "edited") == (90, 10), timeout=30)
         filter_ = {
@@ -151,10 +162,7 @@ async def test_rollouts_a_user_sees(env: Backend, tmp_path: Path) -> None:
         revision_before = world.status(store, ns, "changing")["revision"]
         world.new_revision(store, ns, "changing", "shop:3.0")
 
-        # (i) the Canary is deleted mid-run.
-        await world.wait_until(lambda: world.weights(store, ns, "deleted") == (60, 40), timeout=40)
-        deleted_uid = store.get("canaries.canaryd.io", "deleted", ns)["metadata"]["uid"]
-        store.delete("canaries.canaryd.io", "deleted", ns)
+        deleted_uid = await deleting
 
         for name in ("good", "edited", "rpc"):
             await until_phase(env, name, "Succeeded", timeout=60)
@@ -239,6 +247,8 @@ async def test_rollouts_a_user_sees(env: Backend, tmp_path: Path) -> None:
         # The real requests followed every weight canaryd (or a person) set.
         assert_traffic_followed_the_weights(env.traffic_report(recorders))
     finally:
+        if deleting is not None:
+            deleting.cancel()
         unsubscribe()
         for recorder in recorders.values():
             recorder.close()

@@ -182,11 +182,17 @@ async def test_every_dashboard_query_returns_data_from_a_running_controller(
             )
             await _until_phase(store, "good", "Succeeded", timeout=90)
             await _until_phase(store, "bad", "Failed", timeout=90)
-            # Two more scrapes, so the last phase and weight are in Prometheus.
+            # Until a scrape holds both ends (either Canary may end first), so that the last phase and
+            # weight of each are in Prometheus.
             await world.wait_until(
-                lambda: _instant(scraper, 'max(canaryd_canary_phase{name="bad", phase="Failed"})') == [1.0],
+                lambda: _instant(
+                    scraper,
+                    'max(canaryd_canary_phase{name="bad", phase="Failed"})'
+                    ' + max(canaryd_canary_phase{name="good", phase="Succeeded"})',
+                )
+                == [2.0],
                 timeout=15,
-                message="the rollback scraped",
+                message="the promotion and the rollback scraped",
             )
 
             answers: dict[str, list[float]] = {}
