@@ -33,6 +33,7 @@ from cluster.harness import (
     _pid_alive,
     cleanup_stale,
 )
+from tests.runtime import world
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,26 +47,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.2)
-
-
-def deployment_manifest(
-    namespace: str, name: str, replicas: int, ports: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """A Deployment of ``replicas`` pods labelled ``app: <name>``, one container ``<name>:1``."""
-    labels = {"app": name}
-    container: dict[str, Any] = {"name": name, "image": f"{name}:1"}
-    if ports:
-        container["ports"] = ports
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
-        },
-    }
 
 
 def test_api_server_reports_the_built_version(real_cluster: Cluster) -> None:
@@ -92,7 +73,7 @@ def test_gateway_api_crds_are_established(real_cluster: Cluster) -> None:
 def test_deployment_gets_ready_pods_and_endpoints(real_cluster: Cluster, real_namespace: str) -> None:
     ns = real_namespace
     labels = {"app": "web"}
-    deployment = deployment_manifest(ns, "web", replicas=2, ports=[{"containerPort": 8080}])
+    deployment = world.deployment(ns, "web", image="web:1", replicas=2)
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -158,7 +139,7 @@ def test_a_pod_marked_not_ready_by_the_node_controller_is_ready_again(
     kube-apiserver and etcd restarts on a loaded machine); a kubelet reports them Ready again on its next
     status sync, and so must kwok, or a Deployment with such a pod never finishes its rollout."""
     ns = real_namespace
-    deployment = deployment_manifest(ns, "steady", replicas=1)
+    deployment = world.deployment(ns, "steady", image="steady:1", replicas=1)
     wait_for(
         "the default ServiceAccount",
         lambda: real_cluster.api("GET", f"/api/v1/namespaces/{ns}/serviceaccounts/default")[0] == 200,
