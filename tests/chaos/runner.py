@@ -396,7 +396,8 @@ class Invariants:
             return
         on_route = {r.get(f"{APP}-canary", 0) for r in rules}
         if self.foreign_weights:
-            self._status_vs_route(canary, route)
+            # Only a status write clears it: canaryd's write of the step it had routed before the other
+            # writer came may still land, and the status before it may match the other writer's weights.
             return
         if on_route == {status["canaryWeight"]} or status.get("movingToWeight") is not None:
             self.route_ahead = None

@@ -87,3 +87,31 @@ def test_versions_left_unproven_at_the_end_are_counted() -> None:
     view.add("canary", _canary(1537, "Finalizing", 30), relisted=False, known="1520")
     view.finish()
     assert view.unproven_at_end == 1
+
+
+def test_a_step_routed_before_a_second_writer_came_may_still_land_on_status() -> None:
+    """Seed 204: canaryd routed 10 %, a second writer put 0 % back, then canaryd's status write said 10 %."""
+    checker = Invariants(run_plan(204, 20), KillablePrometheus(store=None))
+    before = _canary(2851, "Progressing", 0)
+    before["status"]["step"] = 0
+    checker.canary_changed(before, _route(196, 0), answers=0)
+    checker.route_changed(_route(2889, 10), before)  # canaryd's step: the route first
+    checker.foreign_weights = True  # the second writer
+    checker.route_changed(_route(2913, 0), before)  # the status before the step matches it by chance
+    checker.canary_changed(_canary(2936, "Progressing", 10), _route(2913, 0), answers=1)
+    assert checker.violations == []
+    assert checker.foreign_weights  # only a status write that says what the route carries clears it
+    checker.route_changed(_route(2991, 10), _canary(2936, "Progressing", 10))  # canaryd puts its weight back
+    put_back = _canary(3010, "Progressing", 10)
+    put_back["status"]["routeGenerations"] = [{"kind": "HTTPRoute", "name": APP, "first": 1, "last": 4}]
+    checker.canary_changed(put_back, _route(2991, 10), answers=1)
+    assert not checker.foreign_weights
+
+
+def test_a_status_write_that_does_not_say_what_the_route_carries_is_reported() -> None:
+    checker = Invariants(run_plan(204, 20), KillablePrometheus(store=None))
+    checker.canary_changed(_canary(10, "Progressing", 10), _route(9, 10), answers=0)
+    checker.route_changed(_route(11, 30), _canary(10, "Progressing", 10))  # a route ahead: allowed for now
+    assert checker.violations == []
+    checker.canary_changed(_canary(12, "Progressing", 20), _route(11, 30), answers=1)
+    assert any("status says 20% while the route carries [30]" in v for v in checker.violations)
