@@ -477,8 +477,12 @@ async def serve(shapes_file: Path, canaries: int, interval: str, port_file: Path
 # -- the controller ---------------------------------------------------------------------------------
 
 
-def run_controller(kubeconfig: str, prometheus_url: str, trim: bool) -> int:
-    """``canaryd run`` with the informer trimming on or off; waits for a line on stdin before it starts."""
+def run_controller(kubeconfig: str, prometheus_url: str, trim: bool, trace: Path | None = None) -> int:
+    """``canaryd run`` with the informer trimming on or off; waits for a line on stdin before it starts.
+
+    With ``trace``, allocations are traced and SIGUSR1 writes the largest
+    holders (by source line, then by file) to that file.
+    """
     import functools
 
     from canaryd.adapters import informer
@@ -499,6 +503,23 @@ def run_controller(kubeconfig: str, prometheus_url: str, trim: bool) -> int:
         burst=10000,
     )
     configure_logging("json", "warning")
+    if trace is not None:
+        import tracemalloc
+
+        tracemalloc.start(8)
+
+        def dump(_signum: int, _frame: Any) -> None:
+            snapshot = tracemalloc.take_snapshot()
+            lines = []
+            for kind in ("lineno", "filename"):
+                stats = snapshot.statistics(kind)
+                lines.append(f"by {kind}: {sum(s.size for s in stats) / 1024**2:.1f} MiB traced")
+                lines += [f"{s.size / 1024**2:8.1f} MiB {s.count:>9} {s.traceback}" for s in stats[:40]]
+            temporary = trace.with_suffix(".tmp")
+            temporary.write_text("\n".join(lines) + "\n")
+            temporary.rename(trace)
+
+        signal.signal(signal.SIGUSR1, dump)
     print("imported", flush=True)
     sys.stdin.readline()
     return asyncio.run(controller.run_until_signalled(settings))
@@ -563,6 +584,7 @@ def measure(canaries: int, trim: bool, options: argparse.Namespace) -> Reading:
             controller_args = ["controller", "--kubeconfig", str(kubeconfig)]
             controller_args += ["--prometheus-url", f"http://127.0.0.1:{prometheus_port}"]
             controller_args += [] if trim else ["--no-trim"]
+            controller_args += ["--trace", str(options.trace)] if options.trace is not None else []
             log = open(Path(scratch) / "controller.log", "w")  # noqa: SIM115
             with process(
                 [*nice, *me, *controller_args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
@@ -589,6 +611,10 @@ def measure(canaries: int, trim: bool, options: argparse.Namespace) -> Reading:
                         raise SystemExit(f"only {stats['written_canaries']} of {canaries} Canaries written")
                 sizes = read_kib(controller.pid)
                 seconds = time.monotonic() - began - options.quiet
+                if options.trace is not None:
+                    controller.send_signal(signal.SIGUSR1)
+                    while not options.trace.exists():
+                        time.sleep(0.5)
                 log.close()
                 return Reading(
                     canaries, trim, start, sizes["VmRSS"], sizes["VmHWM"], seconds, stats["requests"],
@@ -666,6 +692,7 @@ def main() -> None:
     parser.add_argument("--kubeconfig")
     parser.add_argument("--prometheus-url")
     parser.add_argument("--no-trim", action="store_true")
+    parser.add_argument("--trace", type=Path, help="trace allocations; write the largest holders here")
     parser.add_argument("--namespace", default="payments")
     parser.add_argument("--name", default="payments-api")
     parser.add_argument("--out", type=Path, default=SHAPES)
@@ -673,7 +700,9 @@ def main() -> None:
     if options.mode == "serve":
         asyncio.run(serve(options.shapes, options.canaries[0], options.interval, options.port_file))
     elif options.mode == "controller":
-        sys.exit(run_controller(options.kubeconfig, options.prometheus_url, not options.no_trim))
+        sys.exit(
+            run_controller(options.kubeconfig, options.prometheus_url, not options.no_trim, options.trace)
+        )
     elif options.mode == "capture":
         kubeconfig = options.kubeconfig or os.environ.get("KUBECONFIG")
         asyncio.run(capture(kubeconfig, options.namespace, options.name, options.out))
