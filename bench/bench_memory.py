@@ -17,7 +17,8 @@ its own) against a lean stand-in API that serves what a real one would:
 - ``serve`` (a process of its own, so its memory is not counted) clones the
   per-Canary objects N times, one namespace per copy with fresh uids and
   resourceVersions (names stay, so each copy's revision hash still matches
-  its status), and answers LISTs in one body, WATCHes with bookmarks (and the
+  its status), and answers LISTs (in pages when asked, as kube-apiserver
+  does with ``limit`` and ``continue``), WATCHes with bookmarks (and the
   events of the writes it accepted), GETs, and PATCH/POST/PUT/DELETE; on
   another port it answers every Prometheus query with 100
   (bench/stub_prometheus.py);
@@ -71,6 +72,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from canaryd.adapters.informer import PAGE_SIZE  # noqa: E402
 from canaryd.api.durations import parse_duration  # noqa: E402
 from canaryd.api.timestamps import format_rfc3339, parse_rfc3339  # noqa: E402
 
@@ -390,11 +392,19 @@ def stand_in_app(api: StandInApi, bookmark_seconds: float = 10.0) -> Any:
         if verb == "LIST":
             bucket = api.objects.get(path.plural, {})
             items = [o for (ns, _), o in bucket.items() if path.namespace in (None, ns)]
+            version, start = str(api.version), 0
+            if request.query.get("continue"):
+                version, _, offset = request.query["continue"].partition("/")
+                start = int(offset)
+            limit = int(request.query.get("limit") or 0) or len(items)
+            metadata: dict[str, Any] = {"resourceVersion": version}
+            if start + limit < len(items):
+                metadata["continue"] = f"{version}/{start + limit}"
             body = {
                 "kind": f"{kinds.get(path.plural, 'Object')}List",
                 "apiVersion": "v1",
-                "metadata": {"resourceVersion": str(api.version)},
-                "items": items,
+                "metadata": metadata,
+                "items": items[start : start + limit],
             }
             return web.Response(body=json.dumps(body).encode(), content_type="application/json")
         if verb == "GET":
@@ -477,8 +487,12 @@ async def serve(shapes_file: Path, canaries: int, interval: str, port_file: Path
 # -- the controller ---------------------------------------------------------------------------------
 
 
-def run_controller(kubeconfig: str, prometheus_url: str, trim: bool, trace: Path | None = None) -> int:
-    """``canaryd run`` with the informer trimming on or off; waits for a line on stdin before it starts.
+def run_controller(
+    kubeconfig: str, prometheus_url: str, trim: bool, page_size: int, trace: Path | None = None
+) -> int:
+    """``canaryd run`` with the informers' trimming on or off and their LIST page size.
+
+    It starts once a line arrives on stdin, so its RSS can be read first.
 
     With ``trace``, allocations are traced and SIGUSR1 writes the largest
     holders (by source line, then by file) to that file.
@@ -490,8 +504,9 @@ def run_controller(kubeconfig: str, prometheus_url: str, trim: bool, trace: Path
     from canaryd.runtime.log_setup import configure_logging
     from canaryd.runtime.settings import Settings
 
-    if not trim:
-        controller.MultiInformer = functools.partial(informer.MultiInformer, trim=False)  # type: ignore[misc]
+    controller.MultiInformer = functools.partial(  # type: ignore[misc]
+        informer.MultiInformer, trim=trim, page_size=page_size
+    )
     settings = Settings(
         kubeconfig=kubeconfig,
         prometheus_url=prometheus_url,
@@ -584,6 +599,7 @@ def measure(canaries: int, trim: bool, options: argparse.Namespace) -> Reading:
             controller_args = ["controller", "--kubeconfig", str(kubeconfig)]
             controller_args += ["--prometheus-url", f"http://127.0.0.1:{prometheus_port}"]
             controller_args += [] if trim else ["--no-trim"]
+            controller_args += ["--page-size", str(options.page_size)]
             controller_args += ["--trace", str(options.trace)] if options.trace is not None else []
             log = open(Path(scratch) / "controller.log", "w")  # noqa: SIM115
             with process(
@@ -692,6 +708,9 @@ def main() -> None:
     parser.add_argument("--kubeconfig")
     parser.add_argument("--prometheus-url")
     parser.add_argument("--no-trim", action="store_true")
+    parser.add_argument(
+        "--page-size", type=int, default=PAGE_SIZE, help="objects per LIST page (0: one answer per LIST)"
+    )
     parser.add_argument("--trace", type=Path, help="trace allocations; write the largest holders here")
     parser.add_argument("--namespace", default="payments")
     parser.add_argument("--name", default="payments-api")
@@ -721,6 +740,7 @@ def main() -> None:
                     f"requests {dict(sorted(reading.requests.items()))}",
                     flush=True,
                 )
+        print(f"LIST page size {options.page_size or 'unlimited'}")
         print(table(readings))
         for line in marginal_lines(readings):
             print(line)

@@ -16,6 +16,12 @@ parts where controllers break in production are handled here:
   but never an object the watch has reported deleted: an answer that arrives
   after the DELETED event (the write that removed the last finalizer) would
   bring a ghost back, which would be reconciled and reported forever;
+- the LIST is read in pages (``page_size`` objects each, as client-go's
+  reflector does), each page trimmed before the next is read, so the memory
+  of what is dropped is reused by the next page instead of all of it being
+  held at once (with 10,000 Canaries a single LIST of Deployments parses to
+  nearly a gigabyte before trimming, and the freed pieces stay scattered
+  between the kept ones);
 - what no reader of the cache needs is dropped before an object is kept
   (``trimmed``): a real API server sends ``metadata.managedFields`` with every
   object, and ``kubectl apply`` leaves a copy of the whole applied manifest in
@@ -49,6 +55,9 @@ Key = tuple[str, str]
 
 #: How many deleted objects an informer remembers, to refuse late answers about them.
 TOMBSTONES = 4096
+
+#: Objects per LIST page (client-go's reflector asks for 500 too).
+PAGE_SIZE = 500
 
 #: The annotation ``kubectl apply`` keeps the applied manifest in (read by kubectl, never by canaryd).
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -97,10 +106,13 @@ class Informer:
         watch_timeout: int = 300,
         label_selector: str | None = None,
         trim: bool = True,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         self.client = client
         #: Whether objects are kept ``trimmed`` (off only to measure what trimming saves).
         self.trim = trim
+        #: Objects per LIST page; 0 lists everything in one answer.
+        self.page_size = page_size
         self.resource = resource
         self.namespace = namespace or None
         self.stall_timeout = stall_timeout
@@ -220,16 +232,27 @@ class Informer:
         query: dict[str, Any] = {}
         if self.label_selector:
             query["labelSelector"] = self.label_selector
-        result = await self.client.list(self.resource, self.namespace, **query)
+        if self.page_size > 0:
+            query["limit"] = self.page_size
         fresh: dict[Key, dict[str, Any]] = {}
-        for item in result.get("items") or []:
-            if self.trim:
-                item = trimmed(item)
-            item.setdefault("apiVersion", self.resource.api_version)
-            item.setdefault("kind", self.resource.kind)
-            fresh[object_key(item)] = item
+        list_version = ""
+        while True:
+            result = await self.client.list(self.resource, self.namespace, **query)
+            for item in result.get("items") or []:
+                if self.trim:
+                    item = trimmed(item)
+                item.setdefault("apiVersion", self.resource.api_version)
+                item.setdefault("kind", self.resource.kind)
+                fresh[object_key(item)] = item
+            page_meta = result.get("metadata") or {}
+            # Every page of one LIST is the same snapshot: the first page's version is the list's.
+            list_version = list_version or str(page_meta.get("resourceVersion", ""))
+            token = page_meta.get("continue")
+            if not token:
+                break
+            query["continue"] = token  # an expired token is a 410, and _run lists again from the start
+            del result  # the untrimmed page is freed before the next one is read
         old = self._objects
-        list_version = str((result.get("metadata") or {}).get("resourceVersion", ""))
         # The controller may have stored its own write while the LIST was in flight; a snapshot
         # older than that write must not take it back (the watch from list_version brings it again).
         for key, obj in old.items():

@@ -267,3 +267,19 @@ async def test_an_annotation_map_that_held_only_the_last_applied_copy_goes_too(r
     cached = informer.get(NAMESPACE, "only-applied")
     assert cached is not None and "annotations" not in cached["metadata"]
     assert cached["metadata"]["labels"] == {"app": "only-applied"}
+
+
+async def test_the_list_is_read_in_pages_and_the_watch_starts_from_the_first_pages_version(sandbox):
+    server, client = sandbox
+    for index in range(5):
+        server.store.create("deployments", deployment(f"d{index}"))
+    informer = Informer(client, DEPLOYMENTS, NAMESPACE, page_size=2)
+    informer.start()
+    try:
+        assert await informer.wait_synced(5)
+        assert sorted(o["metadata"]["name"] for o in informer.items()) == [f"d{i}" for i in range(5)]
+        assert client.counts[("list", 200)] == 3
+        server.store.patch("deployments", "d4", {"spec": {"replicas": 4}}, NAMESPACE)
+        await eventually(lambda: informer.get(NAMESPACE, "d4")["spec"]["replicas"] == 4)
+    finally:
+        await informer.stop()
