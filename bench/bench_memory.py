@@ -504,7 +504,8 @@ def run_controller(
     from canaryd.runtime.log_setup import configure_logging
     from canaryd.runtime.settings import Settings
 
-    controller.MultiInformer = functools.partial(  # type: ignore[misc]
+    # The controller builds its informers by this name; the bench's choice of options goes in with it.
+    vars(controller)["MultiInformer"] = functools.partial(
         informer.MultiInformer, trim=trim, page_size=page_size
     )
     settings = Settings(
@@ -671,7 +672,7 @@ async def capture(kubeconfig: str | None, namespace: str, name: str, out: Path) 
                 templates.append(
                     await client.get(METRIC_TEMPLATES, ref.get("namespace", namespace), ref["name"])
                 )
-        objects = {
+        objects: dict[str, Any] = {
             "canary": canary,
             "target": await client.get(DEPLOYMENTS, namespace, target),
             "primary": await client.get(DEPLOYMENTS, namespace, f"{target}-primary"),
@@ -720,7 +721,13 @@ def main() -> None:
         asyncio.run(serve(options.shapes, options.canaries[0], options.interval, options.port_file))
     elif options.mode == "controller":
         sys.exit(
-            run_controller(options.kubeconfig, options.prometheus_url, not options.no_trim, options.trace)
+            run_controller(
+                options.kubeconfig,
+                options.prometheus_url,
+                not options.no_trim,
+                options.page_size,
+                options.trace,
+            )
         )
     elif options.mode == "capture":
         kubeconfig = options.kubeconfig or os.environ.get("KUBECONFIG")
