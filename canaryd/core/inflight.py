@@ -14,6 +14,19 @@ it), ``canaryWeight`` takes that weight and ``movingToWeight`` goes. A
 decision reads the weight a run is at from :func:`intended` (the weight being
 moved to, if any), so a restart in between resumes the move, never takes the
 step twice, and never goes back.
+
+An ordinary step (:func:`weights_first`) is cheaper: one route, the same
+phase, nothing to do but the weight write, Events and background calls. Its
+route is patched first and status written once, after it, so a step costs
+one status write, not two. Nothing is lost if the controller stops between
+the two writes: status still says the step before, which the next pass
+decides again from (a step decided again writes the weight the route already
+carries, so it is taken once). If that pass decides otherwise (a failed
+check holds the run), status first says the weight the route carries and
+that canaryd moves it back (:func:`stage`), so status never says a weight the
+route does not carry. A route patch that fails for another reason than a
+lost race leaves the outcome unknown, so the status of the two-step write
+(``movingToWeight``) is written then, before the pass's failure is handled.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from canaryd.api.models import CanaryStatus
-from canaryd.core.effects import Effect, SetRouteWeights
+from canaryd.core.effects import CallWebhooks, Effect, Notify, RecordEvent, SetRouteWeights
 from canaryd.core.observations import RouteState
 from canaryd.core.routes import weights_match
 
@@ -69,6 +82,14 @@ def confirmed(written: CanaryStatus, routes: tuple[RouteState, ...]) -> int:
     return written.canary_weight
 
 
+def carried_weight(routes: tuple[RouteState, ...]) -> int | None:
+    """The one canary weight all routes with canaryd's backendRefs carry; None if they differ or none has."""
+    weights = {route.canary_weight for route in routes if route.exists and route.has_backends}
+    if len(weights) != 1:
+        return None
+    return next(iter(weights))
+
+
 def stage(
     decided: CanaryStatus, confirmed_weight: int, routes: tuple[RouteState, ...], effects: Sequence[Effect]
 ) -> Staged:
@@ -78,16 +99,45 @@ def stage(
     carry; ``routes`` are the routes as observed before this pass's writes;
     ``effects`` are the decision's. Only a weight write of the new weight can
     confirm it: without one (a route that may not be written now) status keeps
-    saying it is moving there.
+    saying it is moving there. A route this pass writes back (someone else's
+    weight on it, or a weight patch whose status write never happened) is said
+    to carry what it carries until the write went through.
     """
     target = decided.canary_weight
-    if target == confirmed_weight or routes_carry(routes, target):
-        settled = decided.model_copy(update={"moving_to_weight": None})
+    settled = decided.model_copy(update={"moving_to_weight": None})
+    if routes_carry(routes, target):
         return Staged(before_routes=settled, once_routed=None)
-    before = decided.model_copy(update={"canary_weight": confirmed_weight, "moving_to_weight": target})
     writes = any(isinstance(e, SetRouteWeights) and e.canary == target for e in effects)
-    after = decided.model_copy(update={"moving_to_weight": None}) if writes else None
-    return Staged(before_routes=before, once_routed=after)
+    carried = carried_weight(routes) if writes else None
+    start = carried if carried is not None else confirmed_weight
+    if start == target:
+        return Staged(before_routes=settled, once_routed=None)
+    before = decided.model_copy(update={"canary_weight": start, "moving_to_weight": target})
+    return Staged(before_routes=before, once_routed=settled if writes else None)
 
 
-__all__ = ["Staged", "confirmed", "intended", "routes_carry", "stage"]
+#: What an ordinary step may do besides its weight write for status to be written once, after the route.
+_WITH_A_STEP = (SetRouteWeights, RecordEvent, CallWebhooks, Notify)
+
+
+def weights_first(
+    written: CanaryStatus, staged: Staged, effects: Sequence[Effect], route_count: int
+) -> bool:
+    """Whether this pass patches the route first and writes status once, after it (see the module).
+
+    Only an ordinary step qualifies: one route (a second route's patch could
+    fail after the first went through), the same phase (a restart decides
+    again from the phase before, which must lead to the same place), a weight
+    to confirm, and no effect but the weight write, Events and background calls
+    (a Deployment or finalizer write must be recorded in status before it).
+    """
+    return (
+        route_count == 1
+        and staged.once_routed is not None
+        and staged.once_routed.phase == written.phase
+        and any(isinstance(e, SetRouteWeights) for e in effects)
+        and all(isinstance(e, _WITH_A_STEP) for e in effects)
+    )
+
+
+__all__ = ["Staged", "carried_weight", "confirmed", "intended", "routes_carry", "stage", "weights_first"]

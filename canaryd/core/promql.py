@@ -55,6 +55,7 @@ duration of at least one second.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -291,8 +292,39 @@ def check_queries(
 
     A template that does not use ``{{ route }}`` gives one query (paired with
     the first route's name). Route names repeated across kinds are asked once.
-    Raises TemplateError for the first rendering that fails.
+    Raises TemplateError for the first rendering that fails. A rendering
+    depends on nothing but these arguments, and a run asks the same check at
+    every step, so renderings are remembered (``RENDERED_CHECKS`` of them).
     """
+    return list(
+        _rendered_check(
+            query,
+            namespace,
+            target,
+            service,
+            tuple(routes),
+            interval,
+            tuple(template_defaults.items()) if template_defaults else (),
+            tuple(overrides.items()) if overrides else (),
+        )
+    )
+
+
+#: How many check renderings are remembered: enough for every check of 10,000 Canaries with three each.
+RENDERED_CHECKS = 32768
+
+
+@functools.lru_cache(maxsize=RENDERED_CHECKS)
+def _rendered_check(
+    query: str,
+    namespace: str,
+    target: str,
+    service: str,
+    routes: tuple[str, ...],
+    interval: timedelta | str,
+    template_defaults: tuple[tuple[str, str], ...],
+    overrides: tuple[tuple[str, str], ...],
+) -> tuple[tuple[str, str], ...]:
     names = list(dict.fromkeys(routes))
     if "route" not in placeholders(query):
         names = names[:1]
@@ -304,11 +336,11 @@ def check_queries(
             service=service,
             route=route,
             interval=interval,
-            template_defaults=template_defaults,
-            overrides=overrides,
+            template_defaults=dict(template_defaults),
+            overrides=dict(overrides),
         )
         rendered.append((route, render(query, variables)))
-    return rendered
+    return tuple(rendered)
 
 
 def analysis_variables(

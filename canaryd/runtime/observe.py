@@ -11,6 +11,7 @@ decides: every rule applied to these values lives in ``canaryd.core``.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from canaryd.adapters.informer import MultiInformer
 from canaryd.api.constants import ACTIVE_PHASES, FINALIZER, Phase, Reason, parse_phase
-from canaryd.api.models import Canary, MetricCheck, MetricTemplate, validation_text
+from canaryd.api.models import Canary, MetricCheck, MetricTemplate, RouteGenerations, validation_text
 from canaryd.api.naming import workload_names
 from canaryd.api.timestamps import parse_rfc3339
 from canaryd.core import autoscaling, concurrency, gateway_support
@@ -68,6 +69,13 @@ class AutoscalerIndex:
         return sorted(self._by_target.get((namespace, deployment), ()))
 
 
+def _inspect(
+    given: tuple[str, str, str, str, RouteGenerations | None, int | None], route: dict[str, Any]
+) -> RouteState:
+    kind, name, primary, canary_service, record, port = given
+    return inspect_route(kind, name, route, primary, canary_service, record, port)
+
+
 class ByVersion:
     """What was made of an object (its parsed model, its workload state), kept until the object changes.
 
@@ -78,23 +86,34 @@ class ByVersion:
     """
 
     def __init__(self) -> None:
-        self._made: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
+        self._made: dict[tuple[str, str, str, str], tuple[str, Any, Any]] = {}
         #: The keys of ``_made`` by object namespace and name, so forgetting one costs no scan.
         self._keys_of: dict[tuple[str, str], set[tuple[str, str, str, str]]] = defaultdict(set)
 
-    def get(self, what: str, obj: dict[str, Any], make: Callable[[dict[str, Any]], T]) -> T:
+    def get(
+        self,
+        what: str,
+        obj: dict[str, Any],
+        make: Callable[[dict[str, Any]], T],
+        given: Any = None,
+        owner: tuple[str, str] | None = None,
+    ) -> T:
+        """``make(obj)``, made again only when the object's version or ``given`` (what else it used) changed.
+
+        ``owner`` (namespace, name): forgetting it forgets this too (default: the object itself).
+        """
         meta = obj.get("metadata") or {}
         version = str(meta.get("resourceVersion") or "")
         if not version:
             return make(obj)
         key = (what, str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta.get("uid", "")))
         known = self._made.get(key)
-        if known is not None and known[0] == version:
-            value: T = known[1]
+        if known is not None and known[0] == version and known[1] == given:
+            value: T = known[2]
             return value
         made = make(obj)
-        self._made[key] = (version, made)
-        self._keys_of[(key[1], key[2])].add(key)
+        self._made[key] = (version, given, made)
+        self._keys_of[owner or (key[1], key[2])].add(key)
         return made
 
     def forget(self, namespace: str, name: str) -> None:
@@ -466,7 +485,19 @@ def observe(canary: Canary, raw: dict[str, Any], caches: Caches, run_slot_availa
         route = cache.get(namespace, ref.name) if cache is not None else None
         record = canary.status.route_record(ref.kind, ref.name)
         port = canary.spec.service.port
-        state = inspect_route(ref.kind, ref.name, route, names.primary, names.canary_service, record, port)
+        if route is None:
+            state = inspect_route(ref.kind, ref.name, None, names.primary, names.canary_service, record, port)
+        else:
+            # Per Canary (another one weighting the same route names other Services), per what it was given;
+            # forgotten with the Canary.
+            given = (ref.kind, ref.name, names.primary, names.canary_service, record, port)
+            state = caches.parsed.get(
+                f"{ref.kind} of {canary.metadata.uid or canary.metadata.name}",
+                route,
+                functools.partial(_inspect, given),
+                given=given,
+                owner=(namespace, canary.metadata.name),
+            )
         routes.append(replace(state, parents=route_parents(route, namespace, caches)))
 
     uid = canary.metadata.uid or ""

@@ -11,9 +11,11 @@ The reconciler decides nothing; it interprets a core decision:
    step is never taken twice; a new weight is written there as
    ``movingToWeight`` and becomes ``canaryWeight`` only once the route
    patches went through (``core.inflight``), so status never runs ahead of
-   the routes. Once it is written, the decision's lines go to the log
-   (``core.decision_log``: one line per phase change, step, verdict, manual
-   action, rollback);
+   the routes. An ordinary step, whose only write besides status is its
+   route's weights, patches the route first and writes status once, after
+   it (``core.inflight.weights_first``). Once status is written, the
+   decision's lines go to the log (``core.decision_log``: one line per phase
+   change, step, verdict, manual action, rollback);
 2. the effects, in the order the decision gives them (its Events first); the
    first failure stops the pass (a later effect may depend on an earlier one).
    A route that someone changed meanwhile (409/422 on the guarded patch) is
@@ -34,8 +36,9 @@ is written as soon as it is worth a person's attention: never a silent loop.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,6 +99,23 @@ DueFn = Callable[[Canary, Observations, datetime], bool]
 HookRound = Callable[[Canary, tuple[Webhook, ...], datetime], Awaitable[tuple[HookResult, ...]]]
 
 
+@dataclass(frozen=True)
+class UnconfirmedStep:
+    """A step whose route patch went through and whose status write failed: what to write once it can be.
+
+    Deciding again instead could come before the Gateway reports the route's
+    new generation, hold the run, and move the route back a step.
+    """
+
+    #: The Canary's resourceVersion the step was decided from: any write since, and the step is decided again.
+    canary_version: str
+    route: tuple[str, str]
+    #: The route's uid and generation after canaryd's patch: a spec change since, and the step is decided
+    #: again (the Gateway's status writes change neither).
+    route_version: tuple[str, int | None]
+    status_patch: dict[str, Any]
+
+
 class RouteConflict(Exception):
     """A guarded route patch lost a race; the route was read again."""
 
@@ -152,6 +172,8 @@ class Reconciler:
         self._fired_due: dict[Key, datetime] = {}
         #: Canaries whose last write got no answer (it may or may not have happened).
         self._unsure: set[Key] = set()
+        #: Steps whose route patch went through and whose status write did not (see ``_step_weights_first``).
+        self._unconfirmed: dict[Key, UnconfirmedStep] = {}
 
     def woke(self, key: Key, due: datetime) -> None:
         """A scheduled wake-up fired; remember when it was due, to measure lateness."""
@@ -164,6 +186,7 @@ class Reconciler:
         self._doing.pop(key, None)
         self._fired_due.pop(key, None)
         self._unsure.discard(key)
+        self._unconfirmed.pop(key, None)
         self.slots.release(key)
         self.caches.parsed.forget(*key)
         self.metrics.forget_canary(*key)
@@ -185,6 +208,8 @@ class Reconciler:
                     self.forget(key)
                     return
                 raw = self.caches.canaries.get(namespace, name) or fresh
+            if await self._confirm_step(key, raw):
+                return
             self._doing[key] = "deciding"
             await self._reconcile(key, raw)
             self._failures.pop(key, None)
@@ -308,6 +333,15 @@ class Reconciler:
             observations.routes,
             decision.effects,
         )
+        once_routed = staged.once_routed
+        if once_routed is not None and inflight.weights_first(
+            written.status, staged, decision.effects, len(canary.spec.route_refs)
+        ):
+            step = (staged.before_routes, once_routed)
+            await self._step_weights_first(key, raw, canary, observed.target, written.status, decision, step)
+            self._doing[key] = "scheduling the next look"
+            self._after(key, canary.status, replace(decision, status=once_routed), now)
+            return
         self._doing[key] = "writing the Canary's status"
         try:
             await self._write_status(key, raw, written.status, staged.before_routes)
@@ -316,7 +350,7 @@ class Reconciler:
         for line in decision_log(canary, canary.status, decision.status, decision.effects):
             rollout_log.info(line.message, kind=line.kind, **line.fields)
         for effect in decision.effects:
-            self._doing[key] = describe_effect(effect, canary.metadata.namespace, canary.spec.target_ref.name)
+            self._doing[key] = self._describe(effect, canary)
             await self._apply(effect, canary, observed.target, decision.status)
         shown = staged.before_routes
         if staged.once_routed is not None:
@@ -327,6 +361,84 @@ class Reconciler:
             shown = staged.once_routed
         self._doing[key] = "scheduling the next look"
         self._after(key, canary.status, replace(decision, status=shown), now)
+
+    async def _step_weights_first(
+        self,
+        key: Key,
+        raw: dict[str, Any],
+        canary: Canary,
+        target: dict[str, Any] | None,
+        old: CanaryStatus,
+        decision: Decision,
+        step: tuple[CanaryStatus, CanaryStatus],
+    ) -> None:
+        """An ordinary step (``core.inflight.weights_first``): the route patch, status once, then the rest.
+
+        ``step`` holds the status of the two-step write's first half and the
+        one to write once the route carries the weight. A route patch that
+        failed for another reason than a lost race may have gone through, and
+        a failed status write leaves the route ahead of status: either way
+        status then says the move (``movingToWeight``) before the failure is
+        handled, as the two-step write would have.
+        """
+        moving, once_routed = step
+        try:
+            try:
+                for effect in decision.effects:
+                    if isinstance(effect, fx.SetRouteWeights):
+                        self._doing[key] = self._describe(effect, canary)
+                        await self._apply(effect, canary, target, decision.status)
+                self._doing[key] = "writing the Canary's status"
+                self._remember_step(key, raw, canary, once_routed)
+                await self._write_status(key, raw, old, once_routed)
+                self._unconfirmed.pop(key, None)
+            except RouteConflict:
+                raise  # the route was not written: status still says what it carries
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await self._write_status(key, raw, old, moving)
+                    self._unconfirmed.pop(key, None)  # status says the move: the next pass resumes it
+                raise
+        finally:
+            self.slots.release(key)
+        for line in decision_log(canary, canary.status, decision.status, decision.effects):
+            rollout_log.info(line.message, kind=line.kind, **line.fields)
+        for effect in decision.effects:
+            if not isinstance(effect, fx.SetRouteWeights):
+                self._doing[key] = self._describe(effect, canary)
+                await self._apply(effect, canary, target, decision.status)
+
+    def _remember_step(
+        self, key: Key, raw: dict[str, Any], canary: Canary, once_routed: CanaryStatus
+    ) -> None:
+        ref = canary.spec.route_refs[0]
+        route = self.caches.routes[ref.kind].get(key[0], ref.name) or {}
+        self._unconfirmed[key] = UnconfirmedStep(
+            canary_version=_version(raw),
+            route=(ref.kind, ref.name),
+            route_version=_uid_generation(route),
+            status_patch=status_merge_patch(raw.get("status") or {}, once_routed.dump()),
+        )
+
+    async def _confirm_step(self, key: Key, raw: dict[str, Any]) -> bool:
+        """Write the status of a step whose route patch went through; False: nothing to confirm, decide."""
+        step = self._unconfirmed.get(key)
+        if step is None:
+            return False
+        kind, name = step.route
+        route = self.caches.routes[kind].get(key[0], name) or {}
+        if _version(raw) != step.canary_version or _uid_generation(route) != step.route_version:
+            del self._unconfirmed[key]
+            return False
+        self._doing[key] = "recording the weight the route now carries"
+        await self.writer.patch_status(key[0], key[1], step.status_patch)
+        self._unconfirmed.pop(key, None)
+        self.requeue(key)  # the next pass decides from the status just written
+        return True
+
+    @staticmethod
+    def _describe(effect: fx.Effect, canary: Canary) -> str:
+        return describe_effect(effect, canary.metadata.namespace, canary.spec.target_ref.name)
 
     def _after(self, key: Key, before: CanaryStatus, decision: Decision, now: datetime) -> None:
         """Metrics of the pass, and the next wake-up the decision asks for."""
@@ -541,9 +653,19 @@ class Reconciler:
         log.warning("canary is invalid", error=message)
 
 
+def _version(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def _uid_generation(obj: dict[str, Any]) -> tuple[str, int | None]:
+    meta = obj.get("metadata") or {}
+    generation = meta.get("generation")
+    return str(meta.get("uid", "")), generation if isinstance(generation, int) else None
+
+
 def _generation(raw: dict[str, Any]) -> int:
     value = (raw.get("metadata") or {}).get("generation")
     return value if isinstance(value, int) else 0
 
 
-__all__ = ["Reconciler", "RouteConflict", "key_text"]
+__all__ = ["Reconciler", "RouteConflict", "UnconfirmedStep", "key_text"]

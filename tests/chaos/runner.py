@@ -358,6 +358,10 @@ class Invariants:
     foreign_weights: bool = False
     last_step: int = 0
     answers_at_last_step: int = 0
+    #: The status of the last Canary version checked: a version with the same status wrote none.
+    last_status: dict[str, Any] | None = None
+    #: The route's canary weights while it is ahead of status (canaryd patches a step's route first).
+    route_ahead: list[int] | None = None
     started: float = field(default_factory=time.monotonic)
     #: The last versions checked (time, what), kept for a failing run's record.
     trace: list[str] = field(default_factory=list)
@@ -382,7 +386,22 @@ class Invariants:
             if canary_weight > top:
                 self._fail(f"canary weight {canary_weight} above the max step {top}")
         if canary is not None:
+            self._route_vs_status(canary, route)
+
+    def _route_vs_status(self, canary: dict[str, Any], route: dict[str, Any]) -> None:
+        """A route change may put the route ahead of status (an ordinary step), never for good."""
+        status = canary.get("status") or {}
+        rules = _our_rules(route)
+        if not rules or "canaryWeight" not in status:
+            return
+        on_route = {r.get(f"{APP}-canary", 0) for r in rules}
+        if self.foreign_weights:
             self._status_vs_route(canary, route)
+            return
+        if on_route == {status["canaryWeight"]} or status.get("movingToWeight") is not None:
+            self.route_ahead = None
+        else:
+            self.route_ahead = sorted(on_route)
 
     def canary_changed(
         self, canary: dict[str, Any], route: dict[str, Any] | None, answers: int | None = None
@@ -419,7 +438,9 @@ class Invariants:
                     )
         if step != self.last_step:
             self.last_step, self.answers_at_last_step = step, now_answers
-        if route is not None:
+        written = status != self.last_status
+        self.last_status = status
+        if route is not None and written:
             self._status_vs_route(canary, route)
         return checked
 
@@ -438,6 +459,8 @@ class Invariants:
         self.checks["status never ahead of the route"] += 1
         if on_route != {status["canaryWeight"]} and status.get("movingToWeight") is None:
             self._fail(f"status says {status['canaryWeight']}% while the route carries {sorted(on_route)}")
+        else:
+            self.route_ahead = None
 
     def finished(self, store: Any, phase: str | None) -> None:
         """The end of the run: the phase its revision deserves, the primary carrying everything."""
@@ -450,6 +473,9 @@ class Invariants:
         self.checks["all traffic on the primary, canary at 0"] += 1
         if route is None or any(r.get(f"{APP}-canary", 0) != 0 for r in _our_rules(route)):
             self._fail(f"route does not carry everything on the primary: {route and _our_rules(route)}")
+        self.checks["status caught up with the route"] += 1
+        if self.route_ahead is not None:
+            self._fail(f"the route carries {self.route_ahead} and status never said so")
         target = world.find(store, "deployments", namespace, APP) or {}
         if target.get("spec", {}).get("replicas") != 0:
             self._fail(f"the canary runs {target.get('spec', {}).get('replicas')} replicas after the run")

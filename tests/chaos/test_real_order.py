@@ -66,7 +66,7 @@ def test_a_status_delivered_before_the_route_it_follows_waits_for_that_route() -
         "rv 1531 route [{'shop-primary': 100, 'shop-canary': 0}]",
         "rv 1537 canary Finalizing step 1 weight 0 moving None",
     ]
-    assert view.checker.checks["status never ahead of the route"] >= 3
+    assert view.checker.checks["status never ahead of the route"] >= 2  # each status version
 
 
 def test_a_route_proven_unchanged_lets_a_status_ahead_of_it_be_reported() -> None:

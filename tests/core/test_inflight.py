@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from canaryd.api.constants import Phase
+from canaryd.api.constants import HookType, Phase
 from canaryd.api.models import CanaryStatus
-from canaryd.core.effects import ScaleTarget, SetRouteWeights
-from canaryd.core.inflight import confirmed, intended, routes_carry, stage
+from canaryd.core.effects import CallWebhooks, EnsurePrimary, RecordEvent, ScaleTarget, SetRouteWeights
+from canaryd.core.inflight import carried_weight, confirmed, intended, routes_carry, stage, weights_first
 from canaryd.core.lifecycle import analysis_due
 from canaryd.core.observations import RouteState
 from tests.core.world import progressing_world, with_status
@@ -96,3 +96,50 @@ def test_no_round_judges_a_step_whose_weight_the_route_does_not_carry_yet() -> N
     lost_patch = replace(world.route_state(), primary_weight=100, canary_weight=0)
     observations = replace(world.observations(), routes=(lost_patch,))
     assert not analysis_due(with_status(world.canary, status), observations, later)
+
+
+STEP_EVENT = RecordEvent(type="Normal", reason="Progressing", message="advanced to 30 %")
+
+
+def test_an_ordinary_step_patches_its_one_route_first_and_writes_status_once() -> None:
+    effects = [STEP_EVENT, SetRouteWeights(70, 30), CallWebhooks(type=HookType.ROLLOUT)]
+    staged = stage(at(30), 10, (route(10),), effects)
+    assert weights_first(at(10, step=1), staged, effects, route_count=1)
+
+
+def test_two_routes_a_phase_change_or_another_write_keep_the_two_step_write() -> None:
+    step = [SetRouteWeights(70, 30)]
+    staged = stage(at(30), 10, (route(10),), step)
+    assert not weights_first(at(10, step=1), staged, step, route_count=2)  # the second patch may fail
+    promoting = CanaryStatus(phase=Phase.PROMOTING, canary_weight=10, step=2)
+    assert not weights_first(promoting, staged, step, route_count=1)
+    with_primary = [*step, EnsurePrimary("abc")]
+    assert not weights_first(at(10, step=1), stage(at(30), 10, (route(10),), with_primary), with_primary, 1)
+    settled = stage(at(30), 30, (route(30),), [])
+    assert not weights_first(at(30), settled, [], route_count=1)  # nothing to confirm
+
+
+def test_a_route_left_ahead_of_status_is_said_to_carry_its_weight_while_it_is_moved_back() -> None:
+    # The controller stopped after a step's route patch (30 %) and before its status write (still 10 %);
+    # the pass after it holds the run at 10 %: status must not say 10 % before the route carries it.
+    staged = stage(at(10), 10, (route(30),), [SetRouteWeights(90, 10)])
+    assert (staged.before_routes.canary_weight, staged.before_routes.moving_to_weight) == (30, 10)
+    assert staged.once_routed is not None and staged.once_routed.canary_weight == 10
+    # Deciding the same step again finds the route there already: one write, the step taken once.
+    again = stage(at(30), 10, (route(30),), [])
+    assert again.once_routed is None and again.before_routes.canary_weight == 30
+
+
+def test_a_route_someone_else_moved_is_said_to_carry_what_it_carries_until_it_is_put_back() -> None:
+    staged = stage(at(30), 30, (route(0),), [SetRouteWeights(70, 30)])
+    assert (staged.before_routes.canary_weight, staged.before_routes.moving_to_weight) == (0, 30)
+    # Without a weight write (a suspended Canary), status stays as it was decided.
+    untouched = stage(at(30), 30, (route(0),), [])
+    assert (untouched.before_routes.canary_weight, untouched.before_routes.moving_to_weight) == (30, None)
+
+
+def test_the_weight_carried_is_the_one_all_routes_agree_on() -> None:
+    assert carried_weight((route(30), route(30))) == 30
+    assert carried_weight((route(30), route(10))) is None
+    assert carried_weight((route(None),)) is None
+    assert carried_weight((route(30, exists=False),)) is None

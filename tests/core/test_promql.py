@@ -352,3 +352,24 @@ def test_the_workload_variable_is_the_target_unless_a_side_names_another() -> No
     assert analysis_variables(**common, workload="api-primary")["workload"] == "api-primary"
     with pytest.raises(TemplateError, match="cannot be overridden"):
         analysis_variables(**common, overrides={"workload": "x"})
+
+
+def test_a_remembered_rendering_follows_its_variables_and_a_bad_one_fails_every_time() -> None:
+    def rendered(**overrides: str) -> list[tuple[str, str]]:
+        return check_queries(
+            'sum(rate(x{namespace="{{ namespace }}", code=~"{{ codes }}"}[{{ interval }}]))',
+            namespace="shop",
+            target="web",
+            service="web-canary",
+            routes=["web"],
+            interval="1m",
+            template_defaults={"codes": "5.."},
+            overrides=overrides,
+        )
+
+    assert rendered() == rendered()
+    assert 'code=~"5\\\\.\\\\."' in rendered()[0][1]  # the value is escaped for a regex in a string
+    assert 'code=~"4\\\\.\\\\."' in rendered(codes="4..")[0][1]
+    for _ in range(2):
+        with pytest.raises(TemplateError, match="set by canaryd"):
+            rendered(namespace="other")

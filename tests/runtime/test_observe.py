@@ -140,6 +140,41 @@ def test_a_route_weighted_twice_since_the_gateway_reported_is_still_accepted_aft
     assert restarted.routes[0].accepted and restarted.routes[0].problem == ""
 
 
+def test_a_route_kept_from_one_pass_to_the_next_is_judged_again_when_the_status_record_changes() -> None:
+    """The route's state is remembered per resourceVersion, and per what the Canary's status says of it."""
+    route = world.route(NS, "shop")
+    route["metadata"].update(uid="route-uid", generation=3, resourceVersion="41")
+    accepted = {"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 1}
+    route["status"] = {
+        "parents": [
+            {
+                "parentRef": {"name": world.GATEWAY_NAME, "namespace": world.GATEWAY_NAMESPACE},
+                "controllerName": world.SANDBOX_CONTROLLER,
+                "conditions": [accepted],
+            }
+        ]
+    }
+    raw = world.canary(NS, "shop")
+    raw["metadata"]["uid"] = "uid-shop"
+    caches = _caches(raw, route)
+    before = observe(Canary.model_validate(raw), raw, caches).observations
+    assert not before.routes[0].accepted
+    raw["status"] = {
+        "routeGenerations": [
+            {
+                "kind": "HTTPRoute",
+                "name": "shop",
+                "uid": "route-uid",
+                "first": 1,
+                "last": 3,
+                "specHash": spec_hash(route, "shop-primary", "shop-canary"),
+            }
+        ]
+    }
+    after = observe(Canary.model_validate(raw), raw, caches).observations
+    assert after.routes[0].accepted and after.routes[0].problem == ""
+
+
 def test_what_is_made_of_an_object_is_made_once_per_resource_version() -> None:
     from canaryd.runtime.observe import ByVersion
 

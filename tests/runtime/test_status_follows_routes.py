@@ -28,21 +28,39 @@ async def cluster():
 
 
 class StatusBesideRoute:
-    """For every write to the Canary: its canaryWeight and movingToWeight, and the route's weight then."""
+    """For every write to the Canary: its canaryWeight and movingToWeight, and the route's weight then.
+
+    ``writes`` lists, in commit order, ("route", canary weight) for every route version and ("status",
+    phase, step, canaryWeight, movingToWeight) for every Canary version.
+    """
 
     def __init__(self, store: Any, name: str) -> None:
         self.seen: list[tuple[int, int | None, int]] = []
+        self.writes: list[tuple[Any, ...]] = []
         self._store, self._name = store, name
         self._unsubscribe = store.subscribe(self._on_event)
 
     def _on_event(self, event: Any) -> None:
         obj = event.obj if isinstance(event.obj, dict) else {}
         meta = obj.get("metadata") or {}
-        if event.storage_key != ("canaryd.io", "canaries") or meta.get("name") != self._name:
+        if meta.get("name") != self._name:
+            return
+        if event.storage_key == ("gateway.networking.k8s.io", "httproutes"):
+            self.writes.append(("route", world.weights(self._store, NS, self._name)[1]))
+        if event.storage_key != ("canaryd.io", "canaries"):
             return
         status = obj.get("status") or {}
         on_route = world.weights(self._store, NS, self._name)[1]
         self.seen.append((status.get("canaryWeight", 0), status.get("movingToWeight"), on_route))
+        self.writes.append(
+            (
+                "status",
+                status.get("phase"),
+                status.get("step"),
+                status.get("canaryWeight"),
+                status.get("movingToWeight"),
+            )
+        )
 
     def close(self) -> None:
         self._unsubscribe()
@@ -70,3 +88,64 @@ async def test_status_follows_the_route_through_conflicts_and_latency(cluster):
     assert {10, 30, 50} <= set(confirmed), watcher.seen
     assert world.status(store, NS, "web").get("canaryWeight") == 0
     assert "movingToWeight" not in world.status(store, NS, "web")
+
+
+def _progressing_steps(writes: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
+    """(step, canaryWeight) of each Progressing status version that changed them, in order."""
+    steps: list[tuple[int, int]] = []
+    for write in writes:
+        if write[0] != "status" or write[1] != "Progressing" or not write[2]:
+            continue  # a route version, or the run before its first step
+        if not steps or steps[-1] != (write[2], write[3]):
+            steps.append((write[2], write[3]))
+    return steps
+
+
+async def test_an_ordinary_step_writes_its_route_first_and_status_once(cluster):
+    store = cluster.store
+    world.app(store, NS, "web", metrics=METRIC, interval="1s")
+    async with running_controller(settings_for(cluster), analyzer=ScriptedAnalysis()):
+        await world.wait_until(
+            lambda: world.status(store, NS, "web").get("phase") == "Initialized", timeout=15
+        )
+        watcher = StatusBesideRoute(store, "web")
+        world.new_revision(store, NS, "web", "app:2")
+        await world.wait_until(lambda: world.status(store, NS, "web").get("phase") == "Succeeded", timeout=60)
+        watcher.close()
+    for canary_weight, moving_to, on_route in watcher.seen:
+        assert canary_weight == on_route or moving_to == on_route, watcher.seen
+    # The steps within the run (10 -> 30 -> 50 %) never say movingToWeight: the route was written first,
+    # then status, once, with the weight the route carries.
+    progressing = [w for w in watcher.writes if w[0] == "status" and w[1] == "Progressing"]
+    assert {w[3] for w in progressing} >= {10, 30, 50}, watcher.writes
+    for later in (30, 50):
+        moves = [w for w in progressing if w[4] == later]
+        assert moves == [], watcher.writes
+        at = next(i for i, w in enumerate(watcher.writes) if w[0] == "status" and w[3] == later)
+        assert ("route", later) in watcher.writes[:at], watcher.writes
+    assert _progressing_steps(watcher.writes) == [(1, 10), (2, 30), (3, 50)], watcher.writes
+
+
+async def test_a_status_write_lost_after_the_route_patch_takes_the_step_once(cluster):
+    store = cluster.store
+    world.app(store, NS, "web", metrics=METRIC, interval="1s")
+    async with running_controller(settings_for(cluster), analyzer=ScriptedAnalysis()):
+        await world.wait_until(
+            lambda: world.status(store, NS, "web").get("phase") == "Initialized", timeout=15
+        )
+        watcher = StatusBesideRoute(store, "web")
+        world.new_revision(store, NS, "web", "app:2")
+        await world.wait_until(lambda: world.status(store, NS, "web").get("step") == 1, timeout=30)
+        # The next status writes fail: the step to 30 % has patched the route when its status write fails.
+        cluster.api_server.faults.add(
+            "error", resource="canaries", subresource="status", verb="patch", code=503, remaining=2
+        )
+        await world.wait_until(lambda: world.status(store, NS, "web").get("phase") == "Succeeded", timeout=60)
+        watcher.close()
+    assert ("route", 30) in watcher.writes
+    for canary_weight, moving_to, on_route in watcher.seen:
+        assert canary_weight == on_route or moving_to == on_route, watcher.seen
+    assert _progressing_steps(watcher.writes) == [(1, 10), (2, 30), (3, 50)], watcher.writes
+    route_weights = [w[1] for w in watcher.writes if w[0] == "route"]
+    climb = route_weights[: route_weights.index(50) + 1]
+    assert climb == sorted(climb), route_weights  # the route never went back a step
