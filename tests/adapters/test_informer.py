@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -283,3 +284,40 @@ async def test_the_list_is_read_in_pages_and_the_watch_starts_from_the_first_pag
         await eventually(lambda: informer.get(NAMESPACE, "d4")["spec"]["replicas"] == 4)
     finally:
         await informer.stop()
+
+
+async def test_on_a_real_api_server_cached_objects_come_without_managed_fields_or_the_applied_copy(
+    real_cluster,
+):
+    namespace = f"trim-{uuid.uuid4().hex[:8]}"
+    real_cluster.kubectl("create", "namespace", namespace)
+    try:
+
+        def applied(name: str) -> None:
+            manifest = deployment(name)
+            manifest["metadata"].update(namespace=namespace, annotations={"team.example/owner": "web"})
+            real_cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+        applied("listed")
+        client = await KubeClient.connect(str(real_cluster.kubeconfig))
+        informer = Informer(client, DEPLOYMENTS, namespace)
+        informer.start()
+        try:
+            assert await informer.wait_synced(10)
+            applied("watched")
+            await eventually(lambda: informer.get(namespace, "watched") is not None, timeout=10)
+            answer = await client.patch(DEPLOYMENTS, namespace, "listed", {"spec": {"replicas": 2}})
+            assert answer["metadata"]["managedFields"] and LAST_APPLIED in answer["metadata"]["annotations"]
+            informer.store(answer)
+            for name in ("listed", "watched"):
+                cached = informer.get(namespace, name)
+                assert cached is not None
+                assert "managedFields" not in cached["metadata"]
+                assert cached["metadata"]["annotations"].get("team.example/owner") == "web"
+                assert LAST_APPLIED not in cached["metadata"]["annotations"]
+            assert informer.get(namespace, "listed")["spec"] == answer["spec"]
+        finally:
+            await informer.stop()
+            await client.close()
+    finally:
+        real_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
