@@ -75,6 +75,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from canaryd.adapters.informer import PAGE_SIZE  # noqa: E402
 from canaryd.api.durations import parse_duration  # noqa: E402
 from canaryd.api.timestamps import format_rfc3339, parse_rfc3339  # noqa: E402
+from canaryd.sandbox.server.patching import merge_patch  # noqa: E402
 
 SHAPES = REPO / "bench" / "memory_shapes.json"
 
@@ -164,19 +165,6 @@ def due_now(canary: Obj, interval: str, now: datetime) -> Obj:
             if name in entry:
                 entry[name] = moved(entry[name])
     return changed
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch (also how this stand-in applies strategic merge patches)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 @dataclass(frozen=True)

@@ -338,6 +338,13 @@ def _our_rules(route: dict[str, Any]) -> list[dict[str, int]]:
     return found
 
 
+def _status_and_route_weights(
+    canary: dict[str, Any], route: dict[str, Any]
+) -> tuple[dict[str, Any], set[int]]:
+    """The Canary's status, and the canary weights of the route's rules that weight this run's Services."""
+    return canary.get("status") or {}, {r.get(f"{APP}-canary", 0) for r in _our_rules(route)}
+
+
 def _without_weights(route: dict[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(route.get("spec", {}))
     for rule in spec.get("rules", []):
@@ -390,11 +397,9 @@ class Invariants:
 
     def _route_vs_status(self, canary: dict[str, Any], route: dict[str, Any]) -> None:
         """A route change may put the route ahead of status (an ordinary step), never for good."""
-        status = canary.get("status") or {}
-        rules = _our_rules(route)
-        if not rules or "canaryWeight" not in status:
+        status, on_route = _status_and_route_weights(canary, route)
+        if not on_route or "canaryWeight" not in status:
             return
-        on_route = {r.get(f"{APP}-canary", 0) for r in rules}
         if self.foreign_weights:
             # Only a status write clears it: canaryd's write of the step it had routed before the other
             # writer came may still land, and the status before it may match the other writer's weights.
@@ -446,11 +451,9 @@ class Invariants:
         return checked
 
     def _status_vs_route(self, canary: dict[str, Any], route: dict[str, Any]) -> None:
-        status = canary.get("status") or {}
-        rules = _our_rules(route)
-        if not rules or "canaryWeight" not in status:
+        status, on_route = _status_and_route_weights(canary, route)
+        if not on_route or "canaryWeight" not in status:
             return
-        on_route = {r.get(f"{APP}-canary", 0) for r in rules}
         if self.foreign_weights:
             # Until canaryd has put back what it says (a move it was confirming when the other writer
             # came may still land on status: then status is stale until canaryd sees the drift).

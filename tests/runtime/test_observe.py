@@ -108,10 +108,8 @@ def _caches(canary: dict[str, Any], route: dict[str, Any]) -> Caches:
     )
 
 
-def test_a_route_weighted_twice_since_the_gateway_reported_is_still_accepted_after_a_restart() -> None:
-    """What acceptance needs is in the Canary's status: a fresh controller (fresh caches) sees the same."""
-    route = world.route(NS, "shop")
-    route["metadata"].update(uid="route-uid", generation=3)
+def _accepted_at_generation_1(route: dict[str, Any]) -> None:
+    """The Gateway's status on the route: Accepted, for generation 1."""
     accepted = {"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 1}
     route["status"] = {
         "parents": [
@@ -122,20 +120,30 @@ def test_a_route_weighted_twice_since_the_gateway_reported_is_still_accepted_aft
             }
         ]
     }
+
+
+def _weighted_by_canaryd(route: dict[str, Any], first: int, last: int) -> dict[str, Any]:
+    """What canaryd writes to status when it took generations ``first`` to ``last`` by its weight steps."""
+    return {
+        "kind": "HTTPRoute",
+        "name": "shop",
+        "uid": "route-uid",
+        "first": first,
+        "last": last,
+        "specHash": spec_hash(route, "shop-primary", "shop-canary"),
+    }
+
+
+def test_a_route_weighted_twice_since_the_gateway_reported_is_still_accepted_after_a_restart() -> None:
+    """What acceptance needs is in the Canary's status: a fresh controller (fresh caches) sees the same."""
+    route = world.route(NS, "shop")
+    route["metadata"].update(uid="route-uid", generation=3)
+    _accepted_at_generation_1(route)
     raw = world.canary(NS, "shop")
     unaware = observe(Canary.model_validate(raw), raw, _caches(raw, route)).observations
     assert not unaware.routes[0].accepted and "accepted generation 1" in unaware.routes[0].problem
 
-    # What canaryd wrote to status when it took generations 1 to 3 by its weight steps.
-    written = {
-        "kind": "HTTPRoute",
-        "name": "shop",
-        "uid": "route-uid",
-        "first": 1,
-        "last": 3,
-        "specHash": spec_hash(route, "shop-primary", "shop-canary"),
-    }
-    raw["status"] = {"routeGenerations": [written]}
+    raw["status"] = {"routeGenerations": [_weighted_by_canaryd(route, first=1, last=3)]}
     restarted = observe(Canary.model_validate(raw), raw, _caches(raw, route)).observations
     assert restarted.routes[0].accepted and restarted.routes[0].problem == ""
 
@@ -144,33 +152,13 @@ def test_a_route_kept_from_one_pass_to_the_next_is_judged_again_when_the_status_
     """The route's state is remembered per resourceVersion, and per what the Canary's status says of it."""
     route = world.route(NS, "shop")
     route["metadata"].update(uid="route-uid", generation=3, resourceVersion="41")
-    accepted = {"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 1}
-    route["status"] = {
-        "parents": [
-            {
-                "parentRef": {"name": world.GATEWAY_NAME, "namespace": world.GATEWAY_NAMESPACE},
-                "controllerName": world.SANDBOX_CONTROLLER,
-                "conditions": [accepted],
-            }
-        ]
-    }
+    _accepted_at_generation_1(route)
     raw = world.canary(NS, "shop")
     raw["metadata"]["uid"] = "uid-shop"
     caches = _caches(raw, route)
     before = observe(Canary.model_validate(raw), raw, caches).observations
     assert not before.routes[0].accepted
-    raw["status"] = {
-        "routeGenerations": [
-            {
-                "kind": "HTTPRoute",
-                "name": "shop",
-                "uid": "route-uid",
-                "first": 1,
-                "last": 3,
-                "specHash": spec_hash(route, "shop-primary", "shop-canary"),
-            }
-        ]
-    }
+    raw["status"] = {"routeGenerations": [_weighted_by_canaryd(route, first=1, last=3)]}
     after = observe(Canary.model_validate(raw), raw, caches).observations
     assert after.routes[0].accepted and after.routes[0].problem == ""
 

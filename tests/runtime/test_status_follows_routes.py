@@ -101,7 +101,8 @@ def _progressing_steps(writes: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
     return steps
 
 
-async def test_an_ordinary_step_writes_its_route_first_and_status_once(cluster):
+async def _watched_run(cluster, meanwhile=None) -> StatusBesideRoute:
+    """A run of a new revision to Succeeded, every write watched; ``meanwhile`` runs while it is under way."""
     store = cluster.store
     world.app(store, NS, "web", metrics=METRIC, interval="1s")
     async with running_controller(settings_for(cluster), analyzer=ScriptedAnalysis()):
@@ -110,8 +111,15 @@ async def test_an_ordinary_step_writes_its_route_first_and_status_once(cluster):
         )
         watcher = StatusBesideRoute(store, "web")
         world.new_revision(store, NS, "web", "app:2")
+        if meanwhile is not None:
+            await meanwhile()
         await world.wait_until(lambda: world.status(store, NS, "web").get("phase") == "Succeeded", timeout=60)
         watcher.close()
+    return watcher
+
+
+async def test_an_ordinary_step_writes_its_route_first_and_status_once(cluster):
+    watcher = await _watched_run(cluster)
     for canary_weight, moving_to, on_route in watcher.seen:
         assert canary_weight == on_route or moving_to == on_route, watcher.seen
     # The steps within the run (10 -> 30 -> 50 %) never say movingToWeight: the route was written first,
@@ -127,21 +135,14 @@ async def test_an_ordinary_step_writes_its_route_first_and_status_once(cluster):
 
 
 async def test_a_status_write_lost_after_the_route_patch_takes_the_step_once(cluster):
-    store = cluster.store
-    world.app(store, NS, "web", metrics=METRIC, interval="1s")
-    async with running_controller(settings_for(cluster), analyzer=ScriptedAnalysis()):
-        await world.wait_until(
-            lambda: world.status(store, NS, "web").get("phase") == "Initialized", timeout=15
-        )
-        watcher = StatusBesideRoute(store, "web")
-        world.new_revision(store, NS, "web", "app:2")
-        await world.wait_until(lambda: world.status(store, NS, "web").get("step") == 1, timeout=30)
+    async def status_writes_fail_after_the_first_step() -> None:
+        await world.wait_until(lambda: world.status(cluster.store, NS, "web").get("step") == 1, timeout=30)
         # The next status writes fail: the step to 30 % has patched the route when its status write fails.
         cluster.api_server.faults.add(
             "error", resource="canaries", subresource="status", verb="patch", code=503, remaining=2
         )
-        await world.wait_until(lambda: world.status(store, NS, "web").get("phase") == "Succeeded", timeout=60)
-        watcher.close()
+
+    watcher = await _watched_run(cluster, status_writes_fail_after_the_first_step)
     assert ("route", 30) in watcher.writes
     for canary_weight, moving_to, on_route in watcher.seen:
         assert canary_weight == on_route or moving_to == on_route, watcher.seen
