@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from canaryd.api.models import CanaryStatus
 from canaryd.core.effects import CallWebhooks, Effect, Notify, RecordEvent, SetRouteWeights
@@ -116,6 +117,20 @@ def stage(
     return Staged(before_routes=before, once_routed=settled if writes else None)
 
 
+def routed_at(once_routed: CanaryStatus, written: CanaryStatus, when: datetime) -> CanaryStatus:
+    """The status of an ordinary step whose route patch went through at ``when``.
+
+    The step's interval starts when the route carries its weight, not when it
+    was decided: a patch held up by a slow or restarting API server would
+    otherwise leave the next analysis round a fraction of an interval of
+    traffic at the new weight to judge.
+    """
+    stepped = once_routed.last_step_time is not None and once_routed.last_step_time != written.last_step_time
+    if not stepped or once_routed.last_step_time is None or when <= once_routed.last_step_time:
+        return once_routed
+    return once_routed.model_copy(update={"last_step_time": when})
+
+
 #: What an ordinary step may do besides its weight write for status to be written once, after the route.
 _WITH_A_STEP = (SetRouteWeights, RecordEvent, CallWebhooks, Notify)
 
@@ -140,4 +155,13 @@ def weights_first(
     )
 
 
-__all__ = ["Staged", "carried_weight", "confirmed", "intended", "routes_carry", "stage", "weights_first"]
+__all__ = [
+    "Staged",
+    "carried_weight",
+    "confirmed",
+    "intended",
+    "routed_at",
+    "routes_carry",
+    "stage",
+    "weights_first",
+]

@@ -388,6 +388,7 @@ class Reconciler:
                     if isinstance(effect, fx.SetRouteWeights):
                         self._doing[key] = self._describe(effect, canary)
                         await self._apply(effect, canary, target, decision.status)
+                once_routed = inflight.routed_at(once_routed, old, self.clock())
                 self._doing[key] = "writing the Canary's status"
                 self._remember_step(key, raw, canary, once_routed)
                 await self._write_status(key, raw, old, once_routed)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from canaryd.api.constants import HookType, Phase
 from canaryd.api.models import CanaryStatus
 from canaryd.core.effects import CallWebhooks, EnsurePrimary, RecordEvent, ScaleTarget, SetRouteWeights
-from canaryd.core.inflight import carried_weight, confirmed, intended, routes_carry, stage, weights_first
+from canaryd.core.inflight import (
+    carried_weight,
+    confirmed,
+    intended,
+    routed_at,
+    routes_carry,
+    stage,
+    weights_first,
+)
 from canaryd.core.lifecycle import analysis_due
 from canaryd.core.observations import RouteState
 from tests.core.world import progressing_world, with_status
@@ -143,3 +151,13 @@ def test_the_weight_carried_is_the_one_all_routes_agree_on() -> None:
     assert carried_weight((route(30), route(10))) is None
     assert carried_weight((route(None),)) is None
     assert carried_weight((route(30, exists=False),)) is None
+
+
+def test_a_step_counts_its_interval_from_when_its_route_carried_the_weight() -> None:
+    decided_at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    before = at(10, step=1).model_copy(update={"last_step_time": decided_at - timedelta(minutes=1)})
+    stepped = at(30).model_copy(update={"last_step_time": decided_at})
+    routed = decided_at + timedelta(seconds=6)  # the route patch waited out an API server restart
+    assert routed_at(stepped, before, routed).last_step_time == routed
+    held = before.model_copy(update={"failed_checks": 1})  # no step: its clock stays
+    assert routed_at(held, before, routed).last_step_time == before.last_step_time

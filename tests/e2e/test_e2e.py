@@ -271,7 +271,12 @@ async def test_killed_controller_resumes_and_a_dead_prometheus_promotes_nothing(
         await until_phase(env, "blind", "Initialized", timeout=30)
         await asyncio.gather(env.carry_traffic("resilient"), env.carry_traffic("blind"))
         world.new_revision(store, ns, "resilient", "shop:2.0")
-        await world.wait_until(lambda: world.weights(store, ns, "resilient") == (80, 20), timeout=40)
+        # The step to 20 %: the route carries it and status says so (an ordinary step writes its route first).
+        await world.wait_until(
+            lambda: world.weights(store, ns, "resilient") == (80, 20)
+            and world.status(store, ns, "resilient").get("canaryWeight") == 20,
+            timeout=40,
+        )
         before = world.status(store, ns, "resilient")
         first.kill()
         await asyncio.sleep(1.0)

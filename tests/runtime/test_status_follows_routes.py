@@ -7,10 +7,12 @@ before the route patch had gone through.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from canaryd.api.timestamps import parse_rfc3339
 from canaryd.runtime.controller import running_controller
 from canaryd.sandbox.cluster import SandboxCluster
 from tests.runtime import world
@@ -37,6 +39,8 @@ class StatusBesideRoute:
     def __init__(self, store: Any, name: str) -> None:
         self.seen: list[tuple[int, int | None, int]] = []
         self.writes: list[tuple[Any, ...]] = []
+        #: (step, lastStepTime) of every Canary version.
+        self.step_times: list[tuple[int, datetime]] = []
         self._store, self._name = store, name
         self._unsubscribe = store.subscribe(self._on_event)
 
@@ -61,6 +65,8 @@ class StatusBesideRoute:
                 status.get("movingToWeight"),
             )
         )
+        if status.get("lastStepTime"):
+            self.step_times.append((status.get("step"), parse_rfc3339(status["lastStepTime"])))
 
     def close(self) -> None:
         self._unsubscribe()
@@ -150,3 +156,33 @@ async def test_a_status_write_lost_after_the_route_patch_takes_the_step_once(clu
     route_weights = [w[1] for w in watcher.writes if w[0] == "route"]
     climb = route_weights[: route_weights.index(50) + 1]
     assert climb == sorted(climb), route_weights  # the route never went back a step
+
+
+async def test_a_step_held_up_in_its_route_patch_counts_its_interval_from_when_the_route_carried_it(cluster):
+    """A slow API server holds each route patch for 1.5 s, longer than the 1 s interval: every step's
+    lastStepTime is when its weight reached the route, so the next round judges a whole interval of it."""
+    routed: dict[int, datetime] = {}
+
+    def on_route(event: Any) -> None:
+        obj = event.obj if isinstance(event.obj, dict) else {}
+        route = event.storage_key == ("gateway.networking.k8s.io", "httproutes")
+        if route and obj["metadata"]["name"] == "web":
+            routed.setdefault(world.weights(cluster.store, NS, "web")[1], datetime.now(UTC))
+
+    unsubscribe = cluster.store.subscribe(on_route)
+
+    async def slow_route_patches() -> None:
+        await world.wait_until(lambda: world.status(cluster.store, NS, "web").get("step") == 1, timeout=30)
+        cluster.api_server.faults.add("latency", resource="httproutes", verb="patch", latency_ms=1500)
+
+    watcher = await _watched_run(cluster, slow_route_patches)
+    unsubscribe()
+    steps = {}
+    for write in watcher.writes:
+        if write[0] == "status" and write[1] == "Progressing" and write[2] in (2, 3):
+            steps.setdefault(write[2], write[3])
+    assert steps == {2: 30, 3: 50}, watcher.writes
+    for step, weight in steps.items():
+        stamp = next(t for s, t in watcher.step_times if s == step)
+        # Status timestamps have whole seconds.
+        assert stamp >= routed[weight].replace(microsecond=0), (step, stamp, routed)
