@@ -21,12 +21,14 @@ route is patched first and status written once, after it, so a step costs
 one status write, not two. Nothing is lost if the controller stops between
 the two writes: status still says the step before, which the next pass
 decides again from (a step decided again writes the weight the route already
-carries, so it is taken once). If that pass decides otherwise (a failed
-check holds the run), status first says the weight the route carries and
-that canaryd moves it back (:func:`stage`), so status never says a weight the
-route does not carry. A route patch that fails for another reason than a
-lost race leaves the outcome unknown, so the status of the two-step write
-(``movingToWeight``) is written then, before the pass's failure is handled.
+carries, so it is taken once). If that pass decides otherwise (the Gateway
+has not reported the route's new generation yet, or a check fails), status
+first says the weight the route carries and that canaryd moves it back
+(:func:`stage`), so status never says a weight the route does not carry. A
+route patch that fails for another reason than a lost race leaves the
+outcome unknown, so the status of the two-step write (``movingToWeight``) is
+written then, before the pass's failure is handled. The step's interval
+starts when its route patch went through (:func:`routed_at`).
 """
 
 from __future__ import annotations
