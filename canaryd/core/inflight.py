@@ -127,9 +127,9 @@ def routed_at(once_routed: CanaryStatus, written: CanaryStatus, when: datetime) 
     otherwise leave the next analysis round a fraction of an interval of
     traffic at the new weight to judge.
     """
-    stepped = once_routed.last_step_time is not None and once_routed.last_step_time != written.last_step_time
-    if not stepped or once_routed.last_step_time is None or when <= once_routed.last_step_time:
-        return once_routed
+    decided_at = once_routed.last_step_time
+    if decided_at is None or decided_at == written.last_step_time or when <= decided_at:
+        return once_routed  # no step taken, or the route carried it at once
     return once_routed.model_copy(update={"last_step_time": when})
 
 

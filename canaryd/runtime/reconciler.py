@@ -390,8 +390,8 @@ class Reconciler:
                         await self._apply(effect, canary, target, decision.status)
                 once_routed = inflight.routed_at(once_routed, old, self.clock())
                 self._doing[key] = "writing the Canary's status"
-                self._remember_step(key, raw, canary, once_routed)
-                await self._write_status(key, raw, old, once_routed)
+                pending = self._remember_step(key, raw, canary, once_routed)
+                await self.writer.patch_status(key[0], key[1], pending.status_patch)
                 self._unconfirmed.pop(key, None)
             except RouteConflict:
                 raise  # the route was not written: status still says what it carries
@@ -411,15 +411,17 @@ class Reconciler:
 
     def _remember_step(
         self, key: Key, raw: dict[str, Any], canary: Canary, once_routed: CanaryStatus
-    ) -> None:
+    ) -> UnconfirmedStep:
+        """Keep the step's status patch until it is written; the patch is returned for writing it."""
         ref = canary.spec.route_refs[0]
         route = self.caches.routes[ref.kind].get(key[0], ref.name) or {}
-        self._unconfirmed[key] = UnconfirmedStep(
+        pending = self._unconfirmed[key] = UnconfirmedStep(
             canary_version=_version(raw),
             route=(ref.kind, ref.name),
             route_version=_uid_generation(route),
             status_patch=status_merge_patch(raw.get("status") or {}, once_routed.dump()),
         )
+        return pending
 
     async def _confirm_step(self, key: Key, raw: dict[str, Any]) -> bool:
         """Write the status of a step whose route patch went through; False: nothing to confirm, decide."""
